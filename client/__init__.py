@@ -1,0 +1,1 @@
+"""lrtune trainer-side client: wire protocol, HTTP client and training-loop callback."""

@@ -1,0 +1,189 @@
+"""Wire format of lrtune's HTTP API (v1), shared by the service and the trainer-side client.
+
+It lives in the client package because trainer machines install only the client; it imports nothing but
+pydantic. Routes (JSON over HTTP; errors are :class:`ErrorBody` with a stable ``code``)::
+
+    POST   /v1/jobs                                    JobCreate      -> JobCreated (201)
+    GET    /v1/jobs                                    (admin key)    -> JobList
+    GET    /v1/jobs/{job_id}                           (job token)    -> JobInfo
+    DELETE /v1/jobs/{job_id}                           (job token)    -> JobInfo
+    POST   /v1/jobs/{job_id}/lease                     LeaseRequest   -> WireSegment  (poll: the open segment)
+    POST   /v1/jobs/{job_id}/segments/{segment_id}/report  WireReport -> WireSegment  (the next segment)
+    GET    /v1/jobs/{job_id}/schedule[?format=json|csv|lambdalr]     -> schedule
+
+A steady-state worker makes one round trip per segment: the report's response is the next segment, already
+leased to the reporting worker.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+API_PREFIX = "/v1"
+
+Phase = Literal["warmup", "explore", "train", "anneal", "schedule", "done"]
+Shape = Literal["constant", "linear", "cosine", "rex"]
+JobStatus = Literal["running", "done", "deleted"]
+
+
+class JobConfig(BaseModel):
+    """A job's tuning configuration; ``null`` fields take the preset's value (see ``tuner.TunerConfig``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_lr: float = Field(gt=0, description="Lower bound of the LR search range.")
+    max_lr: float = Field(gt=0, description="Upper bound of the LR search range.")
+    total_steps: int = Field(gt=0, le=10**9, description="Gradient-step budget, exploration included.")
+    preset: Literal["default", "paper"] = "default"
+    strategy: Literal["autolrs", "constant", "cosine", "linear", "wsd", "rex"] = "autolrs"
+    seed: int = Field(0, ge=0, lt=2**63)
+    tau: int | None = Field(None, ge=1, description="First stage length in steps.")
+    tau_max: int | None = Field(None, ge=1, description="Longest stage in steps.")
+    k: int | None = Field(None, ge=1, description="Candidates in a cold stage.")
+    k_warm: int | None = Field(None, ge=1, description="Candidates in a warm stage.")
+    candidate_fraction: float | None = Field(None, gt=0, le=1, description="tau' / tau.")
+    min_candidate_steps: int | None = Field(None, ge=1)
+    objective: Literal["train", "val", "auto"] | None = None
+    val_samples: int = Field(16, ge=2)
+    warmup_steps: int = Field(0, ge=0)
+    warmup_lr: float | None = Field(None, gt=0)
+    explore_cap: float | None = Field(None, ge=0, le=1, description="Largest share of steps spent exploring.")
+    anneal_fraction: float | None = Field(None, ge=0, le=0.9)
+    noise_from_forecast: bool | None = None
+    carry_observations: bool | None = None
+    keep_winner: bool | None = None
+    divergence_guard: bool | None = None
+    replay_batches: bool | None = None
+    power_law: bool | None = None
+    loss_floor: float | None = 0.0
+    divergence_factor: float = Field(2.0, gt=1, lt=1e6)
+    trust_region: float = Field(0.25, ge=0, le=1)
+    max_segment_steps: int | None = Field(None, ge=1)
+    wsd_decay_fraction: float = Field(0.2, ge=0, le=1)
+
+
+class JobCreate(BaseModel):
+    """Body of ``POST /v1/jobs``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, max_length=200, description="A label shown in listings.")
+    config: JobConfig
+
+
+class WireSegment(BaseModel):
+    """A segment as sent to workers; see ``tuner.segment`` for the meaning of each field.
+
+    ``lease_epoch`` must be echoed in the report; ``lease_expires_in_s`` says how long the lease holds unless
+    renewed by a poll or report.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    job_id: str
+    segment_id: int
+    lease_epoch: int = 0
+    lease_expires_in_s: float | None = None
+    phase: Phase
+    start_step: int
+    steps: int
+    lr: float
+    lr_end: float
+    shape: Shape = "constant"
+    curve_from: float = 0.0
+    curve_to: float = 0.0
+    curve_start: float = 0.0
+    curve_end: float = 1.0
+    stage: int | None = None
+    candidate: int | None = None
+    restore: str | None = None
+    snapshot: str | None = None
+    keep: str | None = None
+    drop: list[str] = Field(default_factory=list)
+    eval_every: int | None = None
+    abort_above: float | None = None
+    replay: bool = False
+    done: bool = False
+
+    def lr_at(self, step: int) -> float:
+        """Return the LR of 0-based step ``step`` of this segment (same formula as ``tuner.Segment``)."""
+        n = max(self.steps, 1)
+        p = min(max(self.curve_start + (self.curve_end - self.curve_start) * step / n, 0.0), 1.0)
+        if self.shape == "constant":
+            g = 1.0
+        elif self.shape == "linear":
+            g = 1.0 - p
+        elif self.shape == "cosine":
+            g = 0.5 * (1.0 + math.cos(math.pi * p))
+        else:  # rex
+            g = (1.0 - p) / (1.0 - 0.5 * p)
+        return self.curve_to + (self.curve_from - self.curve_to) * g
+
+
+class LeaseRequest(BaseModel):
+    """Body of a poll: who asks for the open segment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    worker_id: str = Field(min_length=1, max_length=200)
+
+
+class WireReport(BaseModel):
+    """Body of a report: the losses of the segment that ran.
+
+    ``losses`` has one entry per step (``null`` for a non-finite loss); a candidate may be cut short once it
+    diverged. ``val_losses`` has one entry per ``eval_every`` steps when the segment asked for them.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    worker_id: str = Field(min_length=1, max_length=200)
+    lease_epoch: int = Field(ge=0)
+    losses: list[float | None] = Field(max_length=1_000_000)
+    val_losses: list[float | None] | None = Field(None, max_length=1_000_000)
+
+
+class JobInfo(BaseModel):
+    """What ``GET /v1/jobs/{job_id}`` shows."""
+
+    job_id: str
+    name: str | None = None
+    status: JobStatus
+    created_at: float
+    updated_at: float
+    config: JobConfig
+    steps_used: int
+    total_steps: int
+    phase: Phase
+    lr: float | None = None
+    stage: int | None = None
+    explore_share: float = 0.0
+    last_loss: float | None = None
+
+
+class JobCreated(BaseModel):
+    """Response of ``POST /v1/jobs``; the token is shown only here."""
+
+    job_id: str
+    token: str
+    job: JobInfo
+
+
+class JobList(BaseModel):
+    """Response of ``GET /v1/jobs``."""
+
+    jobs: list[JobInfo]
+    total: int
+    offset: int = 0
+    limit: int = 100
+
+
+class ErrorBody(BaseModel):
+    """Every error response: a stable machine-readable ``code`` and a message that says what to fix."""
+
+    code: str
+    message: str
+    detail: Any | None = None

@@ -1,0 +1,1 @@
+"""lrtune service: FastAPI routes, stores, leases and auth over the tuner."""

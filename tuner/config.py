@@ -1,0 +1,304 @@
+"""Job configuration: what the user asks for, and the settings a preset resolves it to.
+
+``TunerConfig`` is what a user writes (and what travels over the wire). ``Settings`` is the complete,
+resolved set of knobs the stage machine runs on: every ``None`` in the config is filled from the preset and
+the step budget. Resolution is a pure function of the config, so a dumped job stores only the config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from tuner.errors import InvalidConfigError
+
+Preset = Literal["default", "paper"]
+Strategy = Literal["autolrs", "constant", "cosine", "linear", "wsd", "rex"]
+Objective = Literal["train", "val", "auto"]
+
+PRESETS: tuple[str, ...] = ("default", "paper")
+STRATEGIES: tuple[str, ...] = ("autolrs", "constant", "cosine", "linear", "wsd", "rex")
+OBJECTIVES: tuple[str, ...] = ("train", "val", "auto")
+MAX_TOTAL_STEPS = 10**9
+
+
+@dataclass(frozen=True)
+class TunerConfig:
+    """What a job asks for.
+
+    Attributes:
+        min_lr: Lower bound of the LR search range (and the final LR of the standard schedules).
+        max_lr: Upper bound of the LR search range (and the peak LR of the standard schedules).
+        total_steps: Budget of gradient steps, every exploration and rolled-back step included.
+        preset: ``"default"`` (lrtune's improvements) or ``"paper"`` (the reference AutoLRS behaviour).
+        strategy: ``"autolrs"`` searches the LR; the others serve a standard schedule.
+        seed: Seed of every random choice the tuner makes.
+        tau: Length in steps of the first stage (None: from the preset and budget).
+        tau_max: Longest stage in steps; tau doubles each stage until it reaches it.
+        k: Candidates tried in a stage without prior observations.
+        k_warm: Candidates tried in a stage that starts from carried observations.
+        candidate_fraction: Steps per candidate as a fraction of tau (tau' = fraction * tau).
+        min_candidate_steps: Fewest steps a candidate runs.
+        objective: ``"train"`` or ``"val"`` loss, or ``"auto"`` (train until tau reaches tau_max, then val).
+        val_samples: Validation evaluations per candidate when the objective is validation loss.
+        warmup_steps: Linear warmup steps before the search (or the schedule) starts.
+        warmup_lr: LR the warmup ends at (None: the geometric middle of the range).
+        explore_cap: Largest share of ``total_steps`` spent on candidates (None: no cap).
+        anneal_fraction: Share of ``total_steps`` at the end that decays the LR linearly towards zero.
+        noise_from_forecast: Pass each forecast's uncertainty to the GP as observation noise.
+        carry_observations: Warm-start a stage's search from the previous stage's observations.
+        keep_winner: Continue from the winning candidate's end state instead of rolling it back.
+        divergence_guard: Stop a candidate whose loss turns non-finite or far above its start.
+        replay_batches: Ask the client to show every candidate of a stage the same batches.
+        power_law: Let a power-law curve family compete with the exponential in the forecaster.
+        loss_floor: Lowest value the loss can take (0 for cross-entropy); null if it can go negative.
+        divergence_factor: A candidate diverged once its recent loss exceeds this factor times the stage's
+            start loss.
+        trust_region: Half-width, in normalized log-LR units, of a warm stage's search around the last winner.
+        max_segment_steps: Longest training segment in steps; longer stretches are cut into several segments.
+        wsd_decay_fraction: Share of the schedule that decays, for the ``wsd`` strategy.
+    """
+
+    min_lr: float
+    max_lr: float
+    total_steps: int
+    preset: Preset = "default"
+    strategy: Strategy = "autolrs"
+    seed: int = 0
+    tau: int | None = None
+    tau_max: int | None = None
+    k: int | None = None
+    k_warm: int | None = None
+    candidate_fraction: float | None = None
+    min_candidate_steps: int | None = None
+    objective: Objective | None = None
+    val_samples: int = 16
+    warmup_steps: int = 0
+    warmup_lr: float | None = None
+    explore_cap: float | None = None
+    anneal_fraction: float | None = None
+    noise_from_forecast: bool | None = None
+    carry_observations: bool | None = None
+    keep_winner: bool | None = None
+    divergence_guard: bool | None = None
+    replay_batches: bool | None = None
+    power_law: bool | None = None
+    loss_floor: float | None = 0.0
+    divergence_factor: float = 2.0
+    trust_region: float = 0.25
+    max_segment_steps: int | None = None
+    wsd_decay_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        """Validate every field and raise :class:`InvalidConfigError` with what to fix."""
+        _validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the config as a plain JSON-safe dict (``None`` fields included)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TunerConfig:
+        """Build a config from a dict, refusing unknown keys.
+
+        Raises:
+            InvalidConfigError: An unknown or missing key, or an invalid value.
+        """
+        if not isinstance(data, dict):
+            raise InvalidConfigError("config must be a JSON object")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise InvalidConfigError(f"unknown config field(s): {', '.join(unknown)}")
+        missing = [n for n in ("min_lr", "max_lr", "total_steps") if n not in data]
+        if missing:
+            raise InvalidConfigError(f"missing config field(s): {', '.join(missing)}")
+        try:
+            return cls(**data)
+        except TypeError as exc:  # pragma: no cover - guarded by the checks above
+            raise InvalidConfigError(str(exc)) from exc
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _validate(c: TunerConfig) -> None:
+    def bad(msg: str) -> InvalidConfigError:
+        return InvalidConfigError(msg)
+
+    for name in ("min_lr", "max_lr"):
+        v = getattr(c, name)
+        if not _is_number(v) or not math.isfinite(v) or v <= 0:
+            raise bad(f"{name} must be a positive finite number, got {v!r}")
+    if c.min_lr >= c.max_lr:
+        raise bad(f"min_lr ({c.min_lr}) must be below max_lr ({c.max_lr})")
+    if not _is_int(c.total_steps) or c.total_steps <= 0:
+        raise bad(f"total_steps must be a positive integer, got {c.total_steps!r}")
+    if c.total_steps > MAX_TOTAL_STEPS:
+        raise bad(f"total_steps must be at most {MAX_TOTAL_STEPS}, got {c.total_steps}")
+    if c.preset not in PRESETS:
+        raise bad(f"preset must be one of {', '.join(PRESETS)}, got {c.preset!r}")
+    if c.strategy not in STRATEGIES:
+        raise bad(f"strategy must be one of {', '.join(STRATEGIES)}, got {c.strategy!r}")
+    if c.objective is not None and c.objective not in OBJECTIVES:
+        raise bad(f"objective must be one of {', '.join(OBJECTIVES)}, got {c.objective!r}")
+    if not _is_int(c.seed) or not 0 <= c.seed < 2**63:
+        raise bad(f"seed must be a non-negative integer below 2**63, got {c.seed!r}")
+    for name in ("tau", "tau_max", "k", "k_warm", "min_candidate_steps", "max_segment_steps"):
+        v = getattr(c, name)
+        if v is not None and (not _is_int(v) or v < 1):
+            raise bad(f"{name} must be a positive integer or null, got {v!r}")
+    if c.tau is not None and c.tau_max is not None and c.tau_max < c.tau:
+        raise bad(f"tau_max ({c.tau_max}) must be at least tau ({c.tau})")
+    if not _is_int(c.val_samples) or c.val_samples < 2:
+        raise bad(f"val_samples must be an integer >= 2, got {c.val_samples!r}")
+    if not _is_int(c.warmup_steps) or not 0 <= c.warmup_steps < c.total_steps:
+        raise bad(f"warmup_steps must be an integer in [0, total_steps), got {c.warmup_steps!r}")
+    if c.warmup_lr is not None and (not _is_number(c.warmup_lr) or not math.isfinite(c.warmup_lr) or c.warmup_lr <= 0):
+        raise bad(f"warmup_lr must be a positive finite number or null, got {c.warmup_lr!r}")
+    for name, lo, hi in (
+        ("candidate_fraction", 0.0, 1.0),
+        ("explore_cap", 0.0, 1.0),
+        ("anneal_fraction", 0.0, 0.9),
+        ("trust_region", 0.0, 1.0),
+        ("wsd_decay_fraction", 0.0, 1.0),
+    ):
+        v = getattr(c, name)
+        if v is None:
+            continue
+        if not _is_number(v) or not math.isfinite(v) or not lo <= v <= hi:
+            raise bad(f"{name} must be a number in [{lo}, {hi}], got {v!r}")
+    if c.candidate_fraction is not None and c.candidate_fraction == 0:
+        raise bad("candidate_fraction must be above 0")
+    if not _is_number(c.divergence_factor) or not 1.0 < c.divergence_factor < 1e6:
+        raise bad(f"divergence_factor must be a number above 1, got {c.divergence_factor!r}")
+    if c.loss_floor is not None and (not _is_number(c.loss_floor) or not math.isfinite(c.loss_floor)):
+        raise bad(f"loss_floor must be a finite number or null, got {c.loss_floor!r}")
+    flags = (
+        "noise_from_forecast",
+        "carry_observations",
+        "keep_winner",
+        "divergence_guard",
+        "replay_batches",
+        "power_law",
+    )
+    for name in flags:
+        v = getattr(c, name)
+        if v is not None and not isinstance(v, bool):
+            raise bad(f"{name} must be true, false or null, got {v!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The resolved knobs the stage machine runs on; see :class:`TunerConfig` for their meaning."""
+
+    min_lr: float
+    max_lr: float
+    total_steps: int
+    preset: str
+    strategy: str
+    seed: int
+    tau: int
+    tau_max: int
+    k: int
+    k_warm: int
+    candidate_fraction: float
+    min_candidate_steps: int
+    objective: str
+    val_samples: int
+    warmup_steps: int
+    warmup_lr: float
+    explore_cap: float
+    anneal_steps: int
+    noise_from_forecast: bool
+    carry_observations: bool
+    keep_winner: bool
+    divergence_guard: bool
+    replay_batches: bool
+    forecast_families: tuple[str, ...]
+    loss_floor: float | None
+    divergence_factor: float
+    trust_region: float
+    max_segment_steps: int
+    wsd_decay_fraction: float
+    acquisition: str
+
+
+def resolve(config: TunerConfig) -> Settings:
+    """Fill every unset knob from the preset and the step budget.
+
+    Args:
+        config: The user's config.
+
+    Returns:
+        The complete settings. ``paper`` reproduces the reference AutoLRS numbers (tau=1000 doubling to
+        8000, k=10, tau'=tau/10, no cap, roll back every candidate, lowest forecast wins); ``default`` sizes the
+        stages from the budget so that about four stages fit before the final anneal.
+    """
+    c = config
+    paper = c.preset == "paper"
+    total = c.total_steps
+    if c.warmup_lr is not None:
+        warmup_lr = c.warmup_lr
+    elif c.strategy == "autolrs":
+        warmup_lr = math.sqrt(c.min_lr * c.max_lr)
+    else:
+        warmup_lr = c.max_lr
+    anneal_fraction = c.anneal_fraction if c.anneal_fraction is not None else (0.0 if paper else 0.2)
+    anneal_steps = round(anneal_fraction * total)
+    if c.strategy == "autolrs":
+        anneal_steps = min(anneal_steps, total - c.warmup_steps - 1)
+    if paper:
+        tau = c.tau or 1000
+        tau_max = c.tau_max or max(8000, tau)
+    else:
+        main = max(1, total - c.warmup_steps - anneal_steps)
+        tau = c.tau or max(10, main // 15)
+        tau_max = c.tau_max or 8 * tau
+    tau_max = max(tau_max, tau)
+    k = c.k or (10 if paper else 6)
+    k_warm = c.k_warm or (k if paper else min(k, 4))
+    max_segment_steps = c.max_segment_steps or max(50, math.ceil(total / 64))
+    return Settings(
+        min_lr=float(c.min_lr),
+        max_lr=float(c.max_lr),
+        total_steps=total,
+        preset=c.preset,
+        strategy=c.strategy,
+        seed=c.seed,
+        tau=tau,
+        tau_max=tau_max,
+        k=k,
+        k_warm=k_warm,
+        candidate_fraction=c.candidate_fraction or 0.1,
+        min_candidate_steps=c.min_candidate_steps or (1 if paper else 10),
+        objective=c.objective or ("auto" if paper else "train"),
+        val_samples=c.val_samples,
+        warmup_steps=c.warmup_steps,
+        warmup_lr=float(warmup_lr),
+        explore_cap=float(c.explore_cap if c.explore_cap is not None else (1.0 if paper else 0.25)),
+        anneal_steps=anneal_steps,
+        noise_from_forecast=_flag(c.noise_from_forecast, not paper),
+        carry_observations=_flag(c.carry_observations, not paper),
+        keep_winner=_flag(c.keep_winner, not paper),
+        divergence_guard=_flag(c.divergence_guard, not paper),
+        replay_batches=_flag(c.replay_batches, not paper),
+        forecast_families=("exp", "power") if _flag(c.power_law, not paper) else ("exp",),
+        loss_floor=None if paper or c.loss_floor is None else float(c.loss_floor),
+        divergence_factor=float(c.divergence_factor),
+        trust_region=float(c.trust_region),
+        max_segment_steps=max_segment_steps,
+        wsd_decay_fraction=float(c.wsd_decay_fraction),
+        acquisition="explore" if paper else "lcb",
+    )
+
+
+def _flag(value: bool | None, default: bool) -> bool:
+    return default if value is None else value

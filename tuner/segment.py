@@ -1,0 +1,155 @@
+"""Segments: the unit of work the tuner hands out, and the LR shapes within one.
+
+A segment is a stretch of ``steps`` gradient steps. Before running it the worker
+
+1. restores the snapshot named ``restore`` (if set),
+2. frees the snapshots named in ``drop``,
+3. saves its current state as ``snapshot`` (if set);
+
+then runs the steps with the LR the segment prescribes, evaluates the validation loss every ``eval_every``
+steps (if set), and finally saves its end state as ``keep`` (if set).
+
+The LR follows a *curve* from ``curve_from`` (at curve position 0) to ``curve_to`` (at position 1); the
+segment covers positions ``curve_start`` to ``curve_end`` of it, so one long cosine can be served as many
+short segments. At step ``j`` (0-based) of ``n`` the position is ``p = curve_start + (curve_end -
+curve_start) * j / n`` and the LR is ``curve_to + (curve_from - curve_to) * g(p)`` where ``g`` is the shape:
+constant ``1``, linear ``1 - p``, cosine ``(1 + cos(pi p)) / 2``, rex ``(1 - p) / (1 - p / 2)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Phase = Literal["warmup", "explore", "train", "anneal", "schedule", "done"]
+Shape = Literal["constant", "linear", "cosine", "rex"]
+SHAPES: tuple[str, ...] = ("constant", "linear", "cosine", "rex")
+
+#: Losses averaged when the divergence guard checks a series (see :func:`diverged`).
+GUARD_WINDOW = 5
+
+
+def shape_factor(shape: str, p: float) -> float:
+    """Return the shape's factor ``g(p)`` in [0, 1] at curve position ``p`` in [0, 1]."""
+    p = min(max(p, 0.0), 1.0)
+    if shape == "constant":
+        return 1.0
+    if shape == "linear":
+        return 1.0 - p
+    if shape == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * p))
+    if shape == "rex":
+        return (1.0 - p) / (1.0 - 0.5 * p)
+    raise ValueError(f"unknown LR shape {shape!r}")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One stretch of training the worker runs, then reports.
+
+    Attributes:
+        segment_id: Sequence number of the segment within its job (0, 1, 2, ...).
+        phase: ``warmup``, ``explore`` (a candidate), ``train``, ``anneal``, ``schedule`` or ``done``.
+        stage: Stage index for ``explore``/``train`` segments of the search, else None.
+        candidate: Candidate index within the stage for ``explore`` segments, else None.
+        start_step: Gradient steps the job had used before this segment.
+        steps: Gradient steps to run (0 when ``done``).
+        lr: LR at the segment's first step.
+        lr_end: LR at the segment's last step.
+        shape: LR shape, see the module docstring.
+        curve_from: LR at curve position 0.
+        curve_to: LR at curve position 1.
+        curve_start: Curve position at the first step.
+        curve_end: Curve position after the last step.
+        restore: Snapshot to restore before running, or None.
+        snapshot: Name to save the state under before running, or None.
+        keep: Name to save the end state under, or None.
+        drop: Snapshots the worker may free before running.
+        eval_every: Validation cadence in steps, or None (no validation losses wanted).
+        abort_above: The worker may stop early once the mean of the last ``GUARD_WINDOW`` losses exceeds
+            this, or a loss is non-finite (None: only non-finite losses stop it early).
+        replay: Candidates of one stage should see the same batches (restart the stage's batch sequence).
+        done: The budget is spent; nothing more to run.
+    """
+
+    segment_id: int
+    phase: Phase
+    start_step: int
+    steps: int
+    shape: Shape = "constant"
+    curve_from: float = 0.0
+    curve_to: float = 0.0
+    curve_start: float = 0.0
+    curve_end: float = 1.0
+    stage: int | None = None
+    candidate: int | None = None
+    restore: str | None = None
+    snapshot: str | None = None
+    keep: str | None = None
+    drop: tuple[str, ...] = field(default_factory=tuple)
+    eval_every: int | None = None
+    abort_above: float | None = None
+    replay: bool = False
+    done: bool = False
+
+    def lr_at(self, step: int) -> float:
+        """Return the LR of 0-based step ``step`` of this segment."""
+        n = max(self.steps, 1)
+        p = self.curve_start + (self.curve_end - self.curve_start) * step / n
+        return self.curve_to + (self.curve_from - self.curve_to) * shape_factor(self.shape, p)
+
+    @property
+    def lr(self) -> float:
+        """LR at the first step."""
+        return self.lr_at(0)
+
+    @property
+    def lr_end(self) -> float:
+        """LR at the last step."""
+        return self.lr_at(max(self.steps - 1, 0))
+
+    @property
+    def end_step(self) -> int:
+        """Gradient steps the job will have used after this segment."""
+        return self.start_step + self.steps
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-safe dict, ``lr`` and ``lr_end`` included for readers that do not compute them."""
+        out = dataclasses.asdict(self)
+        out["drop"] = list(self.drop)
+        out["lr"] = self.lr
+        out["lr_end"] = self.lr_end
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Segment:
+        """Inverse of :meth:`to_dict` (derived keys are ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        kwargs["drop"] = tuple(kwargs.get("drop", ()))
+        return cls(**kwargs)
+
+
+def constant(segment_id: int, phase: Phase, start_step: int, steps: int, lr: float, **kw: Any) -> Segment:
+    """Build a constant-LR segment."""
+    return Segment(segment_id, phase, start_step, steps, "constant", lr, lr, 0.0, 1.0, **kw)
+
+
+def diverged(losses: list[float], abort_above: float | None) -> bool:
+    """Tell whether a loss series tripped the divergence guard.
+
+    Args:
+        losses: Per-step losses of one segment.
+        abort_above: Threshold on the mean of the last ``GUARD_WINDOW`` losses, or None.
+
+    Returns:
+        True when a loss is non-finite, or the recent mean exceeds the threshold.
+    """
+    if any(not math.isfinite(v) for v in losses):
+        return True
+    if abort_above is None or not losses:
+        return False
+    tail = losses[-GUARD_WINDOW:]
+    return sum(tail) / len(tail) > abort_above

@@ -1,0 +1,780 @@
+"""The stage machine: turns reports into segments.
+
+A job's life, for the ``autolrs`` strategy::
+
+    warmup ─► stage 0: candidates (explore) ─► winner ─► train ─► stage 1 ... ─► anneal ─► done
+
+In each stage a few candidate LRs each run ``tau'`` steps from the same snapshot; each candidate's losses are
+forecast to the stage horizon ``tau``; BO over normalized log10-LR proposes the next candidate; the winner
+then trains for the rest of the stage. The other strategies serve a fixed schedule through the same
+segments. The whole state is one JSON-safe dict: observations are stored, never fitted models, and every
+decision is a deterministic function of that dict, so :meth:`Tuner.recover` continues exactly where
+:meth:`Tuner.dump` left off.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from tuner import schedules
+from tuner.config import Settings, TunerConfig, resolve
+from tuner.errors import (
+    ConflictingReportError,
+    InvalidReportError,
+    InvalidStateError,
+    UnknownSegmentError,
+)
+from tuner.forecast import forecast_loss
+from tuner.search import Observation, Surrogate, from_unit, to_unit
+from tuner.segment import Segment, diverged
+
+SCHEMA_VERSION = 1
+_CURVE_POINTS = 32  # binned loss points kept per segment
+_MAX_KEPT = 2  # candidate end states held at once in keep-winner mode
+_CARRY_NOISE = 1.0  # carried points get extra noise of this times their spread: a weak prior, not a verdict
+
+
+class Tuner:
+    """An LR tuning job: hands out segments and takes their losses.
+
+    Args:
+        config: What the job asks for.
+
+    Example:
+        >>> t = Tuner(TunerConfig(min_lr=1e-4, max_lr=1e-1, total_steps=2_000))
+        >>> seg = t.next_segment()
+        >>> seg = t.report(seg.segment_id, losses=[1.0] * seg.steps)
+    """
+
+    def __init__(self, config: TunerConfig) -> None:
+        self.config = config
+        self.settings: Settings = resolve(config)
+        self.last_suggest_s: float = 0.0
+        self._s: dict[str, Any] = {
+            "schema": SCHEMA_VERSION,
+            "config": config.to_dict(),
+            "step": 0,
+            "next_id": 0,
+            "open": None,
+            "stages": [],
+            "segments": [],
+            "winner_lr": None,
+            "explore_steps": 0,
+            "wasted_steps": 0,
+            "ref_loss": None,
+            "anneal_lr": None,
+            "last_report": None,
+        }
+        self._open(self._plan())
+
+    # ------------------------------------------------------------------ public API
+
+    def next_segment(self) -> Segment:
+        """Return the open segment: the same one until it is reported."""
+        return Segment.from_dict(self._s["open"])
+
+    @property
+    def done(self) -> bool:
+        """True once the whole budget is spent."""
+        return bool(self._s["open"]["done"])
+
+    @property
+    def steps_used(self) -> int:
+        """Gradient steps reported so far, exploration included."""
+        return int(self._s["step"])
+
+    def report(
+        self,
+        segment_id: int,
+        losses: Sequence[float | None],
+        val_losses: Sequence[float | None] | None = None,
+    ) -> Segment:
+        """Record the losses of the open segment and return the next one.
+
+        Args:
+            segment_id: Id of the segment that ran.
+            losses: Shape (steps,). Training loss after each step; ``None``, NaN or inf mark a diverged step.
+                A candidate (``explore``) segment may be cut short once it diverged.
+            val_losses: Shape (steps // eval_every,). Validation losses, required when the segment set
+                ``eval_every``.
+
+        Returns:
+            The next segment. Reporting the last reported segment again with the same losses changes nothing
+            and returns the same next segment.
+
+        Raises:
+            UnknownSegmentError: ``segment_id`` is neither the open segment nor the last reported one.
+            ConflictingReportError: The last reported segment is reported again with other losses.
+            InvalidReportError: The losses do not fit the segment.
+        """
+        seg = self._s["open"]
+        train = _as_floats(losses, "losses")
+        val = None if val_losses is None else _as_floats(val_losses, "val_losses")
+        digest = _digest(segment_id, train, val)
+        last = self._s["last_report"]
+        if last is not None and segment_id == last["segment_id"]:
+            if digest != last["digest"]:
+                raise ConflictingReportError(
+                    f"segment {segment_id} was already reported with different losses; the open segment is "
+                    f"{seg['segment_id']}"
+                )
+            return self.next_segment()
+        if segment_id != seg["segment_id"]:
+            raise UnknownSegmentError(
+                f"segment {segment_id} is not the open segment (the open segment is {seg['segment_id']})"
+            )
+        if seg["done"]:
+            raise InvalidReportError("the job is done: its budget is spent and there is nothing to report")
+        self._validate(seg, train, val)
+        self._apply(seg, train, val)
+        self._s["last_report"] = {"segment_id": segment_id, "digest": digest}
+        self._open(self._plan())
+        return self.next_segment()
+
+    def dump(self) -> dict[str, Any]:
+        """Return the job's whole state as a JSON-safe dict (a deep copy)."""
+        return copy.deepcopy(self._s)
+
+    @classmethod
+    def recover(cls, state: dict[str, Any]) -> Tuner:
+        """Rebuild a tuner from :meth:`dump` output; it behaves exactly like the dumped one from here on.
+
+        Raises:
+            InvalidStateError: The state has another schema version or is malformed.
+        """
+        if not isinstance(state, dict) or state.get("schema") != SCHEMA_VERSION:
+            got = state.get("schema") if isinstance(state, dict) else type(state).__name__
+            raise InvalidStateError(f"cannot recover tuner state with schema {got!r} (expected {SCHEMA_VERSION})")
+        try:
+            config = TunerConfig.from_dict(state["config"])
+            tuner = cls.__new__(cls)
+            tuner.config = config
+            tuner.settings = resolve(config)
+            tuner.last_suggest_s = 0.0
+            tuner._s = copy.deepcopy(state)
+            Segment.from_dict(tuner._s["open"])
+        except (KeyError, TypeError) as exc:
+            raise InvalidStateError(f"malformed tuner state: {exc}") from exc
+        return tuner
+
+    def schedule(self) -> dict[str, Any]:
+        """Return the realized schedule: segments, stages with their candidates, and the search share."""
+        s = self._s
+        total = self.settings.total_steps
+        return {
+            "total_steps": total,
+            "steps_used": s["step"],
+            "explore_steps": s["explore_steps"],
+            "wasted_steps": s["wasted_steps"],
+            "explore_share": s["explore_steps"] / total,
+            "wasted_share": s["wasted_steps"] / total,
+            "winner_lr": s["winner_lr"],
+            "done": self.done,
+            "open": self._s["open"],
+            "segments": copy.deepcopy(s["segments"]),
+            "stages": [_stage_summary(st) for st in s["stages"]],
+        }
+
+    def export(self) -> dict[str, Any]:
+        """Return the realized LR trajectory of the final model, to replay without the service.
+
+        Rolled-back segments are left out, so step 0 of the export is the first step the final weights saw.
+        See :func:`tuner.schedules.export_lr` for evaluating it.
+        """
+        pieces: list[dict[str, Any]] = []
+        at = 0
+        for rec in self._s["segments"]:
+            if rec["rolled_back"] or rec["steps"] == 0:
+                continue
+            pieces.append(
+                {
+                    "start": at,
+                    "steps": rec["steps"],
+                    "shape": rec["shape"],
+                    "curve_from": rec["curve_from"],
+                    "curve_to": rec["curve_to"],
+                    "curve_start": rec["curve_start"],
+                    "curve_end": rec["curve_end_planned"],
+                    "planned_steps": rec["planned_steps"],
+                }
+            )
+            at += rec["steps"]
+        base_lr = max([max(p["curve_from"], p["curve_to"]) for p in pieces], default=self.settings.max_lr)
+        return {"format": "lrtune.schedule/v1", "base_lr": base_lr, "steps": at, "pieces": pieces}
+
+    def posterior(self, stage: int | None = None, points: int = 64) -> dict[str, Any] | None:
+        """Return the GP posterior over log10-LR for a stage (default: the latest with observations).
+
+        Returns:
+            ``{"stage", "lr", "mean", "std"}`` with lists of length ``points``, or None without observations.
+        """
+        stages = self._s["stages"]
+        if stage is None:
+            stage = next((st["index"] for st in reversed(stages) if st["candidates"]), None)
+        if stage is None or not 0 <= stage < len(stages):
+            return None
+        obs = self._observations(stages[stage])
+        if not obs:
+            return None
+        xs = np.linspace(0.0, 1.0, points)
+        mean, std = Surrogate(obs, learn_noise=not self.settings.noise_from_forecast).predict(xs)
+        st = self.settings
+        return {
+            "stage": stage,
+            "lr": [from_unit(float(x), st.min_lr, st.max_lr) for x in xs],
+            "mean": [float(v) for v in mean],
+            "std": [float(v) for v in std],
+        }
+
+    # ------------------------------------------------------------------ reports
+
+    def _validate(self, seg: dict[str, Any], train: list[float], val: list[float] | None) -> None:
+        steps = seg["steps"]
+        n = len(train)
+        if n == 0:
+            raise InvalidReportError(f"segment {seg['segment_id']} needs losses for its {steps} steps, got none")
+        if n > steps:
+            raise InvalidReportError(f"segment {seg['segment_id']} has {steps} steps but the report has {n} losses")
+        if n < steps and not (seg["phase"] == "explore" and diverged(train, seg["abort_above"])):
+            raise InvalidReportError(
+                f"segment {seg['segment_id']} has {steps} steps but the report has {n} losses; only a candidate "
+                "whose loss diverged may stop early"
+            )
+        every = seg["eval_every"]
+        if every is None:
+            if val:
+                raise InvalidReportError(
+                    f"segment {seg['segment_id']} asked for no validation losses, but the report has {len(val)}"
+                )
+            return
+        want = n // every
+        got = 0 if val is None else len(val)
+        if got != want:
+            raise InvalidReportError(
+                f"segment {seg['segment_id']} evaluates every {every} steps: {want} validation losses expected "
+                f"for {n} steps, got {got}"
+            )
+
+    def _apply(self, seg: dict[str, Any], train: list[float], val: list[float] | None) -> None:
+        s = self._s
+        n = len(train)
+        s["step"] += n
+        rec = _segment_record(seg, train, val)
+        s["segments"].append(rec)
+        phase = seg["phase"]
+        if phase == "explore":
+            s["explore_steps"] += n
+            self._observe_candidate(seg, train, val, rec)
+            return
+        tail = [v for v in train[-10:] if math.isfinite(v)]
+        if tail:
+            s["ref_loss"] = sum(tail) / len(tail)
+
+    def _observe_candidate(
+        self, seg: dict[str, Any], train: list[float], val: list[float] | None, rec: dict[str, Any]
+    ) -> None:
+        st = self._s["stages"][seg["stage"]]
+        cand = st["candidates"][seg["candidate"]]
+        rec["diverged"] = diverged(train, seg["abort_above"])
+        finite = [v for v in train if math.isfinite(v)]
+        cand["steps_run"] = len(train)
+        cand["first_loss"] = _mean(finite[:5])
+        cand["last_loss"] = _mean(finite[-5:])
+        cand["curve"] = rec["curve"]
+        cand["diverged"] = rec["diverged"]
+        if st["start_loss"] is None and cand["first_loss"] is not None:
+            st["start_loss"] = cand["first_loss"]
+        if not rec["diverged"]:
+            if st["objective"] == "val" and seg["eval_every"]:
+                every = seg["eval_every"]
+                xs = [every * (i + 1) for i in range(len(val or []))]
+                ys: list[float] = list(val or [])
+            else:
+                xs = list(range(1, len(train) + 1))
+                ys = train
+            fc = forecast_loss(xs, ys, st["tau"], self.settings.forecast_families, self.settings.loss_floor)
+            if math.isfinite(fc.mean):
+                cand["forecast"] = fc.mean
+                cand["std"] = fc.std
+                cand["fit"] = {
+                    "family": fc.family,
+                    "a": fc.a,
+                    "rate": fc.rate,
+                    "exponent": fc.exponent,
+                    "c": fc.c,
+                    "noise": fc.noise,
+                }
+            else:
+                cand["diverged"] = rec["diverged"] = True
+
+    # ------------------------------------------------------------------ planning
+
+    def _open(self, seg: Segment) -> None:
+        self._s["open"] = seg.to_dict()
+
+    def _new_id(self) -> int:
+        sid = int(self._s["next_id"])
+        self._s["next_id"] = sid + 1
+        return sid
+
+    def _plan(self) -> Segment:
+        """Decide the next segment from the state (the only place that creates segments)."""
+        st = self.settings
+        step = int(self._s["step"])
+        if step >= st.total_steps:
+            return Segment(self._new_id(), "done", step, 0, done=True)
+        if step < st.warmup_steps:
+            return self._warmup(step)
+        if st.strategy != "autolrs":
+            return self._schedule_segment(step)
+        main_end = st.total_steps - st.anneal_steps
+        if step >= main_end:
+            return self._anneal(step, main_end)
+        return self._stage_segment(step, main_end)
+
+    def _chunk(self, step: int, end: int) -> int:
+        return min(end - step, self.settings.max_segment_steps)
+
+    def _warmup(self, step: int) -> Segment:
+        st = self.settings
+        w = st.warmup_steps
+        n = self._chunk(step, w)
+        return schedules.piece(self._new_id(), "warmup", step, n, "linear", st.warmup_lr / w, st.warmup_lr, 0, w)
+
+    def _schedule_segment(self, step: int) -> Segment:
+        st = self.settings
+        curve = schedules.curve_at(st, step)
+        n = self._chunk(step, curve.end)
+        return schedules.piece(
+            self._new_id(),
+            "schedule",
+            step,
+            n,
+            curve.shape,
+            curve.lr_from,
+            curve.lr_to,
+            curve.start,
+            curve.end,
+        )
+
+    def _anneal(self, step: int, main_end: int) -> Segment:
+        st = self.settings
+        restore, drop = self._close_stage()
+        if self._s["anneal_lr"] is None:
+            self._s["anneal_lr"] = self._s["winner_lr"] or st.warmup_lr
+        n = self._chunk(step, st.total_steps)
+        return schedules.piece(
+            self._new_id(),
+            "anneal",
+            step,
+            n,
+            "linear",
+            self._s["anneal_lr"],
+            0.0,
+            main_end,
+            st.total_steps,
+            restore=restore,
+            drop=tuple(drop),
+        )
+
+    def _close_stage(self) -> tuple[str | None, list[str]]:
+        """Finish a stage whose search ran into the end of the main phase.
+
+        Returns:
+            The snapshot to restore (the winner's) and the snapshots to free.
+        """
+        stages = self._s["stages"]
+        if not stages or stages[-1]["status"] != "search":
+            return None, []
+        stage = stages[-1]
+        drop = self._finish_search(stage)
+        stage["status"] = "done"
+        return stage.get("restore"), drop
+
+    def _stage_segment(self, step: int, main_end: int) -> Segment:
+        stages = self._s["stages"]
+        if not stages or stages[-1]["status"] == "done":
+            stages.append(self._new_stage(step, main_end))
+        stage = stages[-1]
+        if stage["status"] == "search":
+            seg = self._next_candidate(stage, step, main_end)
+            if seg is not None:
+                return seg
+            drop = self._finish_search(stage)
+            return self._exploit(stage, step, main_end, first=True, drop=drop)
+        return self._exploit(stage, step, main_end, first=False, drop=[])
+
+    def _new_stage(self, step: int, main_end: int) -> dict[str, Any]:
+        st = self.settings
+        stages = self._s["stages"]
+        index = len(stages)
+        tau = min(st.tau * 2**index, st.tau_max)
+        objective = "val" if st.objective == "val" or (st.objective == "auto" and tau >= st.tau_max) else "train"
+        prev = stages[-1] if stages else None
+        warm = bool(st.carry_observations and prev is not None and prev["winner_lr"] is not None)
+        k = st.k_warm if warm else st.k
+        cand = max(st.min_candidate_steps, round(st.candidate_fraction * tau))
+        rem = main_end - step
+        cost = k * cand + (tau - cand if st.keep_winner else tau)
+        if rem < cost:
+            shrink = rem / cost
+            tau = max(1, math.floor(tau * shrink))
+            cand = max(1, min(round(st.candidate_fraction * tau), rem // (k + 1)))
+            if self._s["winner_lr"] is not None and cand < st.min_candidate_steps:
+                k = 0  # not worth a search: train on at the last winner
+        if objective == "val":
+            cand = max(cand, st.val_samples)
+        lo, hi = 0.0, 1.0
+        carried: list[dict[str, Any]] = []
+        if warm and prev is not None:
+            center = to_unit(prev["winner_lr"], st.min_lr, st.max_lr)
+            lo, hi = max(0.0, center - st.trust_region), min(1.0, center + st.trust_region)
+            carried = [_obs_dict(o) for o in self._observations(prev)]
+        return {
+            "index": index,
+            "tau": tau,
+            "cand_steps": cand,
+            "k": k,
+            "warm": warm,
+            "objective": objective,
+            "start_step": step,
+            "start_loss": self._s["ref_loss"],
+            "lo": lo,
+            "hi": hi,
+            "snapshot": f"stage-{index}",
+            "candidates": [],
+            "carried": carried,
+            "status": "search" if k > 0 else "exploit",
+            "winner": None,
+            "winner_lr": self._s["winner_lr"] if k == 0 else None,
+            "exploit_end": None,
+        }
+
+    def _next_candidate(self, stage: dict[str, Any], step: int, main_end: int) -> Segment | None:
+        st = self.settings
+        i = len(stage["candidates"])
+        n = stage["cand_steps"]
+        if i >= stage["k"] or step + n > main_end:
+            return None
+        if self._s["explore_steps"] + n > st.explore_cap * st.total_steps + 1e-9:
+            return None
+        started = time.perf_counter()
+        x = self._propose(stage, i)
+        self.last_suggest_s = time.perf_counter() - started
+        lr = from_unit(x, st.min_lr, st.max_lr)
+        name = stage["snapshot"]
+        keep = f"cand-{stage['index']}-{i}" if st.keep_winner else None
+        stage["candidates"].append(
+            {
+                "index": i,
+                "lr": lr,
+                "x": x,
+                "segment_id": self._s["next_id"],
+                "forecast": None,
+                "std": None,
+                "diverged": False,
+                "kept": keep,
+                "steps_run": 0,
+                "first_loss": None,
+                "last_loss": None,
+                "curve": [],
+            }
+        )
+        start_loss = stage["start_loss"]
+        abort = None
+        if st.divergence_guard and start_loss is not None:
+            abort = start_loss + (st.divergence_factor - 1.0) * abs(start_loss)
+        every = max(1, n // st.val_samples) if stage["objective"] == "val" else None
+        return Segment(
+            self._new_id(),
+            "explore",
+            step,
+            n,
+            "constant",
+            lr,
+            lr,
+            0.0,
+            1.0,
+            stage=stage["index"],
+            candidate=i,
+            restore=name if i > 0 else None,
+            snapshot=name if i == 0 else None,
+            keep=keep,
+            drop=tuple(self._drops(stage)) if i > 0 else (),
+            eval_every=every,
+            abort_above=abort,
+            replay=st.replay_batches,
+        )
+
+    def _propose(self, stage: dict[str, Any], i: int) -> float:
+        """Next candidate's normalized log10-LR (deterministic given the seed and the observations)."""
+        st = self.settings
+        rng = np.random.default_rng([st.seed, stage["index"], i])
+        if stage["warm"]:
+            if i == 0:
+                return to_unit(self._s["stages"][stage["index"] - 1]["winner_lr"], st.min_lr, st.max_lr)
+        elif st.acquisition == "explore":
+            if i == 0:
+                return float(rng.uniform(0.0, 1.0))
+        elif i < 3:
+            return float((2 * i + 1) / 6 + rng.uniform(-1 / 12, 1 / 12))
+        obs = self._observations(stage, carried=True)
+        seen = [c["x"] for c in stage["candidates"]]
+        surrogate = Surrogate(obs, learn_noise=not st.noise_from_forecast)
+        return surrogate.suggest(stage["lo"], stage["hi"], acquisition=st.acquisition, avoid=seen)
+
+    def _observations(self, stage: dict[str, Any], carried: bool = False) -> list[Observation]:
+        """The stage's (x, forecast, noise) points; diverged candidates get a finite penalty."""
+        st = self.settings
+        cands = [c for c in stage["candidates"] if c["steps_run"] > 0]
+        finite = [c["forecast"] for c in cands if not c["diverged"]]
+        ref = stage["start_loss"]
+        base = max([*finite, *([ref] if ref is not None else [])], default=1.0)
+        penalty = base + 0.5 * abs(base) + 1e-8
+        obs: list[Observation] = []
+        for c in cands:
+            if c["diverged"]:
+                obs.append(Observation(c["x"], penalty, (0.1 * abs(base)) ** 2 + 1e-12))
+            else:
+                var = c["std"] ** 2 if st.noise_from_forecast else 0.0
+                obs.append(Observation(c["x"], c["forecast"], var))
+        if carried and stage["carried"] and obs:
+            obs = self._with_carried(stage, obs)
+        return obs
+
+    def _with_carried(self, stage: dict[str, Any], obs: list[Observation]) -> list[Observation]:
+        """Add the previous stage's points, shifted to agree with this stage at the incumbent."""
+        prev = [Observation(**o) for o in stage["carried"]]
+        if not prev:
+            return obs
+        incumbent = obs[0]
+        prev_model = Surrogate(prev, learn_noise=not self.settings.noise_from_forecast)
+        mean, _ = prev_model.predict([incumbent.x])
+        offset = incumbent.y - float(mean[0])
+        spread = float(np.std([o.y for o in prev])) if len(prev) > 1 else 0.0
+        extra = (_CARRY_NOISE * spread) ** 2
+        shifted = [Observation(o.x, o.y + offset, o.noise_var + extra) for o in prev]
+        return obs + shifted
+
+    def _ranking(self, stage: dict[str, Any], kept_only: bool = False) -> list[int]:
+        """Candidate indices that did not diverge, best first (posterior mean, or forecast in the paper).
+
+        Args:
+            stage: The stage.
+            kept_only: Rank only candidates whose end state is still kept.
+        """
+        cands = [
+            c for c in stage["candidates"] if c["steps_run"] > 0 and not c["diverged"] and (c["kept"] or not kept_only)
+        ]
+        if not cands:
+            return []
+        if self.settings.preset == "paper" or len(cands) < 2:
+            return [c["index"] for c in sorted(cands, key=lambda c: (c["forecast"], c["index"]))]
+        obs = self._observations(stage, carried=True)
+        mean, _ = Surrogate(obs, learn_noise=not self.settings.noise_from_forecast).predict([c["x"] for c in cands])
+        order = sorted(range(len(cands)), key=lambda j: (float(mean[j]), cands[j]["index"]))
+        return [cands[j]["index"] for j in order]
+
+    def _drops(self, stage: dict[str, Any]) -> list[str]:
+        """Kept candidate states no longer among the best ``_MAX_KEPT``; marks them dropped."""
+        if not self.settings.keep_winner:
+            return []
+        best = set(self._ranking(stage, kept_only=True)[:_MAX_KEPT])
+        out = []
+        for c in stage["candidates"]:
+            if c["kept"] and c["steps_run"] > 0 and c["index"] not in best:
+                out.append(c["kept"])
+                c["kept"] = None
+        return out
+
+    def _finish_search(self, stage: dict[str, Any]) -> list[str]:
+        """Choose the winner, mark rolled-back segments; return snapshots to free."""
+        st = self.settings
+        ranking = self._ranking(stage, kept_only=st.keep_winner)
+        drop: list[str] = []
+        if ranking:
+            w = stage["candidates"][ranking[0]]
+            stage["winner"] = w["index"]
+            stage["winner_lr"] = w["lr"]
+            stage["restore"] = w["kept"] if st.keep_winner else stage["snapshot"]
+        elif stage["candidates"]:
+            # Every candidate diverged: fall back below the lowest LR tried, from the stage start.
+            lowest = min(c["lr"] for c in stage["candidates"])
+            stage["winner_lr"] = max(st.min_lr, lowest / 10)
+            stage["restore"] = stage["snapshot"]
+        else:
+            # No candidate fitted the budget: train on at the last winner.
+            stage["winner_lr"] = self._s["winner_lr"] or st.warmup_lr
+            stage["restore"] = None
+        for c in stage["candidates"]:
+            if c["kept"]:
+                drop.append(c["kept"])
+                c["kept"] = None
+        if stage["candidates"]:
+            drop.append(stage["snapshot"])
+        winner_seg = None
+        if stage["winner"] is not None and st.keep_winner and stage["restore"]:
+            winner_seg = stage["candidates"][stage["winner"]]["segment_id"]
+        ids = {c["segment_id"] for c in stage["candidates"]}
+        for rec in self._s["segments"]:
+            if rec["segment_id"] in ids and rec["segment_id"] != winner_seg:
+                rec["rolled_back"] = True
+                self._s["wasted_steps"] += rec["steps"]
+        stage["status"] = "exploit"
+        self._s["winner_lr"] = stage["winner_lr"]
+        return drop
+
+    def _exploit(self, stage: dict[str, Any], step: int, main_end: int, first: bool, drop: list[str]) -> Segment:
+        st = self.settings
+        if stage["exploit_end"] is None:
+            kept = stage["winner"] is not None and st.keep_winner and bool(stage.get("restore"))
+            length = stage["tau"] - (stage["cand_steps"] if kept else 0)
+            end = min(step + max(length, 1), main_end)
+            next_tau = min(stage["tau"] * 2, st.tau_max)
+            next_cost = (st.k_warm + 1) * max(st.min_candidate_steps, round(st.candidate_fraction * next_tau))
+            if main_end - end < max(next_cost, next_tau // 2):
+                end = main_end
+            stage["exploit_end"] = end
+        if stage["winner_lr"] is None:
+            stage["winner_lr"] = self._s["winner_lr"] or st.warmup_lr
+        end = stage["exploit_end"]
+        n = self._chunk(step, end)
+        if step + n >= end:
+            stage["status"] = "done"
+        restore = stage.get("restore") if first else None
+        return Segment(
+            self._new_id(),
+            "train",
+            step,
+            n,
+            "constant",
+            stage["winner_lr"],
+            stage["winner_lr"],
+            0.0,
+            1.0,
+            stage=stage["index"],
+            restore=restore,
+            drop=tuple(drop),
+        )
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _as_floats(values: Sequence[float | None], name: str) -> list[float]:
+    if isinstance(values, str | bytes) or not hasattr(values, "__len__"):
+        raise InvalidReportError(f"{name} must be a list of numbers")
+    out = []
+    for i, v in enumerate(values):
+        if v is None:
+            out.append(math.nan)
+            continue
+        if isinstance(v, bool) or not isinstance(v, int | float | np.floating | np.integer):
+            raise InvalidReportError(f"{name}[{i}] must be a number or null, got {type(v).__name__}")
+        out.append(float(v))
+    return out
+
+
+def _digest(segment_id: int, train: list[float], val: list[float] | None) -> str:
+    payload = json.dumps([segment_id, [repr(v) for v in train], None if val is None else [repr(v) for v in val]])
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _finite_or_none(v: float) -> float | None:
+    return v if math.isfinite(v) else None
+
+
+def _bin(values: list[float], offset: int, points: int) -> list[list[float | None]]:
+    """Downsample a per-step series to at most ``points`` [step, mean] pairs (step counted from 1)."""
+    n = len(values)
+    if n == 0:
+        return []
+    edges = np.linspace(0, n, min(points, n) + 1).round().astype(int)
+    out: list[list[float | None]] = []
+    for a, b in itertools.pairwise(edges):
+        chunk = [v for v in values[a:b] if math.isfinite(v)]
+        out.append([float(offset + b), _mean(chunk) if len(chunk) == b - a else None])
+    return out
+
+
+def _segment_record(seg: dict[str, Any], train: list[float], val: list[float] | None) -> dict[str, Any]:
+    n = len(train)
+    planned = seg["steps"]
+    start = seg["start_step"]
+    every = seg["eval_every"]
+    span = seg["curve_end"] - seg["curve_start"]
+    return {
+        "segment_id": seg["segment_id"],
+        "phase": seg["phase"],
+        "stage": seg["stage"],
+        "candidate": seg["candidate"],
+        "start_step": start,
+        "steps": n,
+        "planned_steps": planned,
+        "shape": seg["shape"],
+        "curve_from": seg["curve_from"],
+        "curve_to": seg["curve_to"],
+        "curve_start": seg["curve_start"],
+        "curve_end": seg["curve_start"] + span * n / planned,
+        "curve_end_planned": seg["curve_end"],
+        "lr": seg["lr"],
+        "lr_end": Segment.from_dict(seg).lr_at(n - 1),
+        "rolled_back": False,
+        "diverged": any(not math.isfinite(v) for v in train),
+        "curve": _bin(train, start, _CURVE_POINTS),
+        "val": [[float(start + every * (i + 1)), _finite_or_none(v)] for i, v in enumerate(val or [])] if every else [],
+    }
+
+
+def _obs_dict(o: Observation) -> dict[str, float]:
+    return {"x": o.x, "y": o.y, "noise_var": o.noise_var}
+
+
+def _stage_summary(stage: dict[str, Any]) -> dict[str, Any]:
+    cands = []
+    for c in stage["candidates"]:
+        band = None
+        if c["forecast"] is not None and c["std"] is not None:
+            band = [c["forecast"] - 1.6448536 * c["std"], c["forecast"] + 1.6448536 * c["std"]]
+        cands.append(
+            {
+                "index": c["index"],
+                "lr": c["lr"],
+                "segment_id": c["segment_id"],
+                "steps": c["steps_run"],
+                "forecast": c["forecast"],
+                "std": c["std"],
+                "band90": band,
+                "diverged": c["diverged"],
+                "winner": c["index"] == stage["winner"],
+                "first_loss": c["first_loss"],
+                "last_loss": c["last_loss"],
+                "observed": c["curve"],
+            }
+        )
+    return {
+        "index": stage["index"],
+        "tau": stage["tau"],
+        "cand_steps": stage["cand_steps"],
+        "objective": stage["objective"],
+        "start_step": stage["start_step"],
+        "warm": stage["warm"],
+        "search_range": [stage["lo"], stage["hi"]],
+        "status": stage["status"],
+        "winner": stage["winner"],
+        "winner_lr": stage["winner_lr"],
+        "candidates": cands,
+    }
