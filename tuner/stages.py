@@ -166,6 +166,33 @@ class Tuner:
             raise InvalidStateError(f"malformed tuner state: {exc}") from exc
         return tuner
 
+    def summary(self) -> dict[str, Any]:
+        """Return the few figures a job listing shows.
+
+        Returns:
+            ``steps_used``, ``total_steps``, ``phase`` and ``lr`` (of the open segment), ``stage``,
+            ``explore_share``, ``last_loss`` (mean of the last reported segment's final losses, or None) and
+            ``done``.
+        """
+        s = self._s
+        seg = s["open"]
+        last = None
+        for rec in reversed(s["segments"]):
+            points = [p[1] for p in rec["curve"] if p[1] is not None]
+            if points:
+                last = points[-1]
+                break
+        return {
+            "steps_used": s["step"],
+            "total_steps": self.settings.total_steps,
+            "phase": seg["phase"],
+            "lr": None if seg["done"] else seg["lr"],
+            "stage": seg["stage"],
+            "explore_share": s["explore_steps"] / self.settings.total_steps,
+            "last_loss": last,
+            "done": bool(seg["done"]),
+        }
+
     def schedule(self) -> dict[str, Any]:
         """Return the realized schedule: segments, stages with their candidates, and the search share."""
         s = self._s
