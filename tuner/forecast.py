@@ -143,8 +143,9 @@ def forecast_loss(
     resid = resid_all[best]
     dof = max(n - 3, 1)
     sigma = 1.4826 * float(np.median(np.abs(resid - np.median(resid)))) * math.sqrt(n / dof)
-    rms = float(np.sqrt((resid**2).sum() / dof))
-    sigma = max(sigma, 0.5 * rms, 1e-9)
+    if not sigma > 0:  # over half the points fit exactly: fall back to the RMS residual
+        sigma = float(np.sqrt((resid**2).sum() / dof))
+    sigma = max(sigma, 1e-9)
     weights = np.minimum(1.0, _HUBER_K * sigma / np.maximum(np.abs(resid), 1e-300))
 
     # Pass 2: Bayesian fit per curve, then average the forecast over curves by marginal likelihood.
@@ -164,14 +165,12 @@ def forecast_loss(
     f_mean = float((w * mu).sum())
     f_var = float((w * (var + mu**2)).sum() - f_mean**2)
     f_std = math.sqrt(max(f_var, 0.0))
-    if floor is not None:
-        f_mean = max(f_mean, (floor - y0) / scale)
 
     top = int(np.argmax(logml))
     family, p1, _p2, denom, b_end = params[top]
     a = float(mean_r[top, 0]) * scale / denom
     return Forecast(
-        mean=f_mean * scale + y0,
+        mean=f_mean * scale + y0 if floor is None else max(f_mean * scale + y0, floor),
         std=max(f_std * scale, 1e-12),
         family=family,
         a=a,

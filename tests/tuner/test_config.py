@@ -1,0 +1,79 @@
+import math
+
+import pytest
+
+from tuner import InvalidConfigError, TunerConfig, TunerError, resolve
+
+
+def cfg(**kw: object) -> dict[str, object]:
+    base: dict[str, object] = {"min_lr": 1e-4, "max_lr": 1e-1, "total_steps": 10_000}
+    base.update(kw)
+    return base
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ({"min_lr": 0.1, "max_lr": 0.1}, "must be below max_lr"),
+        ({"min_lr": 0.5, "max_lr": 0.1}, "must be below max_lr"),
+        ({"min_lr": -1.0}, "min_lr must be a positive"),
+        ({"max_lr": math.nan}, "max_lr must be a positive finite"),
+        ({"max_lr": math.inf}, "max_lr must be a positive finite"),
+        ({"total_steps": 0}, "total_steps must be a positive integer"),
+        ({"total_steps": -5}, "total_steps must be a positive integer"),
+        ({"total_steps": 10**12}, "at most"),
+        ({"total_steps": 100.0}, "total_steps must be a positive integer"),
+        ({"total_steps": True}, "total_steps must be a positive integer"),
+        ({"preset": "fast"}, "preset must be one of"),
+        ({"strategy": "step"}, "strategy must be one of"),
+        ({"k": 0}, "k must be a positive integer"),
+        ({"tau": 100, "tau_max": 50}, "tau_max (50) must be at least tau (100)"),
+        ({"warmup_steps": 10_000}, "warmup_steps must be an integer in [0, total_steps)"),
+        ({"explore_cap": 1.5}, "explore_cap must be a number in [0.0, 1.0]"),
+        ({"candidate_fraction": 0.0}, "candidate_fraction must be above 0"),
+        ({"divergence_factor": 1.0}, "divergence_factor must be a number above 1"),
+        ({"keep_winner": "yes"}, "keep_winner must be true, false or null"),
+        ({"seed": -1}, "seed must be a non-negative integer"),
+    ],
+)
+def test_invalid_config_is_a_typed_value_error_that_says_what_to_fix(
+    override: dict[str, object], fragment: str
+) -> None:
+    with pytest.raises(InvalidConfigError) as info:
+        TunerConfig.from_dict(cfg(**override))
+    assert fragment in str(info.value)
+    assert isinstance(info.value, ValueError)
+    assert isinstance(info.value, TunerError)
+    assert info.value.code == "invalid_config"
+
+
+def test_unknown_and_missing_fields_are_refused() -> None:
+    with pytest.raises(InvalidConfigError, match="unknown config field"):
+        TunerConfig.from_dict(cfg(learning_rate=0.1))
+    with pytest.raises(InvalidConfigError, match="missing config field"):
+        TunerConfig.from_dict({"min_lr": 1e-3, "max_lr": 1e-1})
+    with pytest.raises(InvalidConfigError, match="JSON object"):
+        TunerConfig.from_dict([1, 2])  # type: ignore[arg-type]
+
+
+def test_paper_preset_resolves_to_the_reference_numbers() -> None:
+    st = resolve(TunerConfig(min_lr=1e-4, max_lr=1e-1, total_steps=50_000, preset="paper"))
+    assert (st.tau, st.tau_max, st.k, st.k_warm, st.candidate_fraction) == (1000, 8000, 10, 10, 0.1)
+    assert st.objective == "auto"
+    assert st.val_samples == 16
+    assert st.explore_cap == 1.0 and st.anneal_steps == 0
+    assert not (st.keep_winner or st.carry_observations or st.divergence_guard or st.noise_from_forecast)
+    assert st.forecast_families == ("exp",)
+
+
+def test_default_preset_switches_are_on_and_each_can_be_turned_off() -> None:
+    st = resolve(TunerConfig(min_lr=1e-4, max_lr=1e-1, total_steps=20_000))
+    assert st.keep_winner and st.carry_observations and st.divergence_guard and st.noise_from_forecast
+    assert st.explore_cap == 0.25 and st.anneal_steps == 4_000
+    off = resolve(TunerConfig(min_lr=1e-4, max_lr=1e-1, total_steps=20_000, keep_winner=False, explore_cap=0.1))
+    assert not off.keep_winner and off.explore_cap == 0.1
+
+
+def test_config_round_trips_through_a_dict() -> None:
+    c = TunerConfig(min_lr=1e-4, max_lr=1e-1, total_steps=123, preset="paper", seed=7, tau=50)
+    assert TunerConfig.from_dict(c.to_dict()) == c

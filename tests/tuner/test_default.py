@@ -1,0 +1,101 @@
+"""The ``default`` preset: each improvement is a switch, and the budget is respected."""
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.tuner.driver import drive, toy_step
+from tuner import Tuner, TunerConfig
+
+
+def run(**kw: object) -> tuple[Tuner, object]:
+    config = {"min_lr": 1e-3, "max_lr": 1.0, "total_steps": 4000, "seed": 0}
+    config.update(kw)
+    tuner = Tuner(TunerConfig(**config))  # type: ignore[arg-type]
+    _, log = drive(tuner, {"loss": 3.0}, toy_step)
+    return tuner, log
+
+
+@settings(max_examples=8, deadline=None)
+@given(total=st.integers(min_value=30, max_value=12_000), warmup=st.integers(min_value=0, max_value=20))
+def test_budget_is_spent_exactly_and_exploration_stays_under_the_cap(total: int, warmup: int) -> None:
+    tuner, log = run(total_steps=total, warmup_steps=min(warmup, total - 1))
+    assert len(log.lrs) == total  # type: ignore[attr-defined]
+    assert tuner.done and tuner.steps_used == total
+    schedule = tuner.schedule()
+    assert schedule["explore_share"] <= 0.25 + 1e-9
+    assert schedule["segments"][-1]["start_step"] + schedule["segments"][-1]["steps"] == total
+
+
+def test_continues_from_the_winner_instead_of_rolling_it_back() -> None:
+    tuner, log = run()
+    schedule = tuner.schedule()
+    assert schedule["wasted_steps"] < schedule["explore_steps"]
+    firsts = [s for s in log.segments if s.phase == "train" and s.restore]  # type: ignore[attr-defined]
+    assert firsts and all(s.restore.startswith("cand-") for s in firsts)
+    # At most the stage snapshot, two kept candidates and the one just finished are held at once.
+    assert log.peak_snapshots <= 4  # type: ignore[attr-defined]
+
+
+def test_rolling_back_can_be_switched_on_again() -> None:
+    tuner, log = run(keep_winner=False)
+    schedule = tuner.schedule()
+    assert schedule["wasted_steps"] == schedule["explore_steps"]
+    firsts = [s for s in log.segments if s.phase == "train" and s.restore]  # type: ignore[attr-defined]
+    assert firsts and all(s.restore.startswith("stage-") for s in firsts)
+
+
+def test_later_stages_start_warm_from_the_last_winner_with_fewer_candidates() -> None:
+    tuner, _ = run()
+    stages = tuner.schedule()["stages"]
+    assert len(stages[0]["candidates"]) == 6 and not stages[0]["warm"]
+    for prev, stage in zip(stages, stages[1:], strict=False):
+        if not stage["candidates"]:
+            continue
+        assert stage["warm"]
+        assert len(stage["candidates"]) <= 4
+        assert stage["candidates"][0]["lr"] == pytest.approx(prev["winner_lr"])
+        lo, hi = stage["search_range"]
+        assert hi - lo <= 0.5 + 1e-9
+
+
+def test_without_carrying_observations_every_stage_starts_cold() -> None:
+    tuner, _ = run(carry_observations=False)
+    assert all(not s["warm"] for s in tuner.schedule()["stages"])
+
+
+def test_diverging_candidates_stop_early_with_a_finite_penalty_and_never_win() -> None:
+    tuner, log = run(seed=1)
+    stages = tuner.schedule()["stages"]
+    diverged = [c for s in stages for c in s["candidates"] if c["diverged"]]
+    assert diverged, "the landscape diverges above lr=0.5, so some candidate should have"
+    for c in diverged:
+        assert c["lr"] > 0.5
+        assert c["steps"] < stages[0]["cand_steps"]
+        assert not c["winner"]
+    guarded = [s for s in log.segments if s.phase == "explore" and s.candidate > 0]  # type: ignore[attr-defined]
+    assert all(s.abort_above is not None and math.isfinite(s.abort_above) for s in guarded)
+    posterior = tuner.posterior(0)
+    assert posterior is not None and all(math.isfinite(v) for v in posterior["mean"])
+
+
+def test_guard_off_means_no_early_stop_threshold() -> None:
+    tuner = Tuner(TunerConfig(min_lr=1e-3, max_lr=0.4, total_steps=2000, divergence_guard=False))
+    assert tuner.next_segment().abort_above is None
+
+
+def test_the_end_of_the_budget_anneals_linearly_from_the_last_winner() -> None:
+    tuner, log = run(total_steps=5000)
+    anneal = [s for s in log.segments if s.phase == "anneal"]  # type: ignore[attr-defined]
+    assert sum(s.steps for s in anneal) == 1000
+    lrs = log.lrs[-1000:]  # type: ignore[attr-defined]
+    assert lrs[0] == pytest.approx(tuner.schedule()["winner_lr"])
+    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
+    assert lrs[-1] < lrs[0] * 0.01
+
+
+def test_explore_cap_is_a_switch() -> None:
+    tuner, _ = run(explore_cap=0.1)
+    assert tuner.schedule()["explore_share"] <= 0.1 + 1e-9

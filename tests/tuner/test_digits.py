@@ -1,0 +1,108 @@
+"""End to end: a real MLP on scikit-learn's digits, its LR chosen by the tuner through the public API."""
+
+import copy
+import math
+
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+from tuner import Tuner, TunerConfig
+
+MIN_LR, MAX_LR, STEPS = 1e-3, 3.0, 1500
+
+
+class Digits:
+    """Train/validation splits and a seeded batch stream whose position is part of the training state."""
+
+    def __init__(self) -> None:
+        data = load_digits()
+        x = torch.tensor(data.data, dtype=torch.float32) / 16.0
+        y = torch.tensor(data.target)
+        perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+        self.x_train, self.y_train = x[perm[:1300]], y[perm[:1300]]
+        self.x_val, self.y_val = x[perm[1300:]], y[perm[1300:]]
+
+
+def new_state(seed: int = 0) -> dict[str, object]:
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=MIN_LR, momentum=0.9)
+    return {"model": model, "opt": opt, "gen": torch.Generator().manual_seed(seed)}
+
+
+def snapshot(state: dict[str, object]) -> dict[str, object]:
+    return {
+        "model": copy.deepcopy(state["model"].state_dict()),  # type: ignore[attr-defined]
+        "opt": copy.deepcopy(state["opt"].state_dict()),  # type: ignore[attr-defined]
+        "gen": state["gen"].get_state(),  # type: ignore[attr-defined]
+    }
+
+
+def restore(state: dict[str, object], snap: dict[str, object]) -> None:
+    state["model"].load_state_dict(snap["model"])  # type: ignore[attr-defined]
+    state["opt"].load_state_dict(snap["opt"])  # type: ignore[attr-defined]
+    state["gen"].set_state(snap["gen"])  # type: ignore[attr-defined]
+
+
+def train_step(state: dict[str, object], data: Digits, lr: float) -> float:
+    model, opt, gen = state["model"], state["opt"], state["gen"]
+    for group in opt.param_groups:  # type: ignore[attr-defined]
+        group["lr"] = lr
+    idx = torch.randint(0, len(data.y_train), (32,), generator=gen)  # type: ignore[arg-type]
+    loss = torch.nn.functional.cross_entropy(model(data.x_train[idx]), data.y_train[idx])  # type: ignore[operator]
+    opt.zero_grad()  # type: ignore[attr-defined]
+    loss.backward()
+    opt.step()  # type: ignore[attr-defined]
+    return float(loss.detach())
+
+
+def val_loss(state: dict[str, object], data: Digits) -> float:
+    with torch.no_grad():
+        loss = torch.nn.functional.cross_entropy(state["model"](data.x_val), data.y_val)  # type: ignore[operator]
+    value = float(loss)
+    return value if math.isfinite(value) else math.inf
+
+
+def run_constant(data: Digits, lr: float) -> float:
+    state = new_state()
+    for _ in range(STEPS):
+        train_step(state, data, lr)
+    return val_loss(state, data)
+
+
+def run_tuned(data: Digits) -> tuple[float, Tuner]:
+    tuner = Tuner(TunerConfig(min_lr=MIN_LR, max_lr=MAX_LR, total_steps=STEPS, seed=0))
+    state = new_state()
+    snaps: dict[str, dict[str, object]] = {}
+    seg = tuner.next_segment()
+    while not seg.done:
+        if seg.restore:
+            restore(state, snaps[seg.restore])
+        for name in seg.drop:
+            snaps.pop(name, None)
+        if seg.snapshot:
+            snaps[seg.snapshot] = snapshot(state)
+        losses: list[float] = []
+        for j in range(seg.steps):
+            losses.append(train_step(state, data, seg.lr_at(j)))
+            if not math.isfinite(losses[-1]):
+                break
+        if seg.keep:
+            snaps[seg.keep] = snapshot(state)
+        seg = tuner.report(seg.segment_id, losses)
+    return val_loss(state, data), tuner
+
+
+@pytest.fixture(scope="module")
+def data() -> Digits:
+    return Digits()
+
+
+def test_tuned_run_beats_a_constant_lr_at_either_bound(data: Digits) -> None:
+    tuned, tuner = run_tuned(data)
+    low, high = run_constant(data, MIN_LR), run_constant(data, MAX_LR)
+    print(f"validation loss: tuned {tuned:.4f}, constant {MIN_LR:g} {low:.4f}, constant {MAX_LR:g} {high:.4f}")
+    print("winners:", [f"{s['winner_lr']:.3g}" for s in tuner.schedule()["stages"]])
+    assert tuned < low and tuned < high
+    assert tuner.steps_used == STEPS
