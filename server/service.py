@@ -1,0 +1,281 @@
+"""What the routes do: each operation loads a job, applies the tuner, and saves it atomically.
+
+Every method here is synchronous and may take tens of milliseconds of CPU (GP fits): routes run them in a
+worker thread, never on the event loop. Authorization is checked inside the same read-modify-write as the
+change it guards, so a job costs one store round trip per request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from client.protocol import JobConfig, JobCreate, JobInfo, WireReport, WireSegment
+from server import leases
+from server.errors import ForbiddenError, JobDeletedError
+from server.store import JobHead, JobRecord, JobStatus, JobStore
+from tuner import Tuner, TunerConfig
+
+
+def hash_token(token: str) -> str:
+    """Hex SHA-256 of a token (what the store keeps)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_job_id() -> str:
+    """A fresh random job id (16 lowercase hex characters)."""
+    return secrets.token_hex(8)
+
+
+@dataclass(frozen=True)
+class Credential:
+    """The bearer token a request carries.
+
+    Attributes:
+        token: The token as sent.
+        admin: True when it equals the configured admin key (checked in constant time by the caller).
+    """
+
+    token: str
+    admin: bool = False
+
+    def opens(self, head: JobHead) -> bool:
+        """Tell whether this credential may read and write the job of ``head``."""
+        return self.admin or hmac.compare_digest(hash_token(self.token), head.token_sha256)
+
+
+@dataclass(frozen=True)
+class ReportOutcome:
+    """What a report did.
+
+    Attributes:
+        segment: The next segment, leased to the reporter.
+        suggest_s: Seconds the BO suggestion for the next segment took (0 when none ran).
+    """
+
+    segment: WireSegment
+    suggest_s: float
+
+
+@dataclass(frozen=True)
+class PollOutcome:
+    """What a poll did.
+
+    Attributes:
+        segment: The open segment, leased to the poller.
+        took_over_lapsed: The poller took over a lease that had lapsed.
+    """
+
+    segment: WireSegment
+    took_over_lapsed: bool
+
+
+def _finite_any(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_any(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite_any(v) for v in obj]
+    return obj
+
+
+def _finite(doc: dict[str, Any]) -> dict[str, Any]:
+    """Replace non-finite floats by None, recursively (JSON has no NaN)."""
+    return {k: _finite_any(v) for k, v in doc.items()}
+
+
+class JobService:
+    """Job operations over a store.
+
+    Args:
+        store: Where jobs live.
+        lease_ttl_s: Seconds a lease holds unless renewed.
+        clock: Returns the current Unix time in seconds (tests inject a fake one).
+    """
+
+    def __init__(self, store: JobStore, lease_ttl_s: float, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.lease_ttl_s = lease_ttl_s
+        self.clock = clock
+
+    # ------------------------------------------------------------------ jobs
+
+    def create(self, body: JobCreate) -> tuple[str, JobInfo]:
+        """Create a job; return its token (shown once) and its info.
+
+        Raises:
+            InvalidConfigError: The config is rejected by the tuner.
+        """
+        config = TunerConfig.from_dict(body.config.model_dump())
+        tuner = Tuner(config)
+        token = secrets.token_urlsafe(32)
+        now = self.clock()
+        head = JobHead(
+            job_id=new_job_id(),
+            name=body.name,
+            token_sha256=hash_token(token),
+            status="done" if tuner.done else "running",
+            created_at=now,
+            updated_at=now,
+            config=config.to_dict(),
+            summary=tuner.summary(),
+        )
+        self.store.create(JobRecord(head, tuner.dump()))
+        return token, job_info(head)
+
+    def info(self, job_id: str, cred: Credential) -> JobInfo:
+        """Return a job's info."""
+        return job_info(self._head(job_id, cred))
+
+    def list(self, offset: int, limit: int, status: JobStatus | None) -> tuple[list[JobInfo], int]:
+        """Return a page of jobs (oldest first) and the total count."""
+        page = self.store.list_heads(offset, limit, status)
+        return [job_info(h) for h in page.heads], page.total
+
+    def delete(self, job_id: str, cred: Credential) -> JobInfo:
+        """Mark a job deleted: it takes no more polls or reports; its schedule stays readable.
+
+        Deleting a deleted job changes nothing.
+        """
+
+        def fn(rec: JobRecord) -> None:
+            authorize(rec.head, cred)
+            rec.head.status = "deleted"
+            rec.head.lease = None
+
+        rec, _ = self.store.update(job_id, fn, self.clock())
+        return job_info(rec.head)
+
+    def purge(self, job_id: str, cred: Credential) -> None:
+        """Remove a job and all its data."""
+        self._head(job_id, cred)
+        self.store.delete(job_id)
+
+    # ------------------------------------------------------------------ segments
+
+    def poll(self, job_id: str, worker_id: str, cred: Credential) -> PollOutcome:
+        """Lease the open segment to ``worker_id`` and return it.
+
+        Raises:
+            SegmentLeasedError: Another worker holds a live lease.
+            JobDeletedError: The job was deleted.
+        """
+        now = self.clock()
+
+        def fn(rec: JobRecord) -> PollOutcome:
+            head = authorize(rec.head, cred)
+            _require_live(head)
+            open_seg = rec.tuner["open"]
+            if open_seg.get("done"):
+                return PollOutcome(_wire(job_id, open_seg, head, now), False)
+            grant = leases.acquire(head, worker_id, now, self.lease_ttl_s)
+            return PollOutcome(_wire(job_id, open_seg, head, now), grant.took_over_lapsed)
+
+        _, out = self.store.update(job_id, fn, now)
+        return out
+
+    def report(self, job_id: str, segment_id: int, body: WireReport, cred: Credential) -> ReportOutcome:
+        """Apply a segment's losses and return the next segment, leased to the reporter.
+
+        Raises:
+            StaleLeaseError: The reporter does not hold the current lease (nothing is applied).
+            JobDeletedError: The job was deleted.
+            UnknownSegmentError, ConflictingReportError, InvalidReportError: From the tuner.
+        """
+        now = self.clock()
+
+        def fn(rec: JobRecord) -> ReportOutcome:
+            head = authorize(rec.head, cred)
+            _require_live(head)
+            lease = leases.check_report(head, body.worker_id, body.lease_epoch)
+            tuner = Tuner.recover(rec.tuner)
+            nxt = tuner.report(segment_id, body.losses, body.val_losses)
+            rec.tuner = tuner.dump()
+            head.summary = tuner.summary()
+            head.status = "done" if tuner.done else "running"
+            leases.renew(head, lease, now, self.lease_ttl_s)
+            return ReportOutcome(_wire(job_id, nxt.to_dict(), head, now), tuner.last_suggest_s)
+
+        _, out = self.store.update(job_id, fn, now)
+        return out
+
+    # ------------------------------------------------------------------ reading
+
+    def tuner(self, job_id: str, cred: Credential) -> Tuner:
+        """Return a job's tuner, rebuilt from its stored state (for read-only views)."""
+        rec = self.store.get(job_id)
+        authorize(rec.head, cred)
+        return Tuner.recover(rec.tuner)
+
+    def schedule(self, job_id: str, cred: Credential) -> dict[str, Any]:
+        """Return ``Tuner.schedule()`` with the job id."""
+        out = self.tuner(job_id, cred).schedule()
+        out["job_id"] = job_id
+        return _finite(out)
+
+    def export(self, job_id: str, cred: Credential) -> dict[str, Any]:
+        """Return ``Tuner.export()`` (the LambdaLR replay form) with the job id."""
+        out = self.tuner(job_id, cred).export()
+        out["job_id"] = job_id
+        return _finite(out)
+
+    def posterior(self, job_id: str, stage: int | None, points: int, cred: Credential) -> dict[str, Any] | None:
+        """Return the GP posterior over log10-LR of a stage, or None when it has no observations."""
+        out = self.tuner(job_id, cred).posterior(stage, points)
+        return None if out is None else _finite(out)
+
+    def _head(self, job_id: str, cred: Credential) -> JobHead:
+        return authorize(self.store.get_head(job_id), cred)
+
+
+def authorize(head: JobHead, cred: Credential) -> JobHead:
+    """Return ``head`` if ``cred`` opens its job.
+
+    Raises:
+        ForbiddenError: It does not.
+    """
+    if not cred.opens(head):
+        raise ForbiddenError("this token does not open this job; use the token POST /v1/jobs returned for it")
+    return head
+
+
+def _require_live(head: JobHead) -> None:
+    if head.status == "deleted":
+        raise JobDeletedError(f"job {head.job_id} was deleted; it takes no more polls or reports")
+
+
+def _wire(job_id: str, seg: dict[str, Any], head: JobHead, now: float) -> WireSegment:
+    lease = head.lease
+    return WireSegment(
+        **seg,
+        job_id=job_id,
+        lease_epoch=lease.epoch if lease else 0,
+        lease_expires_in_s=None if lease is None or seg.get("done") else round(lease.expires_at - now, 3),
+    )
+
+
+def job_info(head: JobHead) -> JobInfo:
+    """Build the wire view of a job from its head."""
+    s = head.summary
+    return JobInfo(
+        job_id=head.job_id,
+        name=head.name,
+        status=head.status,
+        created_at=head.created_at,
+        updated_at=head.updated_at,
+        config=JobConfig.model_validate(head.config),
+        steps_used=int(s.get("steps_used", 0)),
+        total_steps=int(s.get("total_steps", head.config.get("total_steps", 0))),
+        phase=s.get("phase", "done"),
+        lr=s.get("lr"),
+        stage=s.get("stage"),
+        explore_share=float(s.get("explore_share") or 0.0),
+        last_loss=s.get("last_loss"),
+    )

@@ -1,0 +1,64 @@
+"""Service settings, read from ``LRTUNE_*`` environment variables (or passed in by tests and the CLI)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "LRTUNE_"
+
+
+class Settings(BaseSettings):
+    """Everything the service can be configured with.
+
+    Attributes:
+        host: Interface to bind (``lrtune serve``).
+        port: TCP port to bind.
+        workers: Uvicorn worker processes; more than one needs ``redis_url``.
+        redis_url: Redis URL (``redis://host:6379/0``); empty means the embedded in-memory store.
+        redis_prefix: Prefix of every Redis key, so deployments can share a database.
+        admin_key: Key that lists all jobs and opens every job; None leaves listing open (loopback only).
+        lease_ttl_s: Seconds a lease on a segment holds unless a poll or report renews it.
+        max_body_bytes: Largest request body accepted, in bytes (larger ones get 413).
+        max_list_limit: Most jobs one listing page returns.
+        tuner_threads: Most tuner computations (GP fits) running at once in one process.
+        log_level: Uvicorn log level.
+    """
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1)
+    redis_url: str | None = None
+    redis_prefix: str = Field(default="lrtune", min_length=1, pattern=r"^\S+$")
+    admin_key: SecretStr | None = None
+    lease_ttl_s: float = Field(default=120.0, gt=0)
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_list_limit: int = Field(default=500, ge=1)
+    tuner_threads: int = Field(default=4, ge=1)
+    log_level: str = "info"
+
+    @property
+    def admin_key_value(self) -> str | None:
+        """The admin key as plain text, or None when unset or empty."""
+        if self.admin_key is None:
+            return None
+        return self.admin_key.get_secret_value() or None
+
+
+def is_loopback(host: str) -> bool:
+    """Tell whether binding ``host`` exposes the service only to this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def env_names() -> set[str]:
+    """Every environment variable the settings read (``LRTUNE_HOST``, ...)."""
+    return {ENV_PREFIX + name.upper() for name in Settings.model_fields}

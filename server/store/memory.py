@@ -1,0 +1,106 @@
+"""In-memory job store: the embedded default of ``lrtune serve`` (one process, nothing to install).
+
+Jobs are kept as the same encoded JSON documents the Redis store writes, which makes pass-by-value free and
+keeps both backends honest about what survives a round trip. One lock guards the table; ``fn`` of
+:meth:`MemoryStore.update` runs outside it, with the same optimistic retry as the Redis store.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from server.store.base import MAX_RETRIES, HeadPage, JobExistsError, JobNotFoundError, JobStore, StoreBusyError, bump
+from server.store.records import JobHead, JobRecord, JobStatus, decode_head, decode_tuner, encode_head, encode_tuner
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Entry:
+    head: bytes
+    tuner: bytes
+    version: int
+    status: JobStatus
+    order: tuple[float, str]
+
+
+class MemoryStore(JobStore):
+    """A process-local store; see :mod:`server.store.base` for the contract."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: dict[str, _Entry] = {}
+
+    @staticmethod
+    def _entry(record: JobRecord) -> _Entry:
+        h = record.head
+        return _Entry(encode_head(h), encode_tuner(record.tuner), h.version, h.status, (h.created_at, h.job_id))
+
+    def _lookup(self, job_id: str) -> _Entry:
+        with self._lock:
+            entry = self._jobs.get(job_id)
+        if entry is None:
+            raise JobNotFoundError(f"no job with id {job_id!r}")
+        return entry
+
+    def create(self, record: JobRecord) -> None:
+        """See :meth:`JobStore.create`."""
+        entry = self._entry(record)
+        with self._lock:
+            if record.job_id in self._jobs:
+                raise JobExistsError(f"a job with id {record.job_id!r} exists")
+            self._jobs[record.job_id] = entry
+
+    def get(self, job_id: str) -> JobRecord:
+        """See :meth:`JobStore.get`."""
+        entry = self._lookup(job_id)
+        return JobRecord(decode_head(entry.head), decode_tuner(entry.tuner))
+
+    def get_head(self, job_id: str) -> JobHead:
+        """See :meth:`JobStore.get_head`."""
+        return decode_head(self._lookup(job_id).head)
+
+    def update(self, job_id: str, fn: Callable[[JobRecord], T], now: float) -> tuple[JobRecord, T]:
+        """See :meth:`JobStore.update`."""
+        for _ in range(MAX_RETRIES):
+            entry = self._lookup(job_id)
+            record = JobRecord(decode_head(entry.head), decode_tuner(entry.tuner))
+            out = fn(record)
+            record.head.job_id = job_id
+            record.head.version = entry.version
+            bump(record, now)
+            new = self._entry(record)
+            with self._lock:
+                current = self._jobs.get(job_id)
+                if current is None:
+                    raise JobNotFoundError(f"no job with id {job_id!r}")
+                if current.version != entry.version:
+                    continue
+                self._jobs[job_id] = new
+            return record, out  # a private copy: nothing stored refers to it
+        raise StoreBusyError(f"job {job_id!r} is being written by others; retry")
+
+    def delete(self, job_id: str) -> None:
+        """See :meth:`JobStore.delete`."""
+        with self._lock:
+            if self._jobs.pop(job_id, None) is None:
+                raise JobNotFoundError(f"no job with id {job_id!r}")
+
+    def list_heads(self, offset: int = 0, limit: int = 100, status: JobStatus | None = None) -> HeadPage:
+        """See :meth:`JobStore.list_heads`."""
+        with self._lock:
+            entries = [e for e in self._jobs.values() if status is None or e.status == status]
+        entries.sort(key=lambda e: e.order)
+        page = entries[max(offset, 0) : max(offset, 0) + max(limit, 0)]
+        return HeadPage([decode_head(e.head) for e in page], len(entries))
+
+    def count(self, status: JobStatus) -> int:
+        """See :meth:`JobStore.count`."""
+        with self._lock:
+            return sum(1 for e in self._jobs.values() if e.status == status)
+
+    def ping(self) -> None:
+        """See :meth:`JobStore.ping` (always answers)."""
