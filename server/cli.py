@@ -1,0 +1,83 @@
+"""The ``lrtune`` command: ``lrtune serve`` runs the service, ``lrtune demo`` shows it at work."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from server.launch import ADMIN_KEY_ENV, REDIS_URL_ENV
+from server.settings import ENV_PREFIX, Settings
+
+app = typer.Typer(help="lrtune: online learning-rate tuning as a service.", no_args_is_help=True)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 exposes the service.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    redis_url: Annotated[
+        str | None, typer.Option(envvar=REDIS_URL_ENV, help="Redis URL; unset: the embedded in-memory store.")
+    ] = None,
+    admin_key: Annotated[
+        str | None,
+        typer.Option(envvar=ADMIN_KEY_ENV, help="Admin key (prefer the environment variable: argv is visible)."),
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes (more than one needs Redis).")] = 1,
+    log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+) -> None:
+    """Run the service (other settings: LRTUNE_* environment variables, see docs/service.md)."""
+    import uvicorn
+
+    from server.app import security_warnings
+
+    overrides = {"host": host, "port": str(port), "workers": str(workers), "log_level": log_level}
+    if redis_url is not None:
+        overrides["redis_url"] = redis_url
+    if admin_key is not None:
+        overrides["admin_key"] = admin_key
+    for name, value in overrides.items():
+        os.environ[ENV_PREFIX + name.upper()] = value  # the app factory (in every worker) reads these
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        typer.echo(f"lrtune serve: invalid settings:\n{exc}", err=True)
+        raise typer.Exit(2) from exc
+    if settings.workers > 1 and not settings.redis_url:
+        typer.echo("lrtune serve: --workers > 1 needs --redis-url (the in-memory store is per process)", err=True)
+        raise typer.Exit(2)
+    for warning in security_warnings(settings):
+        typer.echo(warning, err=True)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(
+        "server.app:app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=log_level,
+    )
+
+
+@app.command()
+def demo(
+    baseline: Annotated[bool, typer.Option(help="Also train with a constant LR, for comparison.")] = True,
+) -> None:
+    """Start the service in the background, tune a small MLP on digits over HTTP, print the schedule."""
+    from server.demo import run_demo
+
+    run_demo(echo=lambda line: typer.echo(line), baseline=baseline)
+
+
+def main() -> None:
+    """Entry point of the ``lrtune`` script."""
+    app(prog_name="lrtune")
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)

@@ -1,0 +1,124 @@
+"""``lrtune demo``: tune a small model against the service, over HTTP, and print the schedule it found.
+
+The service runs in the background on the embedded store.
+The training loop talks to the service with plain httpx and the wire models of :mod:`client.protocol`: create
+a job, poll once, then run each segment and report it, the report's answer being the next segment.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from client.protocol import JobConfig, JobCreate, JobCreated, LeaseRequest, WireReport, WireSegment
+from server.demo_train import Digits, SegmentRunner, train_constant
+from server.embedded import BackgroundServer
+
+#: The demo job: SGD with momentum on an MLP, searched over three decades of LR.
+DEMO_CONFIG = JobConfig(min_lr=1e-3, max_lr=1.0, total_steps=3000, warmup_steps=100, seed=0)
+
+Printer = Callable[[str], None]
+
+
+def train_over_http(
+    base_url: str, config: JobConfig, runner: SegmentRunner, echo: Printer, worker_id: str = "demo-worker"
+) -> tuple[str, str]:
+    """Run a whole job against the service at ``base_url``.
+
+    Returns:
+        The job id and its token.
+    """
+    with httpx.Client(base_url=base_url, timeout=60.0) as http:
+        resp = http.post("/v1/jobs", json=JobCreate(name="digits-mlp", config=config).model_dump())
+        resp.raise_for_status()
+        created = JobCreated.model_validate(resp.json())
+        http.headers["Authorization"] = f"Bearer {created.token}"
+        jobs = f"/v1/jobs/{created.job_id}"
+        resp = http.post(f"{jobs}/lease", json=LeaseRequest(worker_id=worker_id).model_dump())
+        resp.raise_for_status()
+        seg = WireSegment.model_validate(resp.json())
+        started = time.perf_counter()
+        while not seg.done:
+            losses, vals = runner.run(seg)
+            echo(_progress_line(seg, losses, config.total_steps))
+            report = WireReport(worker_id=worker_id, lease_epoch=seg.lease_epoch, losses=losses, val_losses=vals)
+            resp = http.post(f"{jobs}/segments/{seg.segment_id}/report", json=report.model_dump())
+            resp.raise_for_status()
+            seg = WireSegment.model_validate(resp.json())
+        echo(f"done: {config.total_steps} steps in {time.perf_counter() - started:.1f} s")
+        return created.job_id, created.token
+
+
+def _progress_line(seg: WireSegment, losses: list[float | None], total: int) -> str:
+    finite = [v for v in losses if v is not None]
+    loss = f"{sum(finite[-5:]) / len(finite[-5:]):.4f}" if finite else "nan"
+    where = ""
+    if seg.stage is not None:
+        where = f" stage {seg.stage}" + (f" cand {seg.candidate}" if seg.candidate is not None else "")
+    cut = f" (stopped at {len(losses)}: diverged)" if len(losses) < seg.steps else ""
+    end = seg.start_step + len(losses)
+    return f"  [{end:5d}/{total}] {seg.phase:<8}{where:<16} lr {seg.lr:.2e}  loss {loss}{cut}"
+
+
+def format_schedule(schedule: dict[str, Any]) -> str:
+    """Render a job's schedule (``GET /v1/jobs/{id}/schedule``) as a readable table."""
+    lines = []
+    for st in schedule["stages"]:
+        lines.append(
+            f"stage {st['index']}  from step {st['start_step']}  tau {st['tau']}  candidates of {st['cand_steps']} "
+            f"steps  {'warm' if st['warm'] else 'cold'}  winner lr {_lr(st['winner_lr'])}"
+        )
+        if st["candidates"]:
+            lines.append(f"    {'cand':>4}  {'lr':>9}  {'forecast':>9}  {'± std':>8}  {'observed':>9}  ")
+        for c in st["candidates"]:
+            mark = "  <- winner" if c["winner"] else ("  diverged" if c["diverged"] else "")
+            lines.append(
+                f"    {c['index']:>4}  {_lr(c['lr']):>9}  {_num(c['forecast']):>9}  {_num(c['std']):>8}  "
+                f"{_num(c['last_loss']):>9}{mark}"
+            )
+    lines.append(
+        f"exploration: {schedule['explore_steps']} of {schedule['total_steps']} steps "
+        f"({100 * schedule['explore_share']:.1f}%), rolled back {100 * schedule['wasted_share']:.1f}%"
+    )
+    return "\n".join(lines)
+
+
+def _lr(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3e}"
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None or not math.isfinite(v) else f"{v:.4f}"
+
+
+def run_demo(echo: Printer = print, config: JobConfig = DEMO_CONFIG, baseline: bool = True) -> dict[str, float]:
+    """Start the service on the embedded store, tune a digits MLP over HTTP, print what it found.
+
+    Returns:
+        ``val_loss`` of the tuned run, and ``baseline_val_loss`` of a constant-LR run when ``baseline``.
+    """
+    data = Digits.load(config.seed)
+    with BackgroundServer() as srv:
+        echo(f"lrtune service running at {srv.url} (embedded in-memory store)")
+        echo(f"training a 64-128-10 MLP on digits for {config.total_steps} steps, LR in [{config.min_lr}, "
+             f"{config.max_lr}]")  # fmt: skip
+        runner = SegmentRunner(data, config.seed)
+        job_id, token = train_over_http(srv.url, config, runner, echo)
+        resp = httpx.get(f"{srv.url}/v1/jobs/{job_id}/schedule", headers={"Authorization": f"Bearer {token}"})
+        resp.raise_for_status()
+        schedule = resp.json()
+    echo("")
+    echo("tuned schedule")
+    echo(format_schedule(schedule))
+    out = {"val_loss": runner.val_loss()}
+    echo(f"final validation loss {out['val_loss']:.4f}, accuracy {100 * runner.val_accuracy():.1f}%")
+    if baseline:
+        lr = math.sqrt(config.min_lr * config.max_lr)
+        out["baseline_val_loss"] = train_constant(data, lr, config.total_steps, config.seed)
+        echo(f"constant LR {lr:.3e} for the same {config.total_steps} steps: validation loss "
+             f"{out['baseline_val_loss']:.4f}")  # fmt: skip
+    return out
