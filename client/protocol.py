@@ -10,6 +10,11 @@ pydantic. Routes (JSON over HTTP; errors are :class:`ErrorBody` with a stable ``
     POST   /v1/jobs/{job_id}/lease                     LeaseRequest   -> WireSegment  (poll: the open segment)
     POST   /v1/jobs/{job_id}/segments/{segment_id}/report  WireReport -> WireSegment  (the next segment)
     GET    /v1/jobs/{job_id}/schedule[?format=json|csv|lambdalr]     -> schedule
+    GET    /v1/jobs/{job_id}/posterior[?stage=&points=]              -> GP posterior over log10-LR of a stage
+    GET    /healthz | /readyz | /metrics                             -> liveness, store reachable, Prometheus
+
+A job-scoped route needs ``Authorization: Bearer <job token>`` (the admin key also opens every job);
+``DELETE ...?purge=true`` removes a job entirely (204) instead of marking it deleted.
 
 A steady-state worker makes one round trip per segment: the report's response is the next segment, already
 leased to the reporting worker.
@@ -30,7 +35,10 @@ JobStatus = Literal["running", "done", "deleted"]
 
 
 class JobConfig(BaseModel):
-    """A job's tuning configuration; ``null`` fields take the preset's value (see ``tuner.TunerConfig``)."""
+    """A job's tuning configuration; ``null`` fields take the preset's value (see ``tuner.TunerConfig``).
+
+    Candidate counts are capped at 64: each candidate adds a point to a GP refitted on every report.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -39,19 +47,19 @@ class JobConfig(BaseModel):
     total_steps: int = Field(gt=0, le=10**9, description="Gradient-step budget, exploration included.")
     preset: Literal["default", "paper"] = "default"
     strategy: Literal["autolrs", "constant", "cosine", "linear", "wsd", "rex"] = "autolrs"
-    seed: int = Field(0, ge=0, lt=2**63)
-    tau: int | None = Field(None, ge=1, description="First stage length in steps.")
-    tau_max: int | None = Field(None, ge=1, description="Longest stage in steps.")
-    k: int | None = Field(None, ge=1, description="Candidates in a cold stage.")
-    k_warm: int | None = Field(None, ge=1, description="Candidates in a warm stage.")
-    candidate_fraction: float | None = Field(None, gt=0, le=1, description="tau' / tau.")
-    min_candidate_steps: int | None = Field(None, ge=1)
+    seed: int = Field(default=0, ge=0, lt=2**63)
+    tau: int | None = Field(default=None, ge=1, le=10**9, description="First stage length in steps.")
+    tau_max: int | None = Field(default=None, ge=1, le=10**9, description="Longest stage in steps.")
+    k: int | None = Field(default=None, ge=1, le=64, description="Candidates in a cold stage.")
+    k_warm: int | None = Field(default=None, ge=1, le=64, description="Candidates in a warm stage.")
+    candidate_fraction: float | None = Field(default=None, gt=0, le=1, description="tau' / tau.")
+    min_candidate_steps: int | None = Field(default=None, ge=1, le=10**9)
     objective: Literal["train", "val", "auto"] | None = None
-    val_samples: int = Field(16, ge=2)
-    warmup_steps: int = Field(0, ge=0)
-    warmup_lr: float | None = Field(None, gt=0)
-    explore_cap: float | None = Field(None, ge=0, le=1, description="Largest share of steps spent exploring.")
-    anneal_fraction: float | None = Field(None, ge=0, le=0.9)
+    val_samples: int = Field(default=16, ge=2, le=10_000)
+    warmup_steps: int = Field(default=0, ge=0, le=10**9)
+    warmup_lr: float | None = Field(default=None, gt=0)
+    explore_cap: float | None = Field(default=None, ge=0, le=1, description="Largest share of steps spent exploring.")
+    anneal_fraction: float | None = Field(default=None, ge=0, le=0.9)
     noise_from_forecast: bool | None = None
     carry_observations: bool | None = None
     keep_winner: bool | None = None
@@ -59,10 +67,10 @@ class JobConfig(BaseModel):
     replay_batches: bool | None = None
     power_law: bool | None = None
     loss_floor: float | None = 0.0
-    divergence_factor: float = Field(2.0, gt=1, lt=1e6)
-    trust_region: float = Field(0.25, ge=0, le=1)
-    max_segment_steps: int | None = Field(None, ge=1)
-    wsd_decay_fraction: float = Field(0.2, ge=0, le=1)
+    divergence_factor: float = Field(default=2.0, gt=1, lt=1e6)
+    trust_region: float = Field(default=0.25, ge=0, le=1)
+    max_segment_steps: int | None = Field(default=None, ge=1, le=10**9)
+    wsd_decay_fraction: float = Field(default=0.2, ge=0, le=1)
 
 
 class JobCreate(BaseModel):
@@ -70,7 +78,7 @@ class JobCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(None, max_length=200, description="A label shown in listings.")
+    name: str | None = Field(default=None, max_length=200, description="A label shown in listings.")
     config: JobConfig
 
 
@@ -143,7 +151,7 @@ class WireReport(BaseModel):
     worker_id: str = Field(min_length=1, max_length=200)
     lease_epoch: int = Field(ge=0)
     losses: list[float | None] = Field(max_length=1_000_000)
-    val_losses: list[float | None] | None = Field(None, max_length=1_000_000)
+    val_losses: list[float | None] | None = Field(default=None, max_length=1_000_000)
 
 
 class JobInfo(BaseModel):
