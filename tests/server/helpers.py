@@ -1,0 +1,73 @@
+"""Shared helpers of the service tests: simulated training and a fake clock."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+#: A small job: a few stages with BO, a few dozen segments, tens of milliseconds of GP work in all.
+SMALL_CONFIG: dict[str, Any] = {
+    "min_lr": 1e-4,
+    "max_lr": 1.0,
+    "total_steps": 240,
+    "tau": 20,
+    "k": 3,
+    "k_warm": 2,
+    "max_segment_steps": 40,
+    "seed": 7,
+}
+
+
+def sim_loss(lr: float, step: int) -> float:
+    """Simulated training loss after ``step`` steps at ``lr``: decays over steps, best near lr = 0.03."""
+    x = math.log10(lr)
+    return 0.1 + 2.0 * math.exp(-0.02 * step) + 0.05 * (x + 1.5) ** 2
+
+
+def run_segment(seg: dict[str, Any]) -> dict[str, Any]:
+    """Simulated losses of a wire segment: the report body fields ``losses`` and ``val_losses``."""
+    losses = [sim_loss(_lr_at(seg, j), seg["start_step"] + j) for j in range(seg["steps"])]
+    every = seg.get("eval_every")
+    vals = [losses[i - 1] + 0.05 for i in range(every, len(losses) + 1, every)] if every else None
+    return {"losses": losses, "val_losses": vals}
+
+
+def _lr_at(seg: dict[str, Any], j: int) -> float:
+    n = max(seg["steps"], 1)
+    p = min(max(seg["curve_start"] + (seg["curve_end"] - seg["curve_start"]) * j / n, 0.0), 1.0)
+    g = {
+        "constant": 1.0,
+        "linear": 1.0 - p,
+        "cosine": 0.5 * (1.0 + math.cos(math.pi * p)),
+        "rex": (1.0 - p) / (1.0 - 0.5 * p),
+    }[seg["shape"]]
+    return float(seg["curve_to"] + (seg["curve_from"] - seg["curve_to"]) * g)
+
+
+def reference_schedule(config: dict[str, Any]) -> dict[str, Any]:
+    """The schedule an in-process tuner produces for ``config`` with :func:`run_segment` losses (JSON form)."""
+    import json
+
+    from tuner import Tuner, TunerConfig
+
+    full = TunerConfig.from_dict(config)
+    tuner = Tuner(full)
+    seg = tuner.next_segment()
+    while not seg.done:
+        body = run_segment(seg.to_dict())
+        seg = tuner.report(seg.segment_id, body["losses"], body["val_losses"])
+    out: dict[str, Any] = json.loads(json.dumps(tuner.schedule()))
+    return out
+
+
+class FakeClock:
+    """A clock that moves only when told to (Unix seconds)."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
