@@ -37,10 +37,11 @@ JobStatus = Literal["running", "done", "deleted"]
 class JobConfig(BaseModel):
     """A job's tuning configuration; ``null`` fields take the preset's value (see ``tuner.TunerConfig``).
 
-    Candidate counts are capped at 64: each candidate adds a point to a GP refitted on every report.
+    Candidate counts are capped at 64: each candidate adds a point to a GP refitted on every report. Numbers
+    must be finite.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     min_lr: float = Field(gt=0, description="Lower bound of the LR search range.")
     max_lr: float = Field(gt=0, description="Upper bound of the LR search range.")
