@@ -1,0 +1,610 @@
+"""The training-loop callback: applies segments to an optimizer, snapshots and restores, reports losses.
+
+Call :meth:`AutoLRSCallback.on_train_batch_end` after every optimizer step. Per step it appends the detached
+loss to a list (no device sync), runs ``val_fn`` at the segment's cadence, and sets the LR of the next step on
+every param group. At the end of a segment it syncs the losses once, keeps the end state if asked, reports
+(one HTTP round trip, or one call into the in-process tuner), and applies the next segment: restore, drop,
+snapshot, then its first LR. The LR of a segment's first step is therefore set before that step runs: at
+construction for the first segment, and at the end of the previous segment's last step for the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import httpx
+import torch
+
+from client.distributed import resolve_comm
+from client.errors import LrtuneClientError
+from client.fallback import FallbackSpec, check_fallback, fallback_lr
+from client.protocol import JobConfig, WireSegment
+from client.remote import RetryPolicy
+from client.replay import ReplayLoader
+from client.snapshot import SnapshotStore, Stateful
+from client.source import LocalSource, SegmentSource
+
+log = logging.getLogger("lrtune.client")
+
+#: Losses averaged by the divergence guard (same as ``tuner.segment.GUARD_WINDOW``).
+GUARD_WINDOW = 5
+#: Steps between lease renewal checks in long segments.
+_KEEPALIVE_STEPS = 16
+STATE_FORMAT = "lrtune.client/v1"
+
+Loss = torch.Tensor | float
+
+
+class AutoLRSCallback:
+    """Drives an optimizer's LR from lrtune segments, in a plain PyTorch training loop.
+
+    Args:
+        model: The model being trained (a module, or its DDP wrapper).
+        optimizer: Its optimizer (anything with ``param_groups``, ``state_dict`` and ``load_state_dict``).
+        server_url: URL of the lrtune service; None runs the tuner in this process (needs the ``[server]``
+            extra).
+        min_lr: Lower end of the LR range.
+        max_lr: Upper end of the LR range.
+        total_steps: Step budget, exploration included; the callback is :attr:`done` after that many steps.
+        val_fn: Returns the validation loss (a float or a scalar tensor); called at the cadence a segment asks
+            for, with the model in eval mode and gradients off. Needed when the objective is validation loss.
+        preset: ``"default"`` or ``"paper"`` (see ``tuner.TunerConfig``).
+        strategy: ``"autolrs"`` or a standard schedule (``"cosine"``, ...).
+        seed: Seed of the tuner.
+        config: More job config fields (``tau``, ``k``, ``warmup_steps``, ``objective``, ...; see
+            :class:`client.protocol.JobConfig`).
+        job_id: Attach to this existing job instead of creating one (with ``token``).
+        token: The job's token.
+        job_name: Label of a created job.
+        api_key: Admin key for creating jobs, if the service requires one.
+        scaler: The AMP grad scaler, saved and restored with each snapshot.
+        loader: A :class:`client.ReplayLoader` over the training batches, for batch replay.
+        extra_state: More stateful objects (``state_dict``/``load_state_dict``) to snapshot, by name.
+        http_client: An ``httpx.Client`` to talk to the service with (tests inject one).
+        timeout_s: Timeout of each request, in seconds (when the callback creates the HTTP client).
+        fallback: LR while no segment is open: ``"hold"``, ``"cosine"`` or ``f(step) -> lr``
+            (see :mod:`client.fallback`).
+        worker_id: This worker's id in leases (default: host, pid and a random suffix).
+        retry: Backoff of retries while the service is unreachable.
+        process_group: Process group for DDP (None: the default group).
+        distributed: Use ``torch.distributed`` (None: when it is initialized).
+        guard_every: Steps between divergence checks in candidate segments (one device sync each).
+        offline_sync_steps: Steps between the ranks' checks for a new segment while none is open (DDP only).
+        checkpoint_snapshots: Include the held snapshots in :meth:`state_dict`, so a resumed run can still
+            restore them (costs their size in the checkpoint).
+
+    Raises:
+        TypeError: An argument of the wrong type.
+        ValueError: An invalid value or config (also when the service refuses the config).
+        client.errors.LrtuneHTTPError: The service refused the job (a missing job, a wrong token).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: Any,
+        server_url: str | None = None,
+        min_lr: float | None = None,
+        max_lr: float | None = None,
+        total_steps: int | None = None,
+        val_fn: Callable[[], Loss] | None = None,
+        *,
+        preset: str = "default",
+        strategy: str = "autolrs",
+        seed: int = 0,
+        config: Mapping[str, Any] | None = None,
+        job_id: str | None = None,
+        token: str | None = None,
+        job_name: str | None = None,
+        api_key: str | None = None,
+        scaler: Stateful | None = None,
+        loader: ReplayLoader[Any] | None = None,
+        extra_state: Mapping[str, Stateful] | None = None,
+        http_client: httpx.Client | None = None,
+        timeout_s: float = 30.0,
+        fallback: FallbackSpec = "hold",
+        worker_id: str | None = None,
+        retry: RetryPolicy | None = None,
+        process_group: Any = None,
+        distributed: bool | None = None,
+        guard_every: int = 8,
+        offline_sync_steps: int = 16,
+        checkpoint_snapshots: bool = True,
+    ) -> None:
+        _check_args(model, optimizer, min_lr, max_lr, total_steps, val_fn, scaler, loader, extra_state, http_client)
+        assert min_lr is not None and max_lr is not None and total_steps is not None
+        if (job_id is None) != (token is None):
+            raise ValueError("attach to a job with both job_id and token (or neither, to create a job)")
+        if job_id is not None and server_url is None and http_client is None:
+            raise ValueError("job_id needs a service: give server_url (or http_client)")
+        for name, value in (("guard_every", guard_every), ("offline_sync_steps", offline_sync_steps)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(timeout_s, int | float) or not timeout_s > 0:
+            raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
+        if config is not None and not isinstance(config, Mapping):
+            raise TypeError(f"config must be a mapping of job config fields, got {type(config).__name__}")
+        job_config = JobConfig.model_validate(
+            {
+                **dict(config or {}),
+                "min_lr": min_lr,
+                "max_lr": max_lr,
+                "total_steps": total_steps,
+                "preset": preset,
+                "strategy": strategy,
+                "seed": seed,
+            }
+        )  # pydantic's ValidationError is a ValueError
+        if job_config.objective == "val" and val_fn is None:
+            raise ValueError("objective='val' needs val_fn, a function that returns the validation loss")
+
+        self.model = model
+        self.optimizer = optimizer
+        self.val_fn = val_fn
+        self.min_lr = float(min_lr)
+        self.max_lr = float(max_lr)
+        self.total_steps = int(total_steps)
+        self.loader = loader
+        self.fallback: FallbackSpec = check_fallback(fallback)
+        self.guard_every = guard_every
+        self.offline_sync_steps = offline_sync_steps
+        self.checkpoint_snapshots = checkpoint_snapshots
+        self.mode = "local" if server_url is None and http_client is None else "remote"
+        self.snapshots = SnapshotStore(model, optimizer, scaler, extra_state)
+        self.comm = resolve_comm(process_group, distributed)
+        self.history: list[WireSegment] = []  # every segment begun, in order
+        self.offline_steps = 0  # steps run with no segment open
+
+        self._seg: WireSegment | None = None
+        self._j = 0  # steps run in the open segment
+        self._pending: list[Loss] = []  # losses not synced yet (device tensors)
+        self._synced: list[float] = []  # losses synced by guard checks (rank-averaged)
+        self._val: list[Loss] = []
+        self._eval_every: int | None = None
+        self._guard = False
+        self._moving = False
+        self._step = 0  # steps seen, all of them
+        self._done = False
+        self._lr = math.sqrt(self.min_lr * self.max_lr)
+        self._good_lr = job_config.warmup_lr or self._lr
+        self._offline_from = 0
+        self._warned: set[str] = set()
+        self._device: torch.device | None = None
+
+        self.source: SegmentSource | None = None
+        if self.comm.is_leader:
+            self.source = self._make_source(
+                server_url, job_config, job_id, token, job_name, api_key, http_client, timeout_s, worker_id, retry
+            )
+        first = self._exchange(lambda src: src.start())
+        self._begin(first)
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def done(self) -> bool:
+        """True once the step budget is spent; stop training then."""
+        return self._done
+
+    @property
+    def lr(self) -> float:
+        """The LR the next optimizer step uses."""
+        return self._lr
+
+    @property
+    def segment(self) -> WireSegment | None:
+        """The segment being run, or None while training at the fallback LR."""
+        return self._seg
+
+    @property
+    def step(self) -> int:
+        """Optimizer steps seen so far (all of them, fallback steps included)."""
+        return self._step
+
+    @property
+    def job_id(self) -> str | None:
+        """Id of the job on the service (``"local"`` in process; None before it was created, or off rank 0)."""
+        src = self.source
+        if isinstance(src, LocalSource):
+            return "local"
+        return getattr(src, "job_id", None)
+
+    @property
+    def tuner(self) -> Any:
+        """The in-process ``tuner.Tuner`` (None with a service, or off rank 0)."""
+        return self.source.tuner if isinstance(self.source, LocalSource) else None
+
+    def on_train_batch_end(self, loss: Loss) -> None:
+        """Record the loss of the optimizer step that just ran and prepare the next step.
+
+        Args:
+            loss: The step's training loss: a scalar tensor (kept on its device) or a number.
+
+        Raises:
+            ValueError: ``loss`` has more than one element.
+        """
+        if self._done:
+            self._warn_once("after_done", "lrtune: steps after the budget was spent are not tuned; stop training")
+            return
+        self._step += 1
+        seg = self._seg
+        if seg is None:
+            self._offline_step()
+            return
+        if isinstance(loss, torch.Tensor):
+            if loss.numel() != 1:
+                raise ValueError(f"loss must be a scalar, got a tensor of shape {tuple(loss.shape)}")
+            self._pending.append(loss.detach())
+        else:
+            self._pending.append(float(loss))
+        self._j += 1
+        j = self._j
+        if self._eval_every is not None and j % self._eval_every == 0:
+            self._val.append(self._validate())
+        if j >= seg.steps or (self._guard and j % self.guard_every == 0 and self._diverged(seg)):
+            self._end_segment()
+            return
+        if self._moving:
+            self._set_lr(seg.lr_at(j))
+        if j % _KEEPALIVE_STEPS == 0 and self.mode == "remote" and self.source is not None:
+            epoch = self.source.keepalive(seg)
+            if epoch is not None:
+                seg.lease_epoch = epoch
+
+    def apply_lr(self) -> None:
+        """Set the LR the next step should use on every param group again (after something else changed it)."""
+        self._set_lr(self._lr)
+
+    def on_train_end(self) -> None:
+        """Finish: try once more to deliver a buffered report, free the snapshots, close connections."""
+        src = self.source
+        if src is not None:
+            src.flush()
+            src.close()
+        if not self._done:
+            log.info("lrtune: training ended after %d steps, before the budget of %d", self._step, self.total_steps)
+        self.snapshots.clear()
+        if self.loader is not None:
+            self.loader.stop()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return what a resumed run needs to continue the same job where this one is.
+
+        Save it with the model and optimizer at the same point (after ``on_train_batch_end``). It holds the job
+        token (service mode), the tuner's state (in-process mode), the open segment and the progress in it, and
+        (with ``checkpoint_snapshots``) the held snapshots. No collective is called: safe on rank 0 alone.
+        """
+        return {
+            "format": STATE_FORMAT,
+            "mode": self.mode,
+            "source": None if self.source is None else self.source.state_dict(),
+            "segment": None if self._seg is None else self._seg.model_dump(),
+            "j": self._j,
+            "losses": self._synced + self._floats(self._pending),
+            "val": self._floats(self._val),
+            "step": self._step,
+            "done": self._done,
+            "lr": self._lr,
+            "good_lr": self._good_lr,
+            "offline_from": self._offline_from,
+            "offline_steps": self.offline_steps,
+            "snapshots": self.snapshots.state_dict() if self.checkpoint_snapshots else None,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from :meth:`state_dict` (saved by this run or a crashed one).
+
+        Raises:
+            ValueError: The state is not this callback's, or from the other mode (in-process vs service).
+        """
+        if not isinstance(state, Mapping) or state.get("format") != STATE_FORMAT:
+            raise ValueError("not an AutoLRSCallback state (missing format lrtune.client/v1)")
+        if state["mode"] != self.mode:
+            raise ValueError(f"cannot resume a {state['mode']} run in {self.mode} mode (server_url must match)")
+        if self.source is not None and state["source"] is not None:
+            self.source.load_state_dict(dict(state["source"]))
+        seg = None if state["segment"] is None else WireSegment.model_validate(state["segment"])
+        self._step = int(state["step"])
+        self._done = bool(state["done"])
+        self._good_lr = float(state["good_lr"])
+        self._offline_from = int(state["offline_from"])
+        self.offline_steps = int(state["offline_steps"])
+        if state.get("snapshots") is not None:
+            self.snapshots.load_state_dict(state["snapshots"])
+        if self.loader is not None:
+            self.loader.stop()  # the recorded batches are not in the checkpoint
+        self._open(seg)
+        self._j = int(state["j"])
+        # Re-averaged at the next check, so every rank decides on the same numbers whatever it loaded.
+        self._pending = [float(v) for v in state["losses"]]
+        self._val = [float(v) for v in state["val"]]
+        self._set_lr(float(state["lr"]))
+
+    # ------------------------------------------------------------------ segments
+
+    def _make_source(
+        self,
+        server_url: str | None,
+        job_config: JobConfig,
+        job_id: str | None,
+        token: str | None,
+        job_name: str | None,
+        api_key: str | None,
+        http_client: httpx.Client | None,
+        timeout_s: float,
+        worker_id: str | None,
+        retry: RetryPolicy | None,
+    ) -> SegmentSource:
+        if self.mode == "local":
+            return LocalSource(job_config.model_dump())
+        from client.http import ServiceClient
+        from client.remote import RemoteSource
+
+        api = ServiceClient(server_url, http_client=http_client, timeout_s=timeout_s, api_key=api_key)
+        wid = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        return RemoteSource(
+            api, config=job_config, job_id=job_id, token=token, worker_id=wid, name=job_name, retry=retry
+        )
+
+    def _exchange(self, call: Callable[[SegmentSource], WireSegment | None]) -> WireSegment | None:
+        """Run ``call`` on rank 0's source and hand its result to every rank."""
+        if not self.comm.enabled:
+            assert self.source is not None
+            return call(self.source)
+        payload: tuple[str, Any] = ("ok", None)
+        error: Exception | None = None
+        if self.source is not None:
+            try:
+                payload = ("ok", call(self.source))
+            except Exception as exc:  # every rank must reach the broadcast, then every rank raises
+                error = exc
+                payload = ("error", f"{type(exc).__name__}: {exc}")
+        payload = self.comm.broadcast(payload)
+        if error is not None:
+            raise error
+        if payload[0] == "error":
+            raise LrtuneClientError(f"rank 0 failed talking to the segment source: {payload[1]}")
+        seg: WireSegment | None = payload[1]
+        return seg
+
+    def _begin(self, seg: WireSegment | None) -> None:
+        """Apply a segment before its first step: restore, drop, snapshot, replay, first LR."""
+        if seg is None:
+            self._go_offline()
+            return
+        if seg.done:
+            self._finish(f"lrtune: the step budget is spent (job {seg.job_id})")
+            self._seg = seg
+            return
+        if seg.steps < 1:
+            self._warn_once("empty", f"lrtune: segment {seg.segment_id} has no steps; training at the fallback LR")
+            self._go_offline()
+            return
+        if seg.restore is not None and not self.snapshots.restore(seg.restore):
+            self._warn_once(
+                "restore",
+                f"lrtune: snapshot {seg.restore!r} is not held (lost in a restart?); continuing from the current state",
+            )
+        for name in seg.drop:
+            self.snapshots.drop(name)
+        if seg.snapshot is not None:
+            self.snapshots.save(seg.snapshot)
+        if self.loader is not None:
+            self.loader.on_segment(seg)
+        self.history.append(seg)
+        self._open(seg)
+
+    def _open(self, seg: WireSegment | None) -> None:
+        """Make ``seg`` the running segment with no steps run yet."""
+        self._seg = seg
+        self._j = 0
+        self._pending = []
+        self._synced = []
+        self._val = []
+        if seg is None or seg.done:
+            return
+        self._eval_every = seg.eval_every
+        self._guard = seg.phase == "explore"
+        self._moving = seg.shape != "constant" and seg.curve_from != seg.curve_to
+        if seg.eval_every is not None and self.val_fn is None:
+            self._warn_once(
+                "no_val_fn",
+                "lrtune: the job asks for validation losses but no val_fn was given; reporting the mean training "
+                "loss of each evaluation window instead",
+            )
+        self._set_lr(seg.lr_at(0))
+
+    def _end_segment(self) -> None:
+        seg = self._seg
+        assert seg is not None
+        n_new = len(self._pending)
+        merged = self._mean_over_ranks(self._pending + self._val)
+        losses = self._synced + merged[:n_new]
+        val = merged[n_new:] if seg.eval_every is not None else None
+        if seg.keep is not None:
+            self.snapshots.save(seg.keep)
+        if seg.phase != "explore" and losses:
+            self._good_lr = seg.lr_at(len(losses) - 1)
+        report = [v if math.isfinite(v) else None for v in losses]
+        val_report = None if val is None else [v if math.isfinite(v) else None for v in val]
+        self._begin(self._exchange(lambda src: src.report(seg, report, val_report)))
+
+    def _diverged(self, seg: WireSegment) -> bool:
+        """Sync the losses since the last check; tell whether the candidate tripped the divergence guard.
+
+        The same rule as ``tuner.segment.diverged``, on the numbers the report will carry.
+        """
+        self._synced += self._mean_over_ranks(self._pending)
+        self._pending = []
+        losses = self._synced
+        if any(not math.isfinite(v) for v in losses):
+            return True
+        if seg.abort_above is None:
+            return False
+        tail = losses[-GUARD_WINDOW:]
+        return sum(tail) / len(tail) > seg.abort_above
+
+    def _validate(self) -> Loss:
+        if self.val_fn is None:  # stand-in: the mean training loss of the window, kept on the device
+            window: list[Loss] = [*self._synced, *self._pending][-(self._eval_every or 1) :]
+            return self._stack(window).mean()
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                value = self.val_fn()
+        finally:
+            self.model.train(was_training)
+        if isinstance(value, torch.Tensor):
+            return value.detach().reshape(())
+        return float(value)
+
+    # ------------------------------------------------------------------ no segment: fallback
+
+    def _go_offline(self) -> None:
+        if self._seg is not None or not self.history:
+            self._offline_from = self._step
+        self._seg = None
+        self._pending, self._synced, self._val = [], [], []
+        if self._step >= self.total_steps:
+            self._finish("lrtune: the step budget is spent at the fallback LR (the service did not answer)")
+            return
+        self._set_lr(self._fallback_lr())
+
+    def _offline_step(self) -> None:
+        self.offline_steps += 1
+        if self._step >= self.total_steps:
+            self._finish("lrtune: the step budget is spent at the fallback LR (the service did not answer)")
+            return
+        if not self.comm.enabled:
+            src = self.source
+            nxt = src.poll() if src is not None and not src.detached else None
+        elif self._step % self.offline_sync_steps == 0:
+            nxt = self._exchange(lambda s: None if s.detached else s.poll())
+        else:
+            nxt = None
+        if nxt is not None:
+            self._begin(nxt)
+            return
+        self._set_lr(self._fallback_lr())
+
+    def _fallback_lr(self) -> float:
+        return fallback_lr(self.fallback, self._step, self._good_lr, self._offline_from, self.min_lr, self.total_steps)
+
+    def _finish(self, message: str) -> None:
+        self._done = True
+        self.snapshots.clear()
+        if self.loader is not None:
+            self.loader.stop()
+        log.info(message)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            current = group["lr"]
+            if isinstance(current, torch.Tensor):
+                current.fill_(lr)
+            else:
+                group["lr"] = lr
+        self._lr = lr
+
+    def _mean_over_ranks(self, values: Sequence[Loss]) -> list[float]:
+        """Sync ``values`` to floats (one device sync), averaged over the DDP ranks (one all_reduce)."""
+        if not self.comm.enabled:
+            return self._floats(values)
+        tensor = self._stack(values)
+        return [float(v) for v in self.comm.mean(tensor).cpu().tolist()]
+
+    def _floats(self, values: Sequence[Loss]) -> list[float]:
+        if not values:
+            return []
+        if all(not isinstance(v, torch.Tensor) for v in values):
+            return [float(v) for v in values if not isinstance(v, torch.Tensor)]
+        return [float(v) for v in self._stack(values).cpu().tolist()]
+
+    def _stack(self, values: Sequence[Loss]) -> torch.Tensor:
+        """One float64 vector of ``values`` on their device (floats join them there)."""
+        tensors = [v for v in values if isinstance(v, torch.Tensor)]
+        if tensors:
+            self._device = tensors[0].device
+        device = self._device or _param_device(self.model)
+        if len(tensors) == len(values) and len({t.dtype for t in tensors}) == 1:
+            return torch.stack([t.reshape(()) for t in tensors]).to(torch.float64)
+        return (
+            torch.stack(
+                [
+                    v.reshape(()).to(device, torch.float64)
+                    if isinstance(v, torch.Tensor)
+                    else torch.tensor(float(v), dtype=torch.float64, device=device)
+                    for v in values
+                ]
+            )
+            if values
+            else torch.zeros(0, dtype=torch.float64, device=device)
+        )
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message)
+
+
+def _param_device(model: torch.nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _check_args(
+    model: object,
+    optimizer: object,
+    min_lr: object,
+    max_lr: object,
+    total_steps: object,
+    val_fn: object,
+    scaler: object,
+    loader: object,
+    extra_state: object,
+    http_client: object,
+) -> None:
+    """Raise TypeError/ValueError with what to fix for arguments of the wrong kind."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not all(hasattr(optimizer, a) for a in ("param_groups", "state_dict", "load_state_dict")):
+        raise TypeError(f"optimizer must be a torch optimizer, got {type(optimizer).__name__}")
+    for name, v in (("min_lr", min_lr), ("max_lr", max_lr)):
+        if v is None:
+            raise TypeError(f"{name} is required")
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
+            raise ValueError(f"{name} must be a positive finite number, got {v!r}")
+    assert isinstance(min_lr, int | float) and isinstance(max_lr, int | float)
+    if min_lr >= max_lr:
+        raise ValueError(f"min_lr ({min_lr}) must be below max_lr ({max_lr})")
+    if total_steps is None:
+        raise TypeError("total_steps is required")
+    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+        raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}")
+    if val_fn is not None and not callable(val_fn):
+        raise TypeError(f"val_fn must be callable or None, got {type(val_fn).__name__}")
+    if scaler is not None and not (hasattr(scaler, "state_dict") and hasattr(scaler, "load_state_dict")):
+        raise TypeError(f"scaler must be a GradScaler (state_dict/load_state_dict), got {type(scaler).__name__}")
+    if loader is not None and not isinstance(loader, ReplayLoader):
+        raise TypeError(
+            f"loader must be a client.ReplayLoader (wrap your loader: ReplayLoader(loader)), got "
+            f"{type(loader).__name__}"
+        )
+    if extra_state is not None:
+        if not isinstance(extra_state, Mapping):
+            raise TypeError("extra_state must map names to objects with state_dict()/load_state_dict()")
+        for key, obj in extra_state.items():
+            if not (hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")):
+                raise TypeError(f"extra_state[{key!r}] has no state_dict()/load_state_dict()")
+    if http_client is not None and not isinstance(http_client, httpx.Client):
+        raise TypeError(f"http_client must be an httpx.Client, got {type(http_client).__name__}")

@@ -1,0 +1,202 @@
+"""A small typed client for lrtune's HTTP API (v1) over an injectable ``httpx.Client``.
+
+Each method makes exactly one request and either returns a :mod:`client.protocol` model or raises one of the
+typed errors of :mod:`client.errors`; it never retries and never sleeps (retrying is the caller's policy, see
+:mod:`client.remote`). Transient failures (no connection, timeouts, 5xx, 429, an unreadable answer) all become
+:class:`~client.errors.ServiceUnavailableError`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from client.errors import (
+    AuthError,
+    ConfigRejectedError,
+    JobGoneError,
+    LrtuneHTTPError,
+    ReportRejectedError,
+    SegmentLeasedError,
+    ServiceUnavailableError,
+    StaleLeaseError,
+)
+from client.protocol import (
+    API_PREFIX,
+    JobConfig,
+    JobCreate,
+    JobCreated,
+    JobInfo,
+    LeaseRequest,
+    WireReport,
+    WireSegment,
+)
+
+M = TypeVar("M", bound=BaseModel)
+
+#: Error codes that mean the job no longer exists.
+_GONE_CODES = frozenset({"job_not_found", "job_deleted", "job_gone"})
+#: Statuses worth retrying later.
+_TRANSIENT_STATUS = frozenset({408, 425, 429})
+
+
+class ServiceClient:
+    """Typed access to one lrtune service.
+
+    Args:
+        server_url: Base URL of the service (``http://127.0.0.1:8000``); None to use ``http_client``'s own
+            ``base_url`` (e.g. a ``fastapi.testclient.TestClient``).
+        http_client: The ``httpx.Client`` to send requests with; None creates one (closed by :meth:`close`).
+        timeout_s: Per-request timeout in seconds, used only when this object creates the client.
+        api_key: Admin key sent when creating jobs, if the service requires one.
+
+    Raises:
+        ValueError: Neither a URL nor a client, or a URL that is not http(s).
+        TypeError: ``http_client`` is not an ``httpx.Client``.
+    """
+
+    def __init__(
+        self,
+        server_url: str | None,
+        *,
+        http_client: httpx.Client | None = None,
+        timeout_s: float = 30.0,
+        api_key: str | None = None,
+    ) -> None:
+        if http_client is not None and not isinstance(http_client, httpx.Client):
+            raise TypeError(f"http_client must be an httpx.Client, got {type(http_client).__name__}")
+        if server_url is None and http_client is None:
+            raise ValueError("give server_url, or an http_client with a base_url")
+        if server_url is not None and not server_url.startswith(("http://", "https://")):
+            raise ValueError(f"server_url must start with http:// or https://, got {server_url!r}")
+        self.base = server_url.rstrip("/") if server_url is not None else ""
+        self._owned = http_client is None
+        self._http = http_client if http_client is not None else httpx.Client(timeout=httpx.Timeout(timeout_s))
+        self._api_key = api_key
+
+    @property
+    def where(self) -> str:
+        """The service's address, for messages."""
+        return self.base or str(self._http.base_url)
+
+    def close(self) -> None:
+        """Close the HTTP client if this object created it."""
+        if self._owned:
+            self._http.close()
+
+    # ------------------------------------------------------------------ routes
+
+    def create_job(self, config: JobConfig, name: str | None = None) -> JobCreated:
+        """``POST /v1/jobs``: create a job.
+
+        Raises:
+            ConfigRejectedError: The service refused the config.
+            AuthError: The service wants an admin key.
+            ServiceUnavailableError: Transient failure.
+        """
+        body = JobCreate(name=name, config=config)
+        data = self._call("POST", f"{API_PREFIX}/jobs", self._api_key, body, on_4xx=ConfigRejectedError)
+        return _parse(JobCreated, data)
+
+    def lease(self, job_id: str, token: str, worker_id: str) -> WireSegment:
+        """``POST /v1/jobs/{job_id}/lease``: lease the open segment to ``worker_id`` and return it.
+
+        Raises:
+            SegmentLeasedError: Another worker holds a live lease.
+            JobGoneError: The job does not exist (any more).
+            AuthError: Wrong token.
+            ServiceUnavailableError: Transient failure.
+        """
+        path = f"{API_PREFIX}/jobs/{job_id}/lease"
+        data = self._call("POST", path, token, LeaseRequest(worker_id=worker_id), on_4xx=LrtuneHTTPError)
+        return _parse(WireSegment, data)
+
+    def report(self, job_id: str, token: str, segment_id: int, report: WireReport) -> WireSegment:
+        """``POST /v1/jobs/{job_id}/segments/{segment_id}/report``: report losses, get the next segment.
+
+        Raises:
+            StaleLeaseError: The lease epoch is outdated (nothing was applied).
+            ReportRejectedError: The report does not fit the open segment.
+            JobGoneError: The job does not exist (any more).
+            AuthError: Wrong token.
+            ServiceUnavailableError: Transient failure.
+        """
+        path = f"{API_PREFIX}/jobs/{job_id}/segments/{segment_id}/report"
+        data = self._call("POST", path, token, report, on_4xx=ReportRejectedError)
+        return _parse(WireSegment, data)
+
+    def job(self, job_id: str, token: str) -> JobInfo:
+        """``GET /v1/jobs/{job_id}``: the job's status and progress."""
+        return _parse(JobInfo, self._call("GET", f"{API_PREFIX}/jobs/{job_id}", token, None, on_4xx=LrtuneHTTPError))
+
+    def delete_job(self, job_id: str, token: str) -> None:
+        """``DELETE /v1/jobs/{job_id}``: end the job."""
+        self._call("DELETE", f"{API_PREFIX}/jobs/{job_id}", token, None, on_4xx=LrtuneHTTPError)
+
+    def schedule(self, job_id: str, token: str, fmt: str = "json") -> Any:
+        """``GET /v1/jobs/{job_id}/schedule``: the realized schedule (``json``) or its export (``lambdalr``)."""
+        return self._call("GET", f"{API_PREFIX}/jobs/{job_id}/schedule?format={fmt}", token, None, LrtuneHTTPError)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _call(
+        self, method: str, path: str, token: str | None, body: BaseModel | None, on_4xx: type[LrtuneHTTPError]
+    ) -> Any:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        content = body.model_dump_json().encode() if body is not None else None
+        if content is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            resp = self._http.request(method, self.base + path, content=content, headers=headers)
+        except httpx.TransportError as exc:  # connect/read/write timeouts, refused connections, broken streams
+            raise ServiceUnavailableError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+        if resp.is_success:
+            if resp.status_code == 204 or not resp.content:
+                return None
+            try:
+                return resp.json()
+            except ValueError as exc:
+                raise ServiceUnavailableError(
+                    f"{method} {path}: the answer is not JSON", status=resp.status_code
+                ) from exc
+        raise _error(method, path, resp, on_4xx)
+
+
+def _error(method: str, path: str, resp: httpx.Response, on_4xx: type[LrtuneHTTPError]) -> LrtuneHTTPError:
+    """Map an error response to a typed error (by the body's ``code`` first, then the status)."""
+    status = resp.status_code
+    code: str | None = None
+    message = resp.reason_phrase
+    detail: Any = None
+    try:
+        data = resp.json()
+        if isinstance(data, dict):
+            code = data.get("code") if isinstance(data.get("code"), str) else None
+            message = str(data.get("message", message))
+            detail = data.get("detail")
+    except ValueError:
+        pass
+    text = f"{method} {path}: {status} {code or ''} {message}".replace("  ", " ")
+    kw: dict[str, Any] = {"status": status, "code": code, "detail": detail}
+    if status >= 500 or status in _TRANSIENT_STATUS:
+        return ServiceUnavailableError(text, **kw)
+    if code == "stale_lease":
+        return StaleLeaseError(text, **kw)
+    if code == "segment_leased":
+        return SegmentLeasedError(text, **kw)
+    if code in _GONE_CODES or status == 410 or (status == 404 and "/jobs/" in path):
+        return JobGoneError(text, **kw)
+    if status in (401, 403):
+        return AuthError(text, **kw)
+    if status == 404:
+        return LrtuneHTTPError(f"{text} (is this an lrtune service?)", **kw)
+    return on_4xx(text, **kw)
+
+
+def _parse(model: type[M], data: Any) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ServiceUnavailableError(f"unexpected answer, not a {model.__name__}: {exc}") from exc

@@ -1,0 +1,137 @@
+"""Where segments come from: the interface the callback drives, and the in-process tuner behind it.
+
+Two sources implement :class:`SegmentSource`: :class:`LocalSource` runs a ``tuner.Tuner`` in this process
+(imported lazily: only this mode needs the ``[server]`` extra's botorch), :class:`client.remote.RemoteSource`
+talks to the service and fails open. Both hand out :class:`client.protocol.WireSegment` objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from client.protocol import WireSegment
+
+if TYPE_CHECKING:
+    from tuner import Segment, Tuner
+
+#: Job id the in-process source gives its segments.
+LOCAL_JOB_ID = "local"
+
+
+class SegmentSource(Protocol):
+    """What the callback needs from a segment source.
+
+    ``None`` from :meth:`start`, :meth:`report` or :meth:`poll` means "no segment for now": the callback then
+    trains at its fallback LR and calls :meth:`poll` until a segment arrives (or :attr:`detached` turns true).
+    """
+
+    @property
+    def detached(self) -> bool:
+        """True once the source will never hand out another segment (the job is gone)."""
+        ...
+
+    def start(self) -> WireSegment | None:
+        """Return the open segment to run first."""
+        ...
+
+    def report(
+        self, segment: WireSegment, losses: Sequence[float | None], val_losses: Sequence[float | None] | None
+    ) -> WireSegment | None:
+        """Report the losses of ``segment`` and return the next segment."""
+        ...
+
+    def poll(self) -> WireSegment | None:
+        """Retry whatever is pending when due; return the next segment once it arrived."""
+        ...
+
+    def keepalive(self, segment: WireSegment) -> int | None:
+        """Renew the lease of a long segment when due; return its new lease epoch when it changed."""
+        ...
+
+    def flush(self) -> None:
+        """Try once, now, to deliver a buffered report (at the end of training)."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return what it takes to continue the same job after a restart (JSON-safe)."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the job of :meth:`state_dict`."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+def wire(segment: Segment, job_id: str = LOCAL_JOB_ID) -> WireSegment:
+    """Convert a ``tuner.Segment`` to the wire model."""
+    return WireSegment(job_id=job_id, **segment.to_dict())
+
+
+class LocalSource:
+    """Segments from a ``tuner.Tuner`` running in this process.
+
+    Args:
+        config: A job config as a dict of ``tuner.TunerConfig`` fields.
+
+    Raises:
+        ImportError: The tuner's dependencies (botorch; the ``[server]`` extra) are not installed.
+        ValueError: The config is invalid (``tuner.InvalidConfigError``).
+    """
+
+    detached = False
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        try:
+            from tuner import Tuner, TunerConfig
+        except ImportError as exc:  # pragma: no cover - depends on the installation
+            raise ImportError(
+                "server_url=None runs the tuner in this process, which needs the [server] extra "
+                f"(pip install 'lrtune[server]'): {exc}"
+            ) from exc
+        self.tuner: Tuner = Tuner(TunerConfig.from_dict(dict(config)))
+
+    def start(self) -> WireSegment:
+        """Return the tuner's open segment."""
+        return wire(self.tuner.next_segment())
+
+    def report(
+        self, segment: WireSegment, losses: Sequence[float | None], val_losses: Sequence[float | None] | None
+    ) -> WireSegment:
+        """Hand the losses to the tuner; return its next segment."""
+        return wire(
+            self.tuner.report(segment.segment_id, list(losses), None if val_losses is None else list(val_losses))
+        )
+
+    def poll(self) -> None:
+        """Nothing is ever pending in process."""
+        return None
+
+    def keepalive(self, segment: WireSegment) -> None:
+        """No leases in process."""
+        return None
+
+    def flush(self) -> None:
+        """Nothing is ever buffered in process."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return the tuner's dump."""
+        return {"kind": "local", "tuner": self.tuner.dump()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Replace the tuner with the dumped one.
+
+        Raises:
+            ValueError: ``state`` is not a local source's state.
+        """
+        from tuner import Tuner
+
+        if state.get("kind") != "local":
+            raise ValueError(f"cannot resume an in-process tuner from a {state.get('kind')!r} source's state")
+        self.tuner = Tuner.recover(state["tuner"])
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from server.app import create_app
+from server.settings import Settings
+from tests.client.helpers import Link
+
+
+@pytest.fixture
+def app_client() -> Iterator[TestClient]:
+    """The real service on the in-memory store."""
+    with TestClient(create_app(Settings(redis_url=None, admin_key=None, lease_ttl_s=60.0))) as c:
+        yield c
+
+
+@pytest.fixture
+def link(app_client: TestClient) -> Link:
+    """A switchable link to the real service."""
+    return Link(app_client)
