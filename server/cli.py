@@ -40,10 +40,8 @@ def serve(
         overrides["redis_url"] = redis_url
     if admin_key is not None:
         overrides["admin_key"] = admin_key
-    for name, value in overrides.items():
-        os.environ[ENV_PREFIX + name.upper()] = value  # the app factory (in every worker) reads these
     try:
-        settings = Settings()
+        settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         typer.echo(f"lrtune serve: invalid settings:\n{exc}", err=True)
         raise typer.Exit(2) from exc
@@ -52,6 +50,8 @@ def serve(
         raise typer.Exit(2)
     for warning in security_warnings(settings):
         typer.echo(warning, err=True)
+    for name, value in overrides.items():
+        os.environ[ENV_PREFIX + name.upper()] = value  # the app factory (in every worker process) reads these
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(
         "server.app:app_from_env",

@@ -6,7 +6,10 @@ test checks that they do, so what the tests start is what the container runs.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 #: The environment variable naming the Redis store (``redis://host:6379/0``).
@@ -31,3 +34,51 @@ CONTAINER_ARGV = serve_argv("0.0.0.0", CONTAINER_PORT)  # a container listens on
 def local_program() -> str:
     """Path of the ``lrtune`` script beside this interpreter (what ``pip install`` put there)."""
     return str(Path(sys.executable).with_name("lrtune"))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_local(port: int, env: dict[str, str], log_path: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start ``lrtune serve`` on ``127.0.0.1:port`` as a child process, with ``env`` added to this environment.
+
+    Args:
+        port: TCP port.
+        env: Extra environment variables (e.g. ``{REDIS_URL_ENV: "redis://127.0.0.1:6379/0"}``).
+        log_path: File that receives the process's output (default: discarded).
+    """
+    full_env = {**os.environ, **env}
+    out = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
+    try:
+        return subprocess.Popen(serve_argv("127.0.0.1", port, local_program()), env=full_env, stdout=out, stderr=out)
+    finally:
+        if log_path:
+            out.close()  # type: ignore[union-attr]
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes] | None = None, timeout_s: float = 90.0) -> None:
+    """Poll ``url/readyz`` until it answers 200.
+
+    Raises:
+        RuntimeError: The process exited, or ``timeout_s`` seconds passed.
+    """
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"lrtune serve exited with status {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"lrtune serve at {url} was not ready after {timeout_s} s")
