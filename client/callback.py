@@ -315,6 +315,7 @@ class AutoLRSCallback:
         self._good_lr = float(state["good_lr"])
         self._offline_from = int(state["offline_from"])
         self.offline_steps = int(state["offline_steps"])
+        self.snapshots.clear()  # those of the job this object started with are not the resumed job's
         if state.get("snapshots") is not None:
             self.snapshots.load_state_dict(state["snapshots"])
         if self.loader is not None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
 from server.app import create_app
@@ -21,3 +22,12 @@ def app_client() -> Iterator[TestClient]:
 def link(app_client: TestClient) -> Link:
     """A switchable link to the real service."""
     return Link(app_client)
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models run fastest on one thread, and do not fight other processes for the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -95,7 +95,7 @@ def train(
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            run.losses.append(float(loss))
+            run.losses.append(float(loss.detach()))
             run.batch_ids.append(idx)
             cb.on_train_batch_end(loss)
             steps += 1
