@@ -66,11 +66,17 @@ def serve(
 @app.command()
 def demo(
     baseline: Annotated[bool, typer.Option(help="Also train with a constant LR, for comparison.")] = True,
+    loop: Annotated[
+        str, typer.Option(help="Training loop: callback (client.AutoLRSCallback), httpx (plain requests), auto.")
+    ] = "auto",
 ) -> None:
     """Start the service in the background, tune a small MLP on digits over HTTP, print the schedule."""
     from server.demo import run_demo
 
-    run_demo(echo=lambda line: typer.echo(line), baseline=baseline)
+    if loop not in ("auto", "callback", "httpx"):
+        typer.echo(f"lrtune demo: --loop must be auto, callback or httpx, got {loop!r}", err=True)
+        raise typer.Exit(2)
+    run_demo(echo=lambda line: typer.echo(line), baseline=baseline, loop=loop)  # type: ignore[arg-type]
 
 
 def main() -> None:

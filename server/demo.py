@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import httpx
+import torch
 
 from client.protocol import JobConfig, JobCreate, JobCreated, LeaseRequest, WireReport, WireSegment
 from server.demo_train import Digits, SegmentRunner, train_constant
@@ -22,6 +23,7 @@ from server.embedded import BackgroundServer
 DEMO_CONFIG = JobConfig(min_lr=1e-3, max_lr=1.0, total_steps=3000, warmup_steps=100, seed=0)
 
 Printer = Callable[[str], None]
+Loop = Literal["auto", "callback", "httpx"]
 
 
 def train_over_http(
@@ -51,6 +53,67 @@ def train_over_http(
             seg = WireSegment.model_validate(resp.json())
         echo(f"done: {config.total_steps} steps in {time.perf_counter() - started:.1f} s")
         return created.job_id, created.token
+
+
+def train_with_callback(
+    base_url: str, config: JobConfig, data: Digits, echo: Printer
+) -> tuple[str, str, SegmentRunner]:
+    """Run a whole job with the client's ``AutoLRSCallback`` in an ordinary PyTorch loop.
+
+    Returns:
+        The job id, its token, and a runner holding the trained model.
+    """
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from client import AutoLRSCallback, ReplayLoader
+
+    runner = SegmentRunner(data, config.seed)
+    model, opt, loss_fn = runner.model, runner.opt, runner.loss_fn
+    gen = torch.Generator().manual_seed(config.seed)
+    batches = ReplayLoader(
+        DataLoader(TensorDataset(data.x_train, data.y_train), batch_size=32, shuffle=True, generator=gen)
+    )
+    explicit = {"min_lr", "max_lr", "total_steps", "preset", "strategy", "seed"}
+    cb = AutoLRSCallback(
+        model,
+        opt,
+        server_url=base_url,
+        min_lr=config.min_lr,
+        max_lr=config.max_lr,
+        total_steps=config.total_steps,
+        val_fn=lambda: loss_fn(model(data.x_val), data.y_val),
+        preset=config.preset,
+        strategy=config.strategy,
+        seed=config.seed,
+        config=config.model_dump(exclude=explicit),
+        job_name="digits-mlp",
+        loader=batches,
+        worker_id="demo-worker",
+    )
+    started = time.perf_counter()
+    losses: list[float | None] = []
+    while not cb.done:
+        for xb, yb in batches:
+            seg = cb.segment
+            loss = loss_fn(model(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            value = float(loss.detach())
+            losses.append(value if math.isfinite(value) else None)
+            cb.on_train_batch_end(loss)
+            if seg is not None and (cb.segment is None or cb.segment.segment_id != seg.segment_id):
+                echo(_progress_line(seg, losses, config.total_steps))
+                losses = []
+            if cb.done:
+                break
+    cb.on_train_end()
+    echo(f"done: {config.total_steps} steps in {time.perf_counter() - started:.1f} s")
+    source = cb.source
+    job_id, token = getattr(source, "job_id", None), getattr(source, "token", None)
+    if not (isinstance(job_id, str) and isinstance(token, str)):
+        raise RuntimeError("the callback did not create a job on the service")
+    return job_id, token, runner
 
 
 def _progress_line(seg: WireSegment, losses: list[float | None], total: int) -> str:
@@ -95,27 +158,51 @@ def _num(v: float | None) -> str:
     return "-" if v is None or not math.isfinite(v) else f"{v:.4f}"
 
 
-def run_demo(echo: Printer = print, config: JobConfig = DEMO_CONFIG, baseline: bool = True) -> dict[str, float]:
+def callback_available() -> bool:
+    """Tell whether the client package's ``AutoLRSCallback`` can be imported."""
+    try:
+        from client import AutoLRSCallback  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run_demo(
+    echo: Printer = print, config: JobConfig = DEMO_CONFIG, baseline: bool = True, loop: Loop = "auto"
+) -> dict[str, float]:
     """Start the service on the embedded store, tune a digits MLP over HTTP, print what it found.
 
+    Args:
+        echo: Prints one line.
+        config: The job.
+        baseline: Also train at a constant LR and compare.
+        loop: ``callback`` trains with ``client.AutoLRSCallback``; ``httpx`` with the plain loop of
+            :func:`train_over_http`; ``auto`` takes the callback when the client package is installed.
+
     Returns:
-        ``val_loss`` of the tuned run, and ``baseline_val_loss`` of a constant-LR run when ``baseline``.
+        ``val_loss`` and ``val_accuracy`` of the tuned run, and ``baseline_val_loss`` of a constant-LR run
+        when ``baseline``.
     """
+    if loop == "auto":
+        loop = "callback" if callback_available() else "httpx"
     data = Digits.load(config.seed)
     with BackgroundServer() as srv:
         echo(f"lrtune service running at {srv.url} (embedded in-memory store)")
         echo(f"training a 64-128-10 MLP on digits for {config.total_steps} steps, LR in [{config.min_lr}, "
-             f"{config.max_lr}]")  # fmt: skip
-        runner = SegmentRunner(data, config.seed)
-        job_id, token = train_over_http(srv.url, config, runner, echo)
+             f"{config.max_lr}], with {'AutoLRSCallback' if loop == 'callback' else 'a plain httpx loop'}")  # fmt: skip
+        if loop == "callback":
+            job_id, token, runner = train_with_callback(srv.url, config, data, echo)
+        else:
+            runner = SegmentRunner(data, config.seed)
+            job_id, token = train_over_http(srv.url, config, runner, echo)
         resp = httpx.get(f"{srv.url}/v1/jobs/{job_id}/schedule", headers={"Authorization": f"Bearer {token}"})
         resp.raise_for_status()
         schedule = resp.json()
     echo("")
     echo("tuned schedule")
     echo(format_schedule(schedule))
-    out = {"val_loss": runner.val_loss()}
-    echo(f"final validation loss {out['val_loss']:.4f}, accuracy {100 * runner.val_accuracy():.1f}%")
+    out = {"val_loss": runner.val_loss(), "val_accuracy": runner.val_accuracy()}
+    echo(f"final validation loss {out['val_loss']:.4f}, accuracy {100 * out['val_accuracy']:.1f}%")
     if baseline:
         lr = math.sqrt(config.min_lr * config.max_lr)
         out["baseline_val_loss"] = train_constant(data, lr, config.total_steps, config.seed)
