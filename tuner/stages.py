@@ -40,6 +40,7 @@ from tuner.segment import Segment, diverged
 SCHEMA_VERSION = 1
 _CURVE_POINTS = 32  # binned loss points kept per segment
 _MAX_KEPT = 2  # candidate end states held at once in keep-winner mode
+_SWITCH_MARGIN = 1.0  # posterior stds by which a challenger must beat the incumbent
 _CARRY_NOISE = 1.0  # carried points get extra noise of this times their spread: a weak prior, not a verdict
 
 
@@ -607,8 +608,16 @@ class Tuner:
         if self.settings.preset == "paper" or len(cands) < 2:
             return [c["index"] for c in sorted(cands, key=lambda c: (c["forecast"], c["index"]))]
         obs = self._observations(stage, carried=True)
-        mean, _ = Surrogate(obs, learn_noise=not self.settings.noise_from_forecast).predict([c["x"] for c in cands])
+        mean, std = Surrogate(obs, learn_noise=not self.settings.noise_from_forecast).predict([c["x"] for c in cands])
         order = sorted(range(len(cands)), key=lambda j: (float(mean[j]), cands[j]["index"]))
+        # Leave the incumbent (the last winner, candidate 0 of a warm stage) only for a clearly better LR: by more
+        # than the posterior's uncertainty at the incumbent. Ties would otherwise let the LR drift at random.
+        challenger = order[0]
+        if stage["warm"] and cands[0]["index"] == 0 and challenger != 0:
+            clear = mean[challenger] < mean[0] - _SWITCH_MARGIN * std[0]
+            if not clear:
+                order.remove(0)
+                order.insert(0, 0)
         return [cands[j]["index"] for j in order]
 
     def _drops(self, stage: dict[str, Any]) -> list[str]:

@@ -1,0 +1,97 @@
+"""Run the training benchmark: does lrtune train better than what a user would pick instead?
+
+    python -m benchmarks                      # full: 4 workloads, 3 seeds, every method and ablation
+    python -m benchmarks --quick              # digits only, 1 seed (a few minutes at most)
+    python -m benchmarks --workloads charlm --seeds 5
+
+Raw results are appended to ``<out>/raw.jsonl`` as each run finishes, so an interrupted run resumes where it
+stopped (``--fresh`` starts over). The report (``report.md``), plots (PNG) and ``summary.json`` are
+rewritten at the end. Other benchmarks: ``python -m benchmarks.suggest_time``, ``benchmarks/service_load.py``,
+``benchmarks/client_overhead.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+from benchmarks.methods import all_methods
+from benchmarks.report import markdown, plots, summarize
+from benchmarks.run import run
+from benchmarks.workloads import WORKLOADS
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, run what is missing, write the report; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="digits only, one seed")
+    parser.add_argument("--workloads", nargs="+", choices=sorted(WORKLOADS), help="workloads to run")
+    parser.add_argument("--seeds", type=int, default=None, help="number of paired seeds (default 3, quick 1)")
+    parser.add_argument("--no-ablations", action="store_true", help="skip lrtune's one-switch-off runs")
+    parser.add_argument("--methods", nargs="+", help="only these methods (names or families)")
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results/...)")
+    parser.add_argument("--fresh", action="store_true", help="ignore earlier raw results in the folder")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    args = parser.parse_args(argv)
+
+    workloads = args.workloads or (["digits-mlp"] if args.quick else list(WORKLOADS))
+    seeds = list(range(args.seeds if args.seeds is not None else (1 if args.quick else 3)))
+    out = args.out or Path("benchmarks/results") / ("quick" if args.quick else "training")
+    out.mkdir(parents=True, exist_ok=True)
+    raw_path = out / "raw.jsonl"
+    if args.fresh and raw_path.exists():
+        raw_path.unlink()
+    torch.set_num_threads(args.threads)
+
+    methods = all_methods(ablations=not args.no_ablations)
+    if args.methods:
+        methods = [m for m in methods if m.name in args.methods or m.family in args.methods]
+    done = {}
+    if raw_path.exists():
+        for line in raw_path.read_text().splitlines():
+            row = json.loads(line)
+            done[(row["workload"], row["method"], row["seed"])] = row
+    plan = [(w, m, s) for w in workloads for s in seeds for m in methods if (w, m.name, s) not in done]
+
+    from tqdm import tqdm
+
+    cache = {}
+    with raw_path.open("a") as raw, tqdm(plan, unit="run", file=sys.stderr, dynamic_ncols=True) as bar:
+        for workload_name, method, seed in bar:
+            bar.set_description(f"{workload_name} {method.name} seed {seed}")
+            if workload_name not in cache:
+                cache.clear()
+                cache[workload_name] = WORKLOADS[workload_name]()
+            result = run(cache[workload_name], method, seed).to_dict()
+            raw.write(json.dumps(result) + "\n")
+            raw.flush()
+            done[(workload_name, method.name, seed)] = result
+            bar.set_postfix(test_loss=f"{result['test_loss'] or float('inf'):.4f}")
+
+    rows = [r for (w, m, s), r in done.items() if w in workloads and s in seeds and m in {x.name for x in methods}]
+    summary = summarize(rows)
+    command = "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:])
+    meta = {
+        "command": command.strip(),
+        "date": dt.date.today().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+        f"{args.threads} torch threads",
+        "seeds": len(seeds),
+        "grid_trials": sum(1 for m in methods if m.family == "grid"),
+    }
+    (out / "summary.json").write_text(json.dumps({"meta": meta, "summary": summary}, indent=1, default=str) + "\n")
+    (out / "report.md").write_text(markdown(summary, meta))
+    written = plots(rows, out)
+    print(f"wrote {out / 'report.md'}, {out / 'summary.json'}, {len(written)} plots, raw runs in {raw_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,131 @@
+"""The methods compared: what a user would pick instead of lrtune, and lrtune itself.
+
+Every method trains the same model from the same initialization on the same batch stream for the same
+budget of gradient steps; every step a method takes (exploration, range test, rolled-back candidates)
+counts against that budget. Schedules are served through lrtune's own callback (in-process), so the
+comparison is like for like; the LR-free optimizers run on their own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+# One tuner setting for every workload: the user's range, warmup share and budget rule are the same.
+LR_RANGE = (1e-5, 1e-1)
+WARMUP_SHARE = 0.05
+GRID_PEAKS = [float(v) for v in torch.logspace(-4.5, -1.5, 8)]  # 3.2e-5 .. 3.2e-2, AdamW peak LRs
+GRID_SHAPES = ("cosine", "linear", "wsd")
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "no-forecast-noise": {"noise_from_forecast": False},
+    "no-carry": {"carry_observations": False},
+    "no-keep-winner": {"keep_winner": False},
+    "no-divergence-guard": {"divergence_guard": False},
+    "no-batch-replay": {"replay_batches": False},
+    "no-power-law": {"power_law": False},
+    "no-anneal": {"anneal_fraction": 0.0},
+    "no-explore-cap": {"explore_cap": 1.0},
+}
+
+
+@dataclass(frozen=True)
+class Method:
+    """One way to train.
+
+    Attributes:
+        name: Name in reports.
+        family: ``default``, ``lr-free``, ``range-test``, ``grid``, ``lrtune`` or ``ablation``.
+        optimizer: ``adamw``, ``schedulefree`` or ``prodigy``.
+        tuner: Config for lrtune's callback (``min_lr``, ``max_lr``, strategy, preset, switches ...), with
+            ``total_steps`` and ``warmup_steps`` filled per workload; None for methods that bring their own LR.
+        cost_runs: How many full trainings the method's result cost (the grid's 24; else 1).
+    """
+
+    name: str
+    family: str
+    optimizer: str = "adamw"
+    tuner: dict[str, Any] | None = None
+    cost_runs: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def schedule_config(strategy: str, peak: float, warmup: bool = True) -> dict[str, Any]:
+    """A standard schedule peaking at ``peak`` and decaying to a thousandth of it."""
+    return {"strategy": strategy, "min_lr": peak * 1e-3, "max_lr": peak, "warmup": warmup}
+
+
+def lrtune_config(**switches: Any) -> dict[str, Any]:
+    """lrtune's default preset over the shared LR range, with optional switches."""
+    return {"strategy": "autolrs", "min_lr": LR_RANGE[0], "max_lr": LR_RANGE[1], "warmup": True, **switches}
+
+
+def paper_config() -> dict[str, Any]:
+    """The reference AutoLRS preset with its stage lengths scaled to the budget (tau = budget / 40)."""
+    return {**lrtune_config(preset="paper", objective="train"), "tau_share": 1 / 40}
+
+
+def all_methods(ablations: bool = True) -> list[Method]:
+    """Every method of the full benchmark (the grid's 24 trials are separate methods of family ``grid``)."""
+    methods = [
+        Method("adamw-1e-3-constant", "default", tuner=schedule_config("constant", 1e-3, warmup=False)),
+        Method("adamw-1e-3-cosine", "default", tuner=schedule_config("cosine", 1e-3)),
+        Method("schedulefree-adamw", "lr-free", optimizer="schedulefree"),
+        Method("prodigy-cosine", "lr-free", optimizer="prodigy"),
+        Method("range-test-cosine", "range-test"),
+        Method("lrtune-paper", "lrtune", tuner=paper_config()),
+        Method("lrtune-default", "lrtune", tuner=lrtune_config()),
+    ]
+    for shape in GRID_SHAPES:
+        for peak in GRID_PEAKS:
+            methods.append(Method(f"grid-{shape}-{peak:.1e}", "grid", tuner=schedule_config(shape, peak)))
+    if ablations:
+        for name, switches in ABLATIONS.items():
+            methods.append(Method(f"lrtune-{name}", "ablation", tuner=lrtune_config(**switches)))
+    return methods
+
+
+def range_test_lr(losses: list[float], lrs: list[float]) -> float:
+    """Suggest a peak LR from an exponential LR sweep: a tenth of the LR at the lowest smoothed loss.
+
+    Args:
+        losses: Loss after each sweep step.
+        lrs: LR of each sweep step (increasing).
+
+    Returns:
+        The suggested LR.
+    """
+    smooth, best, best_lr, avg = [], math.inf, lrs[0], 0.0
+    for i, (loss, lr) in enumerate(zip(losses, lrs, strict=True)):
+        if not math.isfinite(loss):
+            break
+        avg = 0.9 * avg + 0.1 * loss
+        value = avg / (1 - 0.9 ** (i + 1))
+        smooth.append(value)
+        if value < best:
+            best, best_lr = value, lr
+        if value > 4 * best:
+            break
+    return best_lr / 10
+
+
+def make_optimizer(name: str, model: torch.nn.Module, lr: float, steps: int) -> torch.optim.Optimizer:
+    """Build the optimizer a method uses (AdamW, schedule-free AdamW or Prodigy, each at its defaults)."""
+    params = model.parameters()
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    if name == "schedulefree":
+        import schedulefree
+
+        return schedulefree.AdamWScheduleFree(params, warmup_steps=int(WARMUP_SHARE * steps))  # type: ignore[no-any-return]
+    if name == "prodigy":
+        import prodigyopt
+
+        return prodigyopt.Prodigy(params, lr=1.0, weight_decay=0.01)  # type: ignore[no-any-return]
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+LRSchedule = Callable[[int], float]

@@ -1,0 +1,216 @@
+"""Turn raw run results into tables (markdown) and plots (PNG)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+MAIN_METHODS = (
+    "adamw-1e-3-constant",
+    "adamw-1e-3-cosine",
+    "schedulefree-adamw",
+    "prodigy-cosine",
+    "range-test-cosine",
+    "grid-oracle",
+    "lrtune-paper",
+    "lrtune-default",
+)
+LR_FREE = ("schedulefree-adamw", "prodigy-cosine")
+
+
+def _num(v: Any) -> float:
+    return math.inf if v is None else float(v)
+
+
+def with_oracle(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add one ``grid-oracle`` row per (workload, seed): the grid trial with the lowest final tuning loss.
+
+    Its wall-clock and cost are those of the whole grid.
+    """
+    out = [r for r in rows if r["family"] != "grid"]
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r["family"] == "grid":
+            groups[(r["workload"], r["seed"])].append(r)
+    for (_, _), trials in sorted(groups.items()):
+        best = min(trials, key=lambda r: _num(r["tune_loss"]))
+        out.append(
+            {
+                **best,
+                "method": "grid-oracle",
+                "family": "oracle",
+                "picked": best["method"],
+                "wall_s": sum(t["wall_s"] for t in trials),
+                "cost_runs": len(trials),
+            }
+        )
+    return out
+
+
+def steps_to(curve: list[list[Any]], target: float) -> int | None:
+    """First step whose tuning loss is at or below ``target`` (None if never)."""
+    for step, loss in curve:
+        if loss is not None and loss <= target:
+            return int(step)
+    return None
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per workload and method: medians, spreads, steps to target and ratios.
+
+    Returns:
+        ``{workload: {method: {...}}}``.
+    """
+    rows = with_oracle(rows)
+    by: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        by[r["workload"]][r["method"]].append(r)
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for workload, methods in by.items():
+        oracle_tune = [_num(r["tune_loss"]) for r in methods.get("grid-oracle", [])]
+        target = statistics.median(oracle_tune) if oracle_tune else None
+        table: dict[str, dict[str, Any]] = {}
+        for name, runs in methods.items():
+            losses = [_num(r["test_loss"]) for r in runs]
+            accs = [r["test_acc"] for r in runs if r["test_acc"] is not None]
+            reach = [steps_to(r["curve"], target) for r in runs] if target is not None else []
+            reached = [s for s in reach if s is not None]
+            table[name] = {
+                "family": runs[0]["family"],
+                "seeds": len(runs),
+                "test_loss": statistics.median(losses),
+                "test_loss_min": min(losses),
+                "test_loss_max": max(losses),
+                "test_acc": statistics.median(accs) if accs else None,
+                "steps_to_target": statistics.median(reached) if len(reached) * 2 > len(reach) else None,
+                "reached": f"{len(reached)}/{len(reach)}",
+                "wall_s": statistics.median(r["wall_s"] for r in runs),
+                "tuner_s": statistics.median(r["tuner_s"] for r in runs) if runs[0].get("tuner_s") else None,
+                "explore_share": statistics.median(r["explore_share"] for r in runs),
+                "cost_runs": runs[0]["cost_runs"],
+                "picked": sorted({r.get("picked", "") for r in runs}) if name == "grid-oracle" else None,
+            }
+        oracle = table.get("grid-oracle", {}).get("test_loss")
+        lr_free = [table[m]["test_loss"] for m in LR_FREE if m in table]
+        for stats in table.values():
+            stats["vs_oracle"] = stats["test_loss"] / oracle if oracle else None
+            stats["vs_lr_free"] = stats["test_loss"] / min(lr_free) if lr_free else None
+        out[workload] = table
+    return out
+
+
+def geomean_ratios(summary: dict[str, dict[str, dict[str, Any]]]) -> dict[str, float]:
+    """Geometric mean over workloads of each method's test-loss ratio to the oracle."""
+    ratios: dict[str, list[float]] = defaultdict(list)
+    for table in summary.values():
+        for name, stats in table.items():
+            if stats["vs_oracle"] is not None and math.isfinite(stats["vs_oracle"]):
+                ratios[name].append(stats["vs_oracle"])
+    n = len(summary)
+    return {m: math.exp(sum(math.log(v) for v in vs) / len(vs)) for m, vs in ratios.items() if len(vs) == n}
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return "diverged"
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def markdown(summary: dict[str, dict[str, dict[str, Any]]], meta: dict[str, Any]) -> str:
+    """The report: headline table, then one table per workload, then the ablations."""
+    lines = ["# lrtune benchmark", ""]
+    lines += [f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}  ", f"Date: {meta['date']}  "]
+    lines += [f"Seeds: {meta['seeds']} (paired: same initialization and data order for every method)", ""]
+    lines += [
+        "Every method has the same budget of gradient steps per workload, and every step counts: lrtune's "
+        "exploration and rolled-back candidates, the range test's sweep. The grid oracle is the best of "
+        f"{meta['grid_trials']} full trainings (8 peak LRs x cosine/linear/WSD), chosen by the tuning split; its "
+        "cost is that many budgets. Test losses are on a split that no method looks at while training.",
+        "",
+    ]
+    workloads = list(summary)
+    geo = geomean_ratios(summary)
+    lines += ["## Headline: median final test loss relative to the grid-tuned oracle (lower is better)", ""]
+    lines += ["| method | " + " | ".join(workloads) + " | geometric mean |", "|---|" + "---:|" * (len(workloads) + 1)]
+    for name in MAIN_METHODS:
+        if not any(name in summary[w] for w in workloads):
+            continue
+        cells = [_fmt(summary[w].get(name, {}).get("vs_oracle"), 3) for w in workloads]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {_fmt(geo.get(name), 3)} |")
+    lines.append("")
+    for workload in workloads:
+        table = summary[workload]
+        lines += [f"## {workload}", ""]
+        lines += [
+            "| method | test loss (median [min, max]) | test acc | steps to target | wall s | explore share | "
+            "vs oracle | vs best LR-free |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        names = [m for m in MAIN_METHODS if m in table] + sorted(m for m in table if m not in MAIN_METHODS)
+        for name in names:
+            s = table[name]
+            loss = f"{_fmt(s['test_loss'])} [{_fmt(s['test_loss_min'])}, {_fmt(s['test_loss_max'])}]"
+            reach = f"{_fmt(s['steps_to_target'])} ({s['reached']})"
+            wall = _fmt(s["wall_s"], 3) + (f" (x{s['cost_runs']} runs)" if s["cost_runs"] > 1 else "")
+            lines.append(
+                f"| {name} | {loss} | {_fmt(s['test_acc'])} | {reach} | {wall} | {_fmt(s['explore_share'], 2)} | "
+                f"{_fmt(s['vs_oracle'], 3)} | {_fmt(s['vs_lr_free'], 3)} |"
+            )
+        oracle = table.get("grid-oracle")
+        if oracle and oracle.get("picked"):
+            lines.append("")
+            lines.append(f"Oracle picks: {', '.join(oracle['picked'])}.")
+        lines += ["", f"![{workload}]({workload}.png)", ""]
+    return "\n".join(lines) + "\n"
+
+
+def plots(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """Per workload: tuning-loss curves and LR schedules of the main methods (first seed), and lrtune's
+    per-stage candidates. Returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = with_oracle(rows)
+    written = []
+    for workload in sorted({r["workload"] for r in rows}):
+        seed = min(r["seed"] for r in rows if r["workload"] == workload)
+        runs = {r["method"]: r for r in rows if r["workload"] == workload and r["seed"] == seed}
+        fig, axes = plt.subplots(3, 1, figsize=(9, 11), gridspec_kw={"height_ratios": [3, 2, 2]})
+        for name in MAIN_METHODS:
+            r = runs.get(name)
+            if r is None:
+                continue
+            pts = [(s, v) for s, v in r["curve"] if v is not None]
+            if pts:
+                axes[0].plot(*zip(*pts, strict=True), label=name, lw=2 if name.startswith("lrtune") else 1)
+            lrs = [(s, v) for s, v in r["lrs"] if v and v > 0]
+            if lrs and name not in LR_FREE:
+                axes[1].plot(*zip(*lrs, strict=True), label=name, lw=2 if name.startswith("lrtune") else 1)
+        axes[0].set(title=f"{workload}: tuning-split loss (seed {seed})", xlabel="gradient step", ylabel="loss")
+        axes[0].set_yscale("log")
+        axes[0].legend(fontsize=7)
+        axes[1].set(title="LR schedule (first param group)", xlabel="gradient step", ylabel="LR", yscale="log")
+        axes[1].legend(fontsize=7)
+        stages = runs.get("lrtune-default", {}).get("stages", [])
+        ax = axes[2]
+        for stage in stages:
+            for c in stage["candidates"]:
+                color = "tab:red" if c["diverged"] else ("tab:green" if c["winner"] else "tab:blue")
+                ax.scatter(stage["index"], c["lr"], c=color, s=40 if c["winner"] else 15)
+        ax.set(title="lrtune default: candidates per stage (green: winner, red: diverged)", xlabel="stage")
+        ax.set(ylabel="LR", yscale="log")
+        fig.tight_layout()
+        path = out_dir / f"{workload}.png"
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        written.append(path)
+    return written
