@@ -18,12 +18,12 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import httpx
 import torch
 
 from client.distributed import resolve_comm
 from client.errors import LrtuneClientError
 from client.fallback import FallbackSpec, check_fallback, fallback_lr
+from client.http import HTTPClient, check_http_client
 from client.protocol import JobConfig, WireSegment
 from client.remote import RetryPolicy
 from client.replay import ReplayLoader
@@ -66,7 +66,8 @@ class AutoLRSCallback:
         scaler: The AMP grad scaler, saved and restored with each snapshot.
         loader: A :class:`client.ReplayLoader` over the training batches, for batch replay.
         extra_state: More stateful objects (``state_dict``/``load_state_dict``) to snapshot, by name.
-        http_client: An ``httpx.Client`` to talk to the service with (tests inject one).
+        http_client: An ``httpx.Client`` (or compatible, e.g. a ``fastapi.testclient.TestClient``) to talk to the
+            service with; its ``base_url`` is used when ``server_url`` is None.
         timeout_s: Timeout of each request, in seconds (when the callback creates the HTTP client).
         fallback: LR while no segment is open: ``"hold"``, ``"cosine"`` or ``f(step) -> lr``
             (see :mod:`client.fallback`).
@@ -106,7 +107,7 @@ class AutoLRSCallback:
         scaler: Stateful | None = None,
         loader: ReplayLoader[Any] | None = None,
         extra_state: Mapping[str, Stateful] | None = None,
-        http_client: httpx.Client | None = None,
+        http_client: HTTPClient | None = None,
         timeout_s: float = 30.0,
         fallback: FallbackSpec = "hold",
         worker_id: str | None = None,
@@ -337,7 +338,7 @@ class AutoLRSCallback:
         token: str | None,
         job_name: str | None,
         api_key: str | None,
-        http_client: httpx.Client | None,
+        http_client: HTTPClient | None,
         timeout_s: float,
         worker_id: str | None,
         retry: RetryPolicy | None,
@@ -607,5 +608,4 @@ def _check_args(
         for key, obj in extra_state.items():
             if not (hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")):
                 raise TypeError(f"extra_state[{key!r}] has no state_dict()/load_state_dict()")
-    if http_client is not None and not isinstance(http_client, httpx.Client):
-        raise TypeError(f"http_client must be an httpx.Client, got {type(http_client).__name__}")
+    check_http_client(http_client)

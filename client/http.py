@@ -8,7 +8,8 @@ typed errors of :mod:`client.errors`; it never retries and never sleeps (retryin
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+import sys
+from typing import Any, Protocol, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -36,6 +37,24 @@ from client.protocol import (
 
 M = TypeVar("M", bound=BaseModel)
 
+
+class HTTPClient(Protocol):
+    """What this module needs of an HTTP client: ``httpx.Client`` and compatible ones.
+
+    (Starlette's ``TestClient`` derives from ``httpx2.Client``, a compatible fork, when that is installed.)
+    """
+
+    def request(
+        self, method: str, url: str, *, content: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> Any:
+        """Send one request and return its response."""
+        ...
+
+    def close(self) -> None:
+        """Release the connections."""
+        ...
+
+
 #: Error codes that mean the job no longer exists.
 _GONE_CODES = frozenset({"job_not_found", "job_deleted", "job_gone"})
 #: Statuses worth retrying later.
@@ -48,38 +67,39 @@ class ServiceClient:
     Args:
         server_url: Base URL of the service (``http://127.0.0.1:8000``); None to use ``http_client``'s own
             ``base_url`` (e.g. a ``fastapi.testclient.TestClient``).
-        http_client: The ``httpx.Client`` to send requests with; None creates one (closed by :meth:`close`).
+        http_client: The ``httpx.Client`` (or compatible client) to send requests with; None creates one
+            (closed by :meth:`close`).
         timeout_s: Per-request timeout in seconds, used only when this object creates the client.
         api_key: Admin key sent when creating jobs, if the service requires one.
 
     Raises:
         ValueError: Neither a URL nor a client, or a URL that is not http(s).
-        TypeError: ``http_client`` is not an ``httpx.Client``.
+        TypeError: ``http_client`` is not an HTTP client.
     """
 
     def __init__(
         self,
         server_url: str | None,
         *,
-        http_client: httpx.Client | None = None,
+        http_client: HTTPClient | None = None,
         timeout_s: float = 30.0,
         api_key: str | None = None,
     ) -> None:
-        if http_client is not None and not isinstance(http_client, httpx.Client):
-            raise TypeError(f"http_client must be an httpx.Client, got {type(http_client).__name__}")
+        check_http_client(http_client)
         if server_url is None and http_client is None:
             raise ValueError("give server_url, or an http_client with a base_url")
         if server_url is not None and not server_url.startswith(("http://", "https://")):
             raise ValueError(f"server_url must start with http:// or https://, got {server_url!r}")
         self.base = server_url.rstrip("/") if server_url is not None else ""
         self._owned = http_client is None
-        self._http = http_client if http_client is not None else httpx.Client(timeout=httpx.Timeout(timeout_s))
+        self._http: HTTPClient = http_client if http_client is not None else httpx.Client(timeout=timeout_s)
+        self._transport_errors = _transport_errors(self._http)
         self._api_key = api_key
 
     @property
     def where(self) -> str:
         """The service's address, for messages."""
-        return self.base or str(self._http.base_url)
+        return self.base or str(getattr(self._http, "base_url", "the service"))
 
     def close(self) -> None:
         """Close the HTTP client if this object created it."""
@@ -150,7 +170,7 @@ class ServiceClient:
             headers["Content-Type"] = "application/json"
         try:
             resp = self._http.request(method, self.base + path, content=content, headers=headers)
-        except httpx.TransportError as exc:  # connect/read/write timeouts, refused connections, broken streams
+        except self._transport_errors as exc:  # connect/read/write timeouts, refused connections, broken streams
             raise ServiceUnavailableError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
         if resp.is_success:
             if resp.status_code == 204 or not resp.content:
@@ -164,7 +184,25 @@ class ServiceClient:
         raise _error(method, path, resp, on_4xx)
 
 
-def _error(method: str, path: str, resp: httpx.Response, on_4xx: type[LrtuneHTTPError]) -> LrtuneHTTPError:
+def check_http_client(http_client: object) -> None:
+    """Raise TypeError unless ``http_client`` is None or looks like an ``httpx.Client``."""
+    if http_client is not None and not (
+        callable(getattr(http_client, "request", None)) and callable(getattr(http_client, "close", None))
+    ):
+        raise TypeError(f"http_client must be an httpx.Client (or compatible), got {type(http_client).__name__}")
+
+
+def _transport_errors(http_client: object) -> tuple[type[Exception], ...]:
+    """The transport errors of ``httpx`` and of the package the client comes from (``httpx2`` ...)."""
+    errors: list[type[Exception]] = [httpx.TransportError]
+    package = sys.modules.get(type(http_client).__module__.split(".")[0])
+    other = getattr(package, "TransportError", None)
+    if isinstance(other, type) and issubclass(other, Exception) and other not in errors:
+        errors.append(other)
+    return tuple(errors)
+
+
+def _error(method: str, path: str, resp: Any, on_4xx: type[LrtuneHTTPError]) -> LrtuneHTTPError:
     """Map an error response to a typed error (by the body's ``code`` first, then the status)."""
     status = resp.status_code
     code: str | None = None

@@ -339,10 +339,15 @@ class RemoteSource:
         self._delay = min(self._delay * self.retry.factor, self.retry.max_s)
         if self._outage_since is None:
             self._outage_since = now
+            what = (
+                "another worker holds the open segment's lease"
+                if isinstance(exc, SegmentLeasedError)
+                else f"service at {self.api.where} unavailable"
+            )
             log.warning(
-                "lrtune: service at %s unavailable (%s); training goes on at the fallback LR, the %s is kept and "
-                "retried with backoff (logged once per outage)",
-                self.api.where,
+                "lrtune: %s (%s); training goes on at the fallback LR, the %s is kept and retried with backoff "
+                "(logged once per outage)",
+                what,
                 exc,
                 pending.op,
             )
