@@ -126,6 +126,7 @@ class JobService:
             updated_at=now,
             config=config.to_dict(),
             summary=tuner.summary(),
+            open_segment=tuner.next_segment().to_dict(),
         )
         self.store.create(JobRecord(head, tuner.dump()))
         return token, job_info(head)
@@ -145,13 +146,13 @@ class JobService:
         Deleting a deleted job changes nothing.
         """
 
-        def fn(rec: JobRecord) -> None:
-            authorize(rec.head, cred)
-            rec.head.status = "deleted"
-            rec.head.lease = None
+        def fn(head: JobHead) -> None:
+            authorize(head, cred)
+            head.status = "deleted"
+            head.lease = None
 
-        rec, _ = self.store.update(job_id, fn, self.clock())
-        return job_info(rec.head)
+        head, _ = self.store.update_head(job_id, fn, self.clock())
+        return job_info(head)
 
     def purge(self, job_id: str, cred: Credential) -> None:
         """Remove a job and all its data."""
@@ -169,16 +170,16 @@ class JobService:
         """
         now = self.clock()
 
-        def fn(rec: JobRecord) -> PollOutcome:
-            head = authorize(rec.head, cred)
+        def fn(head: JobHead) -> PollOutcome:
+            authorize(head, cred)
             _require_live(head)
-            open_seg = rec.tuner["open"]
+            open_seg = head.open_segment
             if open_seg.get("done"):
                 return PollOutcome(_wire(job_id, open_seg, head, now), False)
             grant = leases.acquire(head, worker_id, now, self.lease_ttl_s)
             return PollOutcome(_wire(job_id, open_seg, head, now), grant.took_over_lapsed)
 
-        _, out = self.store.update(job_id, fn, now)
+        _, out = self.store.update_head(job_id, fn, now)
         return out
 
     def report(self, job_id: str, segment_id: int, body: WireReport, cred: Credential) -> ReportOutcome:
@@ -199,6 +200,7 @@ class JobService:
             nxt = tuner.report(segment_id, body.losses, body.val_losses)
             rec.tuner = tuner.dump()
             head.summary = tuner.summary()
+            head.open_segment = nxt.to_dict()
             head.status = "done" if tuner.done else "running"
             leases.renew(head, lease, now, self.lease_ttl_s)
             return ReportOutcome(_wire(job_id, nxt.to_dict(), head, now), tuner.last_suggest_s)

@@ -24,6 +24,8 @@ class Settings(BaseSettings):
         max_body_bytes: Largest request body accepted, in bytes (larger ones get 413).
         max_list_limit: Most jobs one listing page returns.
         tuner_threads: Most tuner computations (GP fits) running at once in one process.
+        torch_threads: Torch intra-op threads of the process. The GPs are tiny: one thread is about five times
+            faster than several, which only contend with each other and with the event loop.
         log_level: Uvicorn log level.
     """
 
@@ -39,6 +41,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     max_list_limit: int = Field(default=500, ge=1)
     tuner_threads: int = Field(default=4, ge=1)
+    torch_threads: int = Field(default=1, ge=1)
     log_level: str = "info"
 
     @property

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Response
 
 from client.protocol import API_PREFIX, ErrorBody, LeaseRequest, WireReport, WireSegment
 from server.deps import JobCredential, RuntimeDep
@@ -33,8 +33,13 @@ async def report(
     body: WireReport,
     cred: JobCredential,
     rt: RuntimeDep,
+    response: Response,
 ) -> WireSegment:
-    """Report a segment's losses; the response is the next segment, leased to the same worker."""
+    """Report a segment's losses; the response is the next segment, leased to the same worker.
+
+    When choosing the next segment ran a BO suggestion, the ``Server-Timing`` header says how long it took
+    (``suggest;dur=<ms>``).
+    """
     try:
         out = await rt.heavy(lambda: rt.service.report(job_id, segment_id, body, cred))
     except StaleLeaseError:
@@ -42,5 +47,6 @@ async def report(
         raise
     if out.suggest_s > 0:
         rt.metrics.suggest_seconds.observe(out.suggest_s)
+        response.headers["Server-Timing"] = f"suggest;dur={1000 * out.suggest_s:.2f}"
     rt.metrics.reports.labels("bo" if out.suggest_s > 0 else "plain").inc()
     return out.segment

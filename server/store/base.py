@@ -2,10 +2,11 @@
 
 Invariants every backend keeps (``tests/server/test_store_contract.py`` checks each of them on each backend):
 
-* **Atomic read-modify-write per job.** :meth:`JobStore.update` reads a job, calls ``fn`` on a private copy,
-  and writes the result only if no other writer (thread or process) wrote the job in between; otherwise it
-  re-reads and calls ``fn`` again (optimistic concurrency), so ``fn`` must be a pure function of the record
-  it is given. Every write bumps ``head.version`` by one and sets ``head.updated_at``.
+* **Atomic read-modify-write per job.** :meth:`JobStore.update` (and :meth:`JobStore.update_head`) reads a
+  job, calls ``fn`` on a private copy, and writes the result only if no other writer (thread or process)
+  wrote the job in between; otherwise it re-reads and calls ``fn`` again (optimistic concurrency), so ``fn``
+  must be a pure function of the record it is given. Every write bumps ``head.version`` by one and sets
+  ``head.updated_at``.
 * **Pass-by-value.** Every record handed out or taken in is a copy: mutating it changes nothing stored, and a
   later write does not change a record already handed out.
 * **Persisted state is data.** Records hold the tuner's ``dump()`` (observations), never fitted models, and
@@ -118,6 +119,18 @@ class JobStore(ABC):
 
         Returns:
             A copy of the record as written, and what the successful call of ``fn`` returned.
+
+        Raises:
+            JobNotFoundError: Unknown id.
+            StoreBusyError: Lost the race ``MAX_RETRIES`` times.
+        """
+
+    @abstractmethod
+    def update_head(self, job_id: str, fn: Callable[[JobHead], T], now: float) -> tuple[JobHead, T]:
+        """Atomically apply ``fn`` to a job's head only, leaving its tuner state untouched (cheap).
+
+        Same contract as :meth:`update`: ``fn`` gets a private copy, may run more than once, and the write
+        bumps the version; it conflicts with concurrent :meth:`update` calls on the same job like any write.
 
         Raises:
             JobNotFoundError: Unknown id.

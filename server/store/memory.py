@@ -83,6 +83,26 @@ class MemoryStore(JobStore):
             return record, out  # a private copy: nothing stored refers to it
         raise StoreBusyError(f"job {job_id!r} is being written by others; retry")
 
+    def update_head(self, job_id: str, fn: Callable[[JobHead], T], now: float) -> tuple[JobHead, T]:
+        """See :meth:`JobStore.update_head`."""
+        for _ in range(MAX_RETRIES):
+            entry = self._lookup(job_id)
+            head = decode_head(entry.head)
+            out = fn(head)
+            head.job_id = job_id
+            head.version = entry.version + 1
+            head.updated_at = now
+            new = _Entry(encode_head(head), entry.tuner, head.version, head.status, entry.order)
+            with self._lock:
+                current = self._jobs.get(job_id)
+                if current is None:
+                    raise JobNotFoundError(f"no job with id {job_id!r}")
+                if current.version != entry.version:
+                    continue
+                self._jobs[job_id] = new
+            return head, out
+        raise StoreBusyError(f"job {job_id!r} is being written by others; retry")
+
     def delete(self, job_id: str) -> None:
         """See :meth:`JobStore.delete`."""
         with self._lock:

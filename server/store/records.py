@@ -53,6 +53,7 @@ class JobHead:
         updated_at: Unix time in seconds of the last write.
         config: The job's tuner config (``TunerConfig.to_dict()``).
         summary: ``Tuner.summary()`` as of the last write.
+        open_segment: The open segment (``Segment.to_dict()``), so that polls never decode tuner state.
         lease: Lease on the open segment, or None before the first poll.
         last_epoch: Highest lease epoch ever granted (kept when the lease is cleared).
         version: Number of writes so far (1 after creation).
@@ -66,6 +67,7 @@ class JobHead:
     updated_at: float
     config: dict[str, Any]
     summary: dict[str, Any]
+    open_segment: dict[str, Any] = field(default_factory=dict)
     lease: Lease | None = None
     last_epoch: int = 0
     version: int = 1

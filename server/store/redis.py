@@ -122,6 +122,33 @@ class RedisStore(JobStore):
                 return record, out
         raise StoreBusyError(f"job {job_id!r} is being written by others; retry")
 
+    def update_head(self, job_id: str, fn: Callable[[JobHead], T], now: float) -> tuple[JobHead, T]:
+        """See :meth:`JobStore.update_head`."""
+        key = self.keys.job(job_id)
+        with _reachable(self._hint), self._r.pipeline() as pipe:
+            for _ in range(MAX_RETRIES):
+                try:
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
+                    head_raw, version = pipe.hmget(key, [keys.HEAD, keys.VERSION])
+                    if head_raw is None:
+                        raise JobNotFoundError(f"no job with id {job_id!r}")
+                    head = decode_head(head_raw)
+                    before = head.status
+                    out = fn(head)
+                    head.job_id = job_id
+                    head.version = int(version or 0) + 1
+                    head.updated_at = now
+                    pipe.multi()
+                    pipe.hset(key, mapping={keys.HEAD: encode_head(head), keys.VERSION: head.version})
+                    if head.status != before:
+                        pipe.zrem(self.keys.status(before), job_id)
+                        pipe.zadd(self.keys.status(head.status), {job_id: head.created_at})
+                    pipe.execute()
+                except WatchError:
+                    continue
+                return head, out
+        raise StoreBusyError(f"job {job_id!r} is being written by others; retry")
+
     def delete(self, job_id: str) -> None:
         """See :meth:`JobStore.delete`."""
         key = self.keys.job(job_id)

@@ -48,8 +48,11 @@ def reference_schedule(config: dict[str, Any]) -> dict[str, Any]:
     """The schedule an in-process tuner produces for ``config`` with :func:`run_segment` losses (JSON form)."""
     import json
 
+    import torch
+
     from tuner import Tuner, TunerConfig
 
+    torch.set_num_threads(1)  # as the service runs it (Settings.torch_threads)
     full = TunerConfig.from_dict(config)
     tuner = Tuner(full)
     seg = tuner.next_segment()

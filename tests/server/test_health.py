@@ -60,6 +60,20 @@ def test_metrics_expose_latency_bo_time_jobs_and_leases(client: TestClient) -> N
     assert "lrtune_stale_reports_refused_total 0.0" in text
 
 
+def test_reports_that_ran_bo_say_so_in_server_timing(client: TestClient) -> None:
+    job, auth = create(client)
+    seg = client.post(f"/v1/jobs/{job}/lease", json={"worker_id": "w1"}, headers=auth).json()
+    timings = []
+    while not seg["done"]:
+        body = {"worker_id": "w1", "lease_epoch": seg["lease_epoch"], **run_segment(seg)}
+        resp = client.post(f"/v1/jobs/{job}/segments/{seg['segment_id']}/report", json=body, headers=auth)
+        timings.append(resp.headers.get("server-timing"))
+        seg = resp.json()
+    with_bo = [t for t in timings if t is not None]
+    assert with_bo and len(with_bo) < len(timings)
+    assert all(t.startswith("suggest;dur=") and float(t.split("=")[1]) > 0 for t in with_bo)
+
+
 class GatedStore(MemoryStore):
     """A store whose updates block until released: a report that takes as long as the test wants."""
 

@@ -109,6 +109,47 @@ def test_update_bumps_version_and_time_and_returns_fn_value(store: JobStore) -> 
     assert (got.head.version, got.head.updated_at, got.tuner["step"], got.head.status) == (2, 250.0, 10, "done")
 
 
+def test_update_head_leaves_tuner_state_alone(store: JobStore) -> None:
+    store.create(make_record("a1"))
+    store.update("a1", lambda r: r.tuner.__setitem__("step", 3), now=5.0)
+
+    def fn(h: JobHead) -> int:
+        h.lease = Lease("w", 1, 9.0)
+        h.status = "deleted"
+        return 7
+
+    head, out = store.update_head("a1", fn, now=6.0)
+    assert out == 7 and head.version == 3
+    got = store.get("a1")
+    assert (got.tuner["step"], got.head.lease, got.head.version, got.head.updated_at) == (3, Lease("w", 1, 9.0), 3, 6.0)
+    assert [h.job_id for h in store.list_heads(status="deleted").heads] == ["a1"]
+    with pytest.raises(JobNotFoundError):
+        store.update_head("nope", fn, now=1.0)
+
+
+def test_head_and_full_updates_race_safely(store: JobStore) -> None:
+    store.create(make_record("a1"))
+    barrier = threading.Barrier(4)
+
+    def full() -> None:
+        barrier.wait()
+        for _ in range(20):
+            store.update("a1", lambda r: r.tuner.__setitem__("step", r.tuner["step"] + 1), now=1.0)
+
+    def head_only() -> None:
+        barrier.wait()
+        for _ in range(20):
+            store.update_head("a1", lambda h: setattr(h, "last_epoch", h.last_epoch + 1), now=1.0)
+
+    threads = [threading.Thread(target=f) for f in (full, full, head_only, head_only)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    got = store.get("a1")
+    assert (got.tuner["step"], got.head.last_epoch, got.head.version) == (40, 40, 81)
+
+
 def test_failing_fn_writes_nothing(store: JobStore) -> None:
     store.create(make_record("a1"))
 

@@ -1,0 +1,269 @@
+"""Load on a real `lrtune serve` process over loopback, with the Redis store.
+
+N simulated workers (threads with httpx), each running one job at a time: poll, "train" a segment (a
+deterministic simulated loss, and ``--think-ms`` of simulated training time), report, and start a new job
+when one is done; a prober hits ``/healthz`` throughout. Reports are split into those whose next segment
+needed a BO suggestion (the server says so in ``Server-Timing``) and the others.
+
+Run: ``.venv/bin/python -m benchmarks.service_load [--workers 32] [--seconds 60] [--think-ms 200]``
+(results go to ``benchmarks/results/service_load.{md,json}``; ``--label`` names the run inside them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import statistics
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import redis
+
+from server.launch import REDIS_PREFIX_ENV, REDIS_URL_ENV, free_port, start_local, wait_ready
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TARGETS_MS = {"report_bo_p99": 150.0, "report_plain_p99": 20.0, "healthz_p99": 10.0}
+TARGET_BYTES_PER_JOB = 1_000_000
+JOB_CONFIG: dict[str, Any] = {"min_lr": 1e-4, "max_lr": 1.0, "total_steps": 2000, "warmup_steps": 50}
+
+
+def sim_loss(lr: float, step: int) -> float:
+    x = math.log10(lr)
+    return 0.1 + 2.0 * math.exp(-0.004 * step) + 0.05 * (x + 1.5) ** 2
+
+
+def lr_at(seg: dict[str, Any], j: int) -> float:
+    n = max(seg["steps"], 1)
+    p = min(max(seg["curve_start"] + (seg["curve_end"] - seg["curve_start"]) * j / n, 0.0), 1.0)
+    g = {"constant": 1.0, "linear": 1.0 - p, "cosine": 0.5 * (1 + math.cos(math.pi * p)), "rex": (1 - p) / (1 - p / 2)}
+    return float(seg["curve_to"] + (seg["curve_from"] - seg["curve_to"]) * g[seg["shape"]])
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.samples: dict[str, list[float]] = {"poll": [], "report_bo": [], "report_plain": [], "healthz": []}
+        self.suggest_ms: list[float] = []
+        self.jobs = 0
+        self.errors: list[str] = []
+
+    def add(self, kind: str, seconds: float) -> None:
+        with self.lock:
+            self.samples[kind].append(1000 * seconds)
+
+
+def worker(i: int, url: str, stop: threading.Event, think_s: float, rec: Recorder) -> None:
+    with httpx.Client(base_url=url, timeout=30.0) as http:
+        n = 0
+        while not stop.is_set():
+            created = http.post(
+                "/v1/jobs", json={"name": f"load-{i}-{n}", "config": {**JOB_CONFIG, "seed": i * 1000 + n}}
+            )
+            if created.status_code != 201:
+                rec.errors.append(created.text)
+                return
+            job, token = created.json()["job_id"], created.json()["token"]
+            with rec.lock:
+                rec.jobs += 1
+            http.headers["Authorization"] = f"Bearer {token}"
+            t0 = time.perf_counter()
+            resp = http.post(f"/v1/jobs/{job}/lease", json={"worker_id": f"w{i}"})
+            rec.add("poll", time.perf_counter() - t0)
+            seg = resp.json()
+            while not seg["done"] and not stop.is_set():
+                losses = [sim_loss(lr_at(seg, j), seg["start_step"] + j) for j in range(seg["steps"])]
+                every = seg["eval_every"]
+                vals = [losses[k - 1] for k in range(every, len(losses) + 1, every)] if every else None
+                if think_s:
+                    stop.wait(think_s)
+                body = {"worker_id": f"w{i}", "lease_epoch": seg["lease_epoch"], "losses": losses, "val_losses": vals}
+                t0 = time.perf_counter()
+                resp = http.post(f"/v1/jobs/{job}/segments/{seg['segment_id']}/report", json=body)
+                took = time.perf_counter() - t0
+                if resp.status_code != 200:
+                    rec.errors.append(resp.text)
+                    return
+                timing = resp.headers.get("server-timing")
+                rec.add("report_bo" if timing else "report_plain", took)
+                if timing:
+                    with rec.lock:
+                        rec.suggest_ms.append(float(timing.split("=")[1]))
+                if seg["segment_id"] % 7 == 3:  # a worker re-polls now and then (e.g. after a restart)
+                    t0 = time.perf_counter()
+                    http.post(f"/v1/jobs/{job}/lease", json={"worker_id": f"w{i}"})
+                    rec.add("poll", time.perf_counter() - t0)
+                seg = resp.json()
+            n += 1
+
+
+def prober(url: str, stop: threading.Event, rec: Recorder) -> None:
+    with httpx.Client(base_url=url, timeout=10.0) as http:
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            http.get("/healthz")
+            rec.add("healthz", time.perf_counter() - t0)
+            stop.wait(0.02)
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, math.ceil(q / 100 * len(s)) - 1))]
+
+
+def run(workers: int, seconds: float, think_ms: float, redis_url: str, label: str) -> dict[str, Any]:
+    prefix = f"lrtune-bench-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start_local(port, {REDIS_URL_ENV: redis_url, REDIS_PREFIX_ENV: prefix, "LRTUNE_LOG_LEVEL": "warning"})
+    r = redis.Redis.from_url(redis_url)
+    try:
+        wait_ready(url, proc)
+        ps = psutil.Process(proc.pid)
+        httpx.post(f"{url}/v1/jobs", json={"config": JOB_CONFIG})  # warm the tuner's imports
+        rss0 = ps.memory_info().rss
+        redis0 = int(r.info("memory")["used_memory"])
+        cpu0 = sum(ps.cpu_times()[:2])
+        rec = Recorder()
+        stop = threading.Event()
+        threads = [threading.Thread(target=worker, args=(i, url, stop, think_ms / 1000, rec)) for i in range(workers)]
+        threads.append(threading.Thread(target=prober, args=(url, stop, rec)))
+        started = time.perf_counter()
+        for t in threads:
+            t.start()
+        stop.wait(seconds)
+        stop.set()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - started
+        cpu = sum(ps.cpu_times()[:2]) - cpu0
+        rss1 = ps.memory_info().rss
+        redis1 = int(r.info("memory")["used_memory"])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+        keys = list(r.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            r.delete(*keys)
+    requests = sum(len(v) for v in rec.samples.values())
+    out: dict[str, Any] = {
+        "label": label,
+        "workers": workers,
+        "seconds": round(wall, 1),
+        "think_ms": think_ms,
+        "jobs": rec.jobs + 1,
+        "errors": rec.errors[:5],
+        "requests": requests,
+        "requests_per_s": round(requests / wall, 1),
+        "server_cpu_percent": round(100 * cpu / wall, 1),
+        "server_rss_mb": round(rss1 / 2**20, 1),
+        "server_rss_growth_per_job_kb": round((rss1 - rss0) / (rec.jobs + 1) / 1024, 1),
+        "redis_bytes_per_job_kb": round((redis1 - redis0) / (rec.jobs + 1) / 1024, 1),
+        "bo_suggest_ms": {"p50": pct(rec.suggest_ms, 50), "p99": pct(rec.suggest_ms, 99), "n": len(rec.suggest_ms)},
+        "latency_ms": {
+            k: {"n": len(v), "p50": pct(v, 50), "p95": pct(v, 95), "p99": pct(v, 99), "mean": statistics.fmean(v)}
+            for k, v in rec.samples.items()
+            if v
+        },
+    }
+    return out
+
+
+def verdicts(run_: dict[str, Any]) -> list[str]:
+    lat = run_["latency_ms"]
+    lines = []
+    for key, target in TARGETS_MS.items():
+        kind = key.removesuffix("_p99")
+        got = lat.get(kind, {}).get("p99", float("nan"))
+        ok = got <= target
+        lines.append(
+            f"{kind} p99 {got:.1f} ms vs target {target:.0f} ms: "
+            + ("met" if ok else f"missed by {got - target:.1f} ms")
+        )
+    per_job = max(run_["server_rss_growth_per_job_kb"], 0.0) * 1024
+    lines.append(
+        f"server memory per job {per_job / 1024:.1f} KB (RSS growth / jobs) vs target 1 MB: "
+        + ("met" if per_job <= TARGET_BYTES_PER_JOB else "missed")
+    )
+    return lines
+
+
+def markdown(runs: list[dict[str, Any]], command: str) -> str:
+    head = [
+        "# Service load benchmark",
+        "",
+        f"- command: `{command}`",
+        f"- date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- machine: {os.cpu_count()} CPU cores, {platform.machine()}, Python {platform.python_version()}; the load "
+        "generator runs on the same cores as the server",
+        "- store: Redis on 127.0.0.1:6379, one `lrtune serve` process (uvicorn, 1 worker)",
+        f"- job: {json.dumps(JOB_CONFIG)} (default preset), simulated losses",
+        "",
+    ]
+    body = []
+    for r in runs:
+        body += [
+            f"## {r['label']}: {r['workers']} workers, think {r['think_ms']:.0f} ms per segment, {r['seconds']} s",
+            "",
+            f"{r['requests']} requests ({r['requests_per_s']}/s), {r['jobs']} jobs, "
+            f"server CPU {r['server_cpu_percent']}% (of one core), RSS {r['server_rss_mb']} MB, "
+            f"errors: {len(r['errors'])}",
+            "",
+            "| request | n | p50 ms | p95 ms | p99 ms |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for kind, s in r["latency_ms"].items():
+            body.append(f"| {kind} | {s['n']} | {s['p50']:.1f} | {s['p95']:.1f} | {s['p99']:.1f} |")
+        bo = r["bo_suggest_ms"]
+        body += [
+            "",
+            f"BO suggestion (server side): p50 {bo['p50']:.1f} ms, p99 {bo['p99']:.1f} ms over {bo['n']} suggestions. "
+            f"Memory: server RSS growth {r['server_rss_growth_per_job_kb']} KB per job; "
+            f"Redis {r['redis_bytes_per_job_kb']} KB per job.",
+            "",
+            *[f"- {v}" for v in verdicts(r)],
+            "",
+        ]
+    return "\n".join(head + body)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--think-ms", type=float, nargs="+", default=[200.0])
+    parser.add_argument("--redis-url", default=os.environ.get(REDIS_URL_ENV, "redis://127.0.0.1:6379/0"))
+    parser.add_argument("--out", type=Path, default=RESULTS / "service_load.md")
+    args = parser.parse_args()
+    runs = []
+    for think in args.think_ms:
+        label = "steady" if think else "saturated"
+        print(f"running {label}: {args.workers} workers, think {think} ms, {args.seconds} s ...", flush=True)
+        res = run(args.workers, args.seconds, think, args.redis_url, label)
+        print(json.dumps(res, indent=1), flush=True)
+        runs.append(res)
+    command = "python -m benchmarks.service_load " + " ".join(
+        [
+            f"--workers {args.workers}",
+            f"--seconds {args.seconds:g}",
+            "--think-ms " + " ".join(f"{t:g}" for t in args.think_ms),
+        ]
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(markdown(runs, command))
+    args.out.with_suffix(".json").write_text(json.dumps({"command": command, "runs": runs}, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
