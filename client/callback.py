@@ -23,12 +23,13 @@ import torch
 from client.distributed import resolve_comm
 from client.errors import LrtuneClientError
 from client.fallback import FallbackSpec, check_fallback, fallback_lr
-from client.http import HTTPClient, check_http_client
+from client.http import HTTPClient
 from client.protocol import JobConfig, WireSegment
 from client.remote import RetryPolicy
 from client.replay import ReplayLoader
 from client.snapshot import SnapshotStore, Stateful
 from client.source import LocalSource, SegmentSource
+from client.validation import check_options
 
 log = logging.getLogger("lrtune.client")
 
@@ -118,32 +119,30 @@ class AutoLRSCallback:
         offline_sync_steps: int = 16,
         checkpoint_snapshots: bool = True,
     ) -> None:
-        _check_args(model, optimizer, min_lr, max_lr, total_steps, val_fn, scaler, loader, extra_state, http_client)
+        job_config = check_options(
+            model,
+            optimizer,
+            server_url,
+            min_lr,
+            max_lr,
+            total_steps,
+            val_fn,
+            preset=preset,
+            strategy=strategy,
+            seed=seed,
+            config=config,
+            job_id=job_id,
+            token=token,
+            scaler=scaler,
+            loader=loader,
+            extra_state=extra_state,
+            http_client=http_client,
+            timeout_s=timeout_s,
+            fallback=fallback,
+            guard_every=guard_every,
+            offline_sync_steps=offline_sync_steps,
+        )
         assert min_lr is not None and max_lr is not None and total_steps is not None
-        if (job_id is None) != (token is None):
-            raise ValueError("attach to a job with both job_id and token (or neither, to create a job)")
-        if job_id is not None and server_url is None and http_client is None:
-            raise ValueError("job_id needs a service: give server_url (or http_client)")
-        for name, value in (("guard_every", guard_every), ("offline_sync_steps", offline_sync_steps)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(timeout_s, int | float) or not timeout_s > 0:
-            raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
-        if config is not None and not isinstance(config, Mapping):
-            raise TypeError(f"config must be a mapping of job config fields, got {type(config).__name__}")
-        job_config = JobConfig.model_validate(
-            {
-                **dict(config or {}),
-                "min_lr": min_lr,
-                "max_lr": max_lr,
-                "total_steps": total_steps,
-                "preset": preset,
-                "strategy": strategy,
-                "seed": seed,
-            }
-        )  # pydantic's ValidationError is a ValueError
-        if job_config.objective == "val" and val_fn is None:
-            raise ValueError("objective='val' needs val_fn, a function that returns the validation loss")
 
         self.model = model
         self.optimizer = optimizer
@@ -159,7 +158,7 @@ class AutoLRSCallback:
         self.mode = "local" if server_url is None and http_client is None else "remote"
         self.snapshots = SnapshotStore(model, optimizer, scaler, extra_state)
         self.comm = resolve_comm(process_group, distributed)
-        self.history: list[WireSegment] = []  # every segment begun, in order
+        self.history: list[WireSegment] = []  # segments begun since construction (or load_state_dict), in order
         self.offline_steps = 0  # steps run with no segment open
 
         self._seg: WireSegment | None = None
@@ -321,6 +320,7 @@ class AutoLRSCallback:
             self.snapshots.load_state_dict(state["snapshots"])
         if self.loader is not None:
             self.loader.stop()  # the recorded batches are not in the checkpoint
+        self.history = [] if seg is None or seg.done else [seg]
         self._open(seg)
         self._j = int(state["j"])
         # Re-averaged at the next check, so every rank decides on the same numbers whatever it loaded.
@@ -562,50 +562,3 @@ def _param_device(model: torch.nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device
     return torch.device("cpu")
-
-
-def _check_args(
-    model: object,
-    optimizer: object,
-    min_lr: object,
-    max_lr: object,
-    total_steps: object,
-    val_fn: object,
-    scaler: object,
-    loader: object,
-    extra_state: object,
-    http_client: object,
-) -> None:
-    """Raise TypeError/ValueError with what to fix for arguments of the wrong kind."""
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not all(hasattr(optimizer, a) for a in ("param_groups", "state_dict", "load_state_dict")):
-        raise TypeError(f"optimizer must be a torch optimizer, got {type(optimizer).__name__}")
-    for name, v in (("min_lr", min_lr), ("max_lr", max_lr)):
-        if v is None:
-            raise TypeError(f"{name} is required")
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
-            raise ValueError(f"{name} must be a positive finite number, got {v!r}")
-    assert isinstance(min_lr, int | float) and isinstance(max_lr, int | float)
-    if min_lr >= max_lr:
-        raise ValueError(f"min_lr ({min_lr}) must be below max_lr ({max_lr})")
-    if total_steps is None:
-        raise TypeError("total_steps is required")
-    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
-        raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}")
-    if val_fn is not None and not callable(val_fn):
-        raise TypeError(f"val_fn must be callable or None, got {type(val_fn).__name__}")
-    if scaler is not None and not (hasattr(scaler, "state_dict") and hasattr(scaler, "load_state_dict")):
-        raise TypeError(f"scaler must be a GradScaler (state_dict/load_state_dict), got {type(scaler).__name__}")
-    if loader is not None and not isinstance(loader, ReplayLoader):
-        raise TypeError(
-            f"loader must be a client.ReplayLoader (wrap your loader: ReplayLoader(loader)), got "
-            f"{type(loader).__name__}"
-        )
-    if extra_state is not None:
-        if not isinstance(extra_state, Mapping):
-            raise TypeError("extra_state must map names to objects with state_dict()/load_state_dict()")
-        for key, obj in extra_state.items():
-            if not (hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")):
-                raise TypeError(f"extra_state[{key!r}] has no state_dict()/load_state_dict()")
-    check_http_client(http_client)

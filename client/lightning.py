@@ -1,0 +1,153 @@
+"""PyTorch Lightning adapter: a ``lightning.pytorch.Callback`` around :class:`client.AutoLRSCallback`.
+
+Usage::
+
+    from client.lightning import AutoLRSLightningCallback
+
+    tuner = AutoLRSLightningCallback(server_url="http://127.0.0.1:8000", min_lr=1e-4, max_lr=1e-1, total_steps=2000)
+    trainer = lightning.pytorch.Trainer(max_steps=2000, callbacks=[tuner])
+    trainer.fit(module, datamodule)
+
+Rules (checked when fitting starts, with a clear error):
+
+* ``configure_optimizers`` returns exactly one optimizer and no LR scheduler (the callback is the scheduler);
+* ``accumulate_grad_batches`` is 1 (one ``on_train_batch_end`` per optimizer step);
+* ``training_step`` returns the loss (a tensor, or a dict with ``"loss"``).
+
+The callback stops the trainer once the step budget is spent (``trainer.should_stop``). It snapshots the
+LightningModule, the optimizer and, with ``16-mixed`` precision, the precision plugin's grad scaler. Its state
+goes into Lightning checkpoints, so ``trainer.fit(..., ckpt_path=...)`` continues the same job. Under DDP every
+rank runs its own callback; rank 0 talks to the service (see :mod:`client.distributed`). For batch replay,
+return a :class:`client.ReplayLoader` from ``train_dataloader()`` and pass the same object as ``loader=``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from client.callback import AutoLRSCallback, Loss
+from client.validation import check_adapter_options
+
+
+class AutoLRSLightningCallback(pl.Callback):
+    """Tune the LR of a Lightning fit.
+
+    Args:
+        server_url: URL of the lrtune service; None runs the tuner in process.
+        min_lr: Lower end of the LR range.
+        max_lr: Upper end of the LR range.
+        total_steps: Step budget (optimizer steps), exploration included.
+        val_fn: Returns the validation loss, if the objective needs one (see :class:`client.AutoLRSCallback`).
+        **options: Any other keyword argument of :class:`client.AutoLRSCallback` (``config``, ``preset``,
+            ``seed``, ``loader``, ``fallback``, ``http_client``, ...).
+
+    Raises:
+        TypeError, ValueError: Invalid arguments (checked here, before any training).
+    """
+
+    def __init__(
+        self,
+        server_url: str | None = None,
+        min_lr: float | None = None,
+        max_lr: float | None = None,
+        total_steps: int | None = None,
+        val_fn: Callable[[], Loss] | None = None,
+        **options: Any,
+    ) -> None:
+        check_adapter_options(server_url, min_lr, max_lr, total_steps, val_fn, options, ("scaler",))
+        self.server_url = server_url
+        self.min_lr = min_lr
+        self.max_lr = max_lr
+        self.total_steps = total_steps
+        self.val_fn = val_fn
+        self.options = options
+        self.core: AutoLRSCallback | None = None
+        self._resume: Mapping[str, Any] | None = None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Check the setup, then create the core callback (which creates or attaches to the job).
+
+        Raises:
+            ValueError: An LR scheduler is configured, several optimizers, or gradient accumulation.
+        """
+        if trainer.lr_scheduler_configs:
+            raise ValueError(
+                "configure_optimizers returns an LR scheduler: remove it, AutoLRSLightningCallback sets the LR "
+                "of every step"
+            )
+        if len(trainer.optimizers) != 1:
+            raise ValueError(f"AutoLRSLightningCallback needs exactly one optimizer, got {len(trainer.optimizers)}")
+        if trainer.accumulate_grad_batches != 1:
+            raise ValueError("AutoLRSLightningCallback needs accumulate_grad_batches=1 (one step per batch)")
+        if self.core is None:
+            scaler = getattr(trainer.precision_plugin, "scaler", None)
+            self.core = AutoLRSCallback(
+                pl_module,
+                trainer.optimizers[0],
+                self.server_url,
+                self.min_lr,
+                self.max_lr,
+                self.total_steps,
+                self.val_fn,
+                scaler=scaler,
+                **self.options,
+            )
+        if self._resume is not None:
+            self.core.load_state_dict(self._resume)
+            self._resume = None
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        """Set the step's LR again (a restored optimizer checkpoint may have overwritten it)."""
+        if self.core is not None and not self.core.done:
+            self.core.apply_lr()
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        """Hand the step's loss to the core callback; stop the trainer when the budget is spent.
+
+        Raises:
+            ValueError: ``training_step`` returned no loss.
+        """
+        if self.core is None:
+            return
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        if not isinstance(loss, torch.Tensor | float | int):
+            raise ValueError("training_step must return the loss (a tensor, or a dict with 'loss') for lrtune")
+        self.core.on_train_batch_end(loss)
+        if self.core.done:
+            trainer.should_stop = True
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Deliver what is buffered, free the snapshots."""
+        if self.core is not None:
+            self.core.on_train_end()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        """Free the snapshots and connections when the fit fails."""
+        if self.core is not None:
+            self.core.on_train_end()
+
+    @property
+    def done(self) -> bool:
+        """True once the step budget is spent."""
+        return self.core is not None and self.core.done
+
+    def state_dict(self) -> dict[str, Any]:
+        """The core callback's state, saved in Lightning checkpoints."""
+        return {} if self.core is None else self.core.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue the job of a checkpoint (applied when fitting starts if the core does not exist yet)."""
+        if not state_dict:
+            return
+        if self.core is None:
+            self._resume = state_dict
+        else:
+            self.core.load_state_dict(state_dict)
