@@ -131,7 +131,7 @@ def run(workers: int, seconds: float, think_ms: float, redis_url: str, label: st
         wait_ready(url, proc)
         ps = psutil.Process(proc.pid)
         httpx.post(f"{url}/v1/jobs", json={"config": JOB_CONFIG})  # warm the tuner's imports
-        rss0 = ps.memory_info().rss
+        rss_start = ps.memory_info().rss
         redis0 = int(r.info("memory")["used_memory"])
         cpu0 = sum(ps.cpu_times()[:2])
         rec = Recorder()
@@ -141,7 +141,10 @@ def run(workers: int, seconds: float, think_ms: float, redis_url: str, label: st
         started = time.perf_counter()
         for t in threads:
             t.start()
-        stop.wait(seconds)
+        warmup_s = min(10.0, seconds / 4)
+        stop.wait(warmup_s)  # memory growth is measured after the allocator and caches warmed up
+        rss0, jobs0 = ps.memory_info().rss, rec.jobs
+        stop.wait(seconds - warmup_s)
         stop.set()
         for t in threads:
             t.join()
@@ -166,8 +169,9 @@ def run(workers: int, seconds: float, think_ms: float, redis_url: str, label: st
         "requests": requests,
         "requests_per_s": round(requests / wall, 1),
         "server_cpu_percent": round(100 * cpu / wall, 1),
+        "server_rss_start_mb": round(rss_start / 2**20, 1),
         "server_rss_mb": round(rss1 / 2**20, 1),
-        "server_rss_growth_per_job_kb": round((rss1 - rss0) / (rec.jobs + 1) / 1024, 1),
+        "server_rss_growth_per_job_kb": round((rss1 - rss0) / max(rec.jobs - jobs0, 1) / 1024, 1),
         "redis_bytes_per_job_kb": round((redis1 - redis0) / (rec.jobs + 1) / 1024, 1),
         "bo_suggest_ms": {"p50": pct(rec.suggest_ms, 50), "p99": pct(rec.suggest_ms, 99), "n": len(rec.suggest_ms)},
         "latency_ms": {
@@ -177,6 +181,26 @@ def run(workers: int, seconds: float, think_ms: float, redis_url: str, label: st
         },
     }
     return out
+
+
+def embedded_bytes_per_job(jobs: int = 8) -> float:
+    """Bytes the in-memory store holds per finished job (run in this process, without HTTP)."""
+    from client.protocol import JobConfig, JobCreate, WireReport
+    from server.service import Credential, JobService
+    from server.store import MemoryStore
+
+    store = MemoryStore()
+    service = JobService(store, lease_ttl_s=120.0)
+    for n in range(jobs):
+        token, info = service.create(JobCreate(config=JobConfig(**JOB_CONFIG, seed=n)))
+        cred = Credential(token)
+        seg = service.poll(info.job_id, "w", cred).segment.model_dump()
+        while not seg["done"]:
+            losses: list[float | None] = [sim_loss(lr_at(seg, j), seg["start_step"] + j) for j in range(seg["steps"])]
+            report = WireReport(worker_id="w", lease_epoch=seg["lease_epoch"], losses=losses)
+            seg = service.report(info.job_id, seg["segment_id"], report, cred).segment.model_dump()
+    sizes = [len(e.head) + len(e.tuner) for e in store._jobs.values()]
+    return statistics.fmean(sizes)
 
 
 def verdicts(run_: dict[str, Any]) -> list[str]:
@@ -192,13 +216,13 @@ def verdicts(run_: dict[str, Any]) -> list[str]:
         )
     per_job = max(run_["server_rss_growth_per_job_kb"], 0.0) * 1024
     lines.append(
-        f"server memory per job {per_job / 1024:.1f} KB (RSS growth / jobs) vs target 1 MB: "
+        f"server RSS growth per job {per_job / 1024:.1f} KB (after warm-up) vs target 1 MB: "
         + ("met" if per_job <= TARGET_BYTES_PER_JOB else "missed")
     )
     return lines
 
 
-def markdown(runs: list[dict[str, Any]], command: str) -> str:
+def markdown(runs: list[dict[str, Any]], command: str, embedded: float, load: str) -> str:
     head = [
         "# Service load benchmark",
         "",
@@ -208,6 +232,10 @@ def markdown(runs: list[dict[str, Any]], command: str) -> str:
         "generator runs on the same cores as the server",
         "- store: Redis on 127.0.0.1:6379, one `lrtune serve` process (uvicorn, 1 worker)",
         f"- job: {json.dumps(JOB_CONFIG)} (default preset), simulated losses",
+        f"- load average when the benchmark started: {load}",
+        f"- memory per finished job in the embedded store: {embedded / 1024:.1f} KB (target 1 MB: "
+        + ("met" if embedded <= TARGET_BYTES_PER_JOB else "missed")
+        + ")",
         "",
     ]
     body = []
@@ -245,9 +273,12 @@ def main() -> None:
     parser.add_argument("--redis-url", default=os.environ.get(REDIS_URL_ENV, "redis://127.0.0.1:6379/0"))
     parser.add_argument("--out", type=Path, default=RESULTS / "service_load.md")
     args = parser.parse_args()
+    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    embedded = embedded_bytes_per_job()
+    print(f"embedded store: {embedded / 1024:.1f} KB per finished job", flush=True)
     runs = []
     for think in args.think_ms:
-        label = "steady" if think else "saturated"
+        label = f"think {think:g} ms" if think else "saturated"
         print(f"running {label}: {args.workers} workers, think {think} ms, {args.seconds} s ...", flush=True)
         res = run(args.workers, args.seconds, think, args.redis_url, label)
         print(json.dumps(res, indent=1), flush=True)
@@ -260,8 +291,9 @@ def main() -> None:
         ]
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(markdown(runs, command))
-    args.out.with_suffix(".json").write_text(json.dumps({"command": command, "runs": runs}, indent=1))
+    args.out.write_text(markdown(runs, command, embedded, load))
+    doc = {"command": command, "load_average": load, "embedded_bytes_per_job": embedded, "runs": runs}
+    args.out.with_suffix(".json").write_text(json.dumps(doc, indent=1))
     print(f"wrote {args.out}")
 
 
