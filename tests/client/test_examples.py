@@ -1,0 +1,50 @@
+"""The examples train for real: in process (short budgets), and the plain one against ``lrtune serve``."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tests.client.test_server_restart import Service, _free_port
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", ["plain_pytorch", "lightning_example", "hf_trainer_example"])
+def test_example_trains_in_process(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    accuracy = _load(name).main(["--local", "--steps", "300"])
+    assert accuracy > 0.5  # ten classes: well above chance after 300 steps
+    assert "validation accuracy" in capsys.readouterr().out
+
+
+def test_plain_example_against_lrtune_serve() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LRTUNE_")}
+    service = Service(_free_port(), env, [])
+    service.start()
+    try:
+        service.wait_ready()
+        out = subprocess.run(
+            [sys.executable, str(EXAMPLES / "plain_pytorch.py"), "--url", service.url, "--steps", "300"],
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=True,
+            env={**env, "PYTHONPATH": str(EXAMPLES.parent)},
+        ).stdout
+    finally:
+        service.stop()
+    assert f"{service.url}/v1/jobs/" in out and "after 300 steps" in out
