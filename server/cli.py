@@ -18,8 +18,10 @@ app = typer.Typer(help="lrtune: online learning-rate tuning as a service.", no_a
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 exposes the service.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    host: Annotated[
+        str | None, typer.Option(envvar="LRTUNE_HOST", help="Interface to bind [default: 127.0.0.1].")
+    ] = None,
+    port: Annotated[int | None, typer.Option(envvar="LRTUNE_PORT", help="TCP port [default: 8000].")] = None,
     redis_url: Annotated[
         str | None, typer.Option(envvar=REDIS_URL_ENV, help="Redis URL; unset: the embedded in-memory store.")
     ] = None,
@@ -27,19 +29,25 @@ def serve(
         str | None,
         typer.Option(envvar=ADMIN_KEY_ENV, help="Admin key (prefer the environment variable: argv is visible)."),
     ] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes (more than one needs Redis).")] = 1,
-    log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+    workers: Annotated[
+        int | None, typer.Option(envvar="LRTUNE_WORKERS", min=1, help="Worker processes (>1 needs Redis) [default: 1].")
+    ] = None,
+    log_level: Annotated[str | None, typer.Option(envvar="LRTUNE_LOG_LEVEL", help="Log level [default: info].")] = None,
 ) -> None:
-    """Run the service (other settings: LRTUNE_* environment variables, see docs/service.md)."""
+    """Run the service (every setting is also an LRTUNE_* environment variable, see docs/service.md)."""
     import uvicorn
 
     from server.app import security_warnings
 
-    overrides = {"host": host, "port": str(port), "workers": str(workers), "log_level": log_level}
-    if redis_url is not None:
-        overrides["redis_url"] = redis_url
-    if admin_key is not None:
-        overrides["admin_key"] = admin_key
+    given = {
+        "host": host,
+        "port": port,
+        "workers": workers,
+        "log_level": log_level,
+        "redis_url": redis_url,
+        "admin_key": admin_key,
+    }
+    overrides = {name: str(value) for name, value in given.items() if value is not None}
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
@@ -52,14 +60,15 @@ def serve(
         typer.echo(warning, err=True)
     for name, value in overrides.items():
         os.environ[ENV_PREFIX + name.upper()] = value  # the app factory (in every worker process) reads these
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = settings.log_level.lower()
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(
         "server.app:app_from_env",
         factory=True,
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
-        log_level=log_level,
+        log_level=level,
     )
 
 

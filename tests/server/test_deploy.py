@@ -58,3 +58,38 @@ def test_serve_command_parses(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, [*CONTAINER_ARGV[1:], "--workers", "2"], env={REDIS_URL_ENV: ""})
     assert result.exit_code == 2
     assert "--workers > 1 needs --redis-url" in result.output
+
+
+def test_serve_takes_settings_from_the_environment_and_the_command_line(monkeypatch: Any) -> None:
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from server.cli import app
+
+    for name in env_names():
+        monkeypatch.delenv(name, raising=False)  # and whatever serve exports is removed afterwards
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda target, **kw: calls.append({"target": target, **kw}))
+    env = {REDIS_URL_ENV: "redis://127.0.0.1:6379/0", "LRTUNE_WORKERS": "3", "LRTUNE_PORT": "9001"}
+    result = CliRunner().invoke(app, ["serve", "--port", "9002"], env=env)
+    assert result.exit_code == 0, result.output
+    call = calls[0]
+    assert call["target"] == "server.app:app_from_env" and call["factory"] is True
+    assert (call["host"], call["port"], call["workers"]) == ("127.0.0.1", 9002, 3)
+    assert "LRTUNE_ADMIN_KEY" in result.output  # the warning about running without an admin key
+
+
+def test_serve_warns_loudly_on_a_public_interface_without_admin_key(monkeypatch: Any) -> None:
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from server.cli import app
+
+    for name in env_names():
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(uvicorn, "run", lambda target, **kw: None)
+    result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0"])
+    assert result.exit_code == 0
+    assert "!!!" in result.output and "0.0.0.0" in result.output
+    quiet = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0"], env={"LRTUNE_ADMIN_KEY": "k" * 32})
+    assert "!!!" not in quiet.output and "k" * 32 not in quiet.output

@@ -67,11 +67,12 @@ def test_reports_that_ran_bo_say_so_in_server_timing(client: TestClient) -> None
     while not seg["done"]:
         body = {"worker_id": "w1", "lease_epoch": seg["lease_epoch"], **run_segment(seg)}
         resp = client.post(f"/v1/jobs/{job}/segments/{seg['segment_id']}/report", json=body, headers=auth)
-        timings.append(resp.headers.get("server-timing"))
+        timings.append(dict(part.strip().split(";dur=") for part in resp.headers["server-timing"].split(",")))
         seg = resp.json()
-    with_bo = [t for t in timings if t is not None]
+    assert all(float(t["app"]) > 0 for t in timings)
+    with_bo = [t for t in timings if "suggest" in t]
     assert with_bo and len(with_bo) < len(timings)
-    assert all(t.startswith("suggest;dur=") and float(t.split("=")[1]) > 0 for t in with_bo)
+    assert all(0 < float(t["suggest"]) <= float(t["app"]) for t in with_bo)
 
 
 class GatedStore(MemoryStore):
