@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from server.launch import ADMIN_KEY_ENV, REDIS_URL_ENV
 from server.settings import ENV_PREFIX, Settings
+from server.transport import PROTOCOL
 
 app = typer.Typer(help="lrtune: online learning-rate tuning as a service.", no_args_is_help=True)
 
@@ -69,6 +70,7 @@ def serve(
         port=settings.port,
         workers=settings.workers,
         log_level=level,
+        http=PROTOCOL,
     )
 
 

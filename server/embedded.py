@@ -11,6 +11,7 @@ import uvicorn
 
 from server.app import create_app
 from server.settings import Settings
+from server.transport import NoDelayH11Protocol
 
 
 class BackgroundServer:
@@ -31,7 +32,7 @@ class BackgroundServer:
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", 0))
         self.port: int = self._sock.getsockname()[1]
-        config = uvicorn.Config(create_app(self.settings), log_level=log_level, lifespan="on")
+        config = uvicorn.Config(create_app(self.settings), log_level=log_level, lifespan="on", http=NoDelayH11Protocol)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
 
