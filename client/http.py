@@ -55,6 +55,8 @@ class HTTPClient(Protocol):
         ...
 
 
+#: Longest wait for a TCP connection, in seconds.
+CONNECT_TIMEOUT_S = 3.0
 #: Error codes that mean the job no longer exists.
 _GONE_CODES = frozenset({"job_not_found", "job_deleted", "job_gone"})
 #: Statuses worth retrying later.
@@ -69,7 +71,8 @@ class ServiceClient:
             ``base_url`` (e.g. a ``fastapi.testclient.TestClient``).
         http_client: The ``httpx.Client`` (or compatible client) to send requests with; None creates one
             (closed by :meth:`close`).
-        timeout_s: Per-request timeout in seconds, used only when this object creates the client.
+        timeout_s: Per-request timeout in seconds (connecting: at most ``CONNECT_TIMEOUT_S``), used only when this
+            object creates the client. A report waits for the service's BO step, so keep it generous.
         api_key: Admin key sent when creating jobs, if the service requires one.
 
     Raises:
@@ -92,7 +95,9 @@ class ServiceClient:
             raise ValueError(f"server_url must start with http:// or https://, got {server_url!r}")
         self.base = server_url.rstrip("/") if server_url is not None else ""
         self._owned = http_client is None
-        self._http: HTTPClient = http_client if http_client is not None else httpx.Client(timeout=timeout_s)
+        # A short connect timeout: a retry against an unreachable host blocks the training loop only that long.
+        timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, CONNECT_TIMEOUT_S))
+        self._http: HTTPClient = http_client if http_client is not None else httpx.Client(timeout=timeout)
         self._transport_errors = _transport_errors(self._http)
         self._api_key = api_key
 
