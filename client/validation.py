@@ -108,6 +108,10 @@ def check_options(
             "seed": seed,
         }
     )  # pydantic's ValidationError is a ValueError
+    if job_config.warmup_steps >= job_config.total_steps:
+        raise ValueError(
+            f"warmup_steps ({job_config.warmup_steps}) must be below total_steps ({job_config.total_steps})"
+        )
     if job_config.objective == "val" and val_fn is None:
         raise ValueError("objective='val' needs val_fn, a function that returns the validation loss")
     return job_config

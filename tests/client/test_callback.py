@@ -268,6 +268,8 @@ def test_loss_must_be_a_scalar() -> None:
         ({"config": {"bogus": 1}}, ValueError, "bogus"),
         ({"config": {"tau": 0}}, ValueError, "tau"),
         ({"config": {"objective": "val"}}, ValueError, "val_fn"),
+        ({"config": {"warmup_steps": 100}}, ValueError, "warmup_steps"),
+        ({"config": {"min_lr": 0.1}}, ValueError, "as arguments"),
         ({"preset": "fast"}, ValueError, "preset"),
         ({"job_id": "abc"}, ValueError, "token"),
         ({"server_url": "localhost:8000"}, ValueError, "http"),

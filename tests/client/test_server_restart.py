@@ -23,6 +23,8 @@ from tests.client.helpers import SMALL, make_batches, make_model, train
 
 REDIS_URL = os.environ.get("LRTUNE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 LRTUNE = Path(sys.executable).with_name("lrtune")
+#: ``lrtune`` as installed next to this interpreter, else the CLI module run by it.
+SERVE = [str(LRTUNE)] if LRTUNE.exists() else [sys.executable, "-m", "server.cli"]
 
 
 def _free_port() -> int:
@@ -43,7 +45,7 @@ class Service:
         self.url = f"http://127.0.0.1:{port}"
 
     def start(self) -> None:
-        cmd = [str(LRTUNE), "serve", "--port", str(self.port), "--log-level", "warning", *self.args]
+        cmd = [*SERVE, "serve", "--port", str(self.port), "--log-level", "warning", *self.args]
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def wait_ready(self, timeout_s: float = 60.0) -> None:

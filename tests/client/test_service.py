@@ -69,8 +69,8 @@ def test_attach_to_an_existing_job(app_client: TestClient) -> None:
 
 
 def test_mistakes_fail_clearly_at_construction(app_client: TestClient) -> None:
-    with pytest.raises(ConfigRejectedError, match="warmup_steps"):
-        _cb(http_client=app_client, config={**SMALL, "warmup_steps": 500})
+    with pytest.raises(ConfigRejectedError, match="tau_max"):  # a rule only the tuner checks
+        _cb(http_client=app_client, config={**SMALL, "tau": 50, "tau_max": 20})
     with pytest.raises(JobGoneError):
         _cb(http_client=app_client, job_id="0123456789abcdef", token="nope")
     created = app_client.post("/v1/jobs", json={"config": {"min_lr": 1e-3, "max_lr": 1.0, "total_steps": 100}})
