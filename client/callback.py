@@ -178,12 +178,14 @@ class AutoLRSCallback:
         self._device: torch.device | None = None
 
         self.source: SegmentSource | None = None
-        if self.comm.is_leader:
+
+        def start() -> WireSegment | None:  # on rank 0: a failure here reaches every rank
             self.source = self._make_source(
                 server_url, job_config, job_id, token, job_name, api_key, http_client, timeout_s, worker_id, retry
             )
-        first = self._exchange(lambda src: src.start())
-        self._begin(first)
+            return self.source.start()
+
+        self._begin(self._exchange(start))
 
     # ------------------------------------------------------------------ public API
 
@@ -354,26 +356,32 @@ class AutoLRSCallback:
             api, config=job_config, job_id=job_id, token=token, worker_id=wid, name=job_name, retry=retry
         )
 
-    def _exchange(self, call: Callable[[SegmentSource], WireSegment | None]) -> WireSegment | None:
-        """Run ``call`` on rank 0's source and hand its result to every rank."""
+    def _exchange(self, call: Callable[[], WireSegment | None]) -> WireSegment | None:
+        """Run ``call`` on rank 0 (it talks to the source) and hand its result to every rank."""
         if not self.comm.enabled:
-            assert self.source is not None
-            return call(self.source)
+            return call()
         payload: tuple[str, Any] = ("ok", None)
         error: Exception | None = None
-        if self.source is not None:
+        if self.comm.is_leader:
             try:
-                payload = ("ok", call(self.source))
+                payload = ("ok", call())
             except Exception as exc:  # every rank must reach the broadcast, then every rank raises
                 error = exc
                 payload = ("error", f"{type(exc).__name__}: {exc}")
         payload = self.comm.broadcast(payload)
+        seg: WireSegment | None = payload[1] if payload[0] == "ok" else None
+        if payload[0] == "error" or (seg is not None and seg.done):
+            self.comm.barrier()  # the last broadcast: every rank has it before any rank moves on
         if error is not None:
             raise error
         if payload[0] == "error":
             raise LrtuneClientError(f"rank 0 failed talking to the segment source: {payload[1]}")
-        seg: WireSegment | None = payload[1]
         return seg
+
+    def _leader(self) -> SegmentSource:
+        """The segment source (rank 0 only)."""
+        assert self.source is not None, "only rank 0 has a segment source"
+        return self.source
 
     def _begin(self, seg: WireSegment | None) -> None:
         """Apply a segment before its first step: restore, drop, snapshot, replay, first LR."""
@@ -435,7 +443,7 @@ class AutoLRSCallback:
             self._good_lr = seg.lr_at(len(losses) - 1)
         report = [v if math.isfinite(v) else None for v in losses]
         val_report = None if val is None else [v if math.isfinite(v) else None for v in val]
-        self._begin(self._exchange(lambda src: src.report(seg, report, val_report)))
+        self._begin(self._exchange(lambda: self._leader().report(seg, report, val_report)))
 
     def _diverged(self, seg: WireSegment) -> bool:
         """Sync the losses since the last check; tell whether the candidate tripped the divergence guard.
@@ -488,7 +496,7 @@ class AutoLRSCallback:
             src = self.source
             nxt = src.poll() if src is not None and not src.detached else None
         elif self._step % self.offline_sync_steps == 0:
-            nxt = self._exchange(lambda s: None if s.detached else s.poll())
+            nxt = self._exchange(lambda: None if self._leader().detached else self._leader().poll())
         else:
             nxt = None
         if nxt is not None:

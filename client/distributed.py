@@ -9,7 +9,9 @@ does, so no rank can wait for another forever:
   losses together, and at the divergence guard's checks in candidate segments (every few steps).
 
 Rank 0 of the group is the only one with a segment source. If it raises while talking to the service, it
-broadcasts the error, and every rank raises it.
+broadcasts the error, and every rank raises it. After a last broadcast (the error, or the segment that says the
+budget is spent) every rank waits at a barrier, so that no rank leaves (and tears down the process group)
+while another is still reading it.
 """
 
 from __future__ import annotations
@@ -49,6 +51,11 @@ class Comm:
         dist.broadcast_object_list(box, group=self.group, group_src=0)
         self.broadcasts += 1
         return box[0]
+
+    def barrier(self) -> None:
+        """Wait until every rank got here (after a last broadcast, so no rank exits before the others read it)."""
+        if self.enabled and self.world_size > 1:
+            dist.barrier(group=self.group)
 
     def mean(self, values: torch.Tensor) -> torch.Tensor:
         """Average ``values`` element-wise over the ranks (NaN on any rank gives NaN)."""

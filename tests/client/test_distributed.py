@@ -100,6 +100,20 @@ def _worker(rank: int, world: int, tmp: str) -> None:
             src: Any = cb.source
             auth = {"Authorization": f"Bearer {src.token}"}
             out["remote"]["job"] = link.app.get(f"/v1/jobs/{src.job_id}/schedule", headers=auth).json()
+        # 3. A config only the tuner (on rank 0) refuses: every rank raises, none hangs, then each leaves.
+        try:
+            AutoLRSCallback(
+                make_model(),
+                torch.optim.SGD(make_model().parameters(), lr=0.1),
+                None,
+                1e-3,
+                1.0,
+                100,
+                config={"tau": 50, "tau_max": 20},
+            )
+        except Exception as exc:
+            out["error"] = type(exc).__name__
+            out["error_message"] = str(exc)
     finally:
         torch.save(out, f"{tmp}/rank{rank}.pt")
         dist.destroy_process_group()
@@ -124,6 +138,8 @@ def test_two_ranks_apply_the_same_lrs_and_restores(tmp_path: Path) -> None:
     local = r0["local"]
     assert local["tuner_done"] and local["steps"] == 200
     assert local["broadcasts"] == local["segments"] + 1
+
+    assert r0["error"] == "InvalidConfigError" and r1["error"] == "LrtuneClientError", r1.get("error_message")
 
     remote = r0["remote"]
     assert remote["offline_steps"] > 0 and remote["job"]["done"] and remote["job"]["steps_used"] == 200

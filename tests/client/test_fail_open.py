@@ -224,3 +224,42 @@ def test_replay_survives_an_outage(link: Link, app_client: TestClient) -> None:
     firsts = [run.batch_ids[run.segment_ids.index(sid)] for sid in cands]
     assert len(cands) > 1 and len(set(firsts)) == 1
     assert _job(app_client, cb)["done"]
+
+
+def test_long_segments_renew_their_lease_halfway() -> None:
+    clock = FakeClock()
+    leases: list[float] = []
+    seg = {
+        "job_id": "j",
+        "segment_id": 4,
+        "lease_epoch": 1,
+        "lease_expires_in_s": 10.0,
+        "phase": "train",
+        "start_step": 0,
+        "steps": 1000,
+        "lr": 0.1,
+        "lr_end": 0.1,
+    }
+
+    class Api:
+        where = "http://lrtune.test"
+
+        def lease(self, job_id: str, token: str, worker_id: str) -> Any:
+            from client.protocol import WireSegment
+
+            leases.append(clock.now)
+            epoch = 1 if len(leases) < 3 else 2  # the third poll finds the lease lapsed and re-granted
+            return WireSegment.model_validate({**seg, "lease_epoch": epoch})
+
+        def close(self) -> None:
+            pass
+
+    src = RemoteSource(Api(), config=None, job_id="j", token="t", worker_id="w", clock=clock)  # type: ignore[arg-type]
+    first = src.start()
+    assert first is not None and len(leases) == 1
+    clock.now += 4.9
+    assert src.keepalive(first) is None and len(leases) == 1  # not yet: less than half the lease has passed
+    clock.now += 0.2
+    assert src.keepalive(first) is None and len(leases) == 2  # renewed, same epoch
+    clock.now += 5.1
+    assert src.keepalive(first) == 2 and len(leases) == 3  # the new epoch goes into the report
