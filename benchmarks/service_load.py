@@ -2,12 +2,13 @@
 
 N simulated workers (threads with httpx), each running one job at a time: poll, "train" a segment (a
 deterministic simulated loss, and about ``--think-ms`` of simulated training time: uniform within +-50%, so
-that jobs do not report in lockstep), report, and start a new job
-when one is done; a prober hits ``/healthz`` throughout. Reports are split into those whose next segment
-needed a BO suggestion (the server says so in ``Server-Timing``) and the others.
+that jobs do not report in lockstep), report, and start a new job when one is done; a prober in a separate
+process hits ``/healthz`` every 20 ms throughout. Reports are split into those whose next segment needed a BO
+suggestion, a candidate's forecast or the stage winner's GP ranking (``report_bo``), and the others
+(``report_plain``: warmup, train and anneal segments, which fit nothing).
 
-Run: ``.venv/bin/python -m benchmarks.service_load [--workers 32] [--seconds 60] [--think-ms 200]``
-(results go to ``benchmarks/results/service_load.{md,json}``; ``--label`` names the run inside them).
+Run: ``.venv/bin/python -m benchmarks.service_load [--workers 32] [--seconds 60] [--think-ms 1000 250]
+[--server-workers 1]`` (results go to ``benchmarks/results/service_load.{md,json}``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import datetime as dt
 import json
 import math
+import multiprocessing
 import os
 import platform
 import random
@@ -23,6 +25,7 @@ import statistics
 import threading
 import time
 import uuid
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS_MS = {"report_bo_p99": 150.0, "report_plain_p99": 20.0, "healthz_p99": 10.0}
 TARGET_BYTES_PER_JOB = 1_000_000
 JOB_CONFIG: dict[str, Any] = {"min_lr": 1e-4, "max_lr": 1.0, "total_steps": 2000, "warmup_steps": 50}
+JOB_STEPS = (1000, 2000, 3000, 4000)  # budgets the workers' jobs draw from
 
 
 def sim_loss(lr: float, step: int) -> float:
@@ -80,14 +84,19 @@ def timings(resp: httpx.Response) -> dict[str, float]:
 
 
 def worker(i: int, url: str, stop: threading.Event, think_s: float, rec: Recorder) -> None:
-    rng = random.Random(i)  # jobs are not synchronized: start times and segment times vary (+-50%)
-    if think_s:
-        stop.wait(rng.uniform(0, think_s))
+    # Jobs are not synchronized: they start at different times, train at different speeds (a mean segment time
+    # from half to twice --think-ms, each segment within +-50% of it) and have different budgets.
+    rng = random.Random(i)
+    think_s *= 2 ** rng.uniform(-1, 1)
+    if think_s and stop.wait(rng.uniform(0, 2 * think_s)):
+        return
     with httpx.Client(base_url=url, timeout=30.0) as http:
         n = 0
         while not stop.is_set():
+            steps = rng.choice(JOB_STEPS)
             created = http.post(
-                "/v1/jobs", json={"name": f"load-{i}-{n}", "config": {**JOB_CONFIG, "seed": i * 1000 + n}}
+                "/v1/jobs",
+                json={"name": f"load-{i}-{n}", "config": {**JOB_CONFIG, "seed": i * 1000 + n, "total_steps": steps}},
             )
             if created.status_code != 201:
                 rec.errors.append(created.text)
@@ -104,8 +113,8 @@ def worker(i: int, url: str, stop: threading.Event, think_s: float, rec: Recorde
                 losses = [sim_loss(lr_at(seg, j), seg["start_step"] + j) for j in range(seg["steps"])]
                 every = seg["eval_every"]
                 vals = [losses[k - 1] for k in range(every, len(losses) + 1, every)] if every else None
-                if think_s:
-                    stop.wait(think_s * rng.uniform(0.5, 1.5))
+                if think_s and stop.wait(think_s * rng.uniform(0.5, 1.5)):
+                    break  # the run is over: do not fire every worker's report at the same instant
                 body = {"worker_id": f"w{i}", "lease_epoch": seg["lease_epoch"], "losses": losses, "val_losses": vals}
                 t0 = time.perf_counter()
                 resp = http.post(f"/v1/jobs/{job}/segments/{seg['segment_id']}/report", json=body)
@@ -114,7 +123,11 @@ def worker(i: int, url: str, stop: threading.Event, think_s: float, rec: Recorde
                     rec.errors.append(resp.text)
                     return
                 suggest = timings(resp).get("suggest")
-                rec.add("report_bo" if suggest is not None else "report_plain", took, resp)
+                nxt = resp.json()
+                # A report takes part in the search when it reports a candidate (forecast fit, maybe the winner's
+                # GP ranking) or asks for one (a BO suggestion); the others (warmup, train, anneal) fit nothing.
+                search = suggest is not None or "explore" in (seg["phase"], nxt["phase"])
+                rec.add("report_bo" if search else "report_plain", took, resp)
                 if suggest is not None:
                     with rec.lock:
                         rec.suggest_ms.append(suggest)
@@ -122,17 +135,25 @@ def worker(i: int, url: str, stop: threading.Event, think_s: float, rec: Recorde
                     t0 = time.perf_counter()
                     again = http.post(f"/v1/jobs/{job}/lease", json={"worker_id": f"w{i}"})
                     rec.add("poll", time.perf_counter() - t0, again)
-                seg = resp.json()
+                seg = nxt
             n += 1
 
 
-def prober(url: str, stop: threading.Event, rec: Recorder) -> None:
+def prober(url: str, seconds: float, out: Connection) -> None:
+    """Hit /healthz every 20 ms for ``seconds``; send back (client ms, server ms) pairs.
+
+    It runs in a process of its own, so that the 32 worker threads of the load generator do not delay it.
+    """
+    samples: list[tuple[float, float]] = []
+    deadline = time.perf_counter() + seconds
     with httpx.Client(base_url=url, timeout=10.0) as http:
-        while not stop.is_set():
+        while time.perf_counter() < deadline:
             t0 = time.perf_counter()
             resp = http.get("/healthz")
-            rec.add("healthz", time.perf_counter() - t0, resp)
-            stop.wait(0.02)
+            samples.append((1000 * (time.perf_counter() - t0), timings(resp).get("app", math.nan)))
+            time.sleep(0.02)
+    out.send(samples)
+    out.close()
 
 
 def pct(values: list[float], q: float) -> float:
@@ -166,8 +187,10 @@ def run(
         rec = Recorder()
         stop = threading.Event()
         threads = [threading.Thread(target=worker, args=(i, url, stop, think_ms / 1000, rec)) for i in range(workers)]
-        threads.append(threading.Thread(target=prober, args=(url, stop, rec)))
+        receiver, sender = multiprocessing.Pipe(duplex=False)
+        probe = multiprocessing.get_context("spawn").Process(target=prober, args=(url, seconds, sender))
         started = time.perf_counter()
+        probe.start()
         for t in threads:
             t.start()
         warmup_s = min(10.0, seconds / 4)
@@ -177,6 +200,10 @@ def run(
         stop.set()
         for t in threads:
             t.join()
+        for client_ms, server_ms in receiver.recv():
+            rec.samples["healthz"].append(client_ms)
+            rec.server["healthz"].append(server_ms)
+        probe.join()
         wall = time.perf_counter() - started
         cpu1, rss1 = server_usage(ps)
         cpu = cpu1 - cpu0
@@ -263,7 +290,8 @@ def markdown(runs: list[dict[str, Any]], command: str, embedded: float, load: st
         f"- machine: {os.cpu_count()} CPU cores, {platform.machine()}, Python {platform.python_version()}; the load "
         "generator runs on the same cores as the server",
         "- store: Redis on 127.0.0.1:6379; `lrtune serve` with the number of uvicorn worker processes each run names",
-        f"- job: {json.dumps(JOB_CONFIG)} (default preset), simulated losses",
+        f"- job: {json.dumps(JOB_CONFIG)} (default preset) with total_steps drawn from {list(JOB_STEPS)}, "
+        "simulated losses",
         f"- load average when the benchmark started: {load}",
         f"- memory per finished job in the embedded store: {embedded / 1024:.1f} KB (target 1 MB: "
         + ("met" if embedded <= TARGET_BYTES_PER_JOB else "missed")
