@@ -33,8 +33,6 @@ from client.validation import check_options
 
 log = logging.getLogger("lrtune.client")
 
-#: Losses averaged by the divergence guard (same as ``tuner.segment.GUARD_WINDOW``).
-GUARD_WINDOW = 5
 #: Steps between lease renewal checks in long segments.
 _KEEPALIVE_STEPS = 16
 STATE_FORMAT = "lrtune.client/v1"
@@ -457,7 +455,7 @@ class AutoLRSCallback:
             return True
         if seg.abort_above is None:
             return False
-        tail = losses[-GUARD_WINDOW:]
+        tail = losses[-seg.guard_window :]
         return sum(tail) / len(tail) > seg.abort_above
 
     def _validate(self) -> Loss:

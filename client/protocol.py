@@ -114,6 +114,7 @@ class WireSegment(BaseModel):
     drop: list[str] = Field(default_factory=list)
     eval_every: int | None = None
     abort_above: float | None = None
+    guard_window: int = Field(default=5, ge=1, description="Losses averaged when checking abort_above.")
     replay: bool = False
     done: bool = False
 

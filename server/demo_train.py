@@ -17,8 +17,6 @@ from torch import nn
 
 from client.protocol import WireSegment
 
-GUARD_WINDOW = 5  # losses averaged by the divergence guard (as in tuner.segment)
-
 
 @dataclass(frozen=True)
 class Digits:
@@ -155,7 +153,7 @@ class SegmentRunner:
             if seg.eval_every and (j + 1) % seg.eval_every == 0:
                 v = self.val_loss()
                 vals.append(v if math.isfinite(v) else None)
-            recent = [*recent[-(GUARD_WINDOW - 1) :], value]
+            recent = [*recent[-(seg.guard_window - 1) :], value]
             if seg.phase == "explore" and (
                 not finite or (seg.abort_above is not None and sum(recent) / len(recent) > seg.abort_above)
             ):

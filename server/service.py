@@ -196,9 +196,9 @@ class JobService:
             head = authorize(rec.head, cred)
             _require_live(head)
             lease = leases.check_report(head, body.worker_id, body.lease_epoch)
-            tuner = Tuner.recover(rec.tuner)
+            tuner = Tuner.recover(rec.tuner, copy=False)  # rec is this call's private, freshly decoded copy
             nxt = tuner.report(segment_id, body.losses, body.val_losses)
-            rec.tuner = tuner.dump()
+            rec.tuner = tuner.dump(copy=False)
             head.summary = tuner.summary()
             head.open_segment = nxt.to_dict()
             head.status = "done" if tuner.done else "running"
@@ -214,7 +214,7 @@ class JobService:
         """Return a job's tuner, rebuilt from its stored state (for read-only views)."""
         rec = self.store.get(job_id)
         authorize(rec.head, cred)
-        return Tuner.recover(rec.tuner)
+        return Tuner.recover(rec.tuner, copy=False)
 
     def schedule(self, job_id: str, cred: Credential) -> dict[str, Any]:
         """Return ``Tuner.schedule()`` with the job id."""

@@ -69,7 +69,8 @@ class Segment:
         drop: Snapshots the worker may free before running.
         eval_every: Validation cadence in steps, or None (no validation losses wanted).
         abort_above: The worker may stop early once the mean of the last ``GUARD_WINDOW`` losses exceeds
-            this, or a loss is non-finite (None: only non-finite losses stop it early).
+            this, or a loss is non-finite (None: only non-finite losses stop it early). ``to_dict`` adds the
+            window as ``guard_window``.
         replay: Candidates of one stage should see the same batches (restart the stage's batch sequence).
         done: The budget is spent; nothing more to run.
     """
@@ -121,6 +122,7 @@ class Segment:
         out["drop"] = list(self.drop)
         out["lr"] = self.lr
         out["lr_end"] = self.lr_end
+        out["guard_window"] = GUARD_WINDOW
         return out
 
     @classmethod

@@ -14,7 +14,7 @@ decision is a deterministic function of that dict, so :meth:`Tuner.recover` cont
 
 from __future__ import annotations
 
-import copy
+import copy as _copy
 import hashlib
 import itertools
 import json
@@ -141,13 +141,23 @@ class Tuner:
         self._open(self._plan())
         return self.next_segment()
 
-    def dump(self) -> dict[str, Any]:
-        """Return the job's whole state as a JSON-safe dict (a deep copy)."""
-        return copy.deepcopy(self._s)
+    def dump(self, copy: bool = True) -> dict[str, Any]:
+        """Return the job's whole state as a JSON-safe dict.
+
+        Args:
+            copy: Return a deep copy. ``False`` returns the live state, for a caller that serializes it at once
+                and does not use this tuner again (it saves the copy's time on large states).
+        """
+        return _copy.deepcopy(self._s) if copy else self._s
 
     @classmethod
-    def recover(cls, state: dict[str, Any]) -> Tuner:
+    def recover(cls, state: dict[str, Any], copy: bool = True) -> Tuner:
         """Rebuild a tuner from :meth:`dump` output; it behaves exactly like the dumped one from here on.
+
+        Args:
+            state: The dumped state.
+            copy: Work on a deep copy of ``state``. ``False`` adopts it (and changes it in place as the tuner
+                runs), for a caller that just decoded it and keeps no other reference.
 
         Raises:
             InvalidStateError: The state has another schema version or is malformed.
@@ -161,7 +171,7 @@ class Tuner:
             tuner.config = config
             tuner.settings = resolve(config)
             tuner.last_suggest_s = 0.0
-            tuner._s = copy.deepcopy(state)
+            tuner._s = _copy.deepcopy(state) if copy else state
             Segment.from_dict(tuner._s["open"])
         except (KeyError, TypeError) as exc:
             raise InvalidStateError(f"malformed tuner state: {exc}") from exc
@@ -208,7 +218,7 @@ class Tuner:
             "winner_lr": s["winner_lr"],
             "done": self.done,
             "open": self._s["open"],
-            "segments": copy.deepcopy(s["segments"]),
+            "segments": _copy.deepcopy(s["segments"]),
             "stages": [_stage_summary(st) for st in s["stages"]],
         }
 
