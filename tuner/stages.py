@@ -40,8 +40,9 @@ from tuner.segment import Segment, diverged
 SCHEMA_VERSION = 1
 _CURVE_POINTS = 32  # binned loss points kept per segment
 _MAX_KEPT = 2  # candidate end states held at once in keep-winner mode
-_SWITCH_MARGIN = 1.0  # posterior stds by which a challenger must beat the incumbent
+_SWITCH_MARGIN = 2.0  # standard errors of the difference by which a challenger must beat the incumbent
 _CARRY_NOISE = 1.0  # carried points get extra noise of this times their spread: a weak prior, not a verdict
+_RECENT = 50  # losses of the kept trajectory remembered for the divergence guard's reference
 
 
 class Tuner:
@@ -72,6 +73,8 @@ class Tuner:
             "explore_steps": 0,
             "wasted_steps": 0,
             "ref_loss": None,
+            "ref_spread": None,
+            "recent_losses": [],
             "anneal_lr": None,
             "last_report": None,
         }
@@ -313,9 +316,11 @@ class Tuner:
             s["explore_steps"] += n
             self._observe_candidate(seg, train, val, rec)
             return
-        tail = [v for v in train[-10:] if math.isfinite(v)]
-        if tail:
-            s["ref_loss"] = sum(tail) / len(tail)
+        recent = [*s["recent_losses"], *(v for v in train[-_RECENT:] if math.isfinite(v))][-_RECENT:]
+        if recent:
+            s["recent_losses"] = recent
+            s["ref_loss"] = sum(recent[-10:]) / len(recent[-10:])
+            s["ref_spread"] = _spread(recent)
 
     def _observe_candidate(
         self, seg: dict[str, Any], train: list[float], val: list[float] | None, rec: dict[str, Any]
@@ -331,6 +336,7 @@ class Tuner:
         cand["diverged"] = rec["diverged"]
         if st["start_loss"] is None and cand["first_loss"] is not None:
             st["start_loss"] = cand["first_loss"]
+            st["start_spread"] = _spread(finite[:50])
         if not rec["diverged"]:
             if st["objective"] == "val" and seg["eval_every"]:
                 every = seg["eval_every"]
@@ -350,6 +356,7 @@ class Tuner:
                     "exponent": fc.exponent,
                     "c": fc.c,
                     "noise": fc.noise,
+                    "points": fc.points,
                 }
             else:
                 cand["diverged"] = rec["diverged"] = True
@@ -380,7 +387,12 @@ class Tuner:
         return self._stage_segment(step, main_end)
 
     def _chunk(self, step: int, end: int) -> int:
-        return min(end - step, self.settings.max_segment_steps)
+        """Steps of the next segment towards ``end``: at most ``max_segment_steps``, and no tiny remainder."""
+        longest = self.settings.max_segment_steps
+        n = min(end - step, longest)
+        if 0 < end - step - n < longest // 4:
+            n = end - step
+        return n
 
     def _warmup(self, step: int) -> Segment:
         st = self.settings
@@ -486,6 +498,7 @@ class Tuner:
             "objective": objective,
             "start_step": step,
             "start_loss": self._s["ref_loss"],
+            "start_spread": self._s.get("ref_spread"),
             "lo": lo,
             "hi": hi,
             "snapshot": f"stage-{index}",
@@ -530,7 +543,10 @@ class Tuner:
         start_loss = stage["start_loss"]
         abort = None
         if st.divergence_guard and start_loss is not None:
-            abort = start_loss + (st.divergence_factor - 1.0) * abs(start_loss)
+            # "Far above the start": by (factor - 1) times the start loss, or times three times the step-to-step
+            # spread of the losses when that is larger (a loss near zero is noisy relative to its level).
+            scale = max(abs(start_loss), 3.0 * (stage.get("start_spread") or 0.0))
+            abort = start_loss + (st.divergence_factor - 1.0) * scale
         every = max(1, n // st.val_samples) if stage["objective"] == "val" else None
         return Segment(
             self._new_id(),
@@ -618,14 +634,17 @@ class Tuner:
         if self.settings.preset == "paper" or len(cands) < 2:
             return [c["index"] for c in sorted(cands, key=lambda c: (c["forecast"], c["index"]))]
         obs = self._observations(stage, carried=True)
-        mean, std = Surrogate(obs, learn_noise=not self.settings.noise_from_forecast).predict([c["x"] for c in cands])
+        mean, _ = Surrogate(obs, learn_noise=not self.settings.noise_from_forecast).predict([c["x"] for c in cands])
         order = sorted(range(len(cands)), key=lambda j: (float(mean[j]), cands[j]["index"]))
         # Leave the incumbent (the last winner, candidate 0 of a warm stage) only for a clearly better LR: by more
-        # than the posterior's uncertainty at the incumbent. Ties would otherwise let the LR drift at random.
+        # than the noise of the two candidates' loss difference, measured step by step (with batch replay the
+        # candidates see the same batches, so that noise is small). The forecasts' extrapolation error is largely
+        # shared between candidates of a stage, so it does not count here; without this rule, ties (a saturated
+        # loss) let the LR drift at random.
         challenger = order[0]
         if stage["warm"] and cands[0]["index"] == 0 and challenger != 0:
-            clear = mean[challenger] < mean[0] - _SWITCH_MARGIN * std[0]
-            if not clear:
+            margin = _SWITCH_MARGIN * _difference_noise(cands[0], cands[challenger])
+            if not mean[challenger] < mean[0] - margin:
                 order.remove(0)
                 order.insert(0, 0)
         return [cands[j]["index"] for j in order]
@@ -716,6 +735,18 @@ class Tuner:
 # ---------------------------------------------------------------------- helpers
 
 
+def _difference_noise(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """Standard error of the mean loss difference of two candidates, from their binned loss curves.
+
+    Bins at the same steps are paired; with replayed batches their shared batch noise cancels. With fewer than
+    three pairs, the candidates' forecast uncertainties stand in.
+    """
+    diffs = [x[1] - y[1] for x, y in zip(a["curve"], b["curve"], strict=False) if x[1] is not None and y[1] is not None]
+    if len(diffs) < 3:
+        return math.hypot(float(a["std"] or 0.0), float(b["std"] or 0.0))
+    return float(np.std(diffs, ddof=1)) / math.sqrt(len(diffs))
+
+
 def _as_floats(values: Sequence[float | None], name: str) -> list[float]:
     if isinstance(values, str | bytes) or not hasattr(values, "__len__"):
         raise InvalidReportError(f"{name} must be a list of numbers")
@@ -733,6 +764,12 @@ def _as_floats(values: Sequence[float | None], name: str) -> list[float]:
 def _digest(segment_id: int, train: list[float], val: list[float] | None) -> str:
     payload = json.dumps([segment_id, [repr(v) for v in train], None if val is None else [repr(v) for v in val]])
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def _spread(values: list[float]) -> float:
+    """Standard deviation of the finite values (0 with fewer than two)."""
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0
 
 
 def _mean(values: list[float]) -> float | None:

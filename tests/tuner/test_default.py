@@ -99,3 +99,45 @@ def test_the_end_of_the_budget_anneals_linearly_from_the_last_winner() -> None:
 def test_explore_cap_is_a_switch() -> None:
     tuner, _ = run(explore_cap=0.1)
     assert tuner.schedule()["explore_share"] <= 0.1 + 1e-9
+
+
+def noisy_small_loss(state: dict[str, float], lr: float) -> float:
+    """A loss that settles near 0.005 with batch noise of the same size: nothing ever diverges."""
+    state["t"] = state.get("t", 0) + 1
+    state["loss"] = 0.005 + (state.get("loss", 1.0) - 0.005) * (1.0 - min(lr, 0.5) * 0.2)
+    return state["loss"] + 0.004 * math.sin(state["t"] * 7.77)
+
+
+def test_a_near_zero_noisy_loss_is_not_taken_for_divergence() -> None:
+    tuner = Tuner(TunerConfig(min_lr=1e-3, max_lr=0.4, total_steps=4000, seed=0))
+    drive(tuner, {"loss": 1.0}, noisy_small_loss)
+    cands = [c for s in tuner.schedule()["stages"] for c in s["candidates"]]
+    assert cands and not any(c["diverged"] for c in cands)
+
+
+def paired_landscape(state: dict[str, float], lr: float) -> float:
+    """Progress grows with the LR up to 0.1; the same batch noise at the same step for every candidate."""
+    state["t"] = state.get("t", 0) + 1
+    state["loss"] = 0.2 + (state.get("loss", 2.0) - 0.2) * (1.0 - 0.03 * min(lr, 0.1) / 0.1)
+    return state["loss"] * (1.0 + 0.2 * math.sin(state["t"] * 12.9898))
+
+
+def test_a_consistently_better_challenger_replaces_the_incumbent() -> None:
+    tuner = Tuner(TunerConfig(min_lr=1e-4, max_lr=0.1, total_steps=3000, seed=0))
+    drive(tuner, {"loss": 2.0}, paired_landscape)
+    stages = tuner.schedule()["stages"]
+    assert any(s["warm"] and s["winner"] not in (None, 0) for s in stages)
+    assert stages[-1]["winner_lr"] > 1e-2  # it climbs to the top of the useful range
+
+
+def flat_landscape(state: dict[str, float], lr: float) -> float:
+    """A saturated loss: no LR does better, and each candidate's noise is its own."""
+    state["t"] = state.get("t", 0) + 1
+    return 1.0 + 0.01 * math.sin(state["t"] * 12.9898 + lr * 7919.0)
+
+
+def test_ties_keep_the_incumbent() -> None:
+    flat = Tuner(TunerConfig(min_lr=1e-4, max_lr=0.1, total_steps=3000, seed=0))
+    drive(flat, {"loss": 1.0}, flat_landscape)
+    warm = [s for s in flat.schedule()["stages"] if s["warm"] and s["candidates"]]
+    assert warm and all(s["winner"] == 0 for s in warm)
