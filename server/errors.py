@@ -8,6 +8,7 @@ is logged and answered with ``internal`` (500) without leaking internals.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -75,6 +76,18 @@ class BodyTooLargeError(ServiceError):
     code = "body_too_large"
 
 
+class RateLimitedError(ServiceError):
+    """The client sends requests faster than ``rate_limit_per_s`` allows (``detail.retry_after_s``: when to retry)."""
+
+    code = "rate_limited"
+
+
+class TooManyJobsError(ServiceError):
+    """The client has ``max_jobs_per_client`` running jobs already; ``detail.retry_after_s`` says when to retry."""
+
+    code = "too_many_jobs"
+
+
 #: HTTP status of each error code. Codes missing here are 500s.
 STATUS: dict[str, int] = {
     # service
@@ -84,6 +97,8 @@ STATUS: dict[str, int] = {
     StaleLeaseError.code: 409,
     JobDeletedError.code: 410,
     BodyTooLargeError.code: 413,
+    RateLimitedError.code: 429,
+    TooManyJobsError.code: 429,
     # tuner
     "invalid_config": 422,
     "invalid_report": 422,
@@ -101,14 +116,35 @@ STATUS: dict[str, int] = {
     "method_not_allowed": 405,
 }
 
-_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: BodyTooLargeError.code}
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: BodyTooLargeError.code,
+    429: RateLimitedError.code,
+}
+
+
+#: ``Retry-After`` (seconds) of 503 answers: the store is down or contended, try again shortly.
+UNAVAILABLE_RETRY_AFTER_S = 1
 
 
 def error_response(status: int, code: str, message: str, detail: Any | None = None) -> JSONResponse:
-    """Build the JSON response of an error."""
+    """Build the JSON response of an error.
+
+    A 401 carries ``WWW-Authenticate: Bearer``; a 429 carries ``Retry-After`` from ``detail["retry_after_s"]``
+    and a 503 ``Retry-After: 1``.
+    """
     body = ErrorBody(code=code, message=message, detail=detail).model_dump()
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body, status_code=status, headers=headers)
+    headers: dict[str, str] = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    elif status == 429:
+        wait = detail.get("retry_after_s") if isinstance(detail, dict) else None
+        headers["Retry-After"] = str(max(1, math.ceil(wait))) if isinstance(wait, int | float) else "1"
+    elif status == 503:
+        headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER_S)
+    return JSONResponse(body, status_code=status, headers=headers or None)
 
 
 def _coded(code: str, message: str, detail: Any | None = None) -> JSONResponse:

@@ -1,26 +1,73 @@
-"""Request body size limit, enforced on the declared length and on the bytes actually received."""
+"""Limits applied at the door, before a route runs: the request rate per client and the body size.
+
+The body limit is enforced on the declared length and on the bytes actually received. The rate limit (off
+unless ``LRTUNE_RATE_LIMIT_PER_S`` is set, see :mod:`server.quotas`) is checked first, so a client over its
+rate costs the service no body reading and no store access.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.errors import BodyTooLargeError, error_response
+from server.errors import BodyTooLargeError, RateLimitedError, error_response
+from server.quotas import EXEMPT_PATHS, RateLimiter, client_key, is_admin
+from server.settings import Settings
 
 
 class BodyLimitMiddleware:
-    """Answers 413 to a request whose body exceeds ``max_bytes``.
+    """Answers 429 to a client over its request rate, and 413 to a request whose body exceeds ``max_bytes``.
 
     A ``Content-Length`` above the limit is refused before reading; otherwise the body is read (and counted)
     up to the limit before the app sees it, so a chunked or lying client cannot get past it either.
 
+    The rate limit comes from ``rate_limiter``, or else from the settings of the app being served
+    (``app.state.runtime.settings``, set by its lifespan), read on the first request.
+
     Args:
         app: The wrapped app.
         max_bytes: Largest body accepted, in bytes.
+        rate_limiter: The per-client rate limit; None to take it from the app's settings.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, rate_limiter: RateLimiter | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.rate_limiter = rate_limiter
+        self._settings: Settings | None = None
+
+    def _limits(self, scope: Scope) -> tuple[RateLimiter | None, Settings | None]:
+        if self._settings is None:
+            runtime: Any = getattr(getattr(scope.get("app"), "state", None), "runtime", None)
+            settings = getattr(runtime, "settings", None)
+            if not isinstance(settings, Settings):
+                return self.rate_limiter, None  # no lifespan yet: nothing configured to enforce
+            self._settings = settings
+            if self.rate_limiter is None and settings.rate_limit_per_s > 0:
+                self.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+        return self.rate_limiter, self._settings
+
+    async def _rate_limited(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        """Answer 429 and return True when the client is over its rate."""
+        limiter, settings = self._limits(scope)
+        if limiter is None or scope.get("path") in EXEMPT_PATHS:
+            return False
+        headers = dict(scope.get("headers") or [])
+        auth = headers.get(b"authorization", b"").decode("latin-1")
+        if settings is not None and is_admin(auth, settings):
+            return False
+        client = scope.get("client")
+        wait_s = limiter.acquire(client_key(client[0] if client else None))
+        if wait_s <= 0:
+            return False
+        exc = RateLimitedError(
+            f"too many requests from this client (LRTUNE_RATE_LIMIT_PER_S={limiter.rate_per_s:g}); "
+            f"retry in {wait_s:.2f} s",
+            detail={"retry_after_s": round(wait_s, 3)},
+        )
+        await error_response(429, exc.code, exc.message, exc.detail)(scope, receive, send)
+        return True
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         exc = BodyTooLargeError(f"request body exceeds the limit of {self.max_bytes} bytes; send less per request")
@@ -29,6 +76,8 @@ class BodyLimitMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI entry point."""
+        if scope["type"] == "http" and await self._rate_limited(scope, receive, send):
+            return
         if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return

@@ -107,18 +107,27 @@ class JobService:
 
     # ------------------------------------------------------------------ jobs
 
-    def create(self, body: JobCreate) -> tuple[str, JobInfo]:
+    def create(self, body: JobCreate, admit: Callable[[str], None] | None = None) -> tuple[str, JobInfo]:
         """Create a job; return its token (shown once) and its info.
+
+        Args:
+            body: What the job asks for.
+            admit: Called with the new job's id once its config is known to be valid, before anything is stored;
+                it raises to refuse the job (the job quota).
 
         Raises:
             InvalidConfigError: The config is rejected by the tuner.
+            TooManyJobsError: ``admit`` refused the job.
         """
         config = TunerConfig.from_dict(body.config.model_dump())
         tuner = Tuner(config)
+        job_id = new_job_id()
+        if admit is not None:
+            admit(job_id)
         token = secrets.token_urlsafe(32)
         now = self.clock()
         head = JobHead(
-            job_id=new_job_id(),
+            job_id=job_id,
             name=body.name,
             token_sha256=hash_token(token),
             status="done" if tuner.done else "running",

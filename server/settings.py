@@ -27,6 +27,14 @@ class Settings(BaseSettings):
         torch_threads: Torch intra-op threads of the process. The GPs are tiny: one thread is about five times
             faster than several, which only contend with each other and with the event loop.
         log_level: Uvicorn log level.
+        max_jobs_per_client: Most running jobs one client (network address) may have at once; creating one more
+            gets 429 ``too_many_jobs``. 0 means no limit. Requests with the admin key are exempt.
+        jobs_retry_after_s: ``Retry-After`` of a ``too_many_jobs`` answer, in seconds.
+        rate_limit_per_s: Sustained requests per second one client (network address) may send, counted per
+            process; more get 429 ``rate_limited``. 0 means no limit. Health, readiness and metrics probes and
+            requests with the admin key are exempt.
+        rate_limit_burst: Requests a client may send at once above the sustained rate (the bucket size); 0 means
+            ten seconds' worth of ``rate_limit_per_s`` (at least 1).
     """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
@@ -43,6 +51,10 @@ class Settings(BaseSettings):
     tuner_threads: int = Field(default=4, ge=1)
     torch_threads: int = Field(default=1, ge=1)
     log_level: str = "info"
+    max_jobs_per_client: int = Field(default=0, ge=0)
+    jobs_retry_after_s: int = Field(default=60, ge=1, le=86_400)
+    rate_limit_per_s: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    rate_limit_burst: int = Field(default=0, ge=0)
 
     @property
     def admin_key_value(self) -> str | None:

@@ -4,23 +4,25 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from client.protocol import API_PREFIX, ErrorBody, JobCreate, JobCreated, JobInfo, JobList
 from server.deps import Admin, JobCredential, RuntimeDep
+from server.quotas import creation_gate
 from server.routes import JobId
 from server.store import JobStatus
 
 router = APIRouter(prefix=f"{API_PREFIX}/jobs", tags=["jobs"])
 _ERRORS: dict[int | str, dict[str, object]] = {
-    c: {"model": ErrorBody} for c in (401, 403, 404, 409, 410, 413, 422, 503)
+    c: {"model": ErrorBody} for c in (401, 403, 404, 409, 410, 413, 422, 429, 503)
 }
 
 
 @router.post("", status_code=201, response_model=JobCreated, responses=_ERRORS)
-async def create_job(body: JobCreate, rt: RuntimeDep) -> JobCreated:
-    """Create a job; the response carries its token, shown only here."""
-    token, info = await rt.light(lambda: rt.service.create(body))
+async def create_job(body: JobCreate, rt: RuntimeDep, request: Request) -> JobCreated:
+    """Create a job; the response carries its token, shown only here (429 past the client's job quota)."""
+    admit = creation_gate(request, rt)
+    token, info = await rt.light(lambda: rt.service.create(body, admit))
     return JobCreated(job_id=info.job_id, token=token, job=info)
 
 

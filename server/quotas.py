@@ -1,0 +1,288 @@
+"""Per-client limits: how many running jobs a client may have, and how fast it may send requests.
+
+Both are off by default (``LRTUNE_MAX_JOBS_PER_CLIENT=0``, ``LRTUNE_RATE_LIMIT_PER_S=0``), and both answer 429
+with a ``Retry-After`` header when a client goes over. A *client* is the network address the request came from
+(behind a reverse proxy on the same machine, uvicorn takes it from the proxy's ``X-Forwarded-For``); requests
+that carry the admin key are never limited. Addresses are kept only as truncated SHA-256 hashes.
+
+* The **job quota** counts, per client, the jobs it created that are still running. It lives in the store's
+  backend (a Redis set per client, or process memory for the embedded store), so every process of a
+  deployment enforces the same count. Finished, deleted and purged jobs are dropped from the count lazily,
+  when a client reaches its limit.
+* The **rate limit** is a token bucket per client and per process: ``rate_limit_per_s`` requests per second on
+  average, ``rate_limit_burst`` at once. Health, readiness and metrics probes are exempt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from fastapi import Request
+
+from server.deps import Runtime
+from server.errors import TooManyJobsError
+from server.settings import Settings
+from server.store import JobNotFoundError, JobStore, StoreUnavailableError
+
+#: Paths never rate-limited: probes must see the service as it is, not as a busy client made it.
+EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+#: Seconds a client's quota set lives in Redis after its last job creation.
+QUOTA_KEY_TTL_S = 30 * 86_400
+
+
+def client_key(address: str | None) -> str:
+    """An opaque key for a client address (the first 24 hex characters of its SHA-256)."""
+    return hashlib.sha256((address or "unknown").encode()).hexdigest()[:24]
+
+
+def is_admin(authorization: str | None, settings: Settings) -> bool:
+    """Tell whether an ``Authorization`` header value carries the configured admin key (constant-time)."""
+    key = settings.admin_key_value
+    if key is None or not authorization:
+        return False
+    scheme, _, token = authorization.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), key.encode())
+
+
+class RateLimiter:
+    """A token bucket per client, in process memory.
+
+    Args:
+        rate_per_s: Tokens added per second (the sustained request rate); must be positive.
+        burst: Bucket size (requests allowed at once); 0 means ``10 * rate_per_s`` (at least 1).
+        clock: Monotonic seconds (tests inject a fake one).
+        max_clients: Buckets kept at most; beyond it, full buckets (clients idle long enough) are forgotten,
+            which changes nothing they are allowed.
+
+    Raises:
+        ValueError: ``rate_per_s`` is not a positive finite number.
+    """
+
+    def __init__(
+        self,
+        rate_per_s: float,
+        burst: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+        max_clients: int = 10_000,
+    ) -> None:
+        if not (math.isfinite(rate_per_s) and rate_per_s > 0):
+            raise ValueError(f"rate_per_s must be positive and finite, got {rate_per_s}")
+        self.rate_per_s = rate_per_s
+        self.burst = float(burst or max(1, math.ceil(10 * rate_per_s)))
+        self.clock = clock
+        self.max_clients = max_clients
+        self._lock = threading.Lock()
+        self._buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, time of last refill)
+
+    def acquire(self, client: str) -> float:
+        """Take one token for ``client``.
+
+        Returns:
+            0.0 when the request may go ahead, else the seconds until it would be admitted (nothing is taken).
+        """
+        now = self.clock()
+        with self._lock:
+            tokens, then = self._buckets.get(client, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - then) * self.rate_per_s)
+            if tokens >= 1.0:
+                self._buckets[client] = (tokens - 1.0, now)
+                if len(self._buckets) > self.max_clients:
+                    self._forget_full(now)
+                return 0.0
+            self._buckets[client] = (tokens, now)
+            return (1.0 - tokens) / self.rate_per_s
+
+    def _forget_full(self, now: float) -> None:
+        full = [c for c, (t, then) in self._buckets.items() if t + (now - then) * self.rate_per_s >= self.burst]
+        for c in full:
+            del self._buckets[c]
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+class JobLedger(ABC):
+    """Which jobs each client created that may still be running (the job quota's bookkeeping)."""
+
+    def admit(self, client: str, job_id: str, limit: int, running: Callable[[str], bool]) -> bool:
+        """Record ``job_id`` as a running job of ``client`` unless the client has ``limit`` of them already.
+
+        The new id is added first and taken back when the count goes over the limit, so that two processes
+        admitting the last free slot at once cannot both get it (both may be refused: the count is never over).
+
+        Args:
+            client: The client's key (:func:`client_key`).
+            job_id: The job about to be created.
+            limit: Most running jobs the client may have (positive).
+            running: Tells whether a recorded job still counts (it exists and is running).
+
+        Returns:
+            True when the job was admitted.
+
+        Raises:
+            StoreUnavailableError: The backend cannot be reached.
+        """
+        if self._add(client, job_id) <= limit:
+            return True
+        ended = [j for j in self._members(client) if j != job_id and not running(j)]
+        if ended:
+            self._remove(client, ended)
+        if self._count(client) <= limit:
+            return True
+        self._remove(client, [job_id])
+        return False
+
+    @abstractmethod
+    def _add(self, client: str, job_id: str) -> int:
+        """Add ``job_id`` to the client's set; return the set's size."""
+
+    @abstractmethod
+    def _members(self, client: str) -> list[str]:
+        """The client's recorded job ids."""
+
+    @abstractmethod
+    def _remove(self, client: str, job_ids: list[str]) -> None:
+        """Drop ``job_ids`` from the client's set."""
+
+    @abstractmethod
+    def _count(self, client: str) -> int:
+        """Size of the client's set."""
+
+
+class MemoryLedger(JobLedger):
+    """The job ledger of the embedded store: one process, in memory."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: dict[str, set[str]] = {}
+
+    def _add(self, client: str, job_id: str) -> int:
+        with self._lock:
+            jobs = self._jobs.setdefault(client, set())
+            jobs.add(job_id)
+            return len(jobs)
+
+    def _members(self, client: str) -> list[str]:
+        with self._lock:
+            return sorted(self._jobs.get(client, ()))
+
+    def _remove(self, client: str, job_ids: list[str]) -> None:
+        with self._lock:
+            jobs = self._jobs.get(client, set())
+            jobs.difference_update(job_ids)
+            if not jobs:
+                self._jobs.pop(client, None)
+
+    def _count(self, client: str) -> int:
+        with self._lock:
+            return len(self._jobs.get(client, ()))
+
+
+class RedisLedger(JobLedger):
+    """The job ledger on Redis: a set per client under the deployment's prefix, shared by every process.
+
+    Args:
+        url: Redis URL (the store's).
+        prefix: Key prefix (the store's).
+        timeout_s: Socket connect and read timeout in seconds.
+    """
+
+    def __init__(self, url: str, prefix: str, timeout_s: float = 5.0) -> None:
+        import redis
+
+        from server.store.keys import Keys
+
+        self.keys = Keys(prefix)
+        self._r = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+
+    @contextmanager
+    def _reachable(self) -> Iterator[None]:
+        import redis
+
+        try:
+            yield
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailableError(f"redis is unreachable (job quota): {exc}") from exc
+
+    def _add(self, client: str, job_id: str) -> int:
+        key = self.keys.quota(client)
+        with self._reachable(), self._r.pipeline() as pipe:
+            pipe.sadd(key, job_id)
+            pipe.expire(key, QUOTA_KEY_TTL_S)
+            pipe.scard(key)
+            return int(pipe.execute()[-1])
+
+    def _members(self, client: str) -> list[str]:
+        with self._reachable():
+            raw = self._r.smembers(self.keys.quota(client))
+        return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in raw)
+
+    def _remove(self, client: str, job_ids: list[str]) -> None:
+        with self._reachable():
+            self._r.srem(self.keys.quota(client), *job_ids)
+
+    def _count(self, client: str) -> int:
+        with self._reachable():
+            return int(self._r.scard(self.keys.quota(client)))
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._r.close()
+
+
+def open_ledger(settings: Settings) -> JobLedger:
+    """The job ledger for the store ``settings`` name (Redis, or process memory for the embedded store)."""
+    if settings.redis_url:
+        return RedisLedger(settings.redis_url, settings.redis_prefix)
+    return MemoryLedger()
+
+
+def still_running(store: JobStore) -> Callable[[str], bool]:
+    """A ``running`` callback for :meth:`JobLedger.admit` that asks ``store``."""
+
+    def running(job_id: str) -> bool:
+        try:
+            return store.get_head(job_id).status == "running"
+        except JobNotFoundError:
+            return False
+
+    return running
+
+
+def job_gate(ledger: JobLedger, client: str, limit: int, store: JobStore, retry_after_s: int) -> Callable[[str], None]:
+    """A callback that admits a new job id for ``client`` or raises :class:`TooManyJobsError`."""
+    running = still_running(store)
+
+    def admit(job_id: str) -> None:
+        if not ledger.admit(client, job_id, limit, running):
+            raise TooManyJobsError(
+                f"this client has {limit} running jobs, the most allowed (LRTUNE_MAX_JOBS_PER_CLIENT); "
+                "finish or delete one, or retry later",
+                detail={"limit": limit, "retry_after_s": retry_after_s},
+            )
+
+    return admit
+
+
+def creation_gate(request: Request, runtime: Runtime) -> Callable[[str], None] | None:
+    """The job-quota check of a ``POST /v1/jobs`` request, or None when no quota applies to it.
+
+    The app's ledger is opened on first use and kept in ``app.state``.
+    """
+    settings = runtime.settings
+    limit = settings.max_jobs_per_client
+    if limit <= 0 or is_admin(request.headers.get("authorization"), settings):
+        return None
+    ledger: JobLedger | None = getattr(request.app.state, "job_ledger", None)
+    if ledger is None:
+        ledger = open_ledger(settings)
+        request.app.state.job_ledger = ledger
+    client = client_key(request.client.host if request.client else None)
+    return job_gate(ledger, client, limit, runtime.service.store, settings.jobs_retry_after_s)
