@@ -13,7 +13,7 @@ import anyio
 import torch
 from fastapi import FastAPI
 
-from server import errors
+from server import dashboard, errors
 from server.deps import Runtime
 from server.limits import BodyLimitMiddleware
 from server.metrics import LatencyMiddleware, ServiceMetrics
@@ -91,6 +91,7 @@ def create_app(
     app.include_router(segments.router)
     app.include_router(schedule.router)
     app.include_router(health.router)
+    dashboard.install(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(LatencyMiddleware, metrics=metrics)
     return app

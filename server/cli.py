@@ -1,4 +1,4 @@
-"""The ``lrtune`` command: ``lrtune serve`` runs the service, ``lrtune demo`` shows it at work."""
+"""The ``lrtune`` command: ``serve`` runs the service, ``demo`` shows it at work, ``jobs`` inspects its jobs."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
+from server.cli_jobs import app as jobs_app
 from server.launch import ADMIN_KEY_ENV, REDIS_URL_ENV
 from server.settings import ENV_PREFIX, Settings
 from server.transport import PROTOCOL
 
 app = typer.Typer(help="lrtune: online learning-rate tuning as a service.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
 
 
 @app.command()

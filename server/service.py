@@ -14,13 +14,25 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from client.protocol import JobConfig, JobCreate, JobInfo, WireReport, WireSegment
 from server import leases
-from server.errors import ForbiddenError, JobDeletedError
+from server.errors import ForbiddenError, JobDeletedError, ServiceError
 from server.store import JobHead, JobRecord, JobStatus, JobStore
 from tuner import Tuner, TunerConfig
+
+#: What a job listing can be sorted by (``GET /v1/jobs?sort=``): ``created`` is the store's own order, the
+#: others sort every matching job's head in memory.
+SortKey = Literal["created", "updated", "name", "status", "phase", "progress", "lr", "explore", "loss"]
+#: Most jobs a listing sorted by anything but ``created`` (or filtered by name) may have to scan.
+SORT_SCAN_MAX = 10_000
+
+
+class ListingTooLargeError(ServiceError):
+    """A listing would have to sort or filter more than :data:`SORT_SCAN_MAX` jobs in memory."""
+
+    code = "invalid_request"
 
 
 def hash_token(token: str) -> str:
@@ -144,10 +156,46 @@ class JobService:
         """Return a job's info."""
         return job_info(self._head(job_id, cred))
 
-    def list(self, offset: int, limit: int, status: JobStatus | None) -> tuple[list[JobInfo], int]:
-        """Return a page of jobs (oldest first) and the total count."""
-        page = self.store.list_heads(offset, limit, status)
-        return [job_info(h) for h in page.heads], page.total
+    def list(
+        self,
+        offset: int,
+        limit: int,
+        status: JobStatus | None,
+        sort: SortKey = "created",
+        descending: bool = False,
+        name_contains: str | None = None,
+    ) -> tuple[list[JobInfo], int]:
+        """Return a page of jobs and the number of jobs that match.
+
+        Args:
+            offset: Jobs to skip.
+            limit: Most jobs to return.
+            status: Only jobs with this status; None for all.
+            sort: Sort key. ``created`` pages through the store's index; any other key (or a name filter)
+                reads every matching head, sorts them in memory and slices the page. Jobs without a value
+                (no LR, no loss yet) come last in either direction; ties keep creation order.
+            descending: Largest first (newest first for ``created``).
+            name_contains: Only jobs whose name contains this (case-insensitive), or whose id starts with it.
+
+        Raises:
+            ListingTooLargeError: An in-memory sort or filter over more than :data:`SORT_SCAN_MAX` jobs.
+        """
+        if sort == "created" and not name_contains:
+            page = self.store.list_heads(offset, limit, status, newest_first=descending)
+            return [job_info(h) for h in page.heads], page.total
+        total = self.store.list_heads(0, 0, status).total
+        if total > SORT_SCAN_MAX:
+            raise ListingTooLargeError(
+                f"sorting by {sort!r} or filtering by name reads every job, and there are {total} (at most "
+                f"{SORT_SCAN_MAX}); sort by 'created' or filter by status instead"
+            )
+        infos = [job_info(h) for h in self.store.list_heads(0, total, status, newest_first=descending).heads]
+        if name_contains:
+            needle = name_contains.casefold()
+            infos = [i for i in infos if needle in (i.name or "").casefold() or i.job_id.startswith(needle)]
+        if sort != "created":
+            infos = _sorted(infos, sort, descending)
+        return infos[offset : offset + limit], len(infos)
 
     def delete(self, job_id: str, cred: Credential) -> JobInfo:
         """Mark a job deleted: it takes no more polls or reports; its schedule stays readable.
@@ -244,6 +292,34 @@ class JobService:
 
     def _head(self, job_id: str, cred: Credential) -> JobHead:
         return authorize(self.store.get_head(job_id), cred)
+
+
+def _sort_value(info: JobInfo, key: SortKey) -> Any:
+    """The value of ``info`` that ``key`` sorts by, or None when it has none."""
+    if key == "updated":
+        return info.updated_at
+    if key == "name":
+        return None if info.name is None else info.name.casefold()
+    if key == "status":
+        return info.status
+    if key == "phase":
+        return info.phase
+    if key == "progress":
+        return info.steps_used / info.total_steps if info.total_steps else 0.0
+    if key == "lr":
+        return info.lr
+    if key == "explore":
+        return info.explore_share
+    if key == "loss":
+        return info.last_loss
+    return info.created_at
+
+
+def _sorted(infos: list[JobInfo], key: SortKey, descending: bool) -> list[JobInfo]:
+    """Sort by ``key`` (stable: ties keep their order); jobs without a value go last either way."""
+    valued = [(v, i) for i in infos if (v := _sort_value(i, key)) is not None]
+    valued.sort(key=lambda pair: pair[0], reverse=descending)
+    return [i for _, i in valued] + [i for i in infos if _sort_value(i, key) is None]
 
 
 def authorize(head: JobHead, cred: Credential) -> JobHead:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
@@ -10,6 +10,7 @@ from client.protocol import API_PREFIX, ErrorBody, JobCreate, JobCreated, JobInf
 from server.deps import Admin, JobCredential, RuntimeDep
 from server.quotas import creation_gate
 from server.routes import JobId
+from server.service import SortKey
 from server.store import JobStatus
 
 router = APIRouter(prefix=f"{API_PREFIX}/jobs", tags=["jobs"])
@@ -32,10 +33,13 @@ async def list_jobs(
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     status: JobStatus | None = None,
+    sort: Annotated[SortKey, Query(description="Sort key; anything but 'created' sorts in memory.")] = "created",
+    order: Annotated[Literal["asc", "desc"], Query(description="Sort direction.")] = "asc",
+    q: Annotated[str | None, Query(max_length=200, description="Name contains (any case), or id prefix.")] = None,
 ) -> JobList:
-    """List jobs, oldest first (admin key, or loopback when none is configured)."""
+    """List jobs, oldest first unless sorted otherwise (admin key, or loopback when none is configured)."""
     limit = min(limit, rt.settings.max_list_limit)
-    jobs, total = await rt.light(lambda: rt.service.list(offset, limit, status))
+    jobs, total = await rt.light(lambda: rt.service.list(offset, limit, status, sort, order == "desc", q or None))
     return JobList(jobs=jobs, total=total, offset=offset, limit=limit)
 
 

@@ -11,7 +11,8 @@ Invariants every backend keeps (``tests/server/test_store_contract.py`` checks e
   later write does not change a record already handed out.
 * **Persisted state is data.** Records hold the tuner's ``dump()`` (observations), never fitted models, and
   are encoded as versioned JSON (:mod:`server.store.records`).
-* **Listing order.** :meth:`JobStore.list_heads` returns jobs oldest first (by ``created_at``, then id).
+* **Listing order.** :meth:`JobStore.list_heads` returns jobs oldest first (by ``created_at``, then id), or in
+  exactly the reverse order with ``newest_first``.
 
 Errors: :class:`JobNotFoundError` for an unknown id, :class:`JobExistsError` when creating an id that exists,
 :class:`StoreBusyError` when ``update`` keeps losing races, :class:`StoreUnavailableError` when the backend cannot be
@@ -72,7 +73,7 @@ class HeadPage:
     """One page of a listing.
 
     Attributes:
-        heads: The jobs on this page, oldest first.
+        heads: The jobs on this page, in the listing's order.
         total: Number of jobs matching the listing's filter, over all pages.
     """
 
@@ -146,8 +147,17 @@ class JobStore(ABC):
         """
 
     @abstractmethod
-    def list_heads(self, offset: int = 0, limit: int = 100, status: JobStatus | None = None) -> HeadPage:
-        """Return a page of job heads, oldest first, optionally only those with ``status``."""
+    def list_heads(
+        self, offset: int = 0, limit: int = 100, status: JobStatus | None = None, newest_first: bool = False
+    ) -> HeadPage:
+        """Return a page of job heads, oldest first, optionally only those with ``status``.
+
+        Args:
+            offset: Jobs to skip, in the listing's order.
+            limit: Most jobs to return.
+            status: Only jobs with this status; None for all.
+            newest_first: Reverse the order: newest first (by ``created_at``, then id, both descending).
+        """
 
     @abstractmethod
     def count(self, status: JobStatus) -> int:

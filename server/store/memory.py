@@ -109,11 +109,13 @@ class MemoryStore(JobStore):
             if self._jobs.pop(job_id, None) is None:
                 raise JobNotFoundError(f"no job with id {job_id!r}")
 
-    def list_heads(self, offset: int = 0, limit: int = 100, status: JobStatus | None = None) -> HeadPage:
+    def list_heads(
+        self, offset: int = 0, limit: int = 100, status: JobStatus | None = None, newest_first: bool = False
+    ) -> HeadPage:
         """See :meth:`JobStore.list_heads`."""
         with self._lock:
             entries = [e for e in self._jobs.values() if status is None or e.status == status]
-        entries.sort(key=lambda e: e.order)
+        entries.sort(key=lambda e: e.order, reverse=newest_first)
         page = entries[max(offset, 0) : max(offset, 0) + max(limit, 0)]
         return HeadPage([decode_head(e.head) for e in page], len(entries))
 

@@ -162,13 +162,16 @@ class RedisStore(JobStore):
         if not removed:
             raise JobNotFoundError(f"no job with id {job_id!r}")
 
-    def list_heads(self, offset: int = 0, limit: int = 100, status: JobStatus | None = None) -> HeadPage:
-        """See :meth:`JobStore.list_heads`."""
+    def list_heads(
+        self, offset: int = 0, limit: int = 100, status: JobStatus | None = None, newest_first: bool = False
+    ) -> HeadPage:
+        """See :meth:`JobStore.list_heads` (members with equal scores are ordered by id, as the contract wants)."""
         index = self.keys.jobs() if status is None else self.keys.status(status)
         offset, limit = max(offset, 0), max(limit, 0)
         with _reachable(self._hint):
             total = int(self._r.zcard(index))
-            ids = cast(list[bytes], self._r.zrange(index, offset, offset + limit - 1)) if limit else []
+            stop = offset + limit - 1
+            ids = cast(list[bytes], self._r.zrange(index, offset, stop, desc=newest_first)) if limit else []
             if not ids:
                 return HeadPage([], total)
             with self._r.pipeline(transaction=False) as pipe:

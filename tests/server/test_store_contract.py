@@ -203,6 +203,19 @@ def test_list_is_oldest_first_paged_and_filtered(store: JobStore) -> None:
     assert [h.job_id for h in store.list_heads(status="done").heads] == ["j0", "j3"]
 
 
+def test_list_newest_first_is_the_exact_reverse(store: JobStore) -> None:
+    for i, t in enumerate([30.0, 10.0, 20.0, 20.0, 40.0]):  # j2 and j3 tie on created_at: ordered by id
+        store.create(make_record(f"j{i}", created_at=t, status="done" if i == 4 else "running"))
+    oldest = [h.job_id for h in store.list_heads(limit=10).heads]
+    assert oldest == ["j1", "j2", "j3", "j0", "j4"]
+    page = store.list_heads(offset=0, limit=2, newest_first=True)
+    assert ([h.job_id for h in page.heads], page.total) == (["j4", "j0"], 5)
+    assert [h.job_id for h in store.list_heads(offset=2, limit=10, newest_first=True).heads] == ["j3", "j2", "j1"]
+    running = store.list_heads(status="running", newest_first=True)
+    assert ([h.job_id for h in running.heads], running.total) == (["j0", "j3", "j2", "j1"], 4)
+    assert store.list_heads(offset=9, limit=3, newest_first=True).heads == []
+
+
 def test_delete_removes_everything(store: JobStore) -> None:
     store.create(make_record("a1"))
     store.delete("a1")

@@ -1,0 +1,442 @@
+"""``lrtune jobs``: list, show and export the jobs of a running service, as readable tables.
+
+Every command talks to the service over HTTP (``--url`` or ``LRTUNE_URL``, default ``http://127.0.0.1:8000``)
+with ``--key`` or ``LRTUNE_KEY`` as the bearer token: the admin key, or, for ``show`` and ``export``, a job's
+own token. Without a key, the commands use the routes that are open to this machine when the service has no
+admin key (listing, and the dashboard's read-only job views).
+
+Exit codes: 0 success, 1 the service refused the request, 2 bad usage, 3 the service cannot be reached,
+4 a missing or refused key, 5 no such job.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+import time
+from collections.abc import Sequence
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import httpx
+import typer
+
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_AUTH = 4
+EXIT_NOT_FOUND = 5
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+_JOB_ID = re.compile(r"^[0-9a-f]{16}$")
+
+app = typer.Typer(help="Inspect the jobs of a running lrtune service.", no_args_is_help=True)
+
+Url = Annotated[str, typer.Option("--url", envvar="LRTUNE_URL", help="Base URL of the service.")]
+Key = Annotated[
+    str | None,
+    typer.Option(
+        "--key",
+        envvar="LRTUNE_KEY",
+        help="Admin key (or, for show and export, the job's token); prefer the variable: argv is visible.",
+        show_default=False,
+    ),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the service's JSON instead of a table.")]
+
+
+class SortKey(StrEnum):
+    """Sort keys of ``lrtune jobs list`` (those of ``GET /v1/jobs?sort=``)."""
+
+    created = "created"
+    updated = "updated"
+    name = "name"
+    status = "status"
+    phase = "phase"
+    progress = "progress"
+    lr = "lr"
+    explore = "explore"
+    loss = "loss"
+
+
+class Order(StrEnum):
+    """Sort direction."""
+
+    asc = "asc"
+    desc = "desc"
+
+
+class Status(StrEnum):
+    """Job statuses."""
+
+    running = "running"
+    done = "done"
+    deleted = "deleted"
+
+
+class ExportFormat(StrEnum):
+    """Export formats of ``GET .../schedule?format=``."""
+
+    json = "json"
+    csv = "csv"
+    lambdalr = "lambdalr"
+
+
+class CliError(Exception):
+    """A failure to report in one line, with the exit code it deserves."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class JobsClient:
+    """The few read-only calls the commands make.
+
+    Args:
+        url: Base URL of the service.
+        key: Bearer token (admin key or job token), or None.
+        http: The HTTP client (tests inject one); None creates one with short timeouts.
+    """
+
+    def __init__(self, url: str, key: str | None, http: httpx.Client | None = None) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise CliError(f"--url must start with http:// or https://, got {url!r}", EXIT_USAGE)
+        self.url = url.rstrip("/")
+        self.key = key or None
+        self._http = http or httpx.Client(timeout=httpx.Timeout(30.0, connect=3.0))
+
+    def close(self) -> None:
+        """Close the connections."""
+        self._http.close()
+
+    def job_path(self, job_id: str) -> str:
+        """Where one job's views live: the token-scoped API with a key, the open dashboard views without."""
+        return f"/v1/jobs/{job_id}" if self.key else f"/dashboard/api/jobs/{job_id}"
+
+    def get(self, path: str, params: dict[str, Any] | None = None) -> httpx.Response:
+        """GET ``path``; return a successful response or raise :class:`CliError`."""
+        headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
+        try:
+            resp = self._http.get(self.url + path, params=params, headers=headers)
+        except httpx.TransportError as exc:
+            raise CliError(
+                f"cannot reach the lrtune service at {self.url} ({type(exc).__name__}: {exc}); is `lrtune serve` "
+                "running there? Set --url or LRTUNE_URL.",
+                EXIT_UNREACHABLE,
+            ) from exc
+        if resp.is_success:
+            return resp
+        raise self._refusal(resp)
+
+    def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        """GET ``path`` and decode its JSON."""
+        resp = self.get(path, params)
+        try:
+            return resp.json()
+        except ValueError as exc:
+            raise CliError(f"{self.url}{path} did not answer JSON: is this an lrtune service?", EXIT_REFUSED) from exc
+
+    def _refusal(self, resp: httpx.Response) -> CliError:
+        code, message = "", resp.reason_phrase
+        try:
+            body = resp.json()
+            if isinstance(body, dict):
+                code, message = str(body.get("code", "")), str(body.get("message", message))
+        except ValueError:
+            pass
+        status = resp.status_code
+        if status == 401:
+            hint = "the key was not accepted" if self.key else "the service wants a key"
+            return CliError(
+                f"{hint} (401): pass --key or set LRTUNE_KEY to the service's admin key (or, for one job, its token)",
+                EXIT_AUTH,
+            )
+        if status == 403:
+            return CliError(f"refused (403 {code}): {message}", EXIT_AUTH)
+        if code in ("job_not_found", "job_deleted") or status == 410:
+            return CliError(f"{message} ({status} {code})", EXIT_NOT_FOUND)
+        if status == 404:
+            where = resp.request.url.path
+            return CliError(f"{self.url} answered 404 for {where}: is it an lrtune service?", EXIT_REFUSED)
+        return CliError(f"the service refused the request ({status} {code}): {message}", EXIT_REFUSED)
+
+    def resolve(self, job: str) -> str:
+        """Turn a job id, a unique id prefix or an exact name into a job id (listing when it is not an id).
+
+        Raises:
+            CliError: No job matches, or several do.
+        """
+        if _JOB_ID.match(job):
+            return job
+        page = self.get_json("/v1/jobs", {"q": job, "limit": 100, "sort": "created", "order": "desc"})
+        jobs = page.get("jobs", [])
+        exact = [j for j in jobs if j.get("name") == job or j["job_id"] == job]
+        matches = exact or [j for j in jobs if j["job_id"].startswith(job)]
+        if not matches:
+            raise CliError(f"no job has the id, id prefix or name {job!r}", EXIT_NOT_FOUND)
+        if len(matches) > 1:
+            listed = ", ".join(f"{j['job_id']} ({j.get('name') or 'unnamed'})" for j in matches[:10])
+            raise CliError(f"{job!r} matches {len(matches)} jobs: {listed}; give the id", EXIT_REFUSED)
+        job_id: str = matches[0]["job_id"]
+        return job_id
+
+
+# ---------------------------------------------------------------------------------------------- formatting
+
+
+def fmt_num(value: float | None, digits: int = 4) -> str:
+    """A number in ``digits`` significant digits, or ``-`` when missing."""
+    if value is None or not math.isfinite(value):
+        return "-"
+    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+        return f"{value:.{digits - 1}e}"
+    return f"{value:.{digits}g}"
+
+
+def fmt_pct(share: float | None) -> str:
+    """A share as a percentage with one decimal."""
+    return "-" if share is None else f"{100 * share:.1f}%"
+
+
+def fmt_age(t: float, now: float | None = None) -> str:
+    """Time since Unix time ``t``: ``12 s``, ``5 min``, ``3 h``, ``2 d``."""
+    s = max(0.0, (time.time() if now is None else now) - t)
+    if s < 60:
+        return f"{int(s)} s"
+    if s < 3600:
+        return f"{int(s // 60)} min"
+    if s < 86400:
+        return f"{int(s // 3600)} h"
+    return f"{int(s // 86400)} d"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: frozenset[int] = frozenset()) -> str:
+    """Render rows as columns aligned under their headers (columns in ``right`` right-aligned)."""
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        out = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
+        return "  ".join(out).rstrip()
+
+    return "\n".join([line(headers), *(line(r) for r in rows)])
+
+
+def jobs_table(jobs: list[dict[str, Any]], now: float | None = None) -> str:
+    """The job list as a table."""
+    headers = ["ID", "NAME", "STATUS", "PROGRESS", "PHASE", "STAGE", "LR", "EXPLORE", "LAST LOSS", "AGE"]
+    rows = []
+    for j in jobs:
+        used, total = j["steps_used"], j["total_steps"]
+        rows.append(
+            [
+                j["job_id"],
+                j.get("name") or "-",
+                j["status"],
+                f"{used}/{total} {fmt_pct(used / total if total else 0.0):>6}",
+                j["phase"],
+                "-" if j.get("stage") is None else str(j["stage"]),
+                fmt_num(j.get("lr"), 3),
+                fmt_pct(j.get("explore_share")),
+                fmt_num(j.get("last_loss")),
+                fmt_age(j["created_at"], now),
+            ]
+        )
+    return table(headers, rows, right=frozenset({3, 5, 6, 7, 8, 9}))
+
+
+def job_report(info: dict[str, Any], sched: dict[str, Any], segments: bool = False, now: float | None = None) -> str:
+    """One job: its summary, its stages with their candidates, and optionally every realized segment."""
+    used, total = info["steps_used"], info["total_steps"]
+    cfg = {k: v for k, v in info["config"].items() if v is not None}
+    created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["created_at"]))
+    pairs = [
+        ("job", f"{info['job_id']}  {info.get('name') or ''}".rstrip()),
+        ("status", info["status"]),
+        ("progress", f"{used} / {total} steps ({fmt_pct(used / total if total else 0.0)})"),
+        ("phase", info["phase"] + ("" if info.get("stage") is None else f" (stage {info['stage']})")),
+        ("lr", fmt_num(info.get("lr"))),
+        ("winner lr", fmt_num(sched.get("winner_lr"))),
+        ("last loss", fmt_num(info.get("last_loss"))),
+        (
+            "exploration",
+            f"{fmt_pct(sched['explore_share'])} of the budget ({sched['explore_steps']} steps, "
+            f"{sched['wasted_steps']} rolled back)",
+        ),
+        ("created", f"{created} ({fmt_age(info['created_at'], now)} ago)"),
+        ("config", " ".join(f"{k}={v}" for k, v in cfg.items())),
+    ]
+    width = max(len(k) for k, _ in pairs)
+    out = [f"{k.ljust(width)}  {v}" for k, v in pairs]
+    stages = sched.get("stages", [])
+    if stages:
+        out += ["", "stages"]
+        rows = [
+            [
+                str(st["index"]),
+                str(st["start_step"]),
+                str(st["tau"]),
+                str(st["cand_steps"]),
+                st["objective"],
+                "warm" if st["warm"] else "cold",
+                str(len(st["candidates"])),
+                fmt_num(st.get("winner_lr"), 3),
+                st["status"],
+            ]
+            for st in stages
+        ]
+        heads = ["STAGE", "START", "TAU", "CAND STEPS", "OBJECTIVE", "WARM", "CANDIDATES", "WINNER LR", "STATUS"]
+        out.append(table(heads, rows, right=frozenset({0, 1, 2, 3, 6, 7})))
+        for st in stages:
+            if not st["candidates"]:
+                continue
+            out += ["", f"stage {st['index']} candidates ({st['objective']} loss forecast at step {st['tau']})"]
+            rows = []
+            for c in st["candidates"]:
+                band = c.get("band90")
+                rows.append(
+                    [
+                        str(c["index"]),
+                        fmt_num(c["lr"], 3),
+                        str(c["steps"]),
+                        fmt_num(c.get("last_loss")),
+                        fmt_num(c.get("forecast")),
+                        fmt_num(c.get("std"), 2),
+                        "-" if not band else f"{fmt_num(band[0])} .. {fmt_num(band[1])}",
+                        "winner" if c["winner"] else ("diverged" if c["diverged"] else ""),
+                    ]
+                )
+            heads = ["CAND", "LR", "STEPS", "LAST LOSS", "FORECAST", "STD", "90% BAND", ""]
+            out.append(table(heads, rows, right=frozenset({0, 1, 2, 3, 4, 5})))
+    if segments:
+        out += ["", "segments"]
+        rows = [
+            [
+                str(s["segment_id"]),
+                str(s["start_step"]),
+                str(s["steps"]),
+                s["phase"],
+                "-" if s.get("stage") is None else str(s["stage"]),
+                "-" if s.get("candidate") is None else str(s["candidate"]),
+                fmt_num(s["lr"], 3),
+                fmt_num(s["lr_end"], 3),
+                "rolled back" if s["rolled_back"] else "",
+            ]
+            for s in sched.get("segments", [])
+        ]
+        heads = ["SEGMENT", "START", "STEPS", "PHASE", "STAGE", "CAND", "LR", "LR END", ""]
+        out.append(table(heads, rows, right=frozenset({0, 1, 2, 4, 5, 6, 7})))
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------- commands
+
+
+def _fail(err: CliError) -> NoReturn:
+    typer.echo(f"lrtune jobs: {err}", err=True)
+    raise typer.Exit(err.exit_code)
+
+
+@app.command("list")
+def list_jobs(
+    url: Url = DEFAULT_URL,
+    key: Key = None,
+    status: Annotated[Status | None, typer.Option(help="Only jobs with this status.")] = None,
+    sort: Annotated[SortKey, typer.Option(help="Sort key.")] = SortKey.created,
+    order: Annotated[Order, typer.Option(help="Sort direction.")] = Order.desc,
+    query: Annotated[str | None, typer.Option("--query", "-q", help="Name contains, or id prefix.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="Jobs per page.")] = 50,
+    offset: Annotated[int, typer.Option(min=0, help="Jobs to skip.")] = 0,
+    as_json: AsJson = False,
+) -> None:
+    """List jobs (newest first): status, progress, phase, LR, exploration share, last loss, age."""
+    params: dict[str, Any] = {"sort": sort.value, "order": order.value, "limit": limit, "offset": offset}
+    if status is not None:
+        params["status"] = status.value
+    if query:
+        params["q"] = query
+    client = _client(url, key)
+    try:
+        page = client.get_json("/v1/jobs", params)
+    except CliError as err:
+        _fail(err)
+    finally:
+        client.close()
+    if as_json:
+        typer.echo(json.dumps(page, indent=2))
+        return
+    jobs = page["jobs"]
+    if not jobs:
+        typer.echo("no jobs" if page["total"] == 0 else f"no jobs on this page ({page['total']} in all)")
+        return
+    typer.echo(jobs_table(jobs))
+    first = page["offset"] + 1
+    typer.echo(f"\n{first}-{page['offset'] + len(jobs)} of {page['total']} jobs, by {sort.value} {order.value}")
+
+
+@app.command()
+def show(
+    job: Annotated[str, typer.Argument(help="Job id, id prefix, or exact name.")],
+    url: Url = DEFAULT_URL,
+    key: Key = None,
+    segments: Annotated[bool, typer.Option("--segments", help="Also list every realized segment.")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Show a job: progress, LR, exploration, and every stage's candidates with forecasts."""
+    client = _client(url, key)
+    try:
+        job_id = client.resolve(job)
+        info = client.get_json(client.job_path(job_id))
+        sched = client.get_json(f"{client.job_path(job_id)}/schedule")
+    except CliError as err:
+        _fail(err)
+    finally:
+        client.close()
+    if as_json:
+        typer.echo(json.dumps({"job": info, "schedule": sched}, indent=2))
+        return
+    typer.echo(job_report(info, sched, segments=segments))
+
+
+@app.command()
+def export(
+    job: Annotated[str, typer.Argument(help="Job id, id prefix, or exact name.")],
+    fmt: Annotated[
+        ExportFormat,
+        typer.Option("--format", "-f", help="json: the realized schedule; csv: its segments; lambdalr: replay form."),
+    ] = ExportFormat.json,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File to write (default: standard output).", dir_okay=False)
+    ] = None,
+    url: Url = DEFAULT_URL,
+    key: Key = None,
+) -> None:
+    """Export a job's schedule: JSON, CSV, or the form a LambdaLR replays without the service."""
+    client = _client(url, key)
+    try:
+        job_id = client.resolve(job)
+        body = client.get(f"{client.job_path(job_id)}/schedule", {"format": fmt.value}).content
+    except CliError as err:
+        _fail(err)
+    finally:
+        client.close()
+    if output is None:
+        sys.stdout.buffer.write(body if body.endswith(b"\n") else body + b"\n")
+        sys.stdout.flush()
+        return
+    try:
+        output.write_bytes(body)
+    except OSError as exc:
+        typer.echo(f"lrtune jobs: cannot write {output}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(EXIT_REFUSED) from exc
+    typer.echo(f"wrote {output} ({len(body)} bytes, {fmt.value})", err=True)
+
+
+def _client(url: str, key: str | None) -> JobsClient:
+    try:
+        return JobsClient(url, key)
+    except CliError as err:
+        _fail(err)

@@ -1,0 +1,401 @@
+// One job: loss and LR over the steps, the exploration split, every stage's candidates with forecasts and
+// bands, and the GP posterior over log-LR. Polls the job's head and refetches the rest when it changed.
+
+import { drawChart, fmtNum, legend, ramp } from "./charts.js";
+import { ApiError, PHASE_COLORS, Poller, age, api, download, el, int, pct, phaseBadge, progress, statusBadge } from "./api.js";
+
+const RUNNING_MS = 1500;
+const FINISHED_MS = 6000;
+const Z90 = 1.6448536;
+const COLORS = { train: "#2f6fdd", val: "#d6336c", rolled: "#e8871e", bound: "#9aa1ab", next: "#59606b" };
+
+/** The LR at step j (0..n) of a realized segment record, or of the open segment. */
+function lrAt(seg, j) {
+  const planned = Math.max(seg.planned_steps || seg.steps, 1);
+  const end = seg.curve_end_planned ?? seg.curve_end;
+  const p = Math.min(Math.max(seg.curve_start + ((end - seg.curve_start) * j) / planned, 0), 1);
+  let g = 1;
+  if (seg.shape === "linear") g = 1 - p;
+  else if (seg.shape === "cosine") g = 0.5 * (1 + Math.cos(Math.PI * p));
+  else if (seg.shape === "rex") g = (1 - p) / (1 - 0.5 * p);
+  return seg.curve_to + (seg.curve_from - seg.curve_to) * g;
+}
+
+/** [[step, lr], ...] over a segment (two points when constant), then a null to break the line. */
+function lrPoints(seg) {
+  const n = seg.steps;
+  if (!n) return [];
+  const k = seg.shape === "constant" ? 1 : Math.min(n, 24);
+  const pts = [];
+  for (let i = 0; i <= k; i += 1) pts.push([seg.start_step + (n * i) / k, lrAt(seg, Math.min((n * i) / k, n - 1))]);
+  pts.push(null);
+  return pts;
+}
+
+function card(title, ...children) {
+  return el("section", { class: "card" }, el("h2", {}, title), ...children);
+}
+
+function stat(label, value, extra) {
+  return el("div", { class: "stat" }, el("div", { class: "label" }, label), el("div", { class: "value" }, value),
+    extra ? el("div", { class: "extra" }, extra) : null);
+}
+
+export class JobView {
+  constructor(root, jobId, onAuthError, onLive) {
+    this.root = root;
+    this.jobId = jobId;
+    this.onAuthError = onAuthError;
+    this.onLive = onLive;
+    this.info = null;
+    this.schedule = null;
+    this.posterior = null;
+    this.posteriorKey = null;
+    this.pinnedStage = null;
+    this.logLoss = localStorage.getItem("lrtune.logLoss");
+    this.poller = new Poller(() => this.refresh(), () => (this.info && this.info.status !== "running" ? FINISHED_MS : RUNNING_MS));
+    this.onResize = () => {
+      clearTimeout(this.resizeTimer);
+      this.resizeTimer = setTimeout(() => this.render(), 150);
+    };
+  }
+
+  start() {
+    this.root.replaceChildren(el("p", { class: "muted" }, "Loading job…"));
+    window.addEventListener("resize", this.onResize);
+    this.poller.start();
+  }
+
+  stop() {
+    this.poller.stop();
+    window.removeEventListener("resize", this.onResize);
+  }
+
+  base() {
+    return `/dashboard/api/jobs/${encodeURIComponent(this.jobId)}`;
+  }
+
+  async refresh() {
+    try {
+      const info = await api(this.base());
+      const changed = !this.info || info.updated_at !== this.info.updated_at || info.status !== this.info.status;
+      this.info = info;
+      if (changed || !this.schedule) {
+        this.schedule = await api(`${this.base()}/schedule`);
+        await this.fetchPosterior();
+        this.render();
+      } else {
+        this.renderAges();
+      }
+      this.onLive(true);
+    } catch (err) {
+      if (this.onAuthError(err)) return;
+      if (err instanceof ApiError && (err.status === 404 || err.status === 422)) {
+        this.poller.stop();
+        this.root.replaceChildren(el("div", { class: "card" }, el("h1", {}, "Job not found"),
+          el("p", {}, `No job with id ${this.jobId}: `, err.message), el("p", {}, el("a", { href: "/", "data-nav": true }, "← All jobs"))));
+        return;
+      }
+      this.onLive(false, err.message);
+    }
+  }
+
+  /** The stage shown in detail: the one picked, else the latest that has candidates. */
+  stageIndex() {
+    const stages = this.schedule ? this.schedule.stages : [];
+    if (this.pinnedStage !== null && this.pinnedStage < stages.length) return this.pinnedStage;
+    for (let i = stages.length - 1; i >= 0; i -= 1) if (stages[i].candidates.length) return i;
+    return stages.length ? stages.length - 1 : null;
+  }
+
+  async fetchPosterior() {
+    const i = this.stageIndex();
+    const st = i === null ? null : this.schedule.stages[i];
+    const n = st ? st.candidates.filter((c) => c.forecast !== null).length : 0;
+    const wanted = `${i}:${n}`;
+    if (wanted === this.posteriorKey) return;
+    this.posterior = n ? await api(`${this.base()}/posterior?stage=${i}&points=96`) : null;
+    this.posteriorKey = wanted;
+  }
+
+  async pickStage(i) {
+    this.pinnedStage = i;
+    await this.fetchPosterior();
+    this.render();
+  }
+
+  renderAges() {
+    for (const node of this.root.querySelectorAll("[data-age]")) node.textContent = age(Number(node.dataset.age));
+  }
+
+  render() {
+    if (!this.info || !this.schedule) return;
+    const info = this.info;
+    const sched = this.schedule;
+    document.title = `${info.name || info.job_id} · lrtune`;
+    const keepScroll = window.scrollY;
+    this.charts = [];
+    const exports = el("div", { class: "exports" }, el("span", { class: "muted small" }, "Export"),
+      ...[["JSON", "json", "schedule.json"], ["CSV", "csv", "schedule.csv"], ["LambdaLR", "lambdalr", "lambdalr.json"]].map(
+        ([label, fmt, suffix]) => el("button", { type: "button", "data-export": fmt,
+          title: `GET .../schedule?format=${fmt}`,
+          onclick: () => download(`${this.base()}/schedule?format=${fmt}`, `lrtune-${info.job_id}-${suffix}`)
+            .catch((err) => this.onLive(false, `export failed: ${err.message}`)) }, label)));
+    const page = el("div", {
+      class: "job", "data-job-id": info.job_id, "data-status": info.status, "data-steps-used": info.steps_used,
+      "data-segments": sched.segments.length, "data-stages": sched.stages.length, "data-updated-at": info.updated_at,
+    },
+    el("div", { class: "crumbs" }, el("a", { href: "/", "data-nav": true }, "← All jobs")),
+    el("div", { class: "job-head" }, el("h1", {}, info.name || "(unnamed job)"), el("code", { class: "id" }, info.job_id),
+      statusBadge(info.status), el("span", { class: "spacer" }), exports),
+    this.summary(info, sched),
+    this.split(sched),
+    card("Loss and learning rate", this.lossAndLr(info, sched)),
+    card("Stages", this.stages(info, sched)),
+    this.config(info));
+    this.root.replaceChildren(page);
+    for (const fn of this.charts) fn();
+    window.scrollTo(0, keepScroll);
+  }
+
+  summary(info, sched) {
+    return el("div", { class: "stats" },
+      stat("Progress", progress(info.steps_used, info.total_steps), `${pct(info.steps_used / info.total_steps)} of the step budget`),
+      stat("Phase", phaseBadge(info.phase), info.stage === null ? "" : `stage ${info.stage}`),
+      stat("Current LR", fmtNum(info.lr), info.phase === "done" ? "finished" : "open segment"),
+      stat("Winner LR", fmtNum(sched.winner_lr), "latest stage winner"),
+      stat("Last loss", fmtNum(info.last_loss, 4), "training loss"),
+      stat("Exploration", pct(info.explore_share), `cap ${info.config.explore_cap === null ? "preset" : pct(info.config.explore_cap, 0)}`),
+      stat("Age", el("span", { "data-age": info.created_at }, age(info.created_at)),
+        el("span", {}, "updated ", el("span", { "data-age": info.updated_at }, age(info.updated_at)), " ago")));
+  }
+
+  split(sched) {
+    const total = sched.total_steps;
+    const parts = [
+      ["exploration, kept", sched.explore_steps - sched.wasted_steps, "explore-kept"],
+      ["exploration, rolled back", sched.wasted_steps, "explore-rolled"],
+      ["exploitation", sched.steps_used - sched.explore_steps, "exploit"],
+      ["budget left", total - sched.steps_used, "budget-left"],
+    ];
+    const bar = el("div", { class: "split-bar", id: "split", role: "img",
+      "aria-label": parts.map(([l, n]) => `${l}: ${n} steps`).join(", ") });
+    for (const [label, n, cls] of parts) {
+      if (n <= 0) continue;
+      const seg = el("span", { class: `part ${cls}`, title: `${label}: ${int(n)} steps (${pct(n / total)})`, "data-steps": n });
+      seg.style.width = `${((100 * n) / total).toFixed(3)}%`;
+      bar.append(seg);
+    }
+    const keys = el("ul", { class: "split-legend" }, ...parts.map(([label, n, cls]) => el("li", {},
+      el("span", { class: `key ${cls}` }), `${label} `, el("strong", {}, int(Math.max(n, 0))), el("span", { class: "muted" }, ` (${pct(Math.max(n, 0) / total)})`))));
+    return card("Exploration and exploitation",
+      el("p", { class: "muted small" }, `${pct(sched.explore_share)} of the ${int(total)}-step budget went to trying candidate LRs; `,
+        `${pct(sched.wasted_share)} was rolled back (candidates that lost).`),
+      bar, keys);
+  }
+
+  lossAndLr(info, sched) {
+    const segs = sched.segments;
+    const total = sched.total_steps;
+    const kept = [];
+    const rolled = [];
+    const val = [];
+    for (const s of segs) {
+      const pts = s.curve.filter((p) => p[1] !== null);
+      if (s.rolled_back) rolled.push(...pts, null);
+      else kept.push(...pts);
+      if (!s.rolled_back && s.val.length) val.push(...s.val.filter((p) => p[1] !== null), null);
+    }
+    const stageMarks = sched.stages.map((st) => [st.start_step, sched.stages.length <= 14 || st.index % 2 === 0 ? `S${st.index}` : ""]);
+    const anneal = segs.find((s) => s.phase === "anneal");
+    if (anneal) stageMarks.push([anneal.start_step, "anneal"]);
+    const lossVals = [...kept, ...rolled, ...val].filter((p) => p && p[1] > 0).map((p) => p[1]);
+    const autoLog = lossVals.length > 1 && Math.max(...lossVals) / Math.min(...lossVals) > 8;
+    const logLoss = this.logLoss === null ? autoLog : this.logLoss === "1";
+    const toggle = el("label", { class: "toggle small" }, el("input", { type: "checkbox", checked: logLoss,
+      onchange: (e) => { this.logLoss = e.target.checked ? "1" : "0"; localStorage.setItem("lrtune.logLoss", this.logLoss); this.render(); } }), " log loss axis");
+
+    // LR: one line per phase; rolled-back candidates dashed; the open segment dotted.
+    const byPhase = {};
+    const rolledLr = [];
+    for (const s of segs) {
+      if (s.rolled_back) rolledLr.push(...lrPoints(s));
+      else (byPhase[s.phase] ||= []).push(...lrPoints(s));
+    }
+    const open = sched.open && !sched.open.done ? lrPoints(sched.open) : [];
+    const cfg = info.config;
+    const bounds = [[0, cfg.min_lr], [total, cfg.min_lr], null, [0, cfg.max_lr], [total, cfg.max_lr]];
+    const phases = Object.keys(byPhase);
+
+    const lossHost = el("div", { class: "chart-host", id: "chart-loss" });
+    const lrHost = el("div", { class: "chart-host", id: "chart-lr" });
+    const margin = { left: 70, right: 18 };
+    this.charts.push(
+      () => drawChart(lossHost, {
+        name: "loss", height: 280, margin: { ...margin, bottom: 30 }, title: "training and validation loss against step",
+        x: { domain: [0, total], label: "" }, y: { label: "loss", log: logLoss },
+        empty: "no losses reported yet",
+        layers: [
+          { kind: "vlines", name: "stages", color: "#b6bcc6", points: stageMarks },
+          { kind: "line", name: "rolled-back", color: COLORS.rolled, opacity: 0.55, width: 1.3, points: rolled, label: "rolled-back candidates" },
+          { kind: "line", name: "train", color: COLORS.train, width: 1.8, points: kept, label: "training loss" },
+          { kind: "line", name: "val-line", color: COLORS.val, width: 1.2, opacity: 0.7, points: val },
+          { kind: "points", name: "val", color: COLORS.val, r: 2.6, points: val, title: (p) => `step ${p[0]}: validation loss ${fmtNum(p[1], 4)}` },
+        ],
+      }),
+      () => drawChart(lrHost, {
+        name: "lr", height: 210, margin, title: "learning rate against step, log scale",
+        x: { domain: [0, total], label: "gradient steps used (exploration included)" }, y: { label: "learning rate", log: true, pad: 0.08 },
+        empty: "no segments yet",
+        layers: [
+          { kind: "line", name: "bounds", color: COLORS.bound, dash: "2 4", width: 1, points: bounds, label: "LR search range" },
+          { kind: "vlines", name: "stages", color: "#b6bcc6", points: stageMarks.map(([x]) => [x, ""]) },
+          { kind: "line", name: "rolled-back", color: COLORS.rolled, dash: "4 3", width: 1.4, opacity: 0.8, points: rolledLr, label: "rolled-back candidates" },
+          ...phases.map((ph) => ({ kind: "line", name: `lr-${ph}`, color: PHASE_COLORS[ph] || "#333", width: 2.2, points: byPhase[ph], label: ph })),
+          { kind: "line", name: "open", color: COLORS.next, dash: "1 3", width: 2, points: open, label: "next segment (proposed)" },
+        ],
+      }),
+    );
+    const lossLegend = legend([
+      { label: "training loss (kept)", color: COLORS.train },
+      { label: "rolled-back candidates", color: COLORS.rolled, opacity: 0.6 },
+      { label: "validation loss", color: COLORS.val, kind: "dot" },
+      { label: "stage start", color: "#b6bcc6", kind: "dash" },
+    ]);
+    const lrLegend = legend([
+      ...phases.map((ph) => ({ label: ph === "explore" ? "explore (winner kept)" : ph, color: PHASE_COLORS[ph] })),
+      { label: "rolled-back candidates", color: COLORS.rolled, kind: "dash" },
+      ...(open.length ? [{ label: "next segment", color: COLORS.next, kind: "dash" }] : []),
+      { label: "search range", color: COLORS.bound, kind: "dash" },
+    ]);
+    return el("div", { class: "timeline" },
+      el("div", { class: "chart-head" }, el("h3", {}, "Loss"), lossLegend, el("span", { class: "spacer" }), toggle), lossHost,
+      el("div", { class: "chart-head" }, el("h3", {}, "Learning rate (log scale)"), lrLegend), lrHost);
+  }
+
+  stages(info, sched) {
+    if (!sched.stages.length) {
+      return el("p", { class: "muted" }, info.config.strategy === "autolrs" ? "No stage has started yet." :
+        `This job follows a fixed ${info.config.strategy} schedule: it has no search stages.`);
+    }
+    const current = this.stageIndex();
+    const rows = sched.stages.map((st) => {
+      const pick = () => this.pickStage(st.index);
+      return el("tr", { class: st.index === current ? "selected" : "", "data-stage": st.index, onclick: pick },
+        el("td", {}, el("button", { type: "button", class: "link", onclick: (e) => { e.stopPropagation(); pick(); } }, `Stage ${st.index}`)),
+        el("td", { class: "num" }, int(st.start_step)), el("td", { class: "num" }, int(st.tau)),
+        el("td", { class: "num" }, int(st.cand_steps)), el("td", {}, st.objective), el("td", {}, st.warm ? "warm" : "cold"),
+        el("td", { class: "num" }, st.candidates.length), el("td", { class: "num" }, fmtNum(st.winner_lr)), el("td", {}, st.status));
+    });
+    const table = el("table", { class: "stages" },
+      el("thead", {}, el("tr", {}, ...["Stage", "Start step", "τ (steps)", "Candidate steps", "Objective", "Start", "Candidates", "Winner LR", "Status"]
+        .map((h) => el("th", {}, h)))),
+      el("tbody", {}, ...rows));
+    const follow = this.pinnedStage === null ? el("span", { class: "muted small" }, "Showing the latest stage; click a stage to pin it.")
+      : el("button", { type: "button", class: "link small", onclick: () => this.pickStage(null) }, "Follow the latest stage");
+    return el("div", {}, el("div", { class: "table-wrap" }, table), el("div", { class: "stage-pick" }, follow),
+      current === null ? null : this.stageDetail(info, sched, sched.stages[current]));
+  }
+
+  stageDetail(info, sched, st) {
+    const cfg = info.config;
+    const segById = new Map(sched.segments.map((s) => [s.segment_id, s]));
+    // Candidates coloured by LR rank within the stage: low LRs dark, high LRs light.
+    const order = st.candidates.map((c) => c.lr).sort((a, b) => a - b);
+    const colorOf = (lr) => ramp(order.length > 1 ? 0.02 + (0.83 * order.indexOf(lr)) / (order.length - 1) : 0.4);
+    const useVal = st.objective === "val";
+    const lines = [];
+    const connectors = [];
+    const forecasts = [];
+    for (const c of st.candidates) {
+      const seg = segById.get(c.segment_id);
+      const start = seg ? seg.start_step : (c.observed.length ? c.observed[0][0] - 1 : 0);
+      const series = useVal && seg && seg.val.length ? seg.val : c.observed;
+      const pts = series.filter((p) => p && p[1] !== null).map((p) => [p[0] - start, p[1]]);
+      const color = colorOf(c.lr);
+      lines.push({ kind: "line", name: `cand-${c.index}`, color, width: c.winner ? 3 : 1.7, points: pts,
+        label: `candidate ${c.index}, LR ${fmtNum(c.lr)}` });
+      if (c.forecast !== null) {
+        const band = c.band90 || [null, null];
+        forecasts.push([st.tau, c.forecast, band[0], band[1], { color, winner: c.winner, c }]);
+        if (pts.length) connectors.push(pts[pts.length - 1], [st.tau, c.forecast], null);
+      }
+    }
+    const tip = (p) => {
+      const c = p[4].c;
+      return `candidate ${c.index}: LR ${fmtNum(c.lr)}, forecast ${fmtNum(c.forecast, 4)} ± ${fmtNum(c.std, 2)}` +
+        (c.band90 ? `, 90% band [${fmtNum(c.band90[0], 4)}, ${fmtNum(c.band90[1], 4)}]` : "") + (c.winner ? " (winner)" : "") + (c.diverged ? " (diverged)" : "");
+    };
+    const candHost = el("div", { class: "chart-host", id: "chart-candidates" });
+    const postHost = el("div", { class: "chart-host", id: "chart-posterior" });
+    const post = this.posterior && this.posterior.stage === st.index && this.posterior.lr ? this.posterior : null;
+    const postLayers = [];
+    let yDomain = null;
+    const byLr = st.candidates.filter((c) => c.forecast !== null).map((c) =>
+      [c.lr, c.forecast, c.band90 ? c.band90[0] : null, c.band90 ? c.band90[1] : null, { color: colorOf(c.lr), winner: c.winner, c }]);
+    if (post) {
+      const band = post.lr.map((lr, i) => [lr, post.mean[i] - Z90 * post.std[i], post.mean[i] + Z90 * post.std[i]]);
+      postLayers.push({ kind: "area", name: "posterior-band", color: "#2f6fdd", opacity: 0.16, points: band });
+      postLayers.push({ kind: "line", name: "posterior-mean", color: "#2f6fdd", width: 2, points: post.lr.map((lr, i) => [lr, post.mean[i]]), label: "GP posterior mean" });
+      // Frame the mean and the candidates; a band far wider than that is clipped (it says "unknown" there).
+      const ys = [...post.mean, ...byLr.flatMap((p) => [p[1], p[2], p[3]])].filter((v) => v !== null && Number.isFinite(v));
+      const lo = Math.min(...ys);
+      const hi = Math.max(...ys);
+      const padY = (hi - lo || Math.abs(hi) * 0.1 || 1) * 0.25;
+      yDomain = [lo - padY, hi + padY];
+    }
+    const range = st.search_range ? st.search_range.map((u) => cfg.min_lr * (cfg.max_lr / cfg.min_lr) ** u) : null;
+    if (range && st.warm) postLayers.unshift({ kind: "vlines", name: "search-range", color: "#8a8f98", points: [[range[0], "search"], [range[1], ""]] });
+    postLayers.push({ kind: "errorbars", name: "forecasts", color: "#333", r: 4.5, points: byLr, title: tip });
+    this.charts.push(
+      () => drawChart(candHost, {
+        name: "candidates", height: 260, title: `stage ${st.index}: candidate losses and forecasts`,
+        x: { domain: [1, st.tau * 1.25], log: true, label: `steps into the stage, log scale (forecast at τ = ${st.tau})` },
+        y: { label: useVal ? "validation loss" : "training loss" }, empty: "no candidate has run yet",
+        layers: [...lines, { kind: "line", name: "extrapolation", color: "#9aa1ab", dash: "3 3", width: 1.2, points: connectors },
+          { kind: "errorbars", name: "forecasts", color: "#333", r: 4.5, points: forecasts, title: tip }],
+      }),
+      () => drawChart(postHost, {
+        name: "posterior", height: 260, title: `stage ${st.index}: forecast loss against LR with the GP posterior`,
+        x: { domain: [cfg.min_lr, cfg.max_lr], log: true, label: "learning rate (log scale)" },
+        y: { label: `forecast ${st.objective} loss at τ`, domain: yDomain }, empty: "no forecast yet",
+        layers: postLayers,
+      }),
+    );
+    const candLegend = legend([
+      ...st.candidates.map((c) => ({ label: `#${c.index} ${fmtNum(c.lr)}${c.winner ? " ★" : ""}${c.diverged ? " ✕" : ""}`, color: colorOf(c.lr) })),
+      { label: "forecast ± 90% band", color: "#333", kind: "dot" },
+    ]);
+    const postLegend = legend([
+      { label: "posterior mean", color: "#2f6fdd" }, { label: "90% band", color: "#2f6fdd", kind: "band" },
+      { label: "candidate forecast ± 90%", color: "#333", kind: "dot" }, { label: "winner", color: "#333", kind: "ring" },
+    ]);
+    const winner = st.candidates.find((c) => c.winner);
+    const rows = st.candidates.map((c) => el("tr", { class: c.winner ? "winner" : "", "data-candidate": c.index },
+      el("td", {}, el("span", { class: "dot", "data-color": colorOf(c.lr) }), `#${c.index}`), el("td", { class: "num" }, fmtNum(c.lr)),
+      el("td", { class: "num" }, int(c.steps)), el("td", { class: "num" }, fmtNum(c.first_loss, 4)), el("td", { class: "num" }, fmtNum(c.last_loss, 4)),
+      el("td", { class: "num" }, fmtNum(c.forecast, 4)), el("td", { class: "num" }, fmtNum(c.std, 2)),
+      el("td", { class: "num" }, c.band90 ? `${fmtNum(c.band90[0], 4)} – ${fmtNum(c.band90[1], 4)}` : "–"),
+      el("td", {}, c.winner ? "★ winner" : c.diverged ? "✕ diverged" : "")));
+    const table = el("table", { class: "candidates" },
+      el("thead", {}, el("tr", {}, ...["Candidate", "LR", "Steps", "First loss", "Last loss", "Forecast", "± std", "90% band", ""].map((h) => el("th", {}, h)))),
+      el("tbody", {}, ...rows));
+    for (const dot of table.querySelectorAll(".dot")) dot.style.background = dot.dataset.color;
+    return el("div", { class: "stage-detail", "data-stage": st.index },
+      el("h3", {}, `Stage ${st.index}`, el("span", { class: "muted small" },
+        ` · ${st.warm ? "warm" : "cold"} start at step ${int(st.start_step)} · ${st.candidates.length} candidate${st.candidates.length === 1 ? "" : "s"} of ${st.cand_steps} steps · ${st.objective} loss`,
+        winner ? ` · winner LR ${fmtNum(winner.lr)}` : "")),
+      el("div", { class: "pair" },
+        el("div", {}, el("div", { class: "chart-head" }, el("h4", {}, "Observed short-horizon losses and forecasts"), candLegend), candHost),
+        el("div", {}, el("div", { class: "chart-head" }, el("h4", {}, "GP posterior over log-LR"), postLegend), postHost)),
+      el("div", { class: "table-wrap" }, table));
+  }
+
+  config(info) {
+    const rows = Object.entries(info.config).filter(([, v]) => v !== null).map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, String(v))));
+    const details = el("details", { class: "card config", open: this.configOpen },
+      el("summary", {}, "Configuration"), el("table", {}, el("tbody", {}, ...rows)));
+    details.addEventListener("toggle", () => { this.configOpen = details.open; });
+    return details;
+  }
+}
