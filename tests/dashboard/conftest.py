@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from server.app import create_app
+from server.settings import Settings
+from server.store import MemoryStore
+from tests.server.helpers import FakeClock
+
+ADMIN_KEY = "dashboard-admin-key-for-tests"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def client(clock: FakeClock) -> Iterator[TestClient]:
+    """The service on loopback without an admin key."""
+    with TestClient(create_app(Settings(redis_url=None), store=MemoryStore(), clock=clock)) as c:
+        yield c
+
+
+@pytest.fixture
+def admin_client(clock: FakeClock) -> Iterator[TestClient]:
+    """The service with an admin key."""
+    settings = Settings(redis_url=None, admin_key=SecretStr(ADMIN_KEY))
+    with TestClient(create_app(settings, store=MemoryStore(), clock=clock)) as c:
+        yield c

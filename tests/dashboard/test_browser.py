@@ -1,0 +1,355 @@
+"""The dashboard as a person uses it: a real service process, a real training job, headless Chromium.
+
+Screenshots land in ``test-artifacts/dashboard/``. ``LRTUNE_DOCS_SCREENSHOTS=1`` also runs the test that
+refreshes ``docs/images/dashboard-*.png``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from server.launch import ADMIN_KEY_ENV, REDIS_URL_ENV, free_port, start_local, wait_ready
+from tests.dashboard.helpers import (
+    ROOT,
+    Worker,
+    chromium_or_skip,
+    close_browser,
+    make_browser,
+    screenshot,
+    severe_console_errors,
+)
+
+ADMIN_KEY = "browser-test-admin-key"
+WAIT_S = 20.0
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def start_service(tmp: Path, name: str, admin_key: str) -> tuple[str, subprocess.Popen[bytes]]:
+    port = free_port()
+    env = {ADMIN_KEY_ENV: admin_key, REDIS_URL_ENV: ""}
+    proc = start_local(port, env, tmp / f"{name}.log")
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url, proc)
+    return url, proc
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``lrtune serve`` on a free loopback port, embedded store, no admin key."""
+    url, proc = start_service(tmp_path_factory.mktemp("service"), "open", "")
+    try:
+        yield url
+    finally:
+        stop(proc)
+
+
+@pytest.fixture(scope="module")
+def downloads(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("downloads")
+
+
+@pytest.fixture(scope="module")
+def browser(downloads: Path) -> Iterator[Any]:
+    chromium_or_skip()
+    driver = make_browser(downloads)
+    try:
+        yield driver
+    finally:
+        close_browser(driver)
+
+
+def wait(driver: Any, condition: Callable[[Any], Any], message: str, timeout_s: float = WAIT_S) -> Any:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout_s, poll_frequency=0.05).until(condition, message)
+
+
+def css(driver: Any, selector: str) -> list[Any]:
+    from selenium.webdriver.common.by import By
+
+    found: list[Any] = driver.find_elements(By.CSS_SELECTOR, selector)
+    return found
+
+
+def attr(driver: Any, selector: str, name: str) -> str | None:
+    """An attribute of the first match, read in one script (the page re-renders while it polls)."""
+    value: str | None = driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.getAttribute(arguments[1]) : null;",
+        selector,
+        name,
+    )
+    return value
+
+
+def text(driver: Any, selector: str) -> str:
+    """The text of the first match, or ''."""
+    value: str = driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.textContent : '';", selector
+    )
+    return value
+
+
+def click(driver: Any, selector: str) -> None:
+    """Click the first match like a person would, finding it again if a re-render replaced it."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    def attempt(d: Any) -> bool:
+        try:
+            found = css(d, selector)
+            if not found:
+                return False
+            found[0].click()
+            return True
+        except StaleElementReferenceException:
+            return False
+
+    wait(driver, attempt, f"cannot click {selector}")
+
+
+def count(driver: Any, selector: str) -> int:
+    n: int = driver.execute_script("return document.querySelectorAll(arguments[0]).length;", selector)
+    return n
+
+
+def points(driver: Any, chart: str) -> int:
+    return int(attr(driver, f'svg[data-chart="{chart}"]', "data-points") or 0)
+
+
+def series_points(driver: Any, chart: str, series: str) -> int:
+    return int(attr(driver, f'svg[data-chart="{chart}"] g[data-series="{series}"]', "data-n") or 0)
+
+
+def test_a_running_job_in_the_list_and_on_its_page(service: str, browser: Any, downloads: Path) -> None:
+    worker = Worker(service, name="digits-live")
+    worker.run(until_step=260)  # a few stages in, still running
+    job = worker.job_id
+
+    browser.get(service + "/")
+    wait(browser, lambda d: count(d, f'tr[data-job-id="{job}"]'), "the job is not in the list")
+    row = text(browser, f'tr[data-job-id="{job}"]')
+    assert "digits-live" in row and "running" in row and ("explore" in row or "train" in row)
+    assert f"/ {JOB_TOTAL:,}" in row  # progress: steps used of the budget
+    screenshot(browser, "list")
+
+    browser.execute_script("window.notReloaded = true")
+    click(browser, f'tr[data-job-id="{job}"] a.job-link')
+    wait(browser, lambda d: points(d, "loss") > 0 and points(d, "posterior") > 0, "the job page has no charts")
+    assert browser.current_url == f"{service}/jobs/{job}"
+    assert series_points(browser, "loss", "train") > 50
+    assert series_points(browser, "lr", "lr-train") >= 2 and series_points(browser, "lr", "lr-warmup") >= 2
+    assert count(browser, 'svg[data-chart="candidates"] circle.forecast') >= 2
+    assert count(browser, 'svg[data-chart="posterior"] circle.forecast.winner') == 1
+    assert series_points(browser, "posterior", "posterior-band") == 96
+    assert count(browser, "table.stages tbody tr") >= 2
+    assert count(browser, "#split .part") >= 3
+    assert text(browser, 'svg[data-chart="loss"] text.axis-label') == "loss"
+    screenshot(browser, "job-running")
+
+    # A report made after the page loaded shows up without a reload.
+    used = int(attr(browser, ".job", "data-steps-used") or 0)
+    segments = int(attr(browser, ".job", "data-segments") or 0)
+    ran = worker.step()
+    wait(browser, lambda d: int(attr(d, ".job", "data-segments") or 0) > segments, "the page did not update")
+    assert int(attr(browser, ".job", "data-steps-used") or 0) == used + ran.steps
+    assert browser.execute_script("return window.notReloaded") is True
+
+    # To the end: the page follows, and the last stage's posterior is shown.
+    worker.run()
+    wait(browser, lambda d: attr(d, ".job", "data-status") == "done", "the page did not see the job finish")
+    assert "done" in text(browser, ".job-head .badge")
+    sched = worker.http.get(f"/v1/jobs/{job}/schedule").json()
+    latest = max(st["index"] for st in sched["stages"] if st["candidates"])
+    assert attr(browser, ".stage-detail", "data-stage") == str(latest)
+    screenshot(browser, "job-done")
+
+    # Pick stage 0: its candidates and its posterior replace the latest stage's.
+    click(browser, 'table.stages tr[data-stage="0"]')
+    wait(browser, lambda d: attr(d, ".stage-detail", "data-stage") == "0", "stage 0 was not shown")
+    wait(
+        browser,
+        lambda d: (
+            count(d, 'svg[data-chart="candidates"] circle.forecast')
+            == sum(c["forecast"] is not None for c in sched["stages"][0]["candidates"])
+        ),
+        "stage 0's forecasts are not drawn",
+    )
+    assert count(browser, "table.candidates tbody tr") == len(sched["stages"][0]["candidates"])
+
+    # Exports download what the schedule route answers.
+    for fmt, suffix in [("json", "schedule.json"), ("csv", "schedule.csv"), ("lambdalr", "lambdalr.json")]:
+        click(browser, f'button[data-export="{fmt}"]')
+        target = downloads / f"lrtune-{job}-{suffix}"
+        wait(browser, lambda _d, t=target: t.is_file() and t.stat().st_size > 0, f"no {fmt} download")
+        expected = worker.http.get(f"/v1/jobs/{job}/schedule", params={"format": fmt}).content
+        assert target.read_bytes() == expected, fmt
+    assert not severe_console_errors(browser)
+    worker.close()
+
+
+JOB_TOTAL = 600
+
+
+def test_a_thousand_jobs_page_and_sort_quickly(service: str, browser: Any) -> None:
+    def create(i: int) -> None:
+        body = {"name": f"bulk-{i:04d}", "config": {"min_lr": 1e-4, "max_lr": 1.0, "total_steps": 1000 + i}}
+        assert httpx.post(f"{service}/v1/jobs", json=body, timeout=30).status_code == 201
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(create, range(1000)))
+    total = httpx.get(f"{service}/v1/jobs?limit=1").json()["total"]
+    assert total >= 1000
+
+    def first_name(d: Any) -> str:
+        return text(d, "#jobs tbody tr .job-link")
+
+    def timed(action: Callable[[], None], condition: Callable[[Any], Any], message: str) -> float:
+        started = time.perf_counter()
+        action()
+        wait(browser, condition, message)
+        return time.perf_counter() - started
+
+    browser.get(service + "/?q=bulk")
+    wait(browser, lambda d: count(d, "#jobs tbody tr") == 50, "the first page did not load")
+    assert first_name(browser) == "bulk-0999"  # newest first
+    pages = text(browser, ".page-info")
+    assert "1–50 of 1,000" in pages and "page 1 of 20" in pages
+
+    elapsed = timed(
+        lambda: click(browser, 'button[data-page="next"]'),
+        lambda d: first_name(d) == "bulk-0949",
+        "next page",
+    )
+    assert elapsed < 3.0
+    elapsed = timed(
+        lambda: click(browser, 'button[data-page="last"]'),
+        lambda d: first_name(d) == "bulk-0049",
+        "last page",
+    )
+    assert elapsed < 3.0
+    assert "offset=950" in browser.current_url  # the page is in the address: reloading keeps it
+
+    elapsed = timed(
+        lambda: click(browser, 'button[data-sort="progress"]'),
+        lambda d: first_name(d) == "bulk-0999" and "page 1 of 20" in text(d, ".page-info"),
+        "sort by progress",
+    )
+    assert elapsed < 3.0
+    assert attr(browser, "th.col-progress", "aria-sort") == "descending"
+    click(browser, 'button[data-sort="name"]')
+    wait(browser, lambda d: first_name(d) == "bulk-0000", "sort by name")
+    assert attr(browser, "th.col-name", "aria-sort") == "ascending"
+
+    search = css(browser, 'input[type="search"]')[0]
+    search.clear()
+    search.send_keys("bulk-0123")
+    wait(browser, lambda d: count(d, "#jobs tbody tr") == 1 and first_name(d) == "bulk-0123", "filter by name")
+    screenshot(browser, "list-filtered", full_page=False)
+    assert not severe_console_errors(browser)
+
+
+@pytest.fixture(scope="module")
+def keyed_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``lrtune serve`` with an admin key."""
+    url, proc = start_service(tmp_path_factory.mktemp("keyed"), "keyed", ADMIN_KEY)
+    try:
+        yield url
+    finally:
+        stop(proc)
+
+
+def test_with_an_admin_key_the_dashboard_shows_nothing_until_given_the_key(keyed_service: str, browser: Any) -> None:
+    created = httpx.post(
+        f"{keyed_service}/v1/jobs",
+        json={"name": "classified-run", "config": {"min_lr": 1e-4, "max_lr": 1.0, "total_steps": 500}},
+    ).json()
+    job = created["job_id"]
+    browser.get(f"{keyed_service}/jobs/{job}")
+    wait(browser, lambda d: css(d, "#login")[0].is_displayed(), "no key prompt")
+    assert "classified-run" not in browser.page_source
+    assert not css(browser, ".job") and not css(browser, "svg.chart")
+    screenshot(browser, "login", full_page=False)
+
+    key_input = css(browser, "#login-key")[0]
+    key_input.send_keys("not-the-key")
+    click(browser, "#login-form button")
+    wait(browser, lambda d: "not this service's admin key" in text(d, "#login-why"), "a wrong key got in")
+    assert "classified-run" not in browser.page_source
+
+    # A job's own token is not the admin key either.
+    css(browser, "#login-key")[0].send_keys(created["token"])
+    click(browser, "#login-form button")
+    wait(browser, lambda d: "not this service's admin key" in text(d, "#login-why"), "a job token got in")
+    assert "classified-run" not in browser.page_source
+
+    css(browser, "#login-key")[0].send_keys(ADMIN_KEY)
+    click(browser, "#login-form button")
+    wait(browser, lambda d: attr(d, ".job", "data-job-id") == job, "the right key did not open the job")
+    assert "classified-run" in text(browser, ".job-head h1")
+    assert ADMIN_KEY not in browser.current_url
+    assert browser.execute_script("return sessionStorage.getItem('lrtune.adminKey')") == ADMIN_KEY
+
+    click(browser, ".crumbs a")
+    wait(browser, lambda d: css(d, f'tr[data-job-id="{job}"]'), "the list did not open with the key")
+
+    click(browser, "#signout")
+    wait(browser, lambda d: css(d, "#login")[0].is_displayed(), "forgetting the key did not lock the page")
+    assert not css(browser, "tr[data-job-id]")
+    assert browser.execute_script("return sessionStorage.getItem('lrtune.adminKey')") is None
+    assert not severe_console_errors(browser) or all("401" in m or "403" in m for m in severe_console_errors(browser))
+
+
+@pytest.mark.skipif(os.environ.get("LRTUNE_DOCS_SCREENSHOTS") != "1", reason="set LRTUNE_DOCS_SCREENSHOTS=1")
+def test_docs_screenshots(service: str, browser: Any) -> None:
+    """Refresh ``docs/images/dashboard-job.png`` and ``dashboard-list.png`` from a longer job."""
+    config = {**DOCS_CONFIG}
+    worker = Worker(service, name="digits-mlp", config=config)
+    worker.run()
+    Worker(service, name="digits-cosine", config={**config, "strategy": "cosine"}).run()
+    running = Worker(service, name="digits-mlp-seed1", config={**config, "seed": 1})
+    running.run(until_step=700)
+    images = ROOT / "docs" / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    browser.set_window_size(1400, 900)
+    browser.get(f"{service}/?status=running")
+    browser.get(f"{service}/")
+    wait(browser, lambda d: css(d, f'tr[data-job-id="{worker.job_id}"]'), "list")
+    browser.save_screenshot(str(images / "dashboard-list.png"))
+    browser.get(f"{service}/jobs/{worker.job_id}")
+    wait(browser, lambda d: points(d, "posterior") > 0, "job page")
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    browser.set_window_size(1400, height + 20)
+    wait(browser, lambda d: points(d, "posterior") > 0, "job page after resize")
+    browser.save_screenshot(str(images / "dashboard-job.png"))
+    browser.set_window_size(1400, 1000)
+
+
+DOCS_CONFIG: dict[str, Any] = {
+    "min_lr": 1e-3,
+    "max_lr": 1.0,
+    "total_steps": 1500,
+    "warmup_steps": 50,
+    "tau": 100,
+    "tau_max": 400,
+    "k": 6,
+    "k_warm": 3,
+    "seed": 0,
+}
