@@ -160,12 +160,13 @@ export class JobView {
 
   summary(info, sched) {
     return el("div", { class: "stats" },
-      stat("Progress", progress(info.steps_used, info.total_steps), `${pct(info.steps_used / info.total_steps)} of the step budget`),
+      stat("Progress", progress(info.steps_used, info.total_steps), `${pct(info.steps_used / info.total_steps)} of the budget`),
       stat("Phase", phaseBadge(info.phase), info.stage === null ? "" : `stage ${info.stage}`),
       stat("Current LR", fmtNum(info.lr), info.phase === "done" ? "finished" : "open segment"),
       stat("Winner LR", fmtNum(sched.winner_lr), "latest stage winner"),
       stat("Last loss", fmtNum(info.last_loss, 4), "training loss"),
-      stat("Exploration", pct(info.explore_share), `cap ${info.config.explore_cap === null ? "preset" : pct(info.config.explore_cap, 0)}`),
+      stat("Exploration", pct(info.explore_share), `${int(sched.explore_steps)} steps` +
+        (info.config.explore_cap === null ? "" : ` (cap ${pct(info.config.explore_cap, 0)})`)),
       stat("Age", el("span", { "data-age": info.created_at }, age(info.created_at)),
         el("span", {}, "updated ", el("span", { "data-age": info.updated_at }, age(info.updated_at)), " ago")));
   }
@@ -200,10 +201,20 @@ export class JobView {
     const kept = [];
     const rolled = [];
     const val = [];
+    const jumps = []; // the kept trajectory resumes after rolled-back candidates: dotted across the gap
+    let keptEnd = null;
     for (const s of segs) {
       const pts = s.curve.filter((p) => p[1] !== null);
       if (s.rolled_back) rolled.push(...pts, null);
-      else kept.push(...pts);
+      else if (pts.length) {
+        const last = kept.length ? kept[kept.length - 1] : null;
+        if (last && keptEnd !== null && s.start_step > keptEnd) {
+          kept.push(null);
+          jumps.push(last, pts[0], null);
+        }
+        kept.push(...pts);
+        keptEnd = s.start_step + s.steps;
+      }
       if (!s.rolled_back && s.val.length) val.push(...s.val.filter((p) => p[1] !== null), null);
     }
     const stageMarks = sched.stages.map((st) => [st.start_step, sched.stages.length <= 14 || st.index % 2 === 0 ? `S${st.index}` : ""]);
@@ -232,12 +243,13 @@ export class JobView {
     const margin = { left: 70, right: 18 };
     this.charts.push(
       () => drawChart(lossHost, {
-        name: "loss", height: 280, margin: { ...margin, bottom: 30 }, title: "training and validation loss against step",
-        x: { domain: [0, total], label: "" }, y: { label: "loss", log: logLoss },
+        name: "loss", height: 290, margin, title: "training and validation loss against step",
+        x: { domain: [0, total], label: "gradient steps used (exploration included)" }, y: { label: "loss", log: logLoss },
         empty: "no losses reported yet",
         layers: [
           { kind: "vlines", name: "stages", color: "#b6bcc6", points: stageMarks },
           { kind: "line", name: "rolled-back", color: COLORS.rolled, opacity: 0.55, width: 1.3, points: rolled, label: "rolled-back candidates" },
+          { kind: "line", name: "resume", color: COLORS.train, width: 1.2, dash: "1 3", opacity: 0.8, points: jumps },
           { kind: "line", name: "train", color: COLORS.train, width: 1.8, points: kept, label: "training loss" },
           { kind: "line", name: "val-line", color: COLORS.val, width: 1.2, opacity: 0.7, points: val },
           { kind: "points", name: "val", color: COLORS.val, r: 2.6, points: val, title: (p) => `step ${p[0]}: validation loss ${fmtNum(p[1], 4)}` },
@@ -258,6 +270,7 @@ export class JobView {
     );
     const lossLegend = legend([
       { label: "training loss (kept)", color: COLORS.train },
+      ...(jumps.length ? [{ label: "resumes after rollback", color: COLORS.train, kind: "dash" }] : []),
       { label: "rolled-back candidates", color: COLORS.rolled, opacity: 0.6 },
       { label: "validation loss", color: COLORS.val, kind: "dot" },
       { label: "stage start", color: "#b6bcc6", kind: "dash" },

@@ -19,8 +19,8 @@ const COLUMNS = [
   ["LR", "lr", "desc", (j) => el("span", { class: "num" }, fmtNum(j.lr))],
   ["Exploration", "explore", "desc", (j) => el("span", { class: "num" }, pct(j.explore_share))],
   ["Last loss", "loss", "asc", (j) => el("span", { class: "num" }, fmtNum(j.last_loss, 4))],
-  ["Age", "created", "desc", (j) => el("span", { class: "num", title: new Date(j.created_at * 1000).toISOString() },
-    age(j.created_at))],
+  ["Age", "created", "desc", (j) => el("span", { class: "num", "data-age": j.created_at,
+    title: new Date(j.created_at * 1000).toISOString() }, age(j.created_at))],
 ];
 
 export class ListView {
@@ -126,6 +126,12 @@ export class ListView {
       this.change({ offset: Math.max(0, Math.floor((page.total - 1) / this.state.limit) * this.state.limit) });
       return;
     }
+    const text = JSON.stringify(page);
+    if (text === this.lastPage) {
+      for (const node of this.body.querySelectorAll("[data-age]")) node.textContent = age(Number(node.dataset.age));
+      return;
+    }
+    this.lastPage = text;
     this.render(page);
   }
 

@@ -1,0 +1,203 @@
+"""``lrtune jobs list|show|export`` against real ``lrtune serve`` processes on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from server.cli_jobs import fmt_age, fmt_num, jobs_table, table
+from server.launch import ADMIN_KEY_ENV, REDIS_URL_ENV, free_port, local_program, start_local, wait_ready
+from tests.server.helpers import SMALL_CONFIG, run_segment
+
+ADMIN_KEY = "cli-test-admin-key"
+
+
+def serve(tmp: Path, admin_key: str) -> Iterator[str]:
+    port = free_port()
+    proc = start_local(port, {ADMIN_KEY_ENV: admin_key, REDIS_URL_ENV: ""}, tmp / "server.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, proc)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def open_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A service without an admin key (open to this machine)."""
+    yield from serve(tmp_path_factory.mktemp("open"), "")
+
+
+@pytest.fixture(scope="module")
+def keyed_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A service with an admin key."""
+    yield from serve(tmp_path_factory.mktemp("keyed"), ADMIN_KEY)
+
+
+def create(url: str, name: str, run: bool, **config: Any) -> tuple[str, str]:
+    """Create a job (and run it to the end with simulated losses when ``run``); return its id and token."""
+    with httpx.Client(base_url=url, timeout=60.0) as http:
+        resp = http.post("/v1/jobs", json={"name": name, "config": {**SMALL_CONFIG, **config}})
+        assert resp.status_code == 201, resp.text
+        job, token = resp.json()["job_id"], resp.json()["token"]
+        http.headers["Authorization"] = f"Bearer {token}"
+        seg = http.post(f"/v1/jobs/{job}/lease", json={"worker_id": "w"}).json()
+        while run and not seg["done"]:
+            body = {"worker_id": "w", "lease_epoch": seg["lease_epoch"], **run_segment(seg)}
+            seg = http.post(f"/v1/jobs/{job}/segments/{seg['segment_id']}/report", json=body).json()
+    return job, token
+
+
+def lrtune(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the ``lrtune`` script; LRTUNE_URL and LRTUNE_KEY come only from ``env``."""
+    base = {k: v for k, v in os.environ.items() if k not in ("LRTUNE_URL", "LRTUNE_KEY")}
+    out = subprocess.run(
+        [local_program(), *args], env={**base, **(env or {})}, capture_output=True, text=True, timeout=60
+    )
+    assert "Traceback" not in out.stdout + out.stderr, out.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def jobs(open_url: str) -> dict[str, str]:
+    finished, _ = create(open_url, "finished-run", run=True)
+    fresh, _ = create(open_url, "fresh-run", run=False, seed=3)
+    return {"finished": finished, "fresh": fresh}
+
+
+def test_list_prints_an_aligned_table_newest_first(open_url: str, jobs: dict[str, str]) -> None:
+    out = lrtune("jobs", "list", "--url", open_url)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    header, rows = lines[0], lines[1:3]
+    columns = ["ID", "NAME", "STATUS", "PROGRESS", "PHASE", "STAGE", "LR", "EXPLORE", "LAST", "LOSS", "AGE"]
+    assert header.split() == columns
+    assert [r.split()[0] for r in rows] == [jobs["fresh"], jobs["finished"]]
+    assert rows[1].split()[1:3] == ["finished-run", "done"]
+    assert f"{SMALL_CONFIG['total_steps']}/{SMALL_CONFIG['total_steps']}" in rows[1]
+    for column in ("STATUS", "PHASE"):  # left-aligned columns start where their header does
+        at = header.index(column)
+        assert all(r[at - 2 : at] == "  " and r[at] != " " for r in rows), column
+    assert lines[-1] == "1-2 of 2 jobs, by created desc"
+
+
+def test_list_takes_the_url_from_the_environment_and_sorts(open_url: str, jobs: dict[str, str]) -> None:
+    out = lrtune("jobs", "list", "--sort", "name", "--order", "asc", env={"LRTUNE_URL": open_url})
+    assert out.returncode == 0, out.stderr
+    assert [line.split()[1] for line in out.stdout.splitlines()[1:3]] == ["finished-run", "fresh-run"]
+    out = lrtune("jobs", "list", "--status", "done", "--json", env={"LRTUNE_URL": open_url})
+    page = json.loads(out.stdout)
+    assert [j["job_id"] for j in page["jobs"]] == [jobs["finished"]] and page["total"] == 1
+
+
+def test_show_by_name_and_by_id_prefix(open_url: str, jobs: dict[str, str]) -> None:
+    out = lrtune("jobs", "show", "finished-run", "--url", open_url)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert text.startswith(f"job          {jobs['finished']}  finished-run")
+    assert "status       done" in text and "exploration  " in text
+    assert "STAGE  START  TAU" in text and "stage 0 candidates" in text and "winner" in text
+    by_prefix = lrtune("jobs", "show", jobs["finished"][:7], "--segments", "--url", open_url)
+    assert by_prefix.returncode == 0, by_prefix.stderr
+    assert by_prefix.stdout.startswith(text.split("\n", 1)[0]) and "SEGMENT  START  STEPS  PHASE" in by_prefix.stdout
+    as_json = json.loads(lrtune("jobs", "show", jobs["fresh"], "--json", "--url", open_url).stdout)
+    assert as_json["job"]["job_id"] == jobs["fresh"] and as_json["schedule"]["steps_used"] == 0
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv", "lambdalr"])
+def test_export_writes_what_the_schedule_route_answers(
+    open_url: str, jobs: dict[str, str], fmt: str, tmp_path: Path
+) -> None:
+    job = jobs["finished"]
+    target = tmp_path / f"export.{fmt}"
+    out = lrtune("jobs", "export", job, "--format", fmt, "-o", str(target), "--url", open_url)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "" and f"wrote {target}" in out.stderr
+    via_dashboard = httpx.get(f"{open_url}/dashboard/api/jobs/{job}/schedule", params={"format": fmt}).content
+    assert target.read_bytes() == via_dashboard
+    if fmt == "lambdalr":
+        stdout = lrtune("jobs", "export", job, "--format", fmt, "--url", open_url).stdout
+        assert json.loads(stdout)["format"] == "lrtune.schedule/v1"
+
+
+def test_errors_are_one_line_with_distinct_exit_codes(open_url: str, jobs: dict[str, str]) -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    out = lrtune("jobs", "list", "--url", nowhere)
+    assert out.returncode == 3 and "cannot reach the lrtune service" in out.stderr and "LRTUNE_URL" in out.stderr
+    out = lrtune("jobs", "show", "0123456789abcdef", "--url", open_url)
+    assert (out.returncode, out.stderr.count("\n")) == (5, 1) and "no job with id" in out.stderr
+    out = lrtune("jobs", "export", "no-such-run", "--url", open_url)
+    assert out.returncode == 5 and "'no-such-run'" in out.stderr
+    run_a, _ = create(open_url, "twin", run=False)
+    create(open_url, "twin", run=False)
+    out = lrtune("jobs", "show", "twin", "--url", open_url)
+    assert out.returncode == 1 and "matches 2 jobs" in out.stderr and run_a in out.stderr
+    out = lrtune("jobs", "list", "--url", "127.0.0.1:8000")
+    assert out.returncode == 2 and "must start with http://" in out.stderr
+    out = lrtune("jobs", "export", jobs["finished"], "--format", "xml", "--url", open_url)
+    assert out.returncode == 2
+    out = lrtune("jobs", "list", "--url", f"{open_url}/v1")
+    assert out.returncode == 1 and "is it an lrtune service?" in out.stderr
+
+
+def test_keys_admin_and_job_token(keyed_url: str) -> None:
+    job, token = create(keyed_url, "keyed-run", run=True)
+    other, _ = create(keyed_url, "other-run", run=False)
+    out = lrtune("jobs", "list", "--url", keyed_url)
+    assert out.returncode == 4 and "pass --key or set LRTUNE_KEY" in out.stderr
+    out = lrtune("jobs", "list", "--url", keyed_url, "--key", "wrong")
+    assert out.returncode == 4 and "403" in out.stderr
+    out = lrtune("jobs", "list", env={"LRTUNE_URL": keyed_url, "LRTUNE_KEY": ADMIN_KEY})
+    assert out.returncode == 0 and "keyed-run" in out.stdout and "other-run" in out.stdout
+    out = lrtune("jobs", "show", job, "--url", keyed_url)
+    assert out.returncode == 4
+    # A job's own token opens that job (through the token-scoped routes), and no other.
+    out = lrtune("jobs", "show", job, "--url", keyed_url, env={"LRTUNE_KEY": token})
+    assert out.returncode == 0 and "keyed-run" in out.stdout
+    out = lrtune("jobs", "export", job, "-f", "csv", "--url", keyed_url, env={"LRTUNE_KEY": token})
+    assert out.returncode == 0 and out.stdout.startswith("segment_id,start_step,steps,phase")
+    out = lrtune("jobs", "show", other, "--url", keyed_url, env={"LRTUNE_KEY": token})
+    assert out.returncode == 4 and "does not open this job" in out.stderr
+
+
+def test_formatting_helpers() -> None:
+    assert [fmt_num(v) for v in (None, float("nan"), 0.0, 0.012345, 2.5, 1e-5, 123456.0)] == [
+        "-",
+        "-",
+        "0",
+        "0.01235",
+        "2.5",
+        "1.000e-05",
+        "1.235e+05",
+    ]
+    assert [fmt_age(1000.0 - s, now=1000.0) for s in (5, 120, 7200, 172800)] == ["5 s", "2 min", "2 h", "2 d"]
+    assert table(["A", "NUM"], [["xx", "1"], ["y", "100"]], right=frozenset({1})) == "A   NUM\nxx    1\ny   100"
+    info = {
+        "job_id": "0123456789abcdef",
+        "name": None,
+        "status": "running",
+        "steps_used": 5,
+        "total_steps": 10,
+        "phase": "explore",
+        "stage": 0,
+        "lr": 0.01,
+        "explore_share": 0.5,
+        "last_loss": None,
+        "created_at": 0.0,
+    }
+    row = jobs_table([info], now=30.0).splitlines()[1]
+    cells = ["0123456789abcdef", "-", "running", "5/10", "50.0%", "explore", "0", "0.01", "50.0%", "-", "30", "s"]
+    assert row.split() == cells
