@@ -6,9 +6,9 @@ with a ``Retry-After`` header when a client goes over. A *client* is the network
 that carry the admin key are never limited. Addresses are kept only as truncated SHA-256 hashes.
 
 * The **job quota** counts, per client, the jobs it created that are still running. It lives in the store's
-  backend (a Redis set per client, or process memory for the embedded store), so every process of a
-  deployment enforces the same count. Finished, deleted and purged jobs are dropped from the count lazily,
-  when a client reaches its limit.
+  backend (a Redis sorted set per client, or process memory for the embedded store), so every process of a
+  deployment enforces the same count. Finished and deleted jobs are dropped from the count lazily, when a
+  client reaches its limit; a purged job frees its slot :data:`RESERVATION_GRACE_S` after its creation.
 * The **rate limit** is a token bucket per client and per process: ``rate_limit_per_s`` requests per second on
   average, ``rate_limit_burst`` at once. Health, readiness and metrics probes are exempt.
 """
@@ -33,8 +33,10 @@ from server.store import JobNotFoundError, JobStore, StoreUnavailableError
 
 #: Paths never rate-limited: probes must see the service as it is, not as a busy client made it.
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-#: Seconds a client's quota set lives in Redis after its last job creation.
+#: Seconds a client's quota entries live in Redis after its last job creation.
 QUOTA_KEY_TTL_S = 30 * 86_400
+#: Seconds an admitted job may take to appear in the store before its missing record frees its slot.
+RESERVATION_GRACE_S = 10.0
 
 
 def client_key(address: str | None) -> str:
@@ -109,9 +111,14 @@ class RateLimiter:
 
 
 class JobLedger(ABC):
-    """Which jobs each client created that may still be running (the job quota's bookkeeping)."""
+    """Which jobs each client created that may still be running (the job quota's bookkeeping).
 
-    def admit(self, client: str, job_id: str, limit: int, running: Callable[[str], bool]) -> bool:
+    Each entry is a job id with the Unix time it was admitted. An entry stops counting once its job is no longer
+    running, or once its job cannot be found and was admitted more than :data:`RESERVATION_GRACE_S` ago (the job
+    was purged, or its creation failed after admission); younger missing entries are creations in flight.
+    """
+
+    def admit(self, client: str, job_id: str, limit: int, status: Callable[[str], str | None], now: float) -> bool:
         """Record ``job_id`` as a running job of ``client`` unless the client has ``limit`` of them already.
 
         The new id is added first and taken back when the count goes over the limit, so that two processes
@@ -121,7 +128,8 @@ class JobLedger(ABC):
             client: The client's key (:func:`client_key`).
             job_id: The job about to be created.
             limit: Most running jobs the client may have (positive).
-            running: Tells whether a recorded job still counts (it exists and is running).
+            status: The stored status of a job (``running``, ``done``, ``deleted``), None when it does not exist.
+            now: Unix time in seconds.
 
         Returns:
             True when the job was admitted.
@@ -129,9 +137,16 @@ class JobLedger(ABC):
         Raises:
             StoreUnavailableError: The backend cannot be reached.
         """
-        if self._add(client, job_id) <= limit:
+        if self._add(client, job_id, now) <= limit:
             return True
-        ended = [j for j in self._members(client) if j != job_id and not running(j)]
+        ended = []
+        for other, admitted_at in self._entries(client):
+            if other == job_id:
+                continue
+            state = status(other)
+            vanished = state is None and admitted_at < now - RESERVATION_GRACE_S
+            if vanished or state not in (None, "running"):
+                ended.append(other)
         if ended:
             self._remove(client, ended)
         if self._count(client) <= limit:
@@ -140,20 +155,20 @@ class JobLedger(ABC):
         return False
 
     @abstractmethod
-    def _add(self, client: str, job_id: str) -> int:
-        """Add ``job_id`` to the client's set; return the set's size."""
+    def _add(self, client: str, job_id: str, now: float) -> int:
+        """Add ``job_id`` (admitted at ``now``) to the client's entries; return how many it has."""
 
     @abstractmethod
-    def _members(self, client: str) -> list[str]:
-        """The client's recorded job ids."""
+    def _entries(self, client: str) -> list[tuple[str, float]]:
+        """The client's entries: job ids with their admission times."""
 
     @abstractmethod
     def _remove(self, client: str, job_ids: list[str]) -> None:
-        """Drop ``job_ids`` from the client's set."""
+        """Drop ``job_ids`` from the client's entries."""
 
     @abstractmethod
     def _count(self, client: str) -> int:
-        """Size of the client's set."""
+        """How many entries the client has."""
 
 
 class MemoryLedger(JobLedger):
@@ -161,32 +176,35 @@ class MemoryLedger(JobLedger):
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._jobs: dict[str, set[str]] = {}
+        self._jobs: dict[str, dict[str, float]] = {}
 
-    def _add(self, client: str, job_id: str) -> int:
+    def _add(self, client: str, job_id: str, now: float) -> int:
         with self._lock:
-            jobs = self._jobs.setdefault(client, set())
-            jobs.add(job_id)
+            jobs = self._jobs.setdefault(client, {})
+            jobs[job_id] = now
             return len(jobs)
 
-    def _members(self, client: str) -> list[str]:
+    def _entries(self, client: str) -> list[tuple[str, float]]:
         with self._lock:
-            return sorted(self._jobs.get(client, ()))
+            return sorted(self._jobs.get(client, {}).items())
 
     def _remove(self, client: str, job_ids: list[str]) -> None:
         with self._lock:
-            jobs = self._jobs.get(client, set())
-            jobs.difference_update(job_ids)
+            jobs = self._jobs.get(client, {})
+            for job_id in job_ids:
+                jobs.pop(job_id, None)
             if not jobs:
                 self._jobs.pop(client, None)
 
     def _count(self, client: str) -> int:
         with self._lock:
-            return len(self._jobs.get(client, ()))
+            return len(self._jobs.get(client, {}))
 
 
 class RedisLedger(JobLedger):
-    """The job ledger on Redis: a set per client under the deployment's prefix, shared by every process.
+    """The job ledger on Redis, shared by every process of a deployment.
+
+    One sorted set per client under the deployment's prefix: job ids scored by admission time.
 
     Args:
         url: Redis URL (the store's).
@@ -211,26 +229,26 @@ class RedisLedger(JobLedger):
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise StoreUnavailableError(f"redis is unreachable (job quota): {exc}") from exc
 
-    def _add(self, client: str, job_id: str) -> int:
+    def _add(self, client: str, job_id: str, now: float) -> int:
         key = self.keys.quota(client)
-        with self._reachable(), self._r.pipeline() as pipe:
-            pipe.sadd(key, job_id)
+        with self._reachable(), self._r.pipeline() as pipe:  # MULTI/EXEC: the count includes this id, atomically
+            pipe.zadd(key, {job_id: now})
             pipe.expire(key, QUOTA_KEY_TTL_S)
-            pipe.scard(key)
+            pipe.zcard(key)
             return int(pipe.execute()[-1])
 
-    def _members(self, client: str) -> list[str]:
+    def _entries(self, client: str) -> list[tuple[str, float]]:
         with self._reachable():
-            raw = self._r.smembers(self.keys.quota(client))
-        return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in raw)
+            raw: list[tuple[bytes, float]] = self._r.zrange(self.keys.quota(client), 0, -1, withscores=True)  # type: ignore[assignment]
+        return [(member.decode(), float(at)) for member, at in raw]
 
     def _remove(self, client: str, job_ids: list[str]) -> None:
         with self._reachable():
-            self._r.srem(self.keys.quota(client), *job_ids)
+            self._r.zrem(self.keys.quota(client), *job_ids)
 
     def _count(self, client: str) -> int:
         with self._reachable():
-            return int(self._r.scard(self.keys.quota(client)))
+            return int(self._r.zcard(self.keys.quota(client)))
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -244,24 +262,31 @@ def open_ledger(settings: Settings) -> JobLedger:
     return MemoryLedger()
 
 
-def still_running(store: JobStore) -> Callable[[str], bool]:
-    """A ``running`` callback for :meth:`JobLedger.admit` that asks ``store``."""
+def stored_status(store: JobStore) -> Callable[[str], str | None]:
+    """A ``status`` callback for :meth:`JobLedger.admit` that asks ``store``."""
 
-    def running(job_id: str) -> bool:
+    def status(job_id: str) -> str | None:
         try:
-            return store.get_head(job_id).status == "running"
+            return store.get_head(job_id).status
         except JobNotFoundError:
-            return False
+            return None
 
-    return running
+    return status
 
 
-def job_gate(ledger: JobLedger, client: str, limit: int, store: JobStore, retry_after_s: int) -> Callable[[str], None]:
+def job_gate(
+    ledger: JobLedger,
+    client: str,
+    limit: int,
+    store: JobStore,
+    retry_after_s: int,
+    clock: Callable[[], float] = time.time,
+) -> Callable[[str], None]:
     """A callback that admits a new job id for ``client`` or raises :class:`TooManyJobsError`."""
-    running = still_running(store)
+    status = stored_status(store)
 
     def admit(job_id: str) -> None:
-        if not ledger.admit(client, job_id, limit, running):
+        if not ledger.admit(client, job_id, limit, status, clock()):
             raise TooManyJobsError(
                 f"this client has {limit} running jobs, the most allowed (LRTUNE_MAX_JOBS_PER_CLIENT); "
                 "finish or delete one, or retry later",

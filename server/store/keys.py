@@ -5,7 +5,7 @@ Layout, for a prefix ``P`` (``LRTUNE_REDIS_PREFIX``, default ``lrtune``)::
     P:job:{job_id}      hash   head -> JSON head, tuner -> JSON tuner state, version -> int
     P:jobs              zset   job_id scored by created_at (listing order)
     P:status:{status}   set    job ids with that status (counts and filtered listings)
-    P:quota:{client}    set    ids of the jobs a client created that may still be running (job quota)
+    P:quota:{client}    zset   ids of the jobs a client created that may still be running, by admission time
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class Keys:
         return f"{self.prefix}:status:{status}"
 
     def quota(self, client: str) -> str:
-        """Set of the ids of jobs created by ``client`` (an opaque hash) that may still be running."""
+        """Sorted set of the ids of jobs created by ``client`` (an opaque hash) that may still be running."""
         return f"{self.prefix}:quota:{client}"
 
     def pattern(self) -> str:

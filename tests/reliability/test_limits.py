@@ -1,0 +1,167 @@
+"""Too many jobs per client, too many requests per client: 429 with ``Retry-After``, configurable, off by default."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from server.app import create_app
+from server.quotas import RESERVATION_GRACE_S, MemoryLedger, RateLimiter
+from server.settings import Settings
+from server.store import MemoryStore
+from server.store.redis import RedisStore
+from tests.reliability.harness import Service, serve_env
+from tests.server.helpers import SMALL_CONFIG, FakeClock, run_segment
+
+ADMIN = "the-admin-key-" + "a" * 20
+
+
+def client_for(settings: Settings, address: str = "127.0.0.1", store: Any = None) -> TestClient:
+    app = create_app(settings, store=store if store is not None else MemoryStore())
+    return TestClient(app, client=(address, 40000))
+
+
+def create(c: TestClient, headers: dict[str, str] | None = None) -> httpx.Response:
+    return c.post("/v1/jobs", json={"config": SMALL_CONFIG}, headers=headers)
+
+
+def assert_429(resp: httpx.Response, code: str) -> int:
+    assert (resp.status_code, resp.json()["code"]) == (429, code), resp.text
+    retry_after = int(resp.headers["Retry-After"])
+    assert retry_after >= 1 and resp.json()["detail"]["retry_after_s"] > 0
+    return retry_after
+
+
+def test_limits_are_off_by_default() -> None:
+    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert defaults.max_jobs_per_client == 0 and defaults.rate_limit_per_s == 0
+    with client_for(Settings(redis_url=None)) as c:
+        assert all(create(c).status_code == 201 for _ in range(30))
+        assert all(c.get("/v1/jobs").status_code == 200 for _ in range(100))
+
+
+def test_job_quota_per_client_frees_slots_when_jobs_end() -> None:
+    settings = Settings(redis_url=None, max_jobs_per_client=2, jobs_retry_after_s=30, admin_key=SecretStr(ADMIN))
+    store = MemoryStore()
+    app = create_app(settings, store=store)
+    with TestClient(app, client=("10.0.0.1", 1)) as c, TestClient(app, client=("10.0.0.2", 1)) as other:
+        first, second = create(c).json(), create(c).json()
+        assert assert_429(create(c), "too_many_jobs") == 30
+        assert store.list_heads(0, 0).total == 2  # the refused job was never stored
+        assert create(other).status_code == 201  # another client has its own quota
+        assert create(c, {"Authorization": f"Bearer {ADMIN}"}).status_code == 201  # the admin is not limited
+        # Deleting a job frees its slot; so does finishing one.
+        auth = {"Authorization": f"Bearer {first['token']}"}
+        assert c.delete(f"/v1/jobs/{first['job_id']}", headers=auth).status_code == 200
+        third = create(c)
+        assert third.status_code == 201
+        assert_429(create(c), "too_many_jobs")
+        auth = {"Authorization": f"Bearer {second['token']}"}
+        seg = c.post(f"/v1/jobs/{second['job_id']}/lease", json={"worker_id": "w"}, headers=auth).json()
+        while not seg["done"]:
+            body = {"worker_id": "w", "lease_epoch": seg["lease_epoch"], **run_segment(seg)}
+            seg = c.post(
+                f"/v1/jobs/{second['job_id']}/segments/{seg['segment_id']}/report", json=body, headers=auth
+            ).json()
+        assert create(c).status_code == 201
+        assert_429(create(c), "too_many_jobs")
+
+
+def test_ledger_frees_slots_of_ended_and_vanished_jobs_but_not_of_creations_in_flight() -> None:
+    statuses: dict[str, str] = {}
+    ledger = MemoryLedger()
+    t0 = 1_000.0
+    assert ledger.admit("c", "a", 2, statuses.get, t0) and ledger.admit("c", "b", 2, statuses.get, t0)
+    # Neither is stored yet (their creations are in flight): they count.
+    assert not ledger.admit("c", "x", 2, statuses.get, t0 + 1)
+    statuses.update(a="running", b="running")
+    assert not ledger.admit("c", "x", 2, statuses.get, t0 + 2)
+    statuses["a"] = "done"
+    assert ledger.admit("c", "x", 2, statuses.get, t0 + 3)  # a finished job frees its slot
+    statuses["x"] = "running"
+    del statuses["b"]  # purged
+    assert not ledger.admit("c", "y", 2, statuses.get, t0 + 4)  # within the grace it may be a creation in flight
+    assert ledger.admit("c", "y", 2, statuses.get, t0 + RESERVATION_GRACE_S + 1)
+    assert ledger.admit("d", "z", 2, statuses.get, t0)  # clients are counted apart
+
+
+def test_job_quota_is_shared_by_processes_on_one_redis(redis_url: str) -> None:
+    """Two apps on one Redis prefix stand for two service processes: one count, never exceeded, even in a race."""
+    prefix = f"lrtune-quota-{uuid.uuid4().hex[:10]}"
+    settings = Settings(redis_url=redis_url, redis_prefix=prefix, max_jobs_per_client=3)
+    stores = [RedisStore(redis_url, prefix), RedisStore(redis_url, prefix)]
+    apps = [create_app(settings, store=s) for s in stores]
+    try:
+        with TestClient(apps[0], client=("10.0.0.9", 1)) as a, TestClient(apps[1], client=("10.0.0.9", 2)) as b:
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                racing = list(pool.map(lambda i: create(a if i % 2 else b).status_code, range(8)))
+            admitted = racing.count(201)
+            assert 1 <= admitted <= 3 and racing.count(429) == 8 - admitted  # never over the quota
+            while admitted < 3:  # one at a time, the remaining slots fill up exactly
+                assert create(a if admitted % 2 else b).status_code == 201
+                admitted += 1
+            assert_429(create(a), "too_many_jobs")
+            assert_429(create(b), "too_many_jobs")
+            assert stores[0].count("running") == 3
+    finally:
+        stores[0].purge()
+        for s in stores:
+            s.close()
+
+
+def test_rate_limiter_refills_and_forgets_idle_clients() -> None:
+    clock = FakeClock(100.0)
+    limiter = RateLimiter(rate_per_s=2.0, burst=3, clock=clock, max_clients=4)
+    assert [limiter.acquire("a") for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert limiter.acquire("a") == pytest.approx(0.5)  # one token per half second
+    assert limiter.acquire("b") == 0.0  # clients do not share buckets
+    clock.advance(0.5)
+    assert limiter.acquire("a") == 0.0 and limiter.acquire("a") > 0
+    for n in range(10):  # many clients, long idle: the table stays bounded
+        clock.advance(10.0)
+        limiter.acquire(f"c{n}")
+    assert len(limiter) <= 5
+    with pytest.raises(ValueError):
+        RateLimiter(rate_per_s=0.0)
+
+
+def test_rate_limit_per_client_with_exempt_probes_and_admin() -> None:
+    settings = Settings(redis_url=None, rate_limit_per_s=0.5, rate_limit_burst=4, admin_key=SecretStr(ADMIN))
+    app = create_app(settings, store=MemoryStore())
+    with TestClient(app, client=("10.0.0.3", 1)) as c, TestClient(app, client=("10.0.0.4", 1)) as other:
+        answers = [c.get("/v1/jobs/0123456789abcdef", headers={"Authorization": "Bearer x"}) for _ in range(4)]
+        assert [r.status_code for r in answers] == [404] * 4
+        assert assert_429(create(c), "rate_limited") >= 1  # before the body is read, before any store access
+        assert c.get("/healthz").status_code == 200 and c.get("/readyz").status_code == 200
+        assert c.get("/metrics").status_code == 200
+        assert c.get("/v1/jobs", headers={"Authorization": f"Bearer {ADMIN}"}).status_code == 200
+        assert create(other).status_code == 201
+
+
+@pytest.fixture
+def limited_service(redis_url: str, redis_prefix: str, tmp_path: Path) -> Iterator[Service]:
+    env = serve_env(redis_url, redis_prefix, LRTUNE_MAX_JOBS_PER_CLIENT="2", LRTUNE_RATE_LIMIT_PER_S="1")
+    service = Service({**env, "LRTUNE_RATE_LIMIT_BURST": "6"}, tmp_path)
+    service.start()
+    yield service
+    service.stop()
+
+
+def test_limits_from_the_environment_on_a_real_process(limited_service: Service) -> None:
+    url = limited_service.url
+    with httpx.Client(base_url=url, timeout=30.0) as http:
+        codes = [http.post("/v1/jobs", json={"config": SMALL_CONFIG}).status_code for _ in range(3)]
+        assert codes == [201, 201, 429]
+        answers = [http.get("/v1/jobs") for _ in range(12)]  # the burst of 6 is spent within these
+        limited = next(r for r in answers if r.status_code != 200)
+        assert limited.status_code == 429 and limited.json()["code"] == "rate_limited"
+        assert int(limited.headers["Retry-After"]) >= 1
+        assert http.get("/healthz").status_code == 200
