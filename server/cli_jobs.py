@@ -15,6 +15,7 @@ import json
 import math
 import re
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from enum import StrEnum
@@ -270,7 +271,10 @@ def job_report(info: dict[str, Any], sched: dict[str, Any], segments: bool = Fal
         ("config", " ".join(f"{k}={v}" for k, v in cfg.items())),
     ]
     width = max(len(k) for k, _ in pairs)
-    out = [f"{k.ljust(width)}  {v}" for k, v in pairs]
+    out = []
+    for k, v in pairs:  # long values (the config) wrap under themselves
+        lines = textwrap.wrap(v, 110 - width, break_long_words=False, break_on_hyphens=False) or [""]
+        out += [f"{k.ljust(width)}  {lines[0]}", *(f"{'':{width}}  {rest}" for rest in lines[1:])]
     stages = sched.get("stages", [])
     if stages:
         out += ["", "stages"]

@@ -48,6 +48,7 @@ class Worker:
     url: str
     name: str = "digits-mlp"
     config: dict[str, Any] = field(default_factory=lambda: dict(JOB_CONFIG))
+    label_noise: float = 0.0
 
     def __post_init__(self) -> None:
         self.http = httpx.Client(base_url=self.url, timeout=60.0)
@@ -56,7 +57,7 @@ class Worker:
         self.job_id: str = created.json()["job_id"]
         self.token: str = created.json()["token"]
         self.http.headers["Authorization"] = f"Bearer {self.token}"
-        self.runner = SegmentRunner(Digits.load(0), 0)
+        self.runner = SegmentRunner(noisy_digits(self.label_noise), 0)
         resp = self.http.post(f"/v1/jobs/{self.job_id}/lease", json={"worker_id": "w1"})
         assert resp.status_code == 200, resp.text
         self.segment = WireSegment.model_validate(resp.json())
@@ -82,6 +83,24 @@ class Worker:
 
     def close(self) -> None:
         self.http.close()
+
+
+def noisy_digits(share: float, seed: int = 0) -> Digits:
+    """Digits with ``share`` of the training labels replaced by random ones (validation labels stay clean).
+
+    Label noise gives the training loss a floor well above zero, as in real training, instead of the few
+    hundred steps this MLP needs to memorize the clean training set.
+    """
+    import torch
+
+    data = Digits.load(seed)
+    if share <= 0:
+        return data
+    gen = torch.Generator().manual_seed(seed + 1)
+    y = data.y_train.clone()
+    flip = torch.rand(len(y), generator=gen) < share
+    y[flip] = torch.randint(0, 10, (int(flip.sum()),), generator=gen)
+    return Digits(data.x_train, y, data.x_val, data.y_val)
 
 
 def chromium_or_skip() -> None:
@@ -140,13 +159,20 @@ def screenshot(driver: Any, name: str, full_page: bool = True) -> Path:
     path = ARTIFACTS / f"{name}.png"
     if full_page:
         size = driver.get_window_size()
-        height = driver.execute_script("return document.documentElement.scrollHeight")
-        driver.set_window_size(size["width"], max(size["height"], height + 20))
+        fit_page(driver)
         driver.save_screenshot(str(path))
         driver.set_window_size(size["width"], size["height"])
     else:
         driver.save_screenshot(str(path))
     return path
+
+
+def fit_page(driver: Any) -> None:
+    """Make the window tall enough that the viewport shows the whole page (for full-page screenshots)."""
+    size = driver.get_window_size()
+    page, view = driver.execute_script("return [document.documentElement.scrollHeight, window.innerHeight]")
+    if page > view:
+        driver.set_window_size(size["width"], size["height"] + page - view)
 
 
 def severe_console_errors(driver: Any) -> list[str]:

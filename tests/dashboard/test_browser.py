@@ -22,6 +22,7 @@ from tests.dashboard.helpers import (
     Worker,
     chromium_or_skip,
     close_browser,
+    fit_page,
     make_browser,
     screenshot,
     severe_console_errors,
@@ -323,22 +324,20 @@ def test_with_an_admin_key_the_dashboard_shows_nothing_until_given_the_key(keyed
 def test_docs_screenshots(service: str, browser: Any) -> None:
     """Refresh ``docs/images/dashboard-job.png`` and ``dashboard-list.png`` from a longer job."""
     config = {**DOCS_CONFIG}
-    worker = Worker(service, name="digits-mlp", config=config)
+    Worker(service, name="digits-mlp-wide-range", config={**config, "min_lr": 1e-4}, label_noise=0.3).run()
+    worker = Worker(service, name="digits-mlp", config=config, label_noise=0.3)
     worker.run()
-    Worker(service, name="digits-cosine", config={**config, "strategy": "cosine"}).run()
-    running = Worker(service, name="digits-mlp-seed1", config={**config, "seed": 1})
+    running = Worker(service, name="digits-mlp-seed1", config={**config, "seed": 1}, label_noise=0.3)
     running.run(until_step=700)
     images = ROOT / "docs" / "images"
     images.mkdir(parents=True, exist_ok=True)
-    browser.set_window_size(1400, 900)
-    browser.get(f"{service}/?status=running")
+    browser.set_window_size(1400, 540)
     browser.get(f"{service}/")
     wait(browser, lambda d: css(d, f'tr[data-job-id="{worker.job_id}"]'), "list")
     browser.save_screenshot(str(images / "dashboard-list.png"))
     browser.get(f"{service}/jobs/{worker.job_id}")
     wait(browser, lambda d: points(d, "posterior") > 0, "job page")
-    height = browser.execute_script("return document.documentElement.scrollHeight")
-    browser.set_window_size(1400, height + 20)
+    fit_page(browser)
     wait(browser, lambda d: points(d, "posterior") > 0, "job page after resize")
     browser.save_screenshot(str(images / "dashboard-job.png"))
     browser.set_window_size(1400, 1000)
@@ -353,5 +352,6 @@ DOCS_CONFIG: dict[str, Any] = {
     "tau_max": 400,
     "k": 6,
     "k_warm": 3,
+    "objective": "auto",
     "seed": 0,
 }

@@ -27,6 +27,11 @@ export function fmtNum(v, digits = 3) {
   return String(parseFloat(v.toPrecision(digits)));
 }
 
+/** A tick label: like fmtNum, without trailing zeros in the mantissa (5e-4, not 5.00e-4). */
+function fmtTick(v) {
+  return fmtNum(v, 4).replace(/\.?0+e/, "e");
+}
+
 function fmtPow10(k) {
   if (k === 0) return "1";
   if (k === 1) return "10";
@@ -79,8 +84,8 @@ export class Scale {
 
   ticks(count) {
     const [lo, hi] = this.domain;
-    if (!this.log) return linearTicks(lo, hi, count).map((v) => ({ v, label: fmtNum(v) }));
-    return logTicks(lo, hi).map(({ v, k, m }) => ({ v, label: m === 1 ? fmtPow10(k) : fmtNum(v), minor: m !== 1 }));
+    if (!this.log) return linearTicks(lo, hi, count).map((v) => ({ v, label: fmtTick(v) }));
+    return logTicks(lo, hi).map(({ v, k, m }) => ({ v, label: m === 1 ? fmtPow10(k) : fmtTick(v), minor: m !== 1 }));
   }
 }
 
@@ -165,10 +170,11 @@ export function drawChart(host, spec) {
 
   // grid and axes
   const axes = svg("g", { class: "axes" }, root);
-  for (const t of ys.ticks(Math.max(2, Math.round(plotH / 45)))) {
+  const yTicks = ys.ticks(Math.max(2, Math.round(plotH / 45)));
+  for (const t of yTicks) {
     const y = ys.map(t.v);
     svg("line", { x1: m.left, x2: m.left + plotW, y1: y, y2: y, class: t.minor ? "grid minor" : "grid" }, axes);
-    if (!t.minor || ys.ticks(0).length < 8) {
+    if (!t.minor || yTicks.length < 8) {
       svg("text", { x: m.left - 6, y: y + 4, class: "tick", "text-anchor": "end" }, axes).textContent = t.label;
     }
   }

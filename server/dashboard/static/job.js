@@ -160,7 +160,9 @@ export class JobView {
 
   summary(info, sched) {
     return el("div", { class: "stats" },
-      stat("Progress", progress(info.steps_used, info.total_steps), `${pct(info.steps_used / info.total_steps)} of the budget`),
+      stat("Progress", `${int(info.steps_used)} / ${int(info.total_steps)}`,
+        el("span", { class: "progress" }, progress(info.steps_used, info.total_steps).firstChild,
+          ` ${pct(info.steps_used / info.total_steps)}`)),
       stat("Phase", phaseBadge(info.phase), info.stage === null ? "" : `stage ${info.stage}`),
       stat("Current LR", fmtNum(info.lr), info.phase === "done" ? "finished" : "open segment"),
       stat("Winner LR", fmtNum(sched.winner_lr), "latest stage winner"),
@@ -320,6 +322,9 @@ export class JobView {
     const lines = [];
     const connectors = [];
     const forecasts = [];
+    const nf = st.candidates.filter((c) => c.forecast !== null).length;
+    const dodge = 1 + Math.min(0.035, 0.25 / Math.max(nf, 1)); // factor between neighbouring forecast markers
+    let fi = 0;
     for (const c of st.candidates) {
       const seg = segById.get(c.segment_id);
       const start = seg ? seg.start_step : (c.observed.length ? c.observed[0][0] - 1 : 0);
@@ -329,9 +334,12 @@ export class JobView {
       lines.push({ kind: "line", name: `cand-${c.index}`, color, width: c.winner ? 3 : 1.7, points: pts,
         label: `candidate ${c.index}, LR ${fmtNum(c.lr)}` });
       if (c.forecast !== null) {
+        // Every forecast is at step tau: spread the markers a little sideways so that their bands stay apart.
+        const at = st.tau * dodge ** (fi - (nf - 1) / 2);
+        fi += 1;
         const band = c.band90 || [null, null];
-        forecasts.push([st.tau, c.forecast, band[0], band[1], { color, winner: c.winner, c }]);
-        if (pts.length) connectors.push(pts[pts.length - 1], [st.tau, c.forecast], null);
+        forecasts.push([at, c.forecast, band[0], band[1], { color, winner: c.winner, c }]);
+        if (pts.length) connectors.push(pts[pts.length - 1], [at, c.forecast], null);
       }
     }
     const tip = (p) => {
@@ -363,7 +371,7 @@ export class JobView {
     this.charts.push(
       () => drawChart(candHost, {
         name: "candidates", height: 260, title: `stage ${st.index}: candidate losses and forecasts`,
-        x: { domain: [1, st.tau * 1.25], log: true, label: `steps into the stage, log scale (forecast at τ = ${st.tau})` },
+        x: { domain: [1, st.tau * dodge ** ((nf - 1) / 2 + 2)], log: true, label: `steps into the stage, log scale (forecast at τ = ${st.tau})` },
         y: { label: useVal ? "validation loss" : "training loss" }, empty: "no candidate has run yet",
         layers: [...lines, { kind: "line", name: "extrapolation", color: "#9aa1ab", dash: "3 3", width: 1.2, points: connectors },
           { kind: "errorbars", name: "forecasts", color: "#333", r: 4.5, points: forecasts, title: tip }],
