@@ -18,6 +18,7 @@ import pytest
 
 from server.launch import ADMIN_KEY_ENV, REDIS_URL_ENV, free_port, start_local, wait_ready
 from tests.dashboard.helpers import (
+    JOB_CONFIG,
     ROOT,
     Worker,
     chromium_or_skip,
@@ -269,6 +270,32 @@ def test_a_thousand_jobs_page_and_sort_quickly(service: str, browser: Any) -> No
     assert not severe_console_errors(browser)
 
 
+def test_a_new_job_a_fixed_schedule_and_an_unknown_id_render_without_errors(service: str, browser: Any) -> None:
+    body = {"name": "not-started", "config": {"min_lr": 1e-3, "max_lr": 1.0, "total_steps": 800}}
+    fresh = httpx.post(f"{service}/v1/jobs", json=body).json()["job_id"]
+    browser.get(f"{service}/jobs/{fresh}")
+    wait(browser, lambda d: attr(d, ".job", "data-job-id") == fresh, "a job without reports has no page")
+    assert points(browser, "loss") == 0 and "no losses reported yet" in text(browser, 'svg[data-chart="loss"]')
+    assert series_points(browser, "lr", "open") == 2  # the proposed first segment
+    assert "no candidate has run yet" in text(browser, 'svg[data-chart="candidates"]')
+    assert "no forecast yet" in text(browser, 'svg[data-chart="posterior"]')
+
+    cosine = Worker(service, name="fixed-cosine", config={**JOB_CONFIG, "strategy": "cosine"})
+    cosine.run()
+    browser.get(f"{service}/jobs/{cosine.job_id}")
+    wait(browser, lambda d: attr(d, ".job", "data-status") == "done", "a fixed schedule has no page")
+    assert series_points(browser, "lr", "lr-schedule") > 10 and points(browser, "loss") > 50
+    assert "fixed cosine schedule" in text(browser, ".job")
+    cosine.close()
+
+    browser.get(f"{service}/jobs/0123456789abcdef")
+    wait(browser, lambda d: "Job not found" in text(d, "#app"), "an unknown id is not reported")
+    browser.get(f"{service}/jobs/not-a-job")
+    wait(browser, lambda d: "Job not found" in text(d, "#app"), "a malformed id is not reported")
+    errors = [m for m in severe_console_errors(browser) if "404" not in m and "422" not in m]
+    assert not errors
+
+
 @pytest.fixture(scope="module")
 def keyed_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``lrtune serve`` with an admin key."""
@@ -291,20 +318,22 @@ def test_with_an_admin_key_the_dashboard_shows_nothing_until_given_the_key(keyed
     assert not css(browser, ".job") and not css(browser, "svg.chart")
     screenshot(browser, "login", full_page=False)
 
-    key_input = css(browser, "#login-key")[0]
-    key_input.send_keys("not-the-key")
-    click(browser, "#login-form button")
-    wait(browser, lambda d: "not this service's admin key" in text(d, "#login-why"), "a wrong key got in")
-    assert "classified-run" not in browser.page_source
+    def submit(key: str) -> int:
+        """Type a key into the prompt and send it; return how many times the page had asked until then."""
+        asked = int(attr(browser, "#login", "data-prompts") or 0)
+        css(browser, "#login-key")[0].send_keys(key)
+        click(browser, "#login-form button")
+        return asked
 
-    # A job's own token is not the admin key either.
-    css(browser, "#login-key")[0].send_keys(created["token"])
-    click(browser, "#login-form button")
-    wait(browser, lambda d: "not this service's admin key" in text(d, "#login-why"), "a job token got in")
-    assert "classified-run" not in browser.page_source
+    # A wrong key, and a job's own token, are refused: the page asks again and shows nothing.
+    for wrong in ("not-the-key", created["token"]):
+        asked = submit(wrong)
+        wait(browser, lambda d, n=asked: int(attr(d, "#login", "data-prompts") or 0) > n, "a wrong key got in")
+        assert css(browser, "#login")[0].is_displayed()
+        assert "not this service's admin key" in text(browser, "#login-why")
+        assert "classified-run" not in browser.page_source and not css(browser, ".job")
 
-    css(browser, "#login-key")[0].send_keys(ADMIN_KEY)
-    click(browser, "#login-form button")
+    submit(ADMIN_KEY)
     wait(browser, lambda d: attr(d, ".job", "data-job-id") == job, "the right key did not open the job")
     assert "classified-run" in text(browser, ".job-head h1")
     assert ADMIN_KEY not in browser.current_url

@@ -24,6 +24,7 @@ function askForKey(message) {
   live.hidden = true;
   banner.hidden = true;
   loginWhy.textContent = message;
+  login.dataset.prompts = String(Number(login.dataset.prompts || 0) + 1); // how many times it asked
   login.hidden = false;
   loginForm.hidden = false;
   loginKey.value = "";
