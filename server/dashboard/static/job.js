@@ -75,20 +75,31 @@ export class JobView {
     return `/dashboard/api/jobs/${encodeURIComponent(this.jobId)}`;
   }
 
+  /** True once the user navigated away: answers still in flight must not touch the page. */
+  get gone() {
+    return this.poller.stopped;
+  }
+
   async refresh() {
     try {
       const info = await api(this.base());
+      if (this.gone) return;
       const changed = !this.info || info.updated_at !== this.info.updated_at || info.status !== this.info.status;
-      this.info = info;
       if (changed || !this.schedule) {
-        this.schedule = await api(`${this.base()}/schedule`);
+        const schedule = await api(`${this.base()}/schedule`);
+        if (this.gone) return;
+        this.info = info;
+        this.schedule = schedule;
         await this.fetchPosterior();
+        if (this.gone) return;
         this.render();
       } else {
+        this.info = info;
         this.renderAges();
       }
       this.onLive(true);
     } catch (err) {
+      if (this.gone) return;
       if (this.onAuthError(err)) return;
       if (err instanceof ApiError && (err.status === 404 || err.status === 422)) {
         this.poller.stop();
@@ -111,8 +122,9 @@ export class JobView {
   async fetchPosterior() {
     const i = this.stageIndex();
     const st = i === null ? null : this.schedule.stages[i];
-    const n = st ? st.candidates.filter((c) => c.forecast !== null).length : 0;
-    const wanted = `${i}:${n}`;
+    const forecasts = st ? st.candidates.map((c) => c.forecast).filter((f) => f !== null) : [];
+    const n = forecasts.length;
+    const wanted = `${i}:${forecasts.join(",")}`; // refetch when the stage's forecasts change
     if (wanted === this.posteriorKey) return;
     this.posterior = n ? await api(`${this.base()}/posterior?stage=${i}&points=96`) : null;
     this.posteriorKey = wanted;
@@ -120,8 +132,12 @@ export class JobView {
 
   async pickStage(i) {
     this.pinnedStage = i;
-    await this.fetchPosterior();
-    this.render();
+    try {
+      await this.fetchPosterior();
+    } catch (err) {
+      if (!this.gone && !this.onAuthError(err)) this.onLive(false, err.message);
+    }
+    if (!this.gone) this.render();
   }
 
   renderAges() {

@@ -116,10 +116,11 @@ export class ListView {
     try {
       page = await api(asked);
     } catch (err) {
-      if (this.onAuthError(err)) return;
+      if (this.poller.stopped || this.onAuthError(err)) return;
       this.onLive(false, err.message);
       return;
     }
+    if (this.poller.stopped) return; // the user left this page meanwhile
     if (asked !== this.query()) return; // the user changed something meanwhile: the next poll fetches it
     this.onLive(true);
     if (page.jobs.length === 0 && page.total > 0 && this.state.offset > 0) {
