@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.fresh and raw_path.exists():
         raw_path.unlink()
     torch.set_num_threads(args.threads)
+    load_at_start = os.getloadavg()[0]
 
     methods = all_methods(ablations=not args.no_ablations)
     if args.methods:
@@ -82,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": command.strip(),
         "date": dt.date.today().isoformat(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-        f"{args.threads} torch threads",
+        f"{args.threads} torch threads; load average {load_at_start:.1f} when the command started "
+        "(wall-clock figures are only comparable on an otherwise idle machine)",
         "seeds": len(seeds),
         "grid_trials": sum(1 for m in methods if m.family == "grid"),
     }
