@@ -160,6 +160,25 @@ def slope_per_min(ts: list[float], ys: list[float]) -> float:
     return 60 * sum((t - mt) * (y - my) for t, y in zip(ts, ys, strict=True)) / den if den else math.nan
 
 
+def rss_summary(samples: list[dict[str, Any]]) -> dict[str, float]:
+    """Server RSS after the first minute (imports, caches and pools warmed up), at the end, its peak, and its
+    least-squares slope from the first minute on and over the second half of the run."""
+    warm = [s for s in samples if s["t_s"] >= 60]
+    if not warm:
+        return {}
+    half = [s for s in warm if s["t_s"] >= samples[-1]["t_s"] / 2]
+    rss = [s["server_rss_mb"] for s in warm]
+    return {
+        "after_1_min": rss[0],
+        "end": rss[-1],
+        "max": max(rss),
+        "slope_mb_per_min": round(slope_per_min([s["t_s"] for s in warm], rss), 3),
+        "slope_mb_per_min_second_half": round(
+            slope_per_min([s["t_s"] for s in half], [s["server_rss_mb"] for s in half]), 3
+        ),
+    }
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     prefix = f"lrtune-soak-{uuid.uuid4().hex[:8]}"
     port = free_port()
@@ -227,8 +246,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         keys = list(db.scan_iter(match=f"{prefix}:*", count=1000))
         if keys:
             db.delete(*keys)
-    warm = [s for s in samples if s["t_s"] >= 60]  # after the first minute: imports, caches and pools warmed up
-    rss_ts, rss = [s["t_s"] for s in warm], [s["server_rss_mb"] for s in warm]
     return {
         "command": "python -m benchmarks.soak "
         f"--workers {args.workers} --minutes {args.minutes:g} --think-ms {args.think_ms:g} --every-s {args.every_s:g}",
@@ -244,12 +261,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "requests": sum(len(v) for v in soak.all_ms.values()),
         "errors": dict(soak.errors),
         "latency_ms": {k: percentiles(v) for k, v in soak.all_ms.items() if v},
-        "server_rss_mb": {
-            "after_1_min": rss[0] if rss else math.nan,
-            "end": rss[-1] if rss else math.nan,
-            "max": max(rss) if rss else math.nan,
-            "slope_mb_per_min": round(slope_per_min(rss_ts, rss), 3),
-        },
+        "server_rss_mb": rss_summary(samples),
         "redis": {
             "used_mb_start": round(redis0 / 2**20, 2),
             "used_mb_end": round(redis1 / 2**20, 2),

@@ -149,6 +149,7 @@ def test_admin_only_routes_refuse_job_tokens(secured: tuple[TestClient, MemorySt
         assert client.request(method, path, json=body).status_code == 401
         admin = client.request(method, path, json=body, headers={"Authorization": f"Bearer {ADMIN}"})
         assert admin.status_code == 200, (route.path, admin.text)
+        assert token not in admin.text and hashlib.sha256(token.encode()).hexdigest() not in admin.text
 
 
 def test_tokens_are_random_and_compared_in_constant_time(
