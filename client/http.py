@@ -161,13 +161,26 @@ class ServiceClient:
         self._call("DELETE", f"{API_PREFIX}/jobs/{job_id}", token, None, on_4xx=LrtuneHTTPError)
 
     def schedule(self, job_id: str, token: str, fmt: str = "json") -> Any:
-        """``GET /v1/jobs/{job_id}/schedule``: the realized schedule (``json``) or its export (``lambdalr``)."""
-        return self._call("GET", f"{API_PREFIX}/jobs/{job_id}/schedule?format={fmt}", token, None, LrtuneHTTPError)
+        """``GET /v1/jobs/{job_id}/schedule``: the realized schedule, its export, or its segments as CSV text.
+
+        Args:
+            job_id: The job.
+            token: Its token.
+            fmt: ``json`` (the schedule, parsed), ``lambdalr`` (the replay form, parsed) or ``csv`` (text).
+        """
+        path = f"{API_PREFIX}/jobs/{job_id}/schedule?format={fmt}"
+        return self._call("GET", path, token, None, LrtuneHTTPError, text=fmt == "csv")
 
     # ------------------------------------------------------------------ plumbing
 
     def _call(
-        self, method: str, path: str, token: str | None, body: BaseModel | None, on_4xx: type[LrtuneHTTPError]
+        self,
+        method: str,
+        path: str,
+        token: str | None,
+        body: BaseModel | None,
+        on_4xx: type[LrtuneHTTPError],
+        text: bool = False,
     ) -> Any:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         content = body.model_dump_json().encode() if body is not None else None
@@ -180,6 +193,8 @@ class ServiceClient:
         if resp.is_success:
             if resp.status_code == 204 or not resp.content:
                 return None
+            if text:
+                return resp.text
             try:
                 return resp.json()
             except ValueError as exc:

@@ -12,6 +12,9 @@ pydantic. Routes (JSON over HTTP; errors are :class:`ErrorBody` with a stable ``
     GET    /v1/jobs/{job_id}/schedule[?format=json|csv|lambdalr]     -> schedule
     GET    /v1/jobs/{job_id}/posterior[?stage=&points=]              -> GP posterior over log10-LR of a stage
     GET    /healthz | /readyz | /metrics                             -> liveness, store reachable, Prometheus
+    GET    / and /jobs/{job_id}                                      -> the web dashboard (HTML)
+    GET    /dashboard/api/jobs/{job_id}[/schedule|/posterior]        -> read-only job views for the dashboard
+                                                                        (admin key, or loopback when none is set)
 
 A job-scoped route needs ``Authorization: Bearer <job token>`` (the admin key also opens every job);
 ``DELETE ...?purge=true`` removes a job entirely (204) instead of marking it deleted.

@@ -157,3 +157,13 @@ def test_bad_construction() -> None:
         ServiceClient(None)
     with pytest.raises(TypeError, match=r"httpx\.Client"):
         ServiceClient("http://x", http_client="nope")  # type: ignore[arg-type]
+
+
+def test_csv_schedule_comes_back_as_text() -> None:
+    csv = "segment_id,start_step,steps\n0,0,10\n"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.params["format"] == "csv"
+        return httpx.Response(200, text=csv, headers={"content-type": "text/csv"})
+
+    assert _api(handler).schedule("job", "tok", fmt="csv") == csv
