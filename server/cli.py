@@ -82,6 +82,8 @@ def demo(
     loop: Annotated[
         str, typer.Option(help="Training loop: callback (client.AutoLRSCallback), httpx (plain requests), auto.")
     ] = "auto",
+    serve: Annotated[bool, typer.Option(help="Keep serving afterwards, to look at the job in the dashboard.")] = False,
+    port: Annotated[int, typer.Option(help="Loopback port of the service (0: any free port).")] = 0,
 ) -> None:
     """Start the service in the background, tune a small MLP on digits over HTTP, print the schedule."""
     from server.demo import run_demo
@@ -89,7 +91,7 @@ def demo(
     if loop not in ("auto", "callback", "httpx"):
         typer.echo(f"lrtune demo: --loop must be auto, callback or httpx, got {loop!r}", err=True)
         raise typer.Exit(2)
-    run_demo(echo=lambda line: typer.echo(line), baseline=baseline, loop=loop)  # type: ignore[arg-type]
+    run_demo(echo=lambda line: typer.echo(line), baseline=baseline, loop=loop, serve=serve, port=port)  # type: ignore[arg-type]
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ a job, poll once, then run each segment and report it, the report's answer being
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Literal
@@ -168,7 +169,12 @@ def callback_available() -> bool:
 
 
 def run_demo(
-    echo: Printer = print, config: JobConfig = DEMO_CONFIG, baseline: bool = True, loop: Loop = "auto"
+    echo: Printer = print,
+    config: JobConfig = DEMO_CONFIG,
+    baseline: bool = True,
+    loop: Loop = "auto",
+    serve: bool = False,
+    port: int = 0,
 ) -> dict[str, float]:
     """Start the service on the embedded store, tune a digits MLP over HTTP, print what it found.
 
@@ -178,6 +184,8 @@ def run_demo(
         baseline: Also train at a constant LR and compare.
         loop: ``callback`` trains with ``client.AutoLRSCallback``; ``httpx`` with the plain loop of
             :func:`train_over_http`; ``auto`` takes the callback when the client package is installed.
+        serve: Keep serving after the demo (until interrupted), so the job can be looked at in the dashboard.
+        port: Loopback port of the service (0: any free port).
 
     Returns:
         ``val_loss`` and ``val_accuracy`` of the tuned run, and ``baseline_val_loss`` of a constant-LR run
@@ -186,7 +194,7 @@ def run_demo(
     if loop == "auto":
         loop = "callback" if callback_available() else "httpx"
     data = Digits.load(config.seed)
-    with BackgroundServer() as srv:
+    with BackgroundServer(port=port) as srv:
         echo(f"lrtune service running at {srv.url} (embedded in-memory store)")
         echo(f"training a 64-128-10 MLP on digits for {config.total_steps} steps, LR in [{config.min_lr}, "
              f"{config.max_lr}], with {'AutoLRSCallback' if loop == 'callback' else 'a plain httpx loop'}")  # fmt: skip
@@ -197,15 +205,21 @@ def run_demo(
             job_id, token = train_over_http(srv.url, config, runner, echo)
         resp = httpx.get(f"{srv.url}/v1/jobs/{job_id}/schedule", headers={"Authorization": f"Bearer {token}"})
         resp.raise_for_status()
-        schedule = resp.json()
-    echo("")
-    echo("tuned schedule")
-    echo(format_schedule(schedule))
-    out = {"val_loss": runner.val_loss(), "val_accuracy": runner.val_accuracy()}
-    echo(f"final validation loss {out['val_loss']:.4f}, accuracy {100 * out['val_accuracy']:.1f}%")
-    if baseline:
-        lr = math.sqrt(config.min_lr * config.max_lr)
-        out["baseline_val_loss"] = train_constant(data, lr, config.total_steps, config.seed)
-        echo(f"constant LR {lr:.3e} for the same {config.total_steps} steps: validation loss "
-             f"{out['baseline_val_loss']:.4f}")  # fmt: skip
+        echo("")
+        echo("tuned schedule")
+        echo(format_schedule(resp.json()))
+        out = {"val_loss": runner.val_loss(), "val_accuracy": runner.val_accuracy()}
+        echo(f"final validation loss {out['val_loss']:.4f}, accuracy {100 * out['val_accuracy']:.1f}%")
+        if baseline:
+            lr = math.sqrt(config.min_lr * config.max_lr)
+            out["baseline_val_loss"] = train_constant(data, lr, config.total_steps, config.seed)
+            echo(f"constant LR {lr:.3e} for the same {config.total_steps} steps: validation loss "
+                 f"{out['baseline_val_loss']:.4f}")  # fmt: skip
+        echo(f"dashboard of this job: {srv.url}/jobs/{job_id}")
+        if serve:
+            echo("serving until interrupted (Ctrl-C)")
+            try:
+                threading.Event().wait()
+            except KeyboardInterrupt:
+                echo("stopping")
     return out

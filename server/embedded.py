@@ -20,17 +20,18 @@ class BackgroundServer:
     Args:
         settings: Service settings (default: the embedded in-memory store, no admin key).
         log_level: Uvicorn log level.
+        port: Loopback port to listen on (0: any free port).
 
     Example:
         >>> with BackgroundServer() as srv:  # doctest: +SKIP
         ...     httpx.get(f"{srv.url}/healthz")
     """
 
-    def __init__(self, settings: Settings | None = None, log_level: str = "warning") -> None:
+    def __init__(self, settings: Settings | None = None, log_level: str = "warning", port: int = 0) -> None:
         self.settings = settings or Settings(redis_url=None)
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
+        self._sock.bind(("127.0.0.1", port))
         self.port: int = self._sock.getsockname()[1]
         config = uvicorn.Config(create_app(self.settings), log_level=log_level, lifespan="on", http=NoDelayH11Protocol)
         self._server = uvicorn.Server(config)
