@@ -79,6 +79,9 @@ def create_app(
         finally:
             if owned:
                 job_store.close()
+            ledger = getattr(app.state, "job_ledger", None)  # the job quota's connection, opened on first use
+            if ledger is not None:
+                ledger.close()
 
     app = FastAPI(
         title="lrtune",

@@ -118,6 +118,9 @@ class JobLedger(ABC):
     was purged, or its creation failed after admission); younger missing entries are creations in flight.
     """
 
+    def close(self) -> None:  # noqa: B027 - a no-op unless the ledger holds a connection
+        """Release the ledger's connection, if it has one."""
+
     def admit(self, client: str, job_id: str, limit: int, status: Callable[[str], str | None], now: float) -> bool:
         """Record ``job_id`` as a running job of ``client`` unless the client has ``limit`` of them already.
 
