@@ -63,6 +63,18 @@ def start_local(port: int, env: dict[str, str], log_path: Path | None = None) ->
             out.close()  # type: ignore[union-attr]
 
 
+def stop_local(proc: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
+    """Stop a process from :func:`start_local`: SIGTERM, then SIGKILL if it has not exited after ``timeout_s``."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def wait_ready(url: str, proc: subprocess.Popen[bytes] | None = None, timeout_s: float = 90.0) -> None:
     """Poll ``url/readyz`` until it answers 200.
 

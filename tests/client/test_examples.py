@@ -11,7 +11,8 @@ from types import ModuleType
 
 import pytest
 
-from tests.client.test_server_restart import Service, _free_port
+from server.launch import REDIS_URL_ENV
+from tests.procs import Service
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -31,12 +32,11 @@ def test_example_trains_in_process(name: str, capsys: pytest.CaptureFixture[str]
     assert "validation accuracy" in capsys.readouterr().out
 
 
-def test_plain_example_against_lrtune_serve() -> None:
+def test_plain_example_against_lrtune_serve(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LRTUNE_")}
-    service = Service(_free_port(), env, [])
+    service = Service({REDIS_URL_ENV: ""}, tmp_path)
     service.start()
     try:
-        service.wait_ready()
         out = subprocess.run(
             [sys.executable, str(EXAMPLES / "plain_pytorch.py"), "--url", service.url, "--steps", "300"],
             capture_output=True,

@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,59 +14,11 @@ import pytest
 import torch
 
 from client import AutoLRSCallback, RetryPolicy
+from server.launch import REDIS_URL_ENV
 from tests.client.helpers import SMALL, make_batches, make_model, train
+from tests.procs import Service
 
 REDIS_URL = os.environ.get("LRTUNE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-LRTUNE = Path(sys.executable).with_name("lrtune")
-#: ``lrtune`` as installed next to this interpreter, else the CLI module run by it.
-SERVE = [str(LRTUNE)] if LRTUNE.exists() else [sys.executable, "-m", "server.cli"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class Service:
-    """``lrtune serve`` on a loopback port, started and killed on demand."""
-
-    def __init__(self, port: int, env: dict[str, str], args: list[str]) -> None:
-        self.port = port
-        self.env = env
-        self.args = args
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = f"http://127.0.0.1:{port}"
-
-    def start(self) -> None:
-        cmd = [*SERVE, "serve", "--port", str(self.port), "--log-level", "warning", *self.args]
-        self.proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-    def wait_ready(self, timeout_s: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.proc is not None and self.proc.poll() is None, self.proc.stderr.read() if self.proc else ""
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)  # polling a process that boots
-        raise AssertionError("lrtune serve did not get ready")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
 
 
 @pytest.fixture
@@ -112,17 +59,17 @@ def _run(service: Service, total: int, kill_at: int, back_at: int) -> tuple[Auto
         if step == kill_at:
             service.kill()
         if step == back_at:
-            service.start()
-            service.wait_ready()  # the steps meanwhile are slow ones, say
+            service.start()  # and wait until it answers: the steps meanwhile are slow ones, say
 
     return cb, train(cb, model, opt, make_batches(), before_step=before_step)
 
 
-def test_redis_backed_service_killed_mid_run(redis_env: dict[str, str], caplog: pytest.LogCaptureFixture) -> None:
-    service = Service(_free_port(), redis_env, ["--redis-url", REDIS_URL])
+def test_redis_backed_service_killed_mid_run(
+    redis_env: dict[str, str], caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    service = Service({**redis_env, REDIS_URL_ENV: REDIS_URL}, tmp_path)
     service.start()
     try:
-        service.wait_ready()
         with caplog.at_level(logging.WARNING, logger="lrtune.client"):
             cb, run = _run(service, total=200, kill_at=40, back_at=60)
         cb.on_train_end()
@@ -141,13 +88,11 @@ def test_redis_backed_service_killed_mid_run(redis_env: dict[str, str], caplog: 
 
 
 def test_in_memory_service_restart_loses_the_job_and_training_still_finishes(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LRTUNE_")}
-    service = Service(_free_port(), env, [])
+    service = Service({REDIS_URL_ENV: ""}, tmp_path)
     service.start()
     try:
-        service.wait_ready()
         with caplog.at_level(logging.WARNING, logger="lrtune.client"):
             cb, run = _run(service, total=150, kill_at=40, back_at=50)
     finally:

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from server.launch import ADMIN_KEY_ENV, REDIS_URL_ENV, free_port, start_local, wait_ready
+from server.launch import ADMIN_KEY_ENV, REDIS_URL_ENV, free_port, start_local, stop_local, wait_ready
 from tests.dashboard.helpers import (
     JOB_CONFIG,
     ROOT,
@@ -44,15 +44,6 @@ def start_service(tmp: Path, name: str, admin_key: str) -> tuple[str, subprocess
     return url, proc
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``lrtune serve`` on a free loopback port, embedded store, no admin key."""
@@ -60,7 +51,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         yield url
     finally:
-        stop(proc)
+        stop_local(proc)
 
 
 @pytest.fixture(scope="module")
@@ -303,7 +294,7 @@ def keyed_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         yield url
     finally:
-        stop(proc)
+        stop_local(proc)
 
 
 def test_with_an_admin_key_the_dashboard_shows_nothing_until_given_the_key(keyed_service: str, browser: Any) -> None:

@@ -25,10 +25,10 @@ from pydantic import SecretStr
 from client.protocol import LeaseRequest, WireReport
 from server.app import create_app
 from server.deps import require_admin
-from server.launch import local_program
+from server.launch import free_port, local_program
 from server.settings import Settings, env_names
 from server.store import MemoryStore
-from tests.reliability.harness import Service, create_job, free_loopback_port, wait_for
+from tests.reliability.harness import Service, create_job, wait_for
 from tests.server.helpers import SMALL_CONFIG, run_segment
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -214,7 +214,7 @@ def test_redis_holds_no_token_and_logs_show_none(shared_service: Service, shared
 
 def serve_output(env: dict[str, str], until: Callable[[str], bool], timeout_s: float = 90.0) -> str:
     """Run ``lrtune serve --host 0.0.0.0`` on a free port until ``until(output so far)``; return the output."""
-    port = free_loopback_port()
+    port = free_port()
     argv = [local_program(), "serve", "--host", "0.0.0.0", "--port", str(port), "--log-level", "info"]
     clean = {k: v for k, v in os.environ.items() if not k.startswith("LRTUNE_")}
     proc = subprocess.Popen(argv, env={**clean, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from server.cli_jobs import fmt_age, fmt_num, jobs_table, table
-from server.launch import ADMIN_KEY_ENV, REDIS_URL_ENV, free_port, local_program, start_local, wait_ready
+from server.launch import ADMIN_KEY_ENV, REDIS_URL_ENV, free_port, local_program, start_local, stop_local, wait_ready
 from tests.server.helpers import SMALL_CONFIG, run_segment
 
 ADMIN_KEY = "cli-test-admin-key"
@@ -27,12 +27,7 @@ def serve(tmp: Path, admin_key: str) -> Iterator[str]:
         wait_ready(url, proc)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_local(proc)
 
 
 @pytest.fixture(scope="module")
