@@ -9,8 +9,7 @@ comparison is like for like; the LR-free optimizers run on their own.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -50,7 +49,6 @@ class Method:
     optimizer: str = "adamw"
     tuner: dict[str, Any] | None = None
     cost_runs: int = 1
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def schedule_config(strategy: str, peak: float, warmup: bool = True) -> dict[str, Any]:
@@ -98,13 +96,12 @@ def range_test_lr(losses: list[float], lrs: list[float]) -> float:
     Returns:
         The suggested LR.
     """
-    smooth, best, best_lr, avg = [], math.inf, lrs[0], 0.0
+    best, best_lr, avg = math.inf, lrs[0], 0.0
     for i, (loss, lr) in enumerate(zip(losses, lrs, strict=True)):
         if not math.isfinite(loss):
             break
         avg = 0.9 * avg + 0.1 * loss
         value = avg / (1 - 0.9 ** (i + 1))
-        smooth.append(value)
         if value < best:
             best, best_lr = value, lr
         if value > 4 * best:
@@ -126,6 +123,3 @@ def make_optimizer(name: str, model: torch.nn.Module, lr: float, steps: int) -> 
 
         return prodigyopt.Prodigy(params, lr=1.0, weight_decay=0.01)  # type: ignore[no-any-return]
     raise ValueError(f"unknown optimizer {name!r}")
-
-
-LRSchedule = Callable[[int], float]

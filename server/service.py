@@ -257,10 +257,10 @@ class JobService:
             nxt = tuner.report(segment_id, body.losses, body.val_losses)
             rec.tuner = tuner.dump(copy=False)
             head.summary = tuner.summary()
-            head.open_segment = nxt.to_dict()
+            head.open_segment = segment = nxt.to_dict()
             head.status = "done" if tuner.done else "running"
             leases.renew(head, lease, now, self.lease_ttl_s)
-            return ReportOutcome(_wire(job_id, nxt.to_dict(), head, now), tuner.last_suggest_s)
+            return ReportOutcome(_wire(job_id, segment, head, now), tuner.last_suggest_s)
 
         _, out = self.store.update(job_id, fn, now)
         return out
