@@ -61,6 +61,7 @@ class Tuner:
         self.config = config
         self.settings: Settings = resolve(config)
         self.last_suggest_s: float = 0.0
+        self._fits: dict[tuple[Observation, ...], Surrogate] = {}
         self._s: dict[str, Any] = {
             "schema": SCHEMA_VERSION,
             "config": config.to_dict(),
@@ -174,6 +175,7 @@ class Tuner:
             tuner.config = config
             tuner.settings = resolve(config)
             tuner.last_suggest_s = 0.0
+            tuner._fits = {}
             tuner._s = _copy.deepcopy(state) if copy else state
             Segment.from_dict(tuner._s["open"])
         except (KeyError, TypeError) as exc:
@@ -267,7 +269,7 @@ class Tuner:
         if not obs:
             return None
         xs = np.linspace(0.0, 1.0, points)
-        mean, std = Surrogate(obs, learn_noise=not self.settings.noise_from_forecast).predict(xs)
+        mean, std = self._surrogate(obs).predict(xs)
         st = self.settings
         return {
             "stage": stage,
@@ -583,8 +585,22 @@ class Tuner:
             return float((2 * i + 1) / 6 + rng.uniform(-1 / 12, 1 / 12))
         obs = self._observations(stage, carried=True)
         seen = [c["x"] for c in stage["candidates"]]
-        surrogate = Surrogate(obs, learn_noise=not st.noise_from_forecast)
+        surrogate = self._surrogate(obs)
         return surrogate.suggest(stage["lo"], stage["hi"], acquisition=st.acquisition, avoid=seen)
+
+    def _surrogate(self, obs: list[Observation]) -> Surrogate:
+        """The GP fitted to ``obs``; fits are remembered, since one report ranks and proposes on the same points.
+
+        The memo lives on this object only (never in the dumped state); a fit is a pure function of ``obs``.
+        """
+        key = tuple(obs)
+        memo = self._fits.get(key)
+        if memo is None:
+            memo = Surrogate(obs, learn_noise=not self.settings.noise_from_forecast)
+            if len(self._fits) >= 8:
+                self._fits.clear()
+            self._fits[key] = memo
+        return memo
 
     def _observations(self, stage: dict[str, Any], carried: bool = False) -> list[Observation]:
         """The stage's (x, forecast, noise) points; diverged candidates get a finite penalty."""
@@ -611,7 +627,7 @@ class Tuner:
         if not prev:
             return obs
         incumbent = obs[0]
-        prev_model = Surrogate(prev, learn_noise=not self.settings.noise_from_forecast)
+        prev_model = self._surrogate(prev)
         mean, _ = prev_model.predict([incumbent.x])
         offset = incumbent.y - float(mean[0])
         spread = float(np.std([o.y for o in prev])) if len(prev) > 1 else 0.0
@@ -634,7 +650,7 @@ class Tuner:
         if self.settings.preset == "paper" or len(cands) < 2:
             return [c["index"] for c in sorted(cands, key=lambda c: (c["forecast"], c["index"]))]
         obs = self._observations(stage, carried=True)
-        mean, _ = Surrogate(obs, learn_noise=not self.settings.noise_from_forecast).predict([c["x"] for c in cands])
+        mean, _ = self._surrogate(obs).predict([c["x"] for c in cands])
         order = sorted(range(len(cands)), key=lambda j: (float(mean[j]), cands[j]["index"]))
         # Leave the incumbent (the last winner, candidate 0 of a warm stage) only for a clearly better LR: by more
         # than the noise of the two candidates' loss difference, measured step by step (with batch replay the
