@@ -16,6 +16,7 @@ from server.store.base import MAX_RETRIES, HeadPage, JobExistsError, JobNotFound
 from server.store.records import JobHead, JobRecord, JobStatus, decode_head, decode_tuner, encode_head, encode_tuner
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -63,45 +64,46 @@ class MemoryStore(JobStore):
         """See :meth:`JobStore.get_head`."""
         return decode_head(self._lookup(job_id).head)
 
-    def update(self, job_id: str, fn: Callable[[JobRecord], T], now: float) -> tuple[JobRecord, T]:
-        """See :meth:`JobStore.update`."""
+    def _swap(self, job_id: str, change: Callable[[_Entry], tuple[_Entry, R]]) -> R:
+        """Optimistic read-modify-write: ``change`` builds the new entry outside the lock; retried on a race."""
         for _ in range(MAX_RETRIES):
             entry = self._lookup(job_id)
+            new, out = change(entry)
+            with self._lock:
+                current = self._jobs.get(job_id)
+                if current is None:
+                    raise JobNotFoundError(f"no job with id {job_id!r}")
+                if current.version != entry.version:
+                    continue
+                self._jobs[job_id] = new
+            return out
+        raise StoreBusyError(f"job {job_id!r} is being written by others; retry")
+
+    def update(self, job_id: str, fn: Callable[[JobRecord], T], now: float) -> tuple[JobRecord, T]:
+        """See :meth:`JobStore.update`."""
+
+        def change(entry: _Entry) -> tuple[_Entry, tuple[JobRecord, T]]:
             record = JobRecord(decode_head(entry.head), decode_tuner(entry.tuner))
             out = fn(record)
             record.head.job_id = job_id
             record.head.version = entry.version
             bump(record, now)
-            new = self._entry(record)
-            with self._lock:
-                current = self._jobs.get(job_id)
-                if current is None:
-                    raise JobNotFoundError(f"no job with id {job_id!r}")
-                if current.version != entry.version:
-                    continue
-                self._jobs[job_id] = new
-            return record, out  # a private copy: nothing stored refers to it
-        raise StoreBusyError(f"job {job_id!r} is being written by others; retry")
+            return self._entry(record), (record, out)  # a private copy: nothing stored refers to it
+
+        return self._swap(job_id, change)
 
     def update_head(self, job_id: str, fn: Callable[[JobHead], T], now: float) -> tuple[JobHead, T]:
         """See :meth:`JobStore.update_head`."""
-        for _ in range(MAX_RETRIES):
-            entry = self._lookup(job_id)
+
+        def change(entry: _Entry) -> tuple[_Entry, tuple[JobHead, T]]:
             head = decode_head(entry.head)
             out = fn(head)
             head.job_id = job_id
             head.version = entry.version + 1
             head.updated_at = now
-            new = _Entry(encode_head(head), entry.tuner, head.version, head.status, entry.order)
-            with self._lock:
-                current = self._jobs.get(job_id)
-                if current is None:
-                    raise JobNotFoundError(f"no job with id {job_id!r}")
-                if current.version != entry.version:
-                    continue
-                self._jobs[job_id] = new
-            return head, out
-        raise StoreBusyError(f"job {job_id!r} is being written by others; retry")
+            return _Entry(encode_head(head), entry.tuner, head.version, head.status, entry.order), (head, out)
+
+        return self._swap(job_id, change)
 
     def delete(self, job_id: str) -> None:
         """See :meth:`JobStore.delete`."""
