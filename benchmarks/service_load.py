@@ -34,6 +34,7 @@ import psutil
 import redis
 
 from server.launch import REDIS_PREFIX_ENV, REDIS_URL_ENV, free_port, start_local, wait_ready
+from tuner.segment import Segment
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS_MS = {"report_bo_p99": 150.0, "report_plain_p99": 20.0, "healthz_p99": 10.0}
@@ -48,10 +49,7 @@ def sim_loss(lr: float, step: int) -> float:
 
 
 def lr_at(seg: dict[str, Any], j: int) -> float:
-    n = max(seg["steps"], 1)
-    p = min(max(seg["curve_start"] + (seg["curve_end"] - seg["curve_start"]) * j / n, 0.0), 1.0)
-    g = {"constant": 1.0, "linear": 1.0 - p, "cosine": 0.5 * (1 + math.cos(math.pi * p)), "rex": (1 - p) / (1 - p / 2)}
-    return float(seg["curve_to"] + (seg["curve_from"] - seg["curve_to"]) * g[seg["shape"]])
+    return Segment.from_dict(seg).lr_at(j)
 
 
 class Recorder:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tuner.config import Settings
-from tuner.segment import Phase, Segment, shape_factor
+from tuner.segment import Phase, Segment, curve_lr
 
 
 @dataclass(frozen=True)
@@ -97,4 +97,4 @@ def export_lr(export: dict[str, Any], step: int) -> float:
 def _piece_lr(p: dict[str, Any], j: int) -> float:
     n = max(p["planned_steps"], 1)
     pos = p["curve_start"] + (p["curve_end"] - p["curve_start"]) * j / n
-    return float(p["curve_to"] + (p["curve_from"] - p["curve_to"]) * shape_factor(p["shape"], pos))
+    return float(curve_lr(p["shape"], p["curve_from"], p["curve_to"], pos))

@@ -13,7 +13,8 @@ The LR follows a *curve* from ``curve_from`` (at curve position 0) to ``curve_to
 segment covers positions ``curve_start`` to ``curve_end`` of it, so one long cosine can be served as many
 short segments. At step ``j`` (0-based) of ``n`` the position is ``p = curve_start + (curve_end -
 curve_start) * j / n`` and the LR is ``curve_to + (curve_from - curve_to) * g(p)`` where ``g`` is the shape:
-constant ``1``, linear ``1 - p``, cosine ``(1 + cos(pi p)) / 2``, rex ``(1 - p) / (1 - p / 2)``.
+constant ``1``, linear ``1 - p``, cosine ``(1 + cos(pi p)) / 2``, rex ``(1 - p) / (1 - p / 2)``. The ``exp``
+shape (the LR range sweep) rises or falls log-linearly instead: ``curve_from * (curve_to / curve_from) ** p``.
 """
 
 from __future__ import annotations
@@ -24,15 +25,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Phase = Literal["warmup", "explore", "train", "anneal", "schedule", "done"]
-Shape = Literal["constant", "linear", "cosine", "rex"]
-SHAPES: tuple[str, ...] = ("constant", "linear", "cosine", "rex")
+Shape = Literal["constant", "linear", "cosine", "rex", "exp"]
+SHAPES: tuple[str, ...] = ("constant", "linear", "cosine", "rex", "exp")
 
 #: Losses averaged when the divergence guard checks a series (see :func:`diverged`).
 GUARD_WINDOW = 5
 
 
 def shape_factor(shape: str, p: float) -> float:
-    """Return the shape's factor ``g(p)`` in [0, 1] at curve position ``p`` in [0, 1]."""
+    """Return the shape's factor ``g(p)`` in [0, 1] at curve position ``p`` in [0, 1] (not for ``exp``)."""
     p = min(max(p, 0.0), 1.0)
     if shape == "constant":
         return 1.0
@@ -43,6 +44,14 @@ def shape_factor(shape: str, p: float) -> float:
     if shape == "rex":
         return (1.0 - p) / (1.0 - 0.5 * p)
     raise ValueError(f"unknown LR shape {shape!r}")
+
+
+def curve_lr(shape: str, lr_from: float, lr_to: float, p: float) -> float:
+    """Return the LR at position ``p`` in [0, 1] of a curve from ``lr_from`` to ``lr_to`` with that shape."""
+    if shape == "exp":
+        p = min(max(p, 0.0), 1.0)
+        return lr_from * (lr_to / lr_from) ** p if lr_from > 0 and lr_to > 0 else lr_from
+    return lr_to + (lr_from - lr_to) * shape_factor(shape, p)
 
 
 @dataclass(frozen=True)
@@ -99,7 +108,7 @@ class Segment:
         """Return the LR of 0-based step ``step`` of this segment."""
         n = max(self.steps, 1)
         p = self.curve_start + (self.curve_end - self.curve_start) * step / n
-        return self.curve_to + (self.curve_from - self.curve_to) * shape_factor(self.shape, p)
+        return curve_lr(self.shape, self.curve_from, self.curve_to, p)
 
     @property
     def lr(self) -> float:

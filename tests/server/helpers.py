@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from tuner.segment import Segment
+
 #: A small job: a few stages with BO, a few dozen segments, tens of milliseconds of GP work in all.
 SMALL_CONFIG: dict[str, Any] = {
     "min_lr": 1e-4,
@@ -33,15 +35,7 @@ def run_segment(seg: dict[str, Any]) -> dict[str, Any]:
 
 
 def _lr_at(seg: dict[str, Any], j: int) -> float:
-    n = max(seg["steps"], 1)
-    p = min(max(seg["curve_start"] + (seg["curve_end"] - seg["curve_start"]) * j / n, 0.0), 1.0)
-    g = {
-        "constant": 1.0,
-        "linear": 1.0 - p,
-        "cosine": 0.5 * (1.0 + math.cos(math.pi * p)),
-        "rex": (1.0 - p) / (1.0 - 0.5 * p),
-    }[seg["shape"]]
-    return float(seg["curve_to"] + (seg["curve_from"] - seg["curve_to"]) * g)
+    return Segment.from_dict(seg).lr_at(j)
 
 
 def reference_schedule(config: dict[str, Any]) -> dict[str, Any]:

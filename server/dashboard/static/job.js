@@ -14,6 +14,7 @@ function lrAt(seg, j) {
   const planned = Math.max(seg.planned_steps || seg.steps, 1);
   const end = seg.curve_end_planned ?? seg.curve_end;
   const p = Math.min(Math.max(seg.curve_start + ((end - seg.curve_start) * j) / planned, 0), 1);
+  if (seg.shape === "exp") return seg.curve_from * Math.pow(seg.curve_to / seg.curve_from, p);
   let g = 1;
   if (seg.shape === "linear") g = 1 - p;
   else if (seg.shape === "cosine") g = 0.5 * (1 + Math.cos(Math.PI * p));
@@ -361,7 +362,8 @@ export class JobView {
     const tip = (p) => {
       const c = p[4].c;
       return `candidate ${c.index}: LR ${fmtNum(c.lr)}, forecast ${fmtNum(c.forecast, 4)} ± ${fmtNum(c.std, 2)}` +
-        (c.band90 ? `, 90% band [${fmtNum(c.band90[0], 4)}, ${fmtNum(c.band90[1], 4)}]` : "") + (c.winner ? " (winner)" : "") + (c.diverged ? " (diverged)" : "");
+        (c.band90 ? `, 90% band [${fmtNum(c.band90[0], 4)}, ${fmtNum(c.band90[1], 4)}]` : "") +
+        (c.probe_loss != null ? `, after cooldown ${fmtNum(c.probe_loss, 4)}` : "") + (c.winner ? " (winner)" : "") + (c.diverged ? " (diverged)" : "");
     };
     const candHost = el("div", { class: "chart-host", id: "chart-candidates" });
     const postHost = el("div", { class: "chart-host", id: "chart-posterior" });
@@ -413,9 +415,11 @@ export class JobView {
       el("td", { class: "num" }, int(c.steps)), el("td", { class: "num" }, fmtNum(c.first_loss, 4)), el("td", { class: "num" }, fmtNum(c.last_loss, 4)),
       el("td", { class: "num" }, fmtNum(c.forecast, 4)), el("td", { class: "num" }, fmtNum(c.std, 2)),
       el("td", { class: "num" }, c.band90 ? `${fmtNum(c.band90[0], 4)} – ${fmtNum(c.band90[1], 4)}` : "–"),
+      el("td", { class: "num", title: "loss at the end of the cooldown probe (LR decayed to 0); it ranks the candidates when present" },
+        c.probe_loss === null || c.probe_loss === undefined ? "–" : fmtNum(c.probe_loss, 4)),
       el("td", {}, c.winner ? "★ winner" : c.diverged ? "✕ diverged" : "")));
     const table = el("table", { class: "candidates" },
-      el("thead", {}, el("tr", {}, ...["Candidate", "LR", "Steps", "First loss", "Last loss", "Forecast", "± std", "90% band", ""].map((h) => el("th", {}, h)))),
+      el("thead", {}, el("tr", {}, ...["Candidate", "LR", "Steps", "First loss", "Last loss", "Forecast", "± std", "90% band", "After cooldown", ""].map((h) => el("th", {}, h)))),
       el("tbody", {}, ...rows));
     for (const dot of table.querySelectorAll(".dot")) dot.style.background = dot.dataset.color;
     return el("div", { class: "stage-detail", "data-stage": st.index },
