@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 API_PREFIX = "/v1"
 
 Phase = Literal["warmup", "explore", "train", "anneal", "schedule", "done"]
-Shape = Literal["constant", "linear", "cosine", "rex"]
+Shape = Literal["constant", "linear", "cosine", "rex", "exp"]
 JobStatus = Literal["running", "done", "deleted"]
 
 
@@ -75,6 +75,10 @@ class JobConfig(BaseModel):
     trust_region: float = Field(default=0.25, ge=0, le=1)
     max_segment_steps: int | None = Field(default=None, ge=1, le=10**9)
     wsd_decay_fraction: float = Field(default=0.2, ge=0, le=1)
+    sweep_fraction: float | None = Field(default=None, ge=0, le=0.5, description="Share spent on an LR range sweep.")
+    probe_fraction: float | None = Field(
+        default=None, ge=0, le=2, description="Cooldown probe length as a fraction of a candidate's steps."
+    )
 
 
 class JobCreate(BaseModel):
@@ -125,6 +129,10 @@ class WireSegment(BaseModel):
         """Return the LR of 0-based step ``step`` of this segment (same formula as ``tuner.Segment``)."""
         n = max(self.steps, 1)
         p = min(max(self.curve_start + (self.curve_end - self.curve_start) * step / n, 0.0), 1.0)
+        if self.shape == "exp":  # the LR range sweep: log-linear
+            if self.curve_from > 0 and self.curve_to > 0:
+                return float(self.curve_from * (self.curve_to / self.curve_from) ** p)
+            return self.curve_from
         if self.shape == "constant":
             g = 1.0
         elif self.shape == "linear":

@@ -3,8 +3,9 @@
 Wrap the training data loader in a :class:`ReplayLoader` and give it to the callback (``loader=``); iterate the
 wrapper instead of the loader. When a segment saves the stage snapshot and asks for replay, the wrapper starts
 recording the batches it hands out; when a later candidate restores that snapshot, it hands out the recorded
-batches again from the first one (and records on if that candidate runs longer). Any other segment ends the
-recording and frees it, and the wrapper passes the loader's batches through untouched.
+batches again from the first one (and records on if that candidate runs longer). A replayed segment that
+neither saves nor restores a snapshot (a candidate's cooldown probe) goes on with the recording. Any other
+segment ends the recording and frees it, and the wrapper passes the loader's batches through untouched.
 
 Memory: the recording holds a reference to every batch of the longest candidate of a stage, i.e. about
 ``candidate steps x bytes per batch`` (100 steps of 256 CIFAR images in float32 are 300 MiB). Batches are not
@@ -102,6 +103,8 @@ class ReplayLoader(Generic[T]):
             self._start(segment.snapshot)
         elif segment.replay and segment.restore is not None and segment.restore == self._name:
             self._rewind()
+        elif segment.replay and segment.restore is None and self._name is not None:
+            pass  # continues the candidate that just ran (a cooldown probe): its batches are recorded and replayed too
         else:
             self.stop()
 

@@ -22,6 +22,8 @@ PRESETS: tuple[str, ...] = ("default", "paper")
 STRATEGIES: tuple[str, ...] = ("autolrs", "constant", "cosine", "linear", "wsd", "rex")
 OBJECTIVES: tuple[str, ...] = ("train", "val", "auto")
 MAX_TOTAL_STEPS = 10**9
+_MIN_SWEEP_STEPS = 10  # a shorter LR range sweep is skipped
+_DEFAULT_STAGES = 6  # the default preset's first stage is this fraction of the main phase (then tau doubles)
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,13 @@ class TunerConfig:
         trust_region: Half-width, in normalized log-LR units, of a warm stage's search around the last winner.
         max_segment_steps: Longest training segment in steps; longer stretches are cut into several segments.
         wsd_decay_fraction: Share of the schedule that decays, for the ``wsd`` strategy.
+        sweep_fraction: Share of ``total_steps`` spent on an LR range sweep before the warmup (the LR rises
+            log-linearly from ``min_lr`` to ``max_lr``; the weights are rolled back afterwards). Its result
+            centres the first stage's search and is the warmup's target LR unless ``warmup_lr`` is set.
+            0 turns it off.
+        probe_fraction: Length of a cooldown probe after each candidate, as a fraction of the candidate's steps:
+            the LR decays linearly to 0 and the drop in loss it buys is added to the candidate's forecast, so a
+            small LR gets no free "annealing bonus" over a larger one. 0 turns it off.
     """
 
     min_lr: float
@@ -90,6 +99,8 @@ class TunerConfig:
     trust_region: float = 0.25
     max_segment_steps: int | None = None
     wsd_decay_fraction: float = 0.2
+    sweep_fraction: float | None = None
+    probe_fraction: float | None = None
 
     def __post_init__(self) -> None:
         """Validate every field and raise :class:`InvalidConfigError` with what to fix."""
@@ -169,6 +180,8 @@ def _validate(c: TunerConfig) -> None:
         ("anneal_fraction", 0.0, 0.9),
         ("trust_region", 0.0, 1.0),
         ("wsd_decay_fraction", 0.0, 1.0),
+        ("sweep_fraction", 0.0, 0.5),
+        ("probe_fraction", 0.0, 2.0),
     ):
         v = getattr(c, name)
         if v is None:
@@ -229,6 +242,8 @@ class Settings:
     max_segment_steps: int
     wsd_decay_fraction: float
     acquisition: str
+    sweep_steps: int
+    probe_fraction: float
 
 
 def resolve(config: TunerConfig) -> Settings:
@@ -255,12 +270,16 @@ def resolve(config: TunerConfig) -> Settings:
     anneal_steps = round(anneal_fraction * total)
     if c.strategy == "autolrs":
         anneal_steps = min(anneal_steps, total - c.warmup_steps - 1)
+    sweep_fraction = c.sweep_fraction if c.sweep_fraction is not None else (0.0 if paper else 0.04)
+    sweep_steps = round(sweep_fraction * total) if c.strategy == "autolrs" else 0
+    if sweep_steps < _MIN_SWEEP_STEPS or total - c.warmup_steps - anneal_steps - sweep_steps < 2 * _MIN_SWEEP_STEPS:
+        sweep_steps = 0  # too short to say anything, or it would leave nothing to train
     if paper:
         tau = c.tau or 1000
         tau_max = c.tau_max or max(8000, tau)
     else:
-        main = max(1, total - c.warmup_steps - anneal_steps)
-        tau = c.tau or max(10, main // 15)
+        main = max(1, total - c.warmup_steps - anneal_steps - sweep_steps)
+        tau = c.tau or max(10, main // _DEFAULT_STAGES)
         tau_max = c.tau_max or 8 * tau
     tau_max = max(tau_max, tau)
     k = c.k or (10 if paper else 6)
@@ -277,7 +296,7 @@ def resolve(config: TunerConfig) -> Settings:
         tau_max=tau_max,
         k=k,
         k_warm=k_warm,
-        candidate_fraction=c.candidate_fraction or 0.1,
+        candidate_fraction=c.candidate_fraction or (0.1 if paper else 0.2),
         min_candidate_steps=c.min_candidate_steps or (1 if paper else 10),
         objective=c.objective or ("auto" if paper else "train"),
         val_samples=c.val_samples,
@@ -297,6 +316,8 @@ def resolve(config: TunerConfig) -> Settings:
         max_segment_steps=max_segment_steps,
         wsd_decay_fraction=float(c.wsd_decay_fraction),
         acquisition="explore" if paper else "lcb",
+        sweep_steps=sweep_steps,
+        probe_fraction=float(c.probe_fraction if c.probe_fraction is not None else (0.0 if paper else 0.5)),
     )
 
 

@@ -15,6 +15,7 @@ decision is a deterministic function of that dict, so :meth:`Tuner.recover` cont
 from __future__ import annotations
 
 import copy as _copy
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -78,6 +79,7 @@ class Tuner:
             "recent_losses": [],
             "anneal_lr": None,
             "last_report": None,
+            "sweep": None,
         }
         self._open(self._plan())
 
@@ -225,6 +227,7 @@ class Tuner:
             "open": self._s["open"],
             "segments": _copy.deepcopy(s["segments"]),
             "stages": [_stage_summary(st) for st in s["stages"]],
+            "sweep": _sweep_summary(s.get("sweep")),
         }
 
     def export(self) -> dict[str, Any]:
@@ -316,6 +319,15 @@ class Tuner:
         phase = seg["phase"]
         if phase == "explore":
             s["explore_steps"] += n
+            sweep = s.get("sweep")
+            if sweep is not None and sweep["segment_id"] == seg["segment_id"]:
+                self._observe_sweep(seg, train, rec)
+                return
+            cand = s["stages"][seg["stage"]]["candidates"][seg["candidate"]]
+            probe = cand.get("probe")
+            if probe is not None and probe["segment_id"] == seg["segment_id"]:
+                self._observe_probe(seg, train, val, rec, cand)
+                return
             self._observe_candidate(seg, train, val, rec)
             return
         recent = [*s["recent_losses"], *(v for v in train[-_RECENT:] if math.isfinite(v))][-_RECENT:]
@@ -347,7 +359,11 @@ class Tuner:
             else:
                 xs = list(range(1, len(train) + 1))
                 ys = train
-            fc = forecast_loss(xs, ys, st["tau"], self.settings.forecast_families, self.settings.loss_floor)
+            families, floor = self.settings.forecast_families, self.settings.loss_floor
+            fc = forecast_loss(xs, ys, st["tau"], families, floor)
+            if self.settings.probe_fraction > 0:
+                # The fitted loss where the candidate stopped: its cooldown probe's gain is measured from here.
+                cand["level"] = forecast_loss(xs, ys, xs[-1], families, floor).mean
             if math.isfinite(fc.mean):
                 cand["forecast"] = fc.mean
                 cand["std"] = fc.std
@@ -362,6 +378,46 @@ class Tuner:
                 }
             else:
                 cand["diverged"] = rec["diverged"] = True
+
+    def _observe_sweep(self, seg: dict[str, Any], train: list[float], rec: dict[str, Any]) -> None:
+        """Take the LR range sweep's losses: the suggested LR, then roll its steps back."""
+        st = self.settings
+        s = self._s
+        segment = Segment.from_dict(seg)
+        lrs = [segment.lr_at(j) for j in range(len(train))]
+        lr = min(max(sweep_suggestion(train, lrs), st.min_lr), st.max_lr)
+        s["sweep"].update(steps_run=len(train), lr=lr)
+        rec["rolled_back"] = True
+        rec["diverged"] = diverged(train, seg["abort_above"])
+        s["wasted_steps"] += len(train)
+
+    def _observe_probe(
+        self,
+        seg: dict[str, Any],
+        train: list[float],
+        val: list[float] | None,
+        rec: dict[str, Any],
+        cand: dict[str, Any],
+    ) -> None:
+        """Take a cooldown probe's losses: the loss after a short decay to 0, compared with the candidate's end."""
+        probe = cand["probe"]
+        probe["steps_run"] = len(train)
+        rec["diverged"] = diverged(train, seg["abort_above"])
+        finite = [v for v in train if math.isfinite(v)]
+        if rec["diverged"] or not finite:
+            cand["diverged"] = True
+            return
+        if seg["eval_every"] and val and math.isfinite(val[-1]):
+            tail = [val[-1]]
+            end, var = val[-1], 0.0
+        else:
+            tail = finite[-max(3, len(finite) // 4) :]
+            end, var = sum(tail) / len(tail), _spread(tail) ** 2 / len(tail)
+        probe["loss"] = end
+        probe["var"] = var
+        probe["tail"] = tail
+        level = cand.get("level")
+        cand["bonus"] = end - level if level is not None and math.isfinite(level) else None
 
     # ------------------------------------------------------------------ planning
 
@@ -379,7 +435,19 @@ class Tuner:
         step = int(self._s["step"])
         if step >= st.total_steps:
             return Segment(self._new_id(), "done", step, 0, done=True)
-        if step < st.warmup_steps:
+        sweep = self._s.get("sweep")
+        if st.sweep_steps and sweep is None:
+            return self._sweep(step)
+        seg = self._plan_after_sweep(step)
+        if sweep is not None and not sweep["restored"]:
+            # The first segment after the sweep returns to the state before it and frees that snapshot.
+            sweep["restored"] = True
+            seg = dataclasses.replace(seg, restore=seg.restore or "sweep", drop=(*seg.drop, "sweep"))
+        return seg
+
+    def _plan_after_sweep(self, step: int) -> Segment:
+        st = self.settings
+        if step < self._warm_start() + st.warmup_steps:
             return self._warmup(step)
         if st.strategy != "autolrs":
             return self._schedule_segment(step)
@@ -387,6 +455,25 @@ class Tuner:
         if step >= main_end:
             return self._anneal(step, main_end)
         return self._stage_segment(step, main_end)
+
+    def _warm_start(self) -> int:
+        """First step of the warmup: after the LR range sweep, if one ran."""
+        sweep = self._s.get("sweep")
+        return int(sweep["steps_run"]) if sweep is not None else 0
+
+    def _start_lr(self) -> float:
+        """The LR the search starts from: the sweep's suggestion unless the user set ``warmup_lr``."""
+        sweep = self._s.get("sweep")
+        if sweep is not None and sweep["lr"] is not None and self.config.warmup_lr is None:
+            return float(sweep["lr"])
+        return self.settings.warmup_lr
+
+    def _sweep(self, step: int) -> Segment:
+        """The LR range sweep: LR rising log-linearly over the whole range, from a snapshot restored afterwards."""
+        st = self.settings
+        sid = self._new_id()
+        self._s["sweep"] = {"segment_id": sid, "steps": st.sweep_steps, "steps_run": 0, "lr": None, "restored": False}
+        return Segment(sid, "explore", step, st.sweep_steps, "exp", st.min_lr, st.max_lr, 0.0, 1.0, snapshot="sweep")
 
     def _chunk(self, step: int, end: int) -> int:
         """Steps of the next segment towards ``end``: at most ``max_segment_steps``, and no tiny remainder."""
@@ -398,9 +485,10 @@ class Tuner:
 
     def _warmup(self, step: int) -> Segment:
         st = self.settings
-        w = st.warmup_steps
-        n = self._chunk(step, w)
-        return schedules.piece(self._new_id(), "warmup", step, n, "linear", st.warmup_lr / w, st.warmup_lr, 0, w)
+        w0, w = self._warm_start(), st.warmup_steps
+        lr = self._start_lr() if st.strategy == "autolrs" else st.warmup_lr
+        n = self._chunk(step, w0 + w)
+        return schedules.piece(self._new_id(), "warmup", step, n, "linear", lr / w, lr, w0, w0 + w)
 
     def _schedule_segment(self, step: int) -> Segment:
         st = self.settings
@@ -422,7 +510,7 @@ class Tuner:
         st = self.settings
         restore, drop = self._close_stage()
         if self._s["anneal_lr"] is None:
-            self._s["anneal_lr"] = self._s["winner_lr"] or st.warmup_lr
+            self._s["anneal_lr"] = self._s["winner_lr"] or self._start_lr()
         n = self._chunk(step, st.total_steps)
         return schedules.piece(
             self._new_id(),
@@ -473,10 +561,16 @@ class Tuner:
         objective = "val" if st.objective == "val" or (st.objective == "auto" and tau >= st.tau_max) else "train"
         prev = stages[-1] if stages else None
         warm = bool(st.carry_observations and prev is not None and prev["winner_lr"] is not None)
-        k = st.k_warm if warm else st.k
+        # The incumbent: the last winner, or for the first stage the LR range sweep's suggestion.
+        incumbent = prev["winner_lr"] if prev is not None else None
+        sweep = self._s.get("sweep")
+        if prev is None and sweep is not None and sweep["lr"] is not None:
+            incumbent = sweep["lr"]
+        centred = warm or (prev is None and incumbent is not None)
+        k = st.k_warm if centred else st.k
         cand = max(st.min_candidate_steps, round(st.candidate_fraction * tau))
         rem = main_end - step
-        cost = k * cand + (tau - cand if st.keep_winner else tau)
+        cost = k * (cand + self._probe_steps(cand)) + (tau - cand if st.keep_winner else tau)
         if rem < cost:
             shrink = rem / cost
             tau = max(1, math.floor(tau * shrink))
@@ -485,11 +579,17 @@ class Tuner:
                 k = 0  # not worth a search: train on at the last winner
         if objective == "val":
             cand = max(cand, st.val_samples)
+        if self._s["winner_lr"] is not None and k > 0:
+            # Under the exploration cap, a stage that cannot try at least two LRs does not search.
+            room = st.explore_cap * st.total_steps - self._s["explore_steps"]
+            affordable = int(room // (cand + self._probe_steps(cand)))
+            k = min(k, affordable) if affordable >= 2 else 0
         lo, hi = 0.0, 1.0
         carried: list[dict[str, Any]] = []
-        if warm and prev is not None:
-            center = to_unit(prev["winner_lr"], st.min_lr, st.max_lr)
+        if centred and incumbent is not None:
+            center = to_unit(incumbent, st.min_lr, st.max_lr)
             lo, hi = max(0.0, center - st.trust_region), min(1.0, center + st.trust_region)
+        if warm and prev is not None:
             carried = [_obs_dict(o) for o in self._observations(prev)]
         return {
             "index": index,
@@ -497,6 +597,7 @@ class Tuner:
             "cand_steps": cand,
             "k": k,
             "warm": warm,
+            "incumbent_lr": incumbent if centred else None,
             "objective": objective,
             "start_step": step,
             "start_loss": self._s["ref_loss"],
@@ -514,11 +615,15 @@ class Tuner:
 
     def _next_candidate(self, stage: dict[str, Any], step: int, main_end: int) -> Segment | None:
         st = self.settings
-        i = len(stage["candidates"])
+        cands = stage["candidates"]
+        if cands and self._wants_probe(cands[-1]):
+            return self._probe(stage, cands[-1], step)
+        i = len(cands)
         n = stage["cand_steps"]
-        if i >= stage["k"] or step + n > main_end:
+        cost = n + self._probe_steps(n)
+        if i >= stage["k"] or step + cost > main_end:
             return None
-        if self._s["explore_steps"] + n > st.explore_cap * st.total_steps + 1e-9:
+        if self._s["explore_steps"] + cost > st.explore_cap * st.total_steps + 1e-9:
             return None
         started = time.perf_counter()
         x = self._propose(stage, i)
@@ -540,6 +645,10 @@ class Tuner:
                 "first_loss": None,
                 "last_loss": None,
                 "curve": [],
+                "abort_above": None,
+                "level": None,
+                "probe": None,
+                "bonus": None,
             }
         )
         start_loss = stage["start_loss"]
@@ -549,6 +658,7 @@ class Tuner:
             # spread of the losses when that is larger (a loss near zero is noisy relative to its level).
             scale = max(abs(start_loss), 3.0 * (stage.get("start_spread") or 0.0))
             abort = start_loss + (st.divergence_factor - 1.0) * scale
+        stage["candidates"][-1]["abort_above"] = abort
         every = max(1, n // st.val_samples) if stage["objective"] == "val" else None
         return Segment(
             self._new_id(),
@@ -571,13 +681,50 @@ class Tuner:
             replay=st.replay_batches,
         )
 
+    def _probe_steps(self, cand_steps: int) -> int:
+        """Length of the cooldown probe after a candidate of ``cand_steps`` steps (0: no probes)."""
+        fraction = self.settings.probe_fraction
+        return max(3, round(fraction * cand_steps)) if fraction > 0 else 0
+
+    def _wants_probe(self, cand: dict[str, Any]) -> bool:
+        """True when a candidate ran, did not diverge, and its cooldown probe has not been handed out yet."""
+        return (
+            self.settings.probe_fraction > 0
+            and cand["steps_run"] > 0
+            and not cand["diverged"]
+            and not cand.get("probe")
+        )
+
+    def _probe(self, stage: dict[str, Any], cand: dict[str, Any], step: int) -> Segment:
+        """The cooldown probe of a candidate: from its end state, the LR decays linearly to 0; nothing is kept."""
+        st = self.settings
+        n = self._probe_steps(stage["cand_steps"])
+        sid = self._new_id()
+        cand["probe"] = {"segment_id": sid, "steps": n, "steps_run": 0, "loss": None, "var": None}
+        return Segment(
+            sid,
+            "explore",
+            step,
+            n,
+            "linear",
+            cand["lr"],
+            0.0,
+            0.0,
+            1.0,
+            stage=stage["index"],
+            candidate=cand["index"],
+            eval_every=n if stage["objective"] == "val" else None,
+            abort_above=cand.get("abort_above"),
+            replay=st.replay_batches,
+        )
+
     def _propose(self, stage: dict[str, Any], i: int) -> float:
         """Next candidate's normalized log10-LR (deterministic given the seed and the observations)."""
         st = self.settings
         rng = np.random.default_rng([st.seed, stage["index"], i])
-        if stage["warm"]:
+        if stage.get("incumbent_lr") is not None:
             if i == 0:
-                return to_unit(self._s["stages"][stage["index"] - 1]["winner_lr"], st.min_lr, st.max_lr)
+                return to_unit(stage["incumbent_lr"], st.min_lr, st.max_lr)
         elif st.acquisition == "explore":
             if i == 0:
                 return float(rng.uniform(0.0, 1.0))
@@ -602,24 +749,65 @@ class Tuner:
             self._fits[key] = memo
         return memo
 
-    def _observations(self, stage: dict[str, Any], carried: bool = False) -> list[Observation]:
-        """The stage's (x, forecast, noise) points; diverged candidates get a finite penalty."""
+    def _observations(self, stage: dict[str, Any], carried: bool = False, failed: bool = True) -> list[Observation]:
+        """The stage's (x, objective, noise) points.
+
+        Args:
+            stage: The stage.
+            carried: Add the previous stage's points (shifted to this stage's level).
+            failed: Include diverged candidates, with a finite penalty (for proposing; ranking leaves them out, so
+                a penalty does not drag down the posterior of a good LR next to a diverged one).
+        """
         st = self.settings
-        cands = [c for c in stage["candidates"] if c["steps_run"] > 0]
-        finite = [c["forecast"] for c in cands if not c["diverged"]]
+        scores = self._scores(stage)
+        cands = [
+            c
+            for c in stage["candidates"]
+            if c["steps_run"] > 0 and ((c["diverged"] and failed) or c["index"] in scores)
+        ]
         ref = stage["start_loss"]
-        base = max([*finite, *([ref] if ref is not None else [])], default=1.0)
+        base = max([*(v for v, _ in scores.values()), *([ref] if ref is not None else [])], default=1.0)
         penalty = base + 0.5 * abs(base) + 1e-8
         obs: list[Observation] = []
         for c in cands:
             if c["diverged"]:
                 obs.append(Observation(c["x"], penalty, (0.1 * abs(base)) ** 2 + 1e-12))
             else:
-                var = c["std"] ** 2 if st.noise_from_forecast else 0.0
-                obs.append(Observation(c["x"], c["forecast"], var))
+                value, var = scores[c["index"]]
+                obs.append(Observation(c["x"], value, var if st.noise_from_forecast else 0.0))
         if carried and stage["carried"] and obs:
             obs = self._with_carried(stage, obs)
         return obs
+
+    def _scores(self, stage: dict[str, Any]) -> dict[int, tuple[float, float]]:
+        """Each usable candidate's objective and its variance, by candidate index.
+
+        Without probes the objective is the forecast at the stage horizon. With cooldown probes it is the loss at
+        the end of the probe: every candidate is judged as if it were annealed there, and on the same batches. (The
+        forecast of a short constant-LR curve is far noisier than the differences between candidates, and it
+        still credits a smaller LR with the loss drop that any LR gets from the final anneal.) A candidate whose
+        probe has not run is left out, unless no candidate has one (a stage cut short by the end of the budget),
+        when the forecasts alone rank them.
+        """
+        out: dict[int, tuple[float, float]] = {}
+        plain: dict[int, tuple[float, float]] = {}
+        for c in stage["candidates"]:
+            if c["steps_run"] == 0 or c["diverged"] or c["forecast"] is None:
+                continue
+            var = float(c["std"]) ** 2
+            plain[c["index"]] = (float(c["forecast"]), var)
+            probe = c.get("probe")
+            if self.settings.probe_fraction > 0 and probe is not None and probe.get("loss") is not None:
+                out[c["index"]] = (float(probe["loss"]), float(probe["var"] or 0.0))
+        if self.settings.probe_fraction <= 0 or not out:
+            return plain
+        return out
+
+    def _probed(self, stage: dict[str, Any]) -> bool:
+        """True when the stage's candidates are scored by their cooldown probes."""
+        if self.settings.probe_fraction <= 0:
+            return False
+        return any((c.get("probe") or {}).get("loss") is not None for c in stage["candidates"] if not c["diverged"])
 
     def _with_carried(self, stage: dict[str, Any], obs: list[Observation]) -> list[Observation]:
         """Add the previous stage's points, shifted to agree with this stage at the incumbent."""
@@ -642,15 +830,19 @@ class Tuner:
             stage: The stage.
             kept_only: Rank only candidates whose end state is still kept.
         """
-        cands = [
-            c for c in stage["candidates"] if c["steps_run"] > 0 and not c["diverged"] and (c["kept"] or not kept_only)
-        ]
+        scores = self._scores(stage)
+        cands = [c for c in stage["candidates"] if c["index"] in scores and (c["kept"] or not kept_only)]
         if not cands:
             return []
         if self.settings.preset == "paper" or len(cands) < 2:
-            return [c["index"] for c in sorted(cands, key=lambda c: (c["forecast"], c["index"]))]
-        obs = self._observations(stage, carried=True)
-        mean, _ = self._surrogate(obs).predict([c["x"] for c in cands])
+            return [c["index"] for c in sorted(cands, key=lambda c: (scores[c["index"]][0], c["index"]))]
+        if self._probed(stage):
+            # Probe losses are measured, on the same batches: their paired noise is far below the spread the GP
+            # sees, so the measurements themselves rank the candidates (the GP only proposes).
+            mean = np.array([scores[c["index"]][0] for c in cands])
+        else:
+            obs = self._observations(stage, carried=True, failed=False)
+            mean, _ = self._surrogate(obs).predict([c["x"] for c in cands])
         order = sorted(range(len(cands)), key=lambda j: (float(mean[j]), cands[j]["index"]))
         # Leave the incumbent (the last winner, candidate 0 of a warm stage) only for a clearly better LR: by more
         # than the noise of the two candidates' loss difference, measured step by step (with batch replay the
@@ -658,7 +850,7 @@ class Tuner:
         # shared between candidates of a stage, so it does not count here; without this rule, ties (a saturated
         # loss) let the LR drift at random.
         challenger = order[0]
-        if stage["warm"] and cands[0]["index"] == 0 and challenger != 0:
+        if stage.get("incumbent_lr") is not None and cands[0]["index"] == 0 and challenger != 0:
             margin = _SWITCH_MARGIN * _difference_noise(cands[0], cands[challenger])
             if not mean[challenger] < mean[0] - margin:
                 order.remove(0)
@@ -694,7 +886,7 @@ class Tuner:
             stage["restore"] = stage["snapshot"]
         else:
             # No candidate fitted the budget: train on at the last winner.
-            stage["winner_lr"] = self._s["winner_lr"] or st.warmup_lr
+            stage["winner_lr"] = self._s["winner_lr"] or self._start_lr()
             stage["restore"] = None
         for c in stage["candidates"]:
             if c["kept"]:
@@ -706,6 +898,7 @@ class Tuner:
         if stage["winner"] is not None and st.keep_winner and stage["restore"]:
             winner_seg = stage["candidates"][stage["winner"]]["segment_id"]
         ids = {c["segment_id"] for c in stage["candidates"]}
+        ids |= {c["probe"]["segment_id"] for c in stage["candidates"] if c.get("probe")}
         for rec in self._s["segments"]:
             if rec["segment_id"] in ids and rec["segment_id"] != winner_seg:
                 rec["rolled_back"] = True
@@ -721,12 +914,13 @@ class Tuner:
             length = stage["tau"] - (stage["cand_steps"] if kept else 0)
             end = min(step + max(length, 1), main_end)
             next_tau = min(stage["tau"] * 2, st.tau_max)
-            next_cost = (st.k_warm + 1) * max(st.min_candidate_steps, round(st.candidate_fraction * next_tau))
+            next_cand = max(st.min_candidate_steps, round(st.candidate_fraction * next_tau))
+            next_cost = (st.k_warm + 1) * next_cand + st.k_warm * self._probe_steps(next_cand)
             if main_end - end < max(next_cost, next_tau // 2):
                 end = main_end
             stage["exploit_end"] = end
         if stage["winner_lr"] is None:
-            stage["winner_lr"] = self._s["winner_lr"] or st.warmup_lr
+            stage["winner_lr"] = self._s["winner_lr"] or self._start_lr()
         end = stage["exploit_end"]
         n = self._chunk(step, end)
         if step + n >= end:
@@ -751,12 +945,43 @@ class Tuner:
 # ---------------------------------------------------------------------- helpers
 
 
-def _difference_noise(a: dict[str, Any], b: dict[str, Any]) -> float:
-    """Standard error of the mean loss difference of two candidates, from their binned loss curves.
+def sweep_suggestion(losses: Sequence[float], lrs: Sequence[float]) -> float:
+    """Suggest a working LR from an LR range sweep: a tenth of the LR at the lowest smoothed loss.
 
-    Bins at the same steps are paired; with replayed batches their shared batch noise cancels. With fewer than
+    The losses are smoothed with a bias-corrected exponential moving average (weight 0.1 per step); the sweep is
+    read only up to its first non-finite loss or its first smoothed loss above four times the lowest so far.
+
+    Args:
+        losses: Shape (n,). Loss after each sweep step.
+        lrs: Shape (n,). LR of each sweep step, rising.
+
+    Returns:
+        The suggested LR (the first LR when no loss is finite).
+    """
+    best, best_lr, avg = math.inf, lrs[0], 0.0
+    for i, (loss, lr) in enumerate(zip(losses, lrs, strict=False)):
+        if not math.isfinite(loss):
+            break
+        avg = 0.9 * avg + 0.1 * loss
+        value = avg / (1.0 - 0.9 ** (i + 1))
+        if value < best:
+            best, best_lr = value, lr
+        elif value > 4.0 * best:
+            break
+    return best_lr / 10.0
+
+
+def _difference_noise(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """Standard error of the mean loss difference of two candidates.
+
+    From the ends of their cooldown probes when both have one, else from their binned loss curves. Steps (or bins)
+    at the same position are paired; with replayed batches their shared batch noise cancels. With fewer than
     three pairs, the candidates' forecast uncertainties stand in.
     """
+    tails = [(c.get("probe") or {}).get("tail") for c in (a, b)]
+    if tails[0] and tails[1] and len(tails[0]) == len(tails[1]) and len(tails[0]) >= 3:
+        paired = [x - y for x, y in zip(tails[0], tails[1], strict=True)]
+        return float(np.std(paired, ddof=1)) / math.sqrt(len(paired))
     diffs = [x[1] - y[1] for x, y in zip(a["curve"], b["curve"], strict=False) if x[1] is not None and y[1] is not None]
     if len(diffs) < 3:
         return math.hypot(float(a["std"] or 0.0), float(b["std"] or 0.0))
@@ -842,6 +1067,13 @@ def _obs_dict(o: Observation) -> dict[str, float]:
     return {"x": o.x, "y": o.y, "noise_var": o.noise_var}
 
 
+def _sweep_summary(sweep: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The LR range sweep as the schedule shows it: its segment, steps and suggested LR."""
+    if sweep is None:
+        return None
+    return {"segment_id": sweep["segment_id"], "steps": sweep["steps_run"], "lr": sweep["lr"]}
+
+
 def _stage_summary(stage: dict[str, Any]) -> dict[str, Any]:
     cands = []
     for c in stage["candidates"]:
@@ -862,6 +1094,8 @@ def _stage_summary(stage: dict[str, Any]) -> dict[str, Any]:
                 "first_loss": c["first_loss"],
                 "last_loss": c["last_loss"],
                 "observed": c["curve"],
+                "probe_loss": (c.get("probe") or {}).get("loss"),
+                "probe_gain": c.get("bonus"),
             }
         )
     return {

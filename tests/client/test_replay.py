@@ -46,6 +46,21 @@ def test_candidates_see_the_batches_recorded_after_the_snapshot() -> None:
     assert data.replayed == 11
 
 
+def test_a_cooldown_probe_goes_on_with_the_recording_so_every_probe_sees_the_same_batches() -> None:
+    data = ReplayLoader(list(range(100)))
+    it = iter(data)
+    data.on_segment(_seg(snapshot="stage-0"))
+    assert _take(it, 3) == [0, 1, 2]
+    data.on_segment(_seg(shape="linear", lr_end=0.0))  # the probe: no snapshot, no restore
+    assert _take(it, 2) == [3, 4]
+    data.on_segment(_seg(restore="stage-0"))
+    assert _take(it, 3) == [0, 1, 2]
+    data.on_segment(_seg(shape="linear", lr_end=0.0))
+    assert _take(it, 2) == [3, 4]
+    data.on_segment(_seg(phase="train", restore="cand-0-0", replay=False))
+    assert _take(it, 1) == [5] and data.recording is None
+
+
 def test_replay_off_or_another_snapshot_passes_batches_through() -> None:
     data = ReplayLoader(list(range(10)))
     it = iter(data)

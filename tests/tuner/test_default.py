@@ -9,6 +9,9 @@ from hypothesis import strategies as st
 from tests.tuner.driver import drive, toy_step
 from tuner import Tuner, TunerConfig
 
+# The forecast-driven search on its own: no LR range sweep, no cooldown probes (both are tested in test_sweep_probe).
+CLASSIC = {"sweep_fraction": 0.0, "probe_fraction": 0.0}
+
 
 def run(**kw: object) -> tuple[Tuner, object]:
     config = {"min_lr": 1e-3, "max_lr": 1.0, "total_steps": 4000, "seed": 0}
@@ -48,9 +51,10 @@ def test_rolling_back_can_be_switched_on_again() -> None:
 
 
 def test_later_stages_start_warm_from_the_last_winner_with_fewer_candidates() -> None:
-    tuner, _ = run()
+    tuner, _ = run(**CLASSIC, tau=200)
     stages = tuner.schedule()["stages"]
     assert len(stages[0]["candidates"]) == 6 and not stages[0]["warm"]
+    assert any(s["warm"] and s["candidates"] for s in stages[1:])
     for prev, stage in zip(stages, stages[1:], strict=False):
         if not stage["candidates"]:
             continue
@@ -67,7 +71,7 @@ def test_without_carrying_observations_every_stage_starts_cold() -> None:
 
 
 def test_diverging_candidates_stop_early_with_a_finite_penalty_and_never_win() -> None:
-    tuner, log = run(seed=1)
+    tuner, log = run(seed=1, **CLASSIC)
     stages = tuner.schedule()["stages"]
     diverged = [c for s in stages for c in s["candidates"] if c["diverged"]]
     assert diverged, "the landscape diverges above lr=0.5, so some candidate should have"
@@ -123,7 +127,7 @@ def paired_landscape(state: dict[str, float], lr: float) -> float:
 
 
 def test_a_consistently_better_challenger_replaces_the_incumbent() -> None:
-    tuner = Tuner(TunerConfig(min_lr=1e-4, max_lr=0.1, total_steps=3000, seed=0))
+    tuner = Tuner(TunerConfig(min_lr=1e-4, max_lr=0.1, total_steps=3000, seed=0, tau=150, **CLASSIC))  # type: ignore[arg-type]
     drive(tuner, {"loss": 2.0}, paired_landscape)
     stages = tuner.schedule()["stages"]
     assert any(s["warm"] and s["winner"] not in (None, 0) for s in stages)
@@ -137,7 +141,7 @@ def flat_landscape(state: dict[str, float], lr: float) -> float:
 
 
 def test_ties_keep_the_incumbent() -> None:
-    flat = Tuner(TunerConfig(min_lr=1e-4, max_lr=0.1, total_steps=3000, seed=0))
+    flat = Tuner(TunerConfig(min_lr=1e-4, max_lr=0.1, total_steps=3000, seed=0, tau=150, **CLASSIC))  # type: ignore[arg-type]
     drive(flat, {"loss": 1.0}, flat_landscape)
     warm = [s for s in flat.schedule()["stages"] if s["warm"] and s["candidates"]]
     assert warm and all(s["winner"] == 0 for s in warm)

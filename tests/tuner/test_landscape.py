@@ -1,4 +1,8 @@
-"""On a noisy quadratic model, where the best LR of every stage is known, the search lands near it."""
+"""On a noisy quadratic model, where the best LR of every stage is known, the search lands near it.
+
+"Best" here is the best constant LR over the stage horizon, which is what the forecast-driven search aims at; the
+LR range sweep and the cooldown probes (which aim at the loss after an anneal instead) are off.
+"""
 
 import math
 
@@ -12,7 +16,18 @@ LO, HI = 1e-3, 10.0
 
 def run(seed: int) -> tuple[list[float], float, float]:
     q = NoisyQuadratic(seed=seed)
-    tuner = Tuner(TunerConfig(min_lr=LO, max_lr=HI, total_steps=6000, seed=seed))
+    tuner = Tuner(
+        TunerConfig(
+            min_lr=LO,
+            max_lr=HI,
+            total_steps=6000,
+            seed=seed,
+            sweep_fraction=0,
+            probe_fraction=0,
+            tau=320,
+            candidate_fraction=0.1,
+        )
+    )
     snaps: dict[str, np.ndarray] = {}
     best: dict[int, float] = {}
     seg: Segment = tuner.next_segment()

@@ -57,7 +57,7 @@ def test_unknown_segment_is_also_a_lookup_error() -> None:
 
 
 def test_validation_losses_are_required_when_asked_for() -> None:
-    t = fresh(objective="val")
+    t = fresh(objective="val", sweep_fraction=0.0)
     seg = t.next_segment()
     assert seg.eval_every is not None
     with pytest.raises(InvalidReportError, match="validation losses expected"):
@@ -80,7 +80,7 @@ def test_the_same_report_twice_is_applied_once() -> None:
 
 
 def test_nan_and_inf_are_a_diverged_candidate_not_an_error() -> None:
-    t = fresh()
+    t = fresh(sweep_fraction=0.0)
     seg = t.next_segment()
     t.report(seg.segment_id, [1.0, math.nan, None, math.inf])  # cut short once it diverged
     cand = t.schedule()["stages"][0]["candidates"][0]
