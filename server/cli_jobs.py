@@ -275,6 +275,9 @@ def job_report(info: dict[str, Any], sched: dict[str, Any], segments: bool = Fal
     for k, v in pairs:  # long values (the config) wrap under themselves
         lines = textwrap.wrap(v, 110 - width, break_long_words=False, break_on_hyphens=False) or [""]
         out += [f"{k.ljust(width)}  {lines[0]}", *(f"{'':{width}}  {rest}" for rest in lines[1:])]
+    sweep = sched.get("sweep")
+    if sweep:
+        out += ["", f"LR range sweep: {sweep['steps']} steps (rolled back), suggested LR {fmt_num(sweep['lr'], 3)}"]
     stages = sched.get("stages", [])
     if stages:
         out += ["", "stages"]
@@ -310,11 +313,12 @@ def job_report(info: dict[str, Any], sched: dict[str, Any], segments: bool = Fal
                         fmt_num(c.get("forecast")),
                         fmt_num(c.get("std"), 2),
                         "-" if not band else f"{fmt_num(band[0])} .. {fmt_num(band[1])}",
+                        fmt_num(c.get("probe_loss")),
                         "winner" if c["winner"] else ("diverged" if c["diverged"] else ""),
                     ]
                 )
-            heads = ["CAND", "LR", "STEPS", "LAST LOSS", "FORECAST", "STD", "90% BAND", ""]
-            out.append(table(heads, rows, right=frozenset({0, 1, 2, 3, 4, 5})))
+            heads = ["CAND", "LR", "STEPS", "LAST LOSS", "FORECAST", "STD", "90% BAND", "AFTER COOLDOWN", ""]
+            out.append(table(heads, rows, right=frozenset({0, 1, 2, 3, 4, 5, 7})))
     if segments:
         out += ["", "segments"]
         rows = [

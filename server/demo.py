@@ -131,18 +131,21 @@ def _progress_line(seg: WireSegment, losses: list[float | None], total: int) -> 
 def format_schedule(schedule: dict[str, Any]) -> str:
     """Render a job's schedule (``GET /v1/jobs/{id}/schedule``) as a readable table."""
     lines = []
+    sweep = schedule.get("sweep")
+    if sweep:
+        lines.append(f"LR range sweep: {sweep['steps']} steps (rolled back), suggested lr {_lr(sweep['lr'])}")
     for st in schedule["stages"]:
         lines.append(
             f"stage {st['index']}  from step {st['start_step']}  tau {st['tau']}  candidates of {st['cand_steps']} "
             f"steps  {'warm' if st['warm'] else 'cold'}  winner lr {_lr(st['winner_lr'])}"
         )
         if st["candidates"]:
-            lines.append(f"    {'cand':>4}  {'lr':>9}  {'forecast':>9}  {'± std':>8}  {'observed':>9}  ")
+            lines.append(f"    {'cand':>4}  {'lr':>9}  {'forecast':>9}  {'± std':>8}  {'observed':>9}  {'cooled':>9}  ")
         for c in st["candidates"]:
             mark = "  <- winner" if c["winner"] else ("  diverged" if c["diverged"] else "")
             lines.append(
                 f"    {c['index']:>4}  {_lr(c['lr']):>9}  {_num(c['forecast']):>9}  {_num(c['std']):>8}  "
-                f"{_num(c['last_loss']):>9}{mark}"
+                f"{_num(c['last_loss']):>9}  {_num(c.get('probe_loss')):>9}{mark}"
             )
     lines.append(
         f"exploration: {schedule['explore_steps']} of {schedule['total_steps']} steps "

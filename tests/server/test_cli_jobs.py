@@ -105,6 +105,7 @@ def test_show_by_name_and_by_id_prefix(open_url: str, jobs: dict[str, str]) -> N
     assert text.startswith(f"job          {jobs['finished']}  finished-run")
     assert "status       done" in text and "exploration  " in text
     assert "STAGE  START  TAU" in text and "stage 0 candidates" in text and "winner" in text
+    assert "LR range sweep: " in text and "AFTER COOLDOWN" in text
     by_prefix = lrtune("jobs", "show", jobs["finished"][:7], "--segments", "--url", open_url)
     assert by_prefix.returncode == 0, by_prefix.stderr
     assert by_prefix.stdout.startswith(text.split("\n", 1)[0]) and "SEGMENT  START  STEPS  PHASE" in by_prefix.stdout
