@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.methods import all_methods
+from benchmarks.methods import Method, all_methods
 from benchmarks.report import markdown, plots, summarize
 from benchmarks.run import run
 from benchmarks.workloads import WORKLOADS
@@ -34,7 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="digits only, one seed")
     parser.add_argument("--workloads", nargs="+", choices=sorted(WORKLOADS), help="workloads to run")
     parser.add_argument("--seeds", type=int, default=None, help="number of paired seeds (default 3, quick 1)")
+    parser.add_argument(
+        "--seed-from", type=int, default=0, help="run only seeds from this one on (to split a run over processes)"
+    )
     parser.add_argument("--no-ablations", action="store_true", help="skip lrtune's one-switch-off runs")
+    parser.add_argument(
+        "--ablation-seeds", type=int, default=None, help="run the one-switch-off runs on only the first N seeds"
+    )
     parser.add_argument("--methods", nargs="+", help="only these methods (names or families)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results/...)")
     parser.add_argument("--fresh", action="store_true", help="ignore earlier raw results in the folder")
@@ -42,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     workloads = args.workloads or (["digits-mlp"] if args.quick else list(WORKLOADS))
-    seeds = list(range(args.seeds if args.seeds is not None else (1 if args.quick else 3)))
+    seeds = list(range(args.seed_from, args.seeds if args.seeds is not None else (1 if args.quick else 3)))
     out = args.out or Path("benchmarks/results") / ("quick" if args.quick else "training")
     out.mkdir(parents=True, exist_ok=True)
     raw_path = out / "raw.jsonl"
@@ -59,7 +65,12 @@ def main(argv: list[str] | None = None) -> int:
         for line in raw_path.read_text().splitlines():
             row = json.loads(line)
             done[(row["workload"], row["method"], row["seed"])] = row
-    plan = [(w, m, s) for w in workloads for s in seeds for m in methods if (w, m.name, s) not in done]
+    ablation_seeds = seeds[: args.ablation_seeds] if args.ablation_seeds is not None else seeds
+
+    def wanted(method: Method, seed: int) -> bool:
+        return seed in (ablation_seeds if method.family == "ablation" else seeds)
+
+    plan = [(w, m, s) for w in workloads for s in seeds for m in methods if wanted(m, s) and (w, m.name, s) not in done]
 
     from tqdm import tqdm
 
@@ -76,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             done[(workload_name, method.name, seed)] = result
             bar.set_postfix(test_loss=f"{result['test_loss'] or float('inf'):.4f}")
 
-    rows = [r for (w, m, s), r in done.items() if w in workloads and s in seeds and m in {x.name for x in methods}]
+    by_name = {x.name: x for x in methods}
+    rows = [r for (w, m, s), r in done.items() if w in workloads and m in by_name and wanted(by_name[m], s)]
     summary = summarize(rows)
     command = "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:])
     meta = {
@@ -86,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.threads} torch threads; load average {load_at_start:.1f} when the command started "
         "(wall-clock figures are only comparable on an otherwise idle machine)",
         "seeds": len(seeds),
+        "ablation_seeds": len(ablation_seeds),
         "grid_trials": sum(1 for m in methods if m.family == "grid"),
     }
     (out / "summary.json").write_text(json.dumps({"meta": meta, "summary": summary}, indent=1, default=str) + "\n")

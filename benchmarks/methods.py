@@ -28,6 +28,8 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "no-power-law": {"power_law": False},
     "no-anneal": {"anneal_fraction": 0.0},
     "no-explore-cap": {"explore_cap": 1.0},
+    "no-lr-sweep": {"sweep_fraction": 0.0},
+    "no-cooldown-probe": {"probe_fraction": 0.0},
 }
 
 

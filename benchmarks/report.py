@@ -95,9 +95,13 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]
             }
         oracle = table.get("grid-oracle", {}).get("test_loss")
         lr_free = [table[m]["test_loss"] for m in LR_FREE if m in table]
-        for stats in table.values():
+        default = {r["seed"]: _num(r["test_loss"]) for r in methods.get("lrtune-default", [])}
+        for name, stats in table.items():
             stats["vs_oracle"] = stats["test_loss"] / oracle if oracle else None
             stats["vs_lr_free"] = stats["test_loss"] / min(lr_free) if lr_free else None
+            # Ablations may run on fewer seeds: compare each with lrtune-default on the same seeds.
+            paired = [_num(r["test_loss"]) / default[r["seed"]] for r in methods[name] if r["seed"] in default]
+            stats["vs_default"] = statistics.median(paired) if paired else None
         out[workload] = table
     return out
 
@@ -145,6 +149,7 @@ def markdown(summary: dict[str, dict[str, dict[str, Any]]], meta: dict[str, Any]
         cells = [_fmt(summary[w].get(name, {}).get("vs_oracle"), 3) for w in workloads]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {_fmt(geo.get(name), 3)} |")
     lines.append("")
+    lines += _verdict(summary)
     for workload in workloads:
         table = summary[workload]
         lines += [f"## {workload}", ""]
@@ -168,7 +173,47 @@ def markdown(summary: dict[str, dict[str, dict[str, Any]]], meta: dict[str, Any]
             lines.append("")
             lines.append(f"Oracle picks: {', '.join(oracle['picked'])}.")
         lines += ["", f"![{workload}]({workload}.png)", ""]
+    lines += _ablations(summary, meta)
     return "\n".join(lines) + "\n"
+
+
+def _verdict(summary: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """Where lrtune-default meets the bar (at most the oracle's loss) and whom it beats, workload by workload."""
+    workloads = [w for w in summary if "lrtune-default" in summary[w]]
+    if not workloads:
+        return []
+    met = [w for w in workloads if (summary[w]["lrtune-default"].get("vs_oracle") or math.inf) <= 1.0]
+    lines = [
+        f"lrtune-default reaches the oracle's median test loss (ratio <= 1.00) on {len(met)} of {len(workloads)} "
+        f"workloads ({', '.join(met) or 'none'}).",
+    ]
+    for rival in ("adamw-1e-3-cosine", "schedulefree-adamw", "prodigy-cosine", "range-test-cosine"):
+        have = [w for w in workloads if rival in summary[w]]
+        if not have:
+            continue
+        beats = [w for w in have if summary[w]["lrtune-default"]["test_loss"] < summary[w][rival]["test_loss"]]
+        lines.append(f"It beats {rival} on {len(beats)} of {len(have)} ({', '.join(beats) or 'none'}).")
+    return [" ".join(lines), ""]
+
+
+def _ablations(summary: dict[str, dict[str, dict[str, Any]]], meta: dict[str, Any]) -> list[str]:
+    """The one-switch-off table: each ablation's test loss relative to lrtune-default on the same seeds."""
+    workloads = list(summary)
+    names = sorted({m for w in workloads for m, s in summary[w].items() if s["family"] == "ablation"})
+    if not names:
+        return []
+    lines = ["## Ablations: lrtune default with one improvement switched off", ""]
+    lines += [
+        f"Median over {meta.get('ablation_seeds', meta['seeds'])} seed(s) of the test loss relative to lrtune-default "
+        "on the same seed (above 1: the switch helps).",
+        "",
+        "| switched off | " + " | ".join(workloads) + " |",
+        "|---|" + "---:|" * len(workloads),
+    ]
+    for name in names:
+        cells = [_fmt(summary[w].get(name, {}).get("vs_default"), 3) for w in workloads]
+        lines.append(f"| {name.removeprefix('lrtune-')} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def plots(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
