@@ -46,8 +46,9 @@ class TunerConfig:
         objective: ``"train"`` or ``"val"`` loss, or ``"auto"`` (train until tau reaches tau_max, then val).
         val_samples: Validation evaluations per candidate when the objective is validation loss.
         warmup_steps: Linear warmup steps before the search (or the schedule) starts.
-        warmup_lr: LR the warmup ends at (None: the geometric middle of the range).
-        explore_cap: Largest share of ``total_steps`` spent on candidates (None: no cap).
+        warmup_lr: LR the warmup ends at (None: the LR range sweep's suggestion, or without a sweep the geometric
+            middle of the range; for the standard schedules ``max_lr``).
+        explore_cap: Largest share of ``total_steps`` spent exploring: the LR range sweep, candidates and their probes.
         anneal_fraction: Share of ``total_steps`` at the end that decays the LR linearly towards zero.
         noise_from_forecast: Pass each forecast's uncertainty to the GP as observation noise.
         carry_observations: Warm-start a stage's search from the previous stage's observations.
@@ -271,7 +272,8 @@ def resolve(config: TunerConfig) -> Settings:
     if c.strategy == "autolrs":
         anneal_steps = min(anneal_steps, total - c.warmup_steps - 1)
     sweep_fraction = c.sweep_fraction if c.sweep_fraction is not None else (0.0 if paper else 0.04)
-    sweep_steps = round(sweep_fraction * total) if c.strategy == "autolrs" else 0
+    explore_cap = float(c.explore_cap if c.explore_cap is not None else (1.0 if paper else 0.25))
+    sweep_steps = min(round(sweep_fraction * total), math.floor(explore_cap * total)) if c.strategy == "autolrs" else 0
     if sweep_steps < _MIN_SWEEP_STEPS or total - c.warmup_steps - anneal_steps - sweep_steps < 2 * _MIN_SWEEP_STEPS:
         sweep_steps = 0  # too short to say anything, or it would leave nothing to train
     if paper:
@@ -302,7 +304,7 @@ def resolve(config: TunerConfig) -> Settings:
         val_samples=c.val_samples,
         warmup_steps=c.warmup_steps,
         warmup_lr=float(warmup_lr),
-        explore_cap=float(c.explore_cap if c.explore_cap is not None else (1.0 if paper else 0.25)),
+        explore_cap=explore_cap,
         anneal_steps=anneal_steps,
         noise_from_forecast=_flag(c.noise_from_forecast, not paper),
         carry_observations=_flag(c.carry_observations, not paper),

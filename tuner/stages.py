@@ -44,6 +44,8 @@ _MAX_KEPT = 2  # candidate end states held at once in keep-winner mode
 _SWITCH_MARGIN = 2.0  # standard errors of the difference by which a challenger must beat the incumbent
 _CARRY_NOISE = 1.0  # carried points get extra noise of this times their spread: a weak prior, not a verdict
 _RECENT = 50  # losses of the kept trajectory remembered for the divergence guard's reference
+_SWEEP_DIVISOR = 10.0  # the sweep suggests its lowest-loss LR divided by this
+_SWEEP_HEADROOM = 3.0  # the first stage searches at least this factor below the sweep's lowest-loss LR
 
 
 class Tuner:
@@ -589,6 +591,12 @@ class Tuner:
         if centred and incumbent is not None:
             center = to_unit(incumbent, st.min_lr, st.max_lr)
             lo, hi = max(0.0, center - st.trust_region), min(1.0, center + st.trust_region)
+            if not warm:
+                # Centred on the sweep: stay a safe factor below the LR where the sweep's loss bottomed out (ten
+                # times its suggestion), past which training turns unstable. Short candidates cannot see that
+                # instability early in training: a larger LR makes faster early progress there, even after a cooldown.
+                edge = to_unit(_SWEEP_DIVISOR * incumbent / _SWEEP_HEADROOM, st.min_lr, st.max_lr)
+                hi = max(center, min(hi, edge))
         if warm and prev is not None:
             carried = [_obs_dict(o) for o in self._observations(prev)]
         return {
@@ -968,7 +976,7 @@ def sweep_suggestion(losses: Sequence[float], lrs: Sequence[float]) -> float:
             best, best_lr = value, lr
         elif value > 4.0 * best:
             break
-    return best_lr / 10.0
+    return best_lr / _SWEEP_DIVISOR
 
 
 def _difference_noise(a: dict[str, Any], b: dict[str, Any]) -> float:

@@ -44,7 +44,11 @@ def test_the_sweep_runs_first_is_rolled_back_and_centres_the_first_stage() -> No
     assert warmup[0].drop == ("sweep",) and warmup[-1].lr_end == pytest.approx(sweep["lr"], rel=0.02)
     stage0 = schedule["stages"][0]
     assert stage0["candidates"][0]["lr"] == pytest.approx(sweep["lr"])
-    assert stage0["search_range"][1] - stage0["search_range"][0] <= 0.5 + 1e-9
+    lo, hi = stage0["search_range"]
+    assert hi - lo <= 0.5 + 1e-9
+    # Up to a third of the LR where the sweep's loss bottomed out (ten times its suggestion), no further.
+    assert hi == pytest.approx(math.log10(sweep["lr"] * 10 / 3 / 1e-4) / 5)
+    assert all(c["lr"] <= sweep["lr"] * 10 / 3 * 1.0001 for c in stage0["candidates"])
     record = schedule["segments"][0]
     assert record["rolled_back"] and schedule["wasted_steps"] >= 80 and schedule["explore_steps"] >= 80
     assert tuner.export()["steps"] == 2000 - schedule["wasted_steps"]
