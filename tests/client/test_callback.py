@@ -66,10 +66,14 @@ def test_candidates_restart_from_the_stage_snapshot_on_the_same_batches() -> Non
 
     first_loss: dict[int, list[float]] = {}
     first_batches: dict[int, list[list[int]]] = {}
+    probe_batches: dict[int, list[list[int]]] = {}
     for seg in cb.history:
-        if seg.phase != "explore":
-            continue
+        if seg.phase != "explore" or seg.stage is None:
+            continue  # the LR range sweep has no stage
         at = [i for i, sid in enumerate(run.segment_ids) if sid == seg.segment_id]
+        if seg.restore is None and seg.snapshot is None:  # a cooldown probe, continuing its candidate
+            probe_batches.setdefault(seg.stage, []).append([run.batch_ids[i] for i in at])
+            continue
         first_loss.setdefault(seg.stage, []).append(run.losses[at[0]])
         first_batches.setdefault(seg.stage, []).append([run.batch_ids[i] for i in at[:8]])
     searched = [s for s, v in first_loss.items() if len(v) > 1]
@@ -78,6 +82,9 @@ def test_candidates_restart_from_the_stage_snapshot_on_the_same_batches() -> Non
         # Same weights, same batch, same dropout draws: the same first loss, bit for bit.
         assert len(set(first_loss[stage])) == 1
         assert all(b == first_batches[stage][0] for b in first_batches[stage])
+        # Every candidate's cooldown probe sees the same batches as the others'.
+        assert len(probe_batches[stage]) == len(first_loss[stage])
+        assert all(b == probe_batches[stage][0] for b in probe_batches[stage])
     assert data.replayed > 0 and data.recorded == 0  # recording freed after the search
 
 

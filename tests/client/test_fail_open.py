@@ -220,7 +220,7 @@ def test_replay_survives_an_outage(link: Link, app_client: TestClient) -> None:
         link.mode = "down" if 9 <= step < 14 else "up"  # the end of stage 0's first candidate
 
     run = train(cb, model, opt, data, before_step=before_step)
-    cands = [s.segment_id for s in cb.history if s.phase == "explore" and s.stage == 0]
+    cands = [s.segment_id for s in cb.history if s.phase == "explore" and s.stage == 0 and (s.restore or s.snapshot)]
     firsts = [run.batch_ids[run.segment_ids.index(sid)] for sid in cands]
     assert len(cands) > 1 and len(set(firsts)) == 1
     assert _job(app_client, cb)["done"]

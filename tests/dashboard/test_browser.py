@@ -176,6 +176,8 @@ def test_a_running_job_in_the_list_and_on_its_page(service: str, browser: Any, d
     sched = worker.http.get(f"/v1/jobs/{job}/schedule").json()
     latest = max(st["index"] for st in sched["stages"] if st["candidates"])
     assert attr(browser, ".stage-detail", "data-stage") == str(latest)
+    assert sched["sweep"] is not None and attr(browser, "[data-sweep]", "data-sweep") == "done"
+    assert "suggested LR" in text(browser, "[data-sweep]")
     screenshot(browser, "job-done")
 
     # Pick stage 0: its candidates and its posterior replace the latest stage's.
@@ -267,9 +269,9 @@ def test_a_new_job_a_fixed_schedule_and_an_unknown_id_render_without_errors(serv
     browser.get(f"{service}/jobs/{fresh}")
     wait(browser, lambda d: attr(d, ".job", "data-job-id") == fresh, "a job without reports has no page")
     assert points(browser, "loss") == 0 and "no losses reported yet" in text(browser, 'svg[data-chart="loss"]')
-    assert series_points(browser, "lr", "open") == 2  # the proposed first segment
-    assert "no candidate has run yet" in text(browser, 'svg[data-chart="candidates"]')
-    assert "no forecast yet" in text(browser, 'svg[data-chart="posterior"]')
+    assert series_points(browser, "lr", "open") == 25  # the proposed first segment: the LR range sweep, rising
+    assert attr(browser, "[data-sweep]", "data-sweep") == "running"
+    assert "No stage has started yet" in text(browser, "body")
 
     cosine = Worker(service, name="fixed-cosine", config={**JOB_CONFIG, "strategy": "cosine"})
     cosine.run()

@@ -214,10 +214,18 @@ def test_job_deleted_or_purged_while_a_worker_reports(
             worker = SimWorker(url, job, token, "w")
             auth = {"Authorization": f"Bearer {token}"}
             together = threading.Barrier(2)
+            deleted = threading.Event()
 
-            def meet(seg: dict[str, Any], after: int = after, together: threading.Barrier = together) -> None:
+            def meet(
+                seg: dict[str, Any],
+                after: int = after,
+                together: threading.Barrier = together,
+                deleted: threading.Event = deleted,
+            ) -> None:
                 if seg["segment_id"] == after:  # this report and the deletion leave at the same instant
                     together.wait(timeout=30)
+                elif seg["segment_id"] == after + 1:  # the next report only once the deletion was answered
+                    deleted.wait(timeout=30)
 
             try:
                 with ThreadPoolExecutor(max_workers=1) as pool:
@@ -227,6 +235,7 @@ def test_job_deleted_or_purged_while_a_worker_reports(
                     gone = httpx.delete(f"{url}/v1/jobs/{job}", params=params, headers=auth, timeout=30.0)
                     assert gone.status_code == (204 if how == "purge" else 200), gone.text
                     deleted_at = time.monotonic()
+                    deleted.set()
                     with pytest.raises(RefusedError) as refused:
                         running.result(timeout=DEADLINE_S)
             finally:

@@ -112,7 +112,7 @@ def test_non_finite_losses_are_a_diverged_candidate_not_an_error(client: TestCli
     resp = post_raw(client, f"/v1/jobs/{job}/segments/{seg['segment_id']}/report", body, auth)
     assert resp.status_code == 200, resp.text
     schedule = client.get(f"/v1/jobs/{job}/schedule", headers=auth).json()
-    assert schedule["stages"][0]["candidates"][0]["diverged"] is True
+    assert schedule["segments"][0]["diverged"] is True and schedule["steps_used"] == 3
 
 
 def test_huge_segment_id_is_a_4xx(client: TestClient) -> None:

@@ -192,6 +192,7 @@ export class JobView {
 
   split(sched) {
     const total = sched.total_steps;
+    const probed = sched.stages.some((st) => st.candidates.some((c) => c.probe_loss !== null && c.probe_loss !== undefined));
     const parts = [
       ["exploration, kept", sched.explore_steps - sched.wasted_steps, "explore-kept"],
       ["exploration, rolled back", sched.wasted_steps, "explore-rolled"],
@@ -209,8 +210,8 @@ export class JobView {
     const keys = el("ul", { class: "split-legend" }, ...parts.map(([label, n, cls]) => el("li", {},
       el("span", { class: `key ${cls}` }), `${label} `, el("strong", {}, int(Math.max(n, 0))), el("span", { class: "muted" }, ` (${pct(Math.max(n, 0) / total)})`))));
     return card("Exploration and exploitation",
-      el("p", { class: "muted small" }, `${pct(sched.explore_share)} of the ${int(total)}-step budget went to trying candidate LRs; `,
-        `${pct(sched.wasted_share)} was rolled back (candidates that lost).`),
+      el("p", { class: "muted small" }, `${pct(sched.explore_share)} of the ${int(total)}-step budget went to exploring (${sched.sweep ? "the LR range sweep, " : ""}candidate LRs${probed ? " and their cooldown probes" : ""}); `,
+        `${pct(sched.wasted_share)} was rolled back (everything but each stage's winning candidate).`),
       bar, keys);
   }
 
@@ -306,9 +307,13 @@ export class JobView {
   }
 
   stages(info, sched) {
+    const sweep = sched.sweep;
+    const sweepLine = !sweep ? null : el("p", { class: "muted small", "data-sweep": sweep.lr === null ? "running" : "done" },
+      sweep.lr === null ? "The LR range sweep runs first: the LR rises over the whole range, and the weights go back afterwards." :
+        `LR range sweep: ${int(sweep.steps)} steps (rolled back), suggested LR ${fmtNum(sweep.lr)}; the first stage's search is centred there.`);
     if (!sched.stages.length) {
-      return el("p", { class: "muted" }, info.config.strategy === "autolrs" ? "No stage has started yet." :
-        `This job follows a fixed ${info.config.strategy} schedule: it has no search stages.`);
+      return el("div", {}, el("p", { class: "muted" }, info.config.strategy === "autolrs" ? "No stage has started yet." :
+        `This job follows a fixed ${info.config.strategy} schedule: it has no search stages.`), sweepLine);
     }
     const current = this.stageIndex();
     const rows = sched.stages.map((st) => {
@@ -325,7 +330,7 @@ export class JobView {
       el("tbody", {}, ...rows));
     const follow = this.pinnedStage === null ? el("span", { class: "muted small" }, "Showing the latest stage; click a stage to pin it.")
       : el("button", { type: "button", class: "link small", onclick: () => this.pickStage(null) }, "Follow the latest stage");
-    return el("div", {}, el("div", { class: "table-wrap" }, table), el("div", { class: "stage-pick" }, follow),
+    return el("div", {}, sweepLine, el("div", { class: "table-wrap" }, table), el("div", { class: "stage-pick" }, follow),
       current === null ? null : this.stageDetail(info, sched, sched.stages[current]));
   }
 
