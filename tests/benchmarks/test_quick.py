@@ -33,6 +33,15 @@ def test_quick_benchmark_writes_a_report_plots_and_raw_results(tmp_path: Path) -
     assert "## Ablations" in report and "| no-cooldown-probe |" in report and "| no-lr-sweep |" in report
     png = (out / "digits-mlp.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    # The search-cost check re-runs the oracle's pick on the steps lrtune kept.
+    cost = subprocess.run(
+        [sys.executable, "-m", "benchmarks.search_cost", "--results", str(out)], capture_output=True, text=True
+    )
+    assert cost.returncode == 0, cost.stderr[-3000:]
+    table = (out / "search_cost.md").read_text()
+    assert "| digits-mlp | " in table
+    (row,) = json.loads((out / "search_cost.json").read_text())
+    assert 0 < row["kept_steps"] < 1500 and row["oracle_on_kept_steps"] > 0
     # A second call finds every run done and only rewrites the report.
     again = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)], capture_output=True, text=True, check=False
