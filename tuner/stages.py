@@ -361,11 +361,7 @@ class Tuner:
             else:
                 xs = list(range(1, len(train) + 1))
                 ys = train
-            families, floor = self.settings.forecast_families, self.settings.loss_floor
-            fc = forecast_loss(xs, ys, st["tau"], families, floor)
-            if self.settings.probe_fraction > 0:
-                # The fitted loss where the candidate stopped: its cooldown probe's gain is measured from here.
-                cand["level"] = forecast_loss(xs, ys, xs[-1], families, floor).mean
+            fc = forecast_loss(xs, ys, st["tau"], self.settings.forecast_families, self.settings.loss_floor)
             if math.isfinite(fc.mean):
                 cand["forecast"] = fc.mean
                 cand["std"] = fc.std
@@ -390,7 +386,6 @@ class Tuner:
         lr = min(max(sweep_suggestion(train, lrs), st.min_lr), st.max_lr)
         s["sweep"].update(steps_run=len(train), lr=lr)
         rec["rolled_back"] = True
-        rec["diverged"] = diverged(train, seg["abort_above"])
         s["wasted_steps"] += len(train)
 
     def _observe_probe(
@@ -401,9 +396,8 @@ class Tuner:
         rec: dict[str, Any],
         cand: dict[str, Any],
     ) -> None:
-        """Take a cooldown probe's losses: the loss after a short decay to 0, compared with the candidate's end."""
+        """Take a cooldown probe's losses: the loss after a short decay to 0, and its noise."""
         probe = cand["probe"]
-        probe["steps_run"] = len(train)
         rec["diverged"] = diverged(train, seg["abort_above"])
         finite = [v for v in train if math.isfinite(v)]
         if rec["diverged"] or not finite:
@@ -418,8 +412,6 @@ class Tuner:
         probe["loss"] = end
         probe["var"] = var
         probe["tail"] = tail
-        level = cand.get("level")
-        cand["bonus"] = end - level if level is not None and math.isfinite(level) else None
 
     # ------------------------------------------------------------------ planning
 
@@ -474,7 +466,7 @@ class Tuner:
         """The LR range sweep: LR rising log-linearly over the whole range, from a snapshot restored afterwards."""
         st = self.settings
         sid = self._new_id()
-        self._s["sweep"] = {"segment_id": sid, "steps": st.sweep_steps, "steps_run": 0, "lr": None, "restored": False}
+        self._s["sweep"] = {"segment_id": sid, "steps_run": 0, "lr": None, "restored": False}
         return Segment(sid, "explore", step, st.sweep_steps, "exp", st.min_lr, st.max_lr, 0.0, 1.0, snapshot="sweep")
 
     def _chunk(self, step: int, end: int) -> int:
@@ -488,7 +480,7 @@ class Tuner:
     def _warmup(self, step: int) -> Segment:
         st = self.settings
         w0, w = self._warm_start(), st.warmup_steps
-        lr = self._start_lr() if st.strategy == "autolrs" else st.warmup_lr
+        lr = self._start_lr()
         n = self._chunk(step, w0 + w)
         return schedules.piece(self._new_id(), "warmup", step, n, "linear", lr / w, lr, w0, w0 + w)
 
@@ -654,9 +646,7 @@ class Tuner:
                 "last_loss": None,
                 "curve": [],
                 "abort_above": None,
-                "level": None,
                 "probe": None,
-                "bonus": None,
             }
         )
         start_loss = stage["start_loss"]
@@ -708,7 +698,7 @@ class Tuner:
         st = self.settings
         n = self._probe_steps(stage["cand_steps"])
         sid = self._new_id()
-        cand["probe"] = {"segment_id": sid, "steps": n, "steps_run": 0, "loss": None, "var": None}
+        cand["probe"] = {"segment_id": sid, "loss": None, "var": None}
         return Segment(
             sid,
             "explore",
@@ -767,7 +757,7 @@ class Tuner:
                 a penalty does not drag down the posterior of a good LR next to a diverged one).
         """
         st = self.settings
-        scores = self._scores(stage)
+        scores, _ = self._scores(stage)
         cands = [
             c
             for c in stage["candidates"]
@@ -787,8 +777,8 @@ class Tuner:
             obs = self._with_carried(stage, obs)
         return obs
 
-    def _scores(self, stage: dict[str, Any]) -> dict[int, tuple[float, float]]:
-        """Each usable candidate's objective and its variance, by candidate index.
+    def _scores(self, stage: dict[str, Any]) -> tuple[dict[int, tuple[float, float]], bool]:
+        """Each usable candidate's objective and its variance, by candidate index, and whether probes gave them.
 
         Without probes the objective is the forecast at the stage horizon. With cooldown probes it is the loss at
         the end of the probe: every candidate is judged as if it were annealed there, and on the same batches. (The
@@ -807,15 +797,7 @@ class Tuner:
             probe = c.get("probe")
             if self.settings.probe_fraction > 0 and probe is not None and probe.get("loss") is not None:
                 out[c["index"]] = (float(probe["loss"]), float(probe["var"] or 0.0))
-        if self.settings.probe_fraction <= 0 or not out:
-            return plain
-        return out
-
-    def _probed(self, stage: dict[str, Any]) -> bool:
-        """True when the stage's candidates are scored by their cooldown probes."""
-        if self.settings.probe_fraction <= 0:
-            return False
-        return any((c.get("probe") or {}).get("loss") is not None for c in stage["candidates"] if not c["diverged"])
+        return (out, True) if out else (plain, False)
 
     def _with_carried(self, stage: dict[str, Any], obs: list[Observation]) -> list[Observation]:
         """Add the previous stage's points, shifted to agree with this stage at the incumbent."""
@@ -838,13 +820,13 @@ class Tuner:
             stage: The stage.
             kept_only: Rank only candidates whose end state is still kept.
         """
-        scores = self._scores(stage)
+        scores, probed = self._scores(stage)
         cands = [c for c in stage["candidates"] if c["index"] in scores and (c["kept"] or not kept_only)]
         if not cands:
             return []
         if self.settings.preset == "paper" or len(cands) < 2:
             return [c["index"] for c in sorted(cands, key=lambda c: (scores[c["index"]][0], c["index"]))]
-        if self._probed(stage):
+        if probed:
             # Probe losses are measured, on the same batches: their paired noise is far below the spread the GP
             # sees, so the measurements themselves rank the candidates (the GP only proposes).
             mean = np.array([scores[c["index"]][0] for c in cands])
@@ -1103,7 +1085,6 @@ def _stage_summary(stage: dict[str, Any]) -> dict[str, Any]:
                 "last_loss": c["last_loss"],
                 "observed": c["curve"],
                 "probe_loss": (c.get("probe") or {}).get("loss"),
-                "probe_gain": c.get("bonus"),
             }
         )
     return {
