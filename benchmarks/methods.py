@@ -8,7 +8,6 @@ comparison is like for like; the LR-free optimizers run on their own.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,29 +85,6 @@ def all_methods(ablations: bool = True) -> list[Method]:
         for name, switches in ABLATIONS.items():
             methods.append(Method(f"lrtune-{name}", "ablation", tuner=lrtune_config(**switches)))
     return methods
-
-
-def range_test_lr(losses: list[float], lrs: list[float]) -> float:
-    """Suggest a peak LR from an exponential LR sweep: a tenth of the LR at the lowest smoothed loss.
-
-    Args:
-        losses: Loss after each sweep step.
-        lrs: LR of each sweep step (increasing).
-
-    Returns:
-        The suggested LR.
-    """
-    best, best_lr, avg = math.inf, lrs[0], 0.0
-    for i, (loss, lr) in enumerate(zip(losses, lrs, strict=True)):
-        if not math.isfinite(loss):
-            break
-        avg = 0.9 * avg + 0.1 * loss
-        value = avg / (1 - 0.9 ** (i + 1))
-        if value < best:
-            best, best_lr = value, lr
-        if value > 4 * best:
-            break
-    return best_lr / 10
 
 
 def make_optimizer(name: str, model: torch.nn.Module, lr: float, steps: int) -> torch.optim.Optimizer:

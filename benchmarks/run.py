@@ -9,8 +9,9 @@ from typing import Any
 
 import torch
 
-from benchmarks.methods import WARMUP_SHARE, Method, make_optimizer, range_test_lr
+from benchmarks.methods import WARMUP_SHARE, Method, make_optimizer
 from benchmarks.workloads import Workload
+from tuner import sweep_suggestion
 
 CURVE_POINTS = 30  # validation evaluations along a run (for curves and steps-to-target)
 
@@ -178,7 +179,7 @@ def _run_range_test(workload: Workload, method: Method, seed: int, started: floa
         for group in opt.param_groups:
             group["lr"] = lr
         losses.append(float(train_step(workload, model, opt, next(batches))))
-    peak = range_test_lr(losses, lrs)
+    peak = sweep_suggestion(losses, lrs)  # the usual rule: a tenth of the LR at the lowest smoothed loss
     # Restart from the same initialization; the sweep's steps stay charged.
     torch.manual_seed(seed)
     model = workload.make_model()

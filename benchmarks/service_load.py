@@ -33,7 +33,8 @@ import httpx
 import psutil
 import redis
 
-from server.launch import REDIS_PREFIX_ENV, REDIS_URL_ENV, free_port, start_local, wait_ready
+from server.launch import REDIS_PREFIX_ENV, REDIS_URL_ENV, free_port, start_local, stop_local, wait_ready
+from server.store.redis import RedisStore
 from tuner.segment import Segment
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -207,11 +208,10 @@ def run(
         cpu = cpu1 - cpu0
         redis1 = int(r.info("memory")["used_memory"])
     finally:
-        proc.terminate()
-        proc.wait(timeout=15)
-        keys = list(r.scan_iter(match=f"{prefix}:*", count=1000))
-        if keys:
-            r.delete(*keys)
+        stop_local(proc)
+        store = RedisStore(redis_url, prefix)
+        store.purge()
+        store.close()
     requests = sum(len(v) for v in rec.samples.values())
     out: dict[str, Any] = {
         "label": label,

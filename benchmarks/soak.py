@@ -33,7 +33,8 @@ import psutil
 import redis
 
 from benchmarks.service_load import lr_at, pct, server_usage, sim_loss
-from server.launch import REDIS_PREFIX_ENV, REDIS_URL_ENV, free_port, start_local, wait_ready
+from server.launch import REDIS_PREFIX_ENV, REDIS_URL_ENV, free_port, start_local, stop_local, wait_ready
+from server.store.redis import RedisStore
 
 RESULTS = Path(__file__).resolve().parent / "results"
 JOB_CONFIG: dict[str, Any] = {"min_lr": 1e-4, "max_lr": 1.0, "warmup_steps": 50}
@@ -241,11 +242,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         redis1 = int(db.info("memory")["used_memory"])
         job_bytes = [int(db.memory_usage(k) or 0) for k in db.scan_iter(match=f"{prefix}:job:*", count=1000)]
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        keys = list(db.scan_iter(match=f"{prefix}:*", count=1000))
-        if keys:
-            db.delete(*keys)
+        stop_local(proc, timeout_s=30)
+        store = RedisStore(args.redis_url, prefix)
+        store.purge()
+        store.close()
     return {
         "command": "python -m benchmarks.soak "
         f"--workers {args.workers} --minutes {args.minutes:g} --think-ms {args.think_ms:g} --every-s {args.every_s:g}",

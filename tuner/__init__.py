@@ -16,7 +16,7 @@ from tuner.errors import (
 from tuner.forecast import Forecast, forecast_loss
 from tuner.schedules import export_lr
 from tuner.segment import Segment
-from tuner.stages import SCHEMA_VERSION, Tuner
+from tuner.stages import SCHEMA_VERSION, Tuner, sweep_suggestion
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -34,4 +34,5 @@ __all__ = [
     "export_lr",
     "forecast_loss",
     "resolve",
+    "sweep_suggestion",
 ]
