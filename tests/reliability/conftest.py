@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from server.store.redis import RedisStore
 from tests.reliability.harness import Service, serve_env
-from tests.server.conftest import REDIS_URL, redis_prefix, redis_url
+from tests.server.conftest import REDIS_URL, purged_prefix, redis_prefix, redis_url
 
 __all__ = ["REDIS_URL", "redis_prefix", "redis_url"]
 
@@ -21,11 +19,7 @@ SHARED_LEASE_TTL_S = 2.0
 @pytest.fixture(scope="session")
 def shared_prefix(redis_url: str) -> Iterator[str]:
     """A Redis key prefix for the shared server; every key under it is deleted at the end."""
-    prefix = f"lrtune-rel-{uuid.uuid4().hex[:12]}"
-    yield prefix
-    store = RedisStore(redis_url, prefix)
-    store.purge()
-    store.close()
+    yield from purged_prefix(redis_url, "rel")
 
 
 @pytest.fixture(scope="session")

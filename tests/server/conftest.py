@@ -28,16 +28,21 @@ def redis_url() -> str:
     return REDIS_URL
 
 
-@pytest.fixture
-def redis_prefix(redis_url: str) -> Iterator[str]:
-    """A key prefix of this test's own; every key under it is deleted afterwards."""
+def purged_prefix(redis_url: str, kind: str) -> Iterator[str]:
+    """Yield a fresh Redis key prefix ``lrtune-{kind}-...``; delete every key under it afterwards."""
     from server.store.redis import RedisStore
 
-    prefix = f"lrtune-test-{uuid.uuid4().hex[:12]}"
+    prefix = f"lrtune-{kind}-{uuid.uuid4().hex[:12]}"
     yield prefix
     store = RedisStore(redis_url, prefix)
     store.purge()
     store.close()
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own; every key under it is deleted afterwards."""
+    yield from purged_prefix(redis_url, "test")
 
 
 @pytest.fixture
