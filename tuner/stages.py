@@ -978,7 +978,18 @@ def _difference_noise(a: dict[str, Any], b: dict[str, Any]) -> float:
     return float(np.std(diffs, ddof=1)) / math.sqrt(len(diffs))
 
 
+#: Largest loss magnitude taken as a number. A loss beyond it (either sign) is a diverged point, like NaN: the loss
+#: model squares and sums losses and the GP standardizes them, and values near the float64 limit (1e155 squared
+#: is inf) overflow there. No real training loss comes near 1e30; subnormals and other tiny values are kept.
+MAX_ABS_LOSS = 1e30
+
+
 def _as_floats(values: Sequence[float | None], name: str) -> list[float]:
+    """Convert reported losses to floats: ``None``, NaN, ±inf and any magnitude above :data:`MAX_ABS_LOSS` → NaN.
+
+    Raises:
+        InvalidReportError: Not a list, or an entry that is neither a number nor ``None``.
+    """
     if isinstance(values, str | bytes) or not hasattr(values, "__len__"):
         raise InvalidReportError(f"{name} must be a list of numbers")
     out = []
@@ -988,7 +999,11 @@ def _as_floats(values: Sequence[float | None], name: str) -> list[float]:
             continue
         if isinstance(v, bool) or not isinstance(v, int | float | np.floating | np.integer):
             raise InvalidReportError(f"{name}[{i}] must be a number or null, got {type(v).__name__}")
-        out.append(float(v))
+        try:
+            x = float(v)
+        except OverflowError:  # an int beyond float64
+            x = math.inf
+        out.append(x if abs(x) <= MAX_ABS_LOSS else math.nan)
     return out
 
 
