@@ -3,6 +3,7 @@
     python -m benchmarks                      # full: 4 workloads, 3 seeds, every method and ablation
     python -m benchmarks --quick              # digits only, 1 seed (a few minutes at most)
     python -m benchmarks --workloads charlm --seeds 5
+    python -m benchmarks --long               # the long-horizon set (20k-50k steps), 3 seeds
 
 Raw results are appended to ``<out>/raw.jsonl`` as each run finishes, so an interrupted run resumes where it
 stopped (``--fresh`` starts over). The report (``report.md``), plots (PNG) and ``summary.json`` are
@@ -23,15 +24,18 @@ from pathlib import Path
 import torch
 
 from benchmarks.methods import Method, all_methods
-from benchmarks.report import markdown, plots, summarize
+from benchmarks.report import grid_spread, markdown, plots, summarize
 from benchmarks.run import run
-from benchmarks.workloads import WORKLOADS
+from benchmarks.workloads import LONG_WORKLOADS, SHORT_WORKLOADS, WORKLOADS
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run what is missing, write the report; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="digits only, one seed")
+    parser.add_argument(
+        "--long", action="store_true", help=f"the long-horizon workloads ({', '.join(LONG_WORKLOADS)}) instead"
+    )
     parser.add_argument("--workloads", nargs="+", choices=sorted(WORKLOADS), help="workloads to run")
     parser.add_argument("--seeds", type=int, default=None, help="number of paired seeds (default 3, quick 1)")
     parser.add_argument(
@@ -47,9 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args(argv)
 
-    workloads = args.workloads or (["digits-mlp"] if args.quick else list(WORKLOADS))
+    if args.quick and args.long:
+        parser.error("--quick and --long exclude each other")
+    default_workloads = ["digits-mlp"] if args.quick else list(LONG_WORKLOADS if args.long else SHORT_WORKLOADS)
+    workloads = args.workloads or default_workloads
     seeds = list(range(args.seed_from, args.seeds if args.seeds is not None else (1 if args.quick else 3)))
-    out = args.out or Path("benchmarks/results") / ("quick" if args.quick else "training")
+    out = args.out or Path("benchmarks/results") / ("quick" if args.quick else "long" if args.long else "training")
     out.mkdir(parents=True, exist_ok=True)
     raw_path = out / "raw.jsonl"
     if args.fresh and raw_path.exists():
@@ -101,8 +108,11 @@ def main(argv: list[str] | None = None) -> int:
         "ablation_seeds": len(ablation_seeds),
         "grid_trials": sum(1 for m in methods if m.family == "grid"),
     }
-    (out / "summary.json").write_text(json.dumps({"meta": meta, "summary": summary}, indent=1, default=str) + "\n")
-    (out / "report.md").write_text(markdown(summary, meta))
+    grid = grid_spread(rows)
+    (out / "summary.json").write_text(
+        json.dumps({"meta": meta, "summary": summary, "grid": grid}, indent=1, default=str) + "\n"
+    )
+    (out / "report.md").write_text(markdown(summary, meta, grid))
     written = plots(rows, out)
     print(f"wrote {out / 'report.md'}, {out / 'summary.json'}, {len(written)} plots, raw runs in {raw_path}")
     return 0

@@ -8,6 +8,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from benchmarks.workloads import LONG_WORKLOADS
+
 MAIN_METHODS = (
     "adamw-1e-3-constant",
     "adamw-1e-3-cosine",
@@ -127,8 +129,13 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return str(v)
 
 
-def markdown(summary: dict[str, dict[str, dict[str, Any]]], meta: dict[str, Any]) -> str:
-    """The report: headline table, then one table per workload, then the ablations."""
+def markdown(
+    summary: dict[str, dict[str, dict[str, Any]]],
+    meta: dict[str, Any],
+    grid: dict[str, dict[str, Any]] | None = None,
+) -> str:
+    """The report: headline table, then one table per workload, the long-horizon set in its own section (with
+    ``grid``, the spread of the grid's schedules: see ``grid_spread``), then the ablations."""
     lines = ["# lrtune benchmark", ""]
     lines += [f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}  ", f"Date: {meta['date']}  "]
     lines += [f"Seeds: {meta['seeds']} (paired: same initialization and data order for every method)", ""]
@@ -139,42 +146,161 @@ def markdown(summary: dict[str, dict[str, dict[str, Any]]], meta: dict[str, Any]
         "cost is that many budgets. Test losses are on a split that no method looks at while training.",
         "",
     ]
+    short = {w: t for w, t in summary.items() if w not in LONG_WORKLOADS}
+    long = {w: t for w, t in summary.items() if w in LONG_WORKLOADS}
+    if short:
+        lines += ["## Headline: median final test loss relative to the grid-tuned oracle (lower is better)", ""]
+        lines += _headline(short)
+        lines += _verdict(short)
+        for workload in short:
+            lines += _workload_table(workload, short[workload], "##")
+    if long:
+        lines += [
+            "## Long horizon: 20k-50k steps, training data seen at most about twice",
+            "",
+            "Fresh teacher samples every step, or a corpus the budget covers about once: the final loss measures "
+            "the schedule, not overfitting.",
+            "",
+            "### Median final test loss relative to the grid-tuned oracle (lower is better)",
+            "",
+        ]
+        lines += _headline(long)
+        lines += _verdict(long)
+        lines += _grid_table(grid or {}, list(long))
+        for workload in long:
+            lines += _workload_table(workload, long[workload], "###")
+    lines += _ablations(summary, meta)
+    return "\n".join(lines) + "\n"
+
+
+def _headline(summary: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """Each main method's ratio to the oracle, workload by workload, and their geometric mean."""
     workloads = list(summary)
     geo = geomean_ratios(summary)
-    lines += ["## Headline: median final test loss relative to the grid-tuned oracle (lower is better)", ""]
-    lines += ["| method | " + " | ".join(workloads) + " | geometric mean |", "|---|" + "---:|" * (len(workloads) + 1)]
+    lines = ["| method | " + " | ".join(workloads) + " | geometric mean |", "|---|" + "---:|" * (len(workloads) + 1)]
     for name in MAIN_METHODS:
         if not any(name in summary[w] for w in workloads):
             continue
         cells = [_fmt(summary[w].get(name, {}).get("vs_oracle"), 3) for w in workloads]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {_fmt(geo.get(name), 3)} |")
     lines.append("")
-    lines += _verdict(summary)
-    for workload in workloads:
-        table = summary[workload]
-        lines += [f"## {workload}", ""]
-        lines += [
-            "| method | test loss (median [min, max]) | test acc | steps to target | wall s | explore share | "
-            "vs oracle | vs best LR-free |",
-            "|---|---|---:|---:|---:|---:|---:|---:|",
-        ]
-        names = [m for m in MAIN_METHODS if m in table] + sorted(m for m in table if m not in MAIN_METHODS)
-        for name in names:
-            s = table[name]
-            loss = f"{_fmt(s['test_loss'])} [{_fmt(s['test_loss_min'])}, {_fmt(s['test_loss_max'])}]"
-            reach = f"{_fmt(s['steps_to_target'])} ({s['reached']})"
-            wall = _fmt(s["wall_s"], 3) + (f" (x{s['cost_runs']} runs)" if s["cost_runs"] > 1 else "")
-            lines.append(
-                f"| {name} | {loss} | {_fmt(s['test_acc'])} | {reach} | {wall} | {_fmt(s['explore_share'], 2)} | "
-                f"{_fmt(s['vs_oracle'], 3)} | {_fmt(s['vs_lr_free'], 3)} |"
-            )
-        oracle = table.get("grid-oracle")
-        if oracle and oracle.get("picked"):
-            lines.append("")
-            lines.append(f"Oracle picks: {', '.join(oracle['picked'])}.")
-        lines += ["", f"![{workload}]({workload}.png)", ""]
-    lines += _ablations(summary, meta)
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def _workload_table(workload: str, table: dict[str, dict[str, Any]], heading: str) -> list[str]:
+    """One workload's table: every method's test loss, steps to the oracle's tuning loss, cost and ratios."""
+    lines = [f"{heading} {workload}", ""]
+    lines += [
+        "| method | test loss (median [min, max]) | test acc | steps to target | wall s | explore share | "
+        "vs oracle | vs best LR-free |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    names = [m for m in MAIN_METHODS if m in table] + sorted(m for m in table if m not in MAIN_METHODS)
+    for name in names:
+        s = table[name]
+        loss = f"{_fmt(s['test_loss'])} [{_fmt(s['test_loss_min'])}, {_fmt(s['test_loss_max'])}]"
+        reach = f"{_fmt(s['steps_to_target'])} ({s['reached']})"
+        wall = _fmt(s["wall_s"], 3) + (f" (x{s['cost_runs']} runs)" if s["cost_runs"] > 1 else "")
+        lines.append(
+            f"| {name} | {loss} | {_fmt(s['test_acc'])} | {reach} | {wall} | {_fmt(s['explore_share'], 2)} | "
+            f"{_fmt(s['vs_oracle'], 3)} | {_fmt(s['vs_lr_free'], 3)} |"
+        )
+    oracle = table.get("grid-oracle")
+    if oracle and oracle.get("picked"):
+        lines.append("")
+        lines.append(f"Oracle picks: {', '.join(oracle['picked'])}.")
+    lines += ["", f"![{workload}]({workload}.png)", ""]
+    return lines
+
+
+def grid_spread(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """How much the schedule matters on each workload, from its grid trials (median test loss over seeds).
+
+    Returns:
+        ``{workload: {...}}`` with the best and worst grid trial, the best trial of each shape, the number of
+        diverged trials, and the test loss of the best trial's shape at a peak LR 10x lower and 10x higher than
+        the best (interpolated linearly in log10 of the peak LR; None outside the grid; inf where a neighbour
+        diverged). Workloads without grid trials are left out.
+    """
+    by: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    seeds: dict[str, set[int]] = defaultdict(set)
+    for r in rows:
+        if r["family"] == "grid":
+            by[r["workload"]][r["method"]].append(_num(r["test_loss"]))
+            seeds[r["workload"]].add(r["seed"])
+    out: dict[str, dict[str, Any]] = {}
+    for workload, trials in by.items():
+        loss = {name: statistics.median(v) for name, v in trials.items()}
+        parsed = {name: _grid_name(name) for name in loss}
+        best = min(loss, key=lambda n: loss[n])
+        finite = [n for n in loss if math.isfinite(loss[n])]
+        worst = max(finite, key=lambda n: loss[n]) if finite else best
+        shapes: dict[str, dict[str, Any]] = {}
+        for name, (shape, peak) in sorted(parsed.items()):
+            if shape not in shapes or loss[name] < shapes[shape]["test_loss"]:
+                shapes[shape] = {"method": name, "peak_lr": peak, "test_loss": loss[name]}
+        best_shape, best_peak = parsed[best]
+        curve = sorted((math.log10(peak), loss[n]) for n, (shape, peak) in parsed.items() if shape == best_shape)
+        out[workload] = {
+            "seeds": len(seeds[workload]),
+            "trials": len(loss),
+            "best": {"method": best, "test_loss": loss[best]},
+            "worst": {"method": worst, "test_loss": loss[worst]},
+            "diverged": sum(1 for v in loss.values() if not math.isfinite(v)),
+            "shapes": shapes,
+            "lr_10x_lower": _interpolate(curve, math.log10(best_peak) - 1),
+            "lr_10x_higher": _interpolate(curve, math.log10(best_peak) + 1),
+        }
+    return out
+
+
+def _grid_name(name: str) -> tuple[str, float]:
+    """``grid-<shape>-<peak>`` (``grid-cosine-1.6e-03``) → (shape, peak LR)."""
+    _, shape, peak = name.split("-", 2)
+    return shape, float(peak)
+
+
+def _interpolate(curve: list[tuple[float, float]], x: float) -> float | None:
+    """Linear interpolation of sorted ``(x, y)`` points at ``x``; None outside them, inf next to an inf."""
+    for (x0, y0), (x1, y1) in zip(curve[:-1], curve[1:], strict=True):
+        if x0 <= x <= x1:
+            if not (math.isfinite(y0) and math.isfinite(y1)):
+                return math.inf
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return None
+
+
+def _grid_table(grid: dict[str, dict[str, Any]], workloads: list[str]) -> list[str]:
+    """Spread of the grid's schedules on each workload: test losses as multiples of the best grid trial."""
+    have = [w for w in workloads if w in grid]
+    if not have:
+        return []
+    lines = [
+        "### How much the schedule matters: the grid's spread",
+        "",
+        "Median test loss over seeds of each grid trial, as a multiple of the best trial's (the oracle picks by "
+        "the tuning split instead). The 10x columns keep the best trial's shape and move its peak LR one decade, "
+        "interpolating between grid points in log LR.",
+        "",
+        "| workload | best trial (test loss) | worst | best cosine | best linear | best WSD | peak / 10 | peak x 10 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for w in have:
+        g = grid[w]
+        ref = g["best"]["test_loss"]
+
+        def rel(v: float | None, ref: float = ref) -> str:
+            return "—" if v is None else _fmt(v / ref, 3)
+
+        shapes = [g["shapes"].get(s) for s in ("cosine", "linear", "wsd")]
+        cells = [f"{rel(s['test_loss'])} ({s['peak_lr']:.1e})" if s else "—" for s in shapes]
+        worst = rel(g["worst"]["test_loss"]) + (f", {g['diverged']} diverged" if g["diverged"] else "")
+        lines.append(
+            f"| {w} | {g['best']['method']} ({_fmt(ref)}) | {worst} | "
+            + " | ".join(cells)
+            + f" | {rel(g['lr_10x_lower'])} | {rel(g['lr_10x_higher'])} |"
+        )
+    return [*lines, ""]
 
 
 def _verdict(summary: dict[str, dict[str, dict[str, Any]]]) -> list[str]:

@@ -8,12 +8,21 @@ range test or grid search may look at) and ``test`` (read only when scoring).
   (IDX files under ``/usr/share/datasets/fashion-mnist/``), an MLP and a small CNN.
 * ``charlm``: a small character-level transformer on the text of CPython's ``pydoc_data.topics``; the last
   10% of the text is held out (its first half is ``tune``, its second half ``test``).
+
+The long-horizon set (``LONG_WORKLOADS``, 20k-50k steps, training data seen at most about twice, so that the
+schedule matters rather than overfitting):
+
+* ``teacher-student``: a fixed random teacher MLP labels fresh Gaussian inputs every step; a smaller student MLP
+  learns it. ``tune`` and ``test`` are fixed samples from the same teacher.
+* ``stdlib-lm``: a byte-level transformer on the Python sources of Debian's ``libpython3.11-stdlib`` and
+  ``libpython3.11-minimal`` (``/usr/lib/python3.11``, about 11 MB), seen about once.
 """
 
 from __future__ import annotations
 
 import gzip
 import math
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+STDLIB_DIR = Path("/usr/lib/python3.11")  # Debian packages libpython3.11-stdlib and libpython3.11-minimal
 
 
 @dataclass
@@ -50,6 +60,8 @@ class Workload:
         make_model: Builds a fresh model (call after seeding torch).
         classification: Whether accuracy is reported.
         eval_examples: Examples of ``tune`` used for the cheap validation loss a tuner sees.
+        stream: Where set, the source of training batches instead of ``train`` (fresh samples every step):
+            called with a seed, it returns an endless iterator of ``(x, y)`` batches; ``train`` is then empty.
     """
 
     name: str
@@ -61,6 +73,7 @@ class Workload:
     make_model: Callable[[], nn.Module]
     classification: bool = True
     eval_examples: int = 1000
+    stream: Callable[[int], Iterator[tuple[Tensor, Tensor]]] | None = None
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         """Mean cross-entropy of a batch; for the language model over every position."""
@@ -87,7 +100,12 @@ class Workload:
         return (loss if math.isfinite(loss) else math.inf), (correct / count if self.classification else None)
 
     def batches(self, seed: int) -> Iterator[tuple[Tensor, Tensor]]:
-        """An endless, seeded stream of training batches (reshuffled every epoch)."""
+        """An endless, seeded stream of training batches (``stream``'s, or ``train`` reshuffled every epoch)."""
+        if self.stream is not None:
+            return self.stream(seed)
+        return self._epochs(seed)
+
+    def _epochs(self, seed: int) -> Iterator[tuple[Tensor, Tensor]]:
         gen = torch.Generator().manual_seed(seed)
         n = len(self.train)
         while True:
@@ -242,9 +260,162 @@ def charlm(context: int = 48) -> Workload:
     )
 
 
+def _mlp(widths: list[int]) -> nn.Sequential:
+    """ReLU MLP through ``widths`` (input, hidden..., output)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+        layers += [nn.Linear(a, b)] + ([nn.ReLU()] if i < len(widths) - 2 else [])
+    return nn.Sequential(*layers)
+
+
+TEACHER_WIDTHS = [32, 256, 256, 10]
+TEACHER_SEED = 1234  # the teacher is one fixed network, whatever the run's seed
+TEACHER_LOGIT_STD = 4.0  # scale of the teacher's logits: sets how noisy its labels are
+TUNE_SEED, TEST_SEED = 1_000_001, 1_000_002  # far from the run seeds that drive the training streams
+
+
+class Teacher:
+    """A fixed random MLP that labels Gaussian inputs by sampling a class from its softmax.
+
+    Args:
+        widths: Layer widths, input first, number of classes last.
+        seed: Seed of its weights (independent of the global RNG).
+        logit_std: Standard deviation of its logits over the input distribution (nats); smaller is noisier.
+    """
+
+    def __init__(self, widths: list[int], seed: int, logit_std: float) -> None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.net = _mlp(widths).requires_grad_(False)
+            probe = torch.randn(8192, widths[0])
+        last = self.net[-1]
+        assert isinstance(last, nn.Linear)
+        scale = logit_std / float(self.net(probe).std())
+        last.weight.mul_(scale)
+        last.bias.mul_(scale)
+        self.in_dim = widths[0]
+
+    def sample(self, n: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        """``n`` inputs, shape (n, in_dim), and their sampled labels, shape (n,), drawn from ``gen``."""
+        x = torch.randn(n, self.in_dim, generator=gen)
+        probs = torch.softmax(self.net(x), dim=-1)
+        return x, torch.multinomial(probs, 1, generator=gen).squeeze(1)
+
+    def entropy(self, x: Tensor) -> float:
+        """Mean entropy of the teacher's label distribution at inputs ``x`` (nats): the lowest expected loss."""
+        logp = torch.log_softmax(self.net(x), dim=-1)
+        return float(-(logp.exp() * logp).sum(-1).mean())
+
+
+def teacher_student(steps: int = 30_000, batch_size: int = 64, student_width: int = 128) -> Workload:
+    """A student MLP (two hidden layers of ``student_width``) learns a fixed, wider random teacher MLP.
+
+    Every training batch is fresh: inputs x ~ N(0, I) of 32 dimensions, labels sampled from the teacher's softmax
+    (10 classes), so nothing is seen twice and the final loss measures the schedule, not overfitting. ``tune``
+    (4096) and ``test`` (16384) are fixed samples; the teacher's own entropy on them, 0.75 nats, is the loss floor
+    (an AdamW cosine schedule at a peak of 1e-3 ends near 0.93). About 40 s per run on one CPU thread.
+    """
+    teacher = Teacher(TEACHER_WIDTHS, TEACHER_SEED, TEACHER_LOGIT_STD)
+    tune = Split(*teacher.sample(4096, torch.Generator().manual_seed(TUNE_SEED)))
+    test = Split(*teacher.sample(16384, torch.Generator().manual_seed(TEST_SEED)))
+    empty = Split(torch.empty(0, teacher.in_dim), torch.empty(0, dtype=torch.long))
+
+    def stream(seed: int) -> Iterator[tuple[Tensor, Tensor]]:
+        gen = torch.Generator().manual_seed(seed)
+        while True:
+            yield teacher.sample(batch_size, gen)
+
+    def model() -> nn.Module:
+        return _mlp([TEACHER_WIDTHS[0], student_width, student_width, TEACHER_WIDTHS[-1]])
+
+    return Workload(
+        "teacher-student",
+        empty,
+        tune,
+        test,
+        batch_size=batch_size,
+        steps=steps,
+        make_model=model,
+        eval_examples=2048,
+        stream=stream,
+    )
+
+
+def stdlib_corpus(root: Path = STDLIB_DIR) -> tuple[bytes, bytes, bytes]:
+    """The Python sources under ``root`` (tests excluded), as (train, tune, test) bytes.
+
+    Files are read in sorted order and joined by newlines; a file goes to ``tune`` or ``test`` by a hash of its
+    relative path (about 3% each), so held-out text comes from modules the model never trains on.
+    """
+    if not (root / "os.py").exists():
+        raise FileNotFoundError(
+            f"Python sources not found under {root}: install the Debian packages libpython3.11-stdlib and "
+            "libpython3.11-minimal"
+        )
+    skip = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
+    parts: tuple[list[bytes], list[bytes], list[bytes]] = ([], [], [])
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        if skip & set(rel.parts):
+            continue
+        bucket = zlib.crc32(str(rel).encode()) % 40
+        parts[1 if bucket == 0 else 2 if bucket == 1 else 0].append(path.read_bytes())
+    train, tune, test = (b"\n".join(p) for p in parts)
+    return train, tune, test
+
+
+def _byte_windows(text: bytes, context: int, limit: int | None = None) -> Split:
+    """Non-overlapping windows of ``context`` bytes, inputs and next-byte targets, shape (windows, context).
+
+    Both are views of one int64 tensor; ``limit`` keeps that many windows spread evenly over the text.
+    """
+    ids = torch.frombuffer(bytearray(text), dtype=torch.uint8).long()
+    n = (len(ids) - 1) // context
+    x, y = ids[: n * context].view(n, context), ids[1 : n * context + 1].view(n, context)
+    if limit is not None and limit < n:
+        keep = torch.linspace(0, n - 1, limit).long()
+        x, y = x[keep], y[keep]
+    return Split(x, y)
+
+
+def stdlib_lm(
+    steps: int = 20_000, batch_size: int = 16, context: int = 32, width: int = 32, layers: int = 1
+) -> Workload:
+    """A byte-level transformer LM on the Python standard library's sources (``stdlib_corpus``).
+
+    About 10.3 MB of training text (321k non-overlapping windows of ``context`` bytes); ``steps`` x
+    ``batch_size`` windows cover it about once. ``tune`` keeps 2048 windows and ``test`` 4096, spread over the
+    held-out modules (about 340 KB each). The model is ``CharTransformer`` over 256 byte values, one layer of
+    width 32: about 85 s per run on one CPU thread.
+    """
+    train_text, tune_text, test_text = stdlib_corpus()
+    train = _byte_windows(train_text, context)
+    tune = _byte_windows(tune_text, context, 2048)
+    test = _byte_windows(test_text, context, 4096)
+
+    def model() -> nn.Module:
+        return CharTransformer(256, context, width=width, layers=layers, heads=2)
+
+    return Workload(
+        "stdlib-lm",
+        train,
+        tune,
+        test,
+        batch_size=batch_size,
+        steps=steps,
+        make_model=model,
+        classification=False,
+        eval_examples=512,
+    )
+
+
+SHORT_WORKLOADS = ("digits-mlp", "fmnist-mlp", "fmnist-cnn", "charlm")
+LONG_WORKLOADS = ("teacher-student", "stdlib-lm")
 WORKLOADS: dict[str, Callable[[], Workload]] = {
     "digits-mlp": digits_mlp,
     "fmnist-mlp": fmnist_mlp,
     "fmnist-cnn": fmnist_cnn,
     "charlm": charlm,
+    "teacher-student": teacher_student,
+    "stdlib-lm": stdlib_lm,
 }
