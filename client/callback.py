@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -25,7 +26,7 @@ from client.errors import LrtuneClientError
 from client.fallback import FallbackSpec, check_fallback, fallback_lr
 from client.http import HTTPClient
 from client.protocol import JobConfig, WireSegment
-from client.remote import RetryPolicy
+from client.remote import RemoteSource, RetryPolicy
 from client.replay import ReplayLoader
 from client.snapshot import SnapshotStore, Stateful
 from client.source import LocalSource, SegmentSource
@@ -67,7 +68,13 @@ class AutoLRSCallback:
         extra_state: More stateful objects (``state_dict``/``load_state_dict``) to snapshot, by name.
         http_client: An ``httpx.Client`` (or compatible, e.g. a ``fastapi.testclient.TestClient``) to talk to the
             service with; its ``base_url`` is used when ``server_url`` is None.
-        timeout_s: Timeout of each request, in seconds (when the callback creates the HTTP client).
+        timeout_s: Read timeout of each request, in seconds (when the callback creates the HTTP client); also the
+            longest construction waits for the service's first answer. Training steps never wait this long: see
+            ``max_stall_s``.
+        max_stall_s: Longest any call of the callback (``on_train_batch_end``, ``on_train_end``, ...) waits for
+            the service, in seconds, whatever the service or its store does: requests run on a background thread,
+            and a call waits for an answer at most 90% of this (then training goes on at the fallback LR and the
+            answer is picked up by a later step). The final flush retries within it.
         fallback: LR while no segment is open: ``"hold"``, ``"cosine"`` or ``f(step) -> lr``
             (see :mod:`client.fallback`).
         worker_id: This worker's id in leases (default: host, pid and a random suffix).
@@ -107,7 +114,8 @@ class AutoLRSCallback:
         loader: ReplayLoader[Any] | None = None,
         extra_state: Mapping[str, Stateful] | None = None,
         http_client: HTTPClient | None = None,
-        timeout_s: float = 30.0,
+        timeout_s: float = 10.0,
+        max_stall_s: float = 2.0,
         fallback: FallbackSpec = "hold",
         worker_id: str | None = None,
         retry: RetryPolicy | None = None,
@@ -136,6 +144,7 @@ class AutoLRSCallback:
             extra_state=extra_state,
             http_client=http_client,
             timeout_s=timeout_s,
+            max_stall_s=max_stall_s,
             fallback=fallback,
             guard_every=guard_every,
             offline_sync_steps=offline_sync_steps,
@@ -153,6 +162,7 @@ class AutoLRSCallback:
         self.guard_every = guard_every
         self.offline_sync_steps = offline_sync_steps
         self.checkpoint_snapshots = checkpoint_snapshots
+        self.max_stall_s = float(max_stall_s)
         self.mode = "local" if server_url is None and http_client is None else "remote"
         self.snapshots = SnapshotStore(model, optimizer, scaler, extra_state)
         self.comm = resolve_comm(process_group, distributed)
@@ -174,6 +184,7 @@ class AutoLRSCallback:
         self._offline_from = 0
         self._warned: set[str] = set()
         self._device: torch.device | None = None
+        self._seg_started = time.monotonic()
 
         self.source: SegmentSource | None = None
 
@@ -265,7 +276,7 @@ class AutoLRSCallback:
         """Finish: try once more to deliver a buffered report, free the snapshots, close connections."""
         src = self.source
         if src is not None:
-            src.flush()
+            src.flush()  # within max_stall_s; one warning if the service keeps the report waiting
             src.close()
         if not self._done:
             log.info("lrtune: training ended after %d steps, before the budget of %d", self._step, self.total_steps)
@@ -346,12 +357,20 @@ class AutoLRSCallback:
         if self.mode == "local":
             return LocalSource(job_config.model_dump())
         from client.http import ServiceClient
-        from client.remote import RemoteSource
 
         api = ServiceClient(server_url, http_client=http_client, timeout_s=timeout_s, api_key=api_key)
         wid = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         return RemoteSource(
-            api, config=job_config, job_id=job_id, token=token, worker_id=wid, name=job_name, retry=retry
+            api,
+            config=job_config,
+            job_id=job_id,
+            token=token,
+            worker_id=wid,
+            name=job_name,
+            retry=retry,
+            max_stall_s=self.max_stall_s,
+            start_timeout_s=timeout_s,
+            steps_done=lambda: self._step,
         )
 
     def _exchange(self, call: Callable[[], WireSegment | None]) -> WireSegment | None:
@@ -427,10 +446,13 @@ class AutoLRSCallback:
                 "loss of each evaluation window instead",
             )
         self._set_lr(seg.lr_at(0))
+        self._seg_started = time.monotonic()
 
     def _end_segment(self) -> None:
         seg = self._seg
         assert seg is not None
+        if isinstance(self.source, RemoteSource):  # paces the retries of an outage
+            self.source.segment_s = time.monotonic() - self._seg_started
         n_new = len(self._pending)
         merged = self._mean_over_ranks(self._pending + self._val)
         losses = self._synced + merged[:n_new]

@@ -22,13 +22,26 @@ class LrtuneHTTPError(LrtuneClientError):
         status: HTTP status code, or None when no response arrived.
         code: The stable error code of the service's JSON error body (``stale_lease``, ...), or None.
         detail: The body's ``detail`` field, if any.
+        retry_after_s: The answer's ``Retry-After`` in seconds (429 and 503 carry one), or None.
+        store_id: The ``Lrtune-Store-Id`` header of the answer: which store instance answered, or None.
     """
 
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None, detail: Any = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        detail: Any = None,
+        retry_after_s: float | None = None,
+        store_id: str | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.code = code
         self.detail = detail
+        self.retry_after_s = retry_after_s
+        self.store_id = store_id
 
 
 class ServiceUnavailableError(LrtuneHTTPError, ConnectionError):

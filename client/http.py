@@ -56,7 +56,14 @@ class HTTPClient(Protocol):
 
 
 #: Longest wait for a TCP connection, in seconds.
-CONNECT_TIMEOUT_S = 3.0
+CONNECT_TIMEOUT_S = 2.0
+#: Default read timeout of a request, in seconds. A report waits for the service's BO step (tens of
+#: milliseconds); the callback never waits this long on a training step (see ``max_stall_s``), it only bounds
+#: how long one attempt against a hung service occupies the client's background thread.
+DEFAULT_TIMEOUT_S = 10.0
+#: Response header naming the store instance that answered (``server.door``): a different id for a job this
+#: client saw means the service came back with a store that never held it (an embedded service restarted).
+STORE_ID_HEADER = "lrtune-store-id"
 #: Error codes that mean the job no longer exists.
 _GONE_CODES = frozenset({"job_not_found", "job_deleted", "job_gone"})
 #: Statuses worth retrying later.
@@ -71,8 +78,8 @@ class ServiceClient:
             ``base_url`` (e.g. a ``fastapi.testclient.TestClient``).
         http_client: The ``httpx.Client`` (or compatible client) to send requests with; None creates one
             (closed by :meth:`close`).
-        timeout_s: Per-request timeout in seconds (connecting: at most ``CONNECT_TIMEOUT_S``), used only when this
-            object creates the client. A report waits for the service's BO step, so keep it generous.
+        timeout_s: Per-request read timeout in seconds (connecting: at most ``CONNECT_TIMEOUT_S``), used only when
+            this object creates the client. A report waits for the service's BO step (tens of ms).
         api_key: Admin key sent when creating jobs, if the service requires one.
 
     Raises:
@@ -85,7 +92,7 @@ class ServiceClient:
         server_url: str | None,
         *,
         http_client: HTTPClient | None = None,
-        timeout_s: float = 30.0,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
         api_key: str | None = None,
     ) -> None:
         check_http_client(http_client)
@@ -100,6 +107,7 @@ class ServiceClient:
         self._http: HTTPClient = http_client if http_client is not None else httpx.Client(timeout=timeout)
         self._transport_errors = _transport_errors(self._http)
         self._api_key = api_key
+        self.store_id: str | None = None  # the store instance of the last successful answer
 
     @property
     def where(self) -> str:
@@ -191,6 +199,7 @@ class ServiceClient:
         except self._transport_errors as exc:  # connect/read/write timeouts, refused connections, broken streams
             raise ServiceUnavailableError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
         if resp.is_success:
+            self.store_id = _header(resp, STORE_ID_HEADER) or self.store_id
             if resp.status_code == 204 or not resp.content:
                 return None
             if text:
@@ -237,7 +246,13 @@ def _error(method: str, path: str, resp: Any, on_4xx: type[LrtuneHTTPError]) -> 
     except ValueError:
         pass
     text = f"{method} {path}: {status} {code or ''} {message}".replace("  ", " ")
-    kw: dict[str, Any] = {"status": status, "code": code, "detail": detail}
+    kw: dict[str, Any] = {
+        "status": status,
+        "code": code,
+        "detail": detail,
+        "retry_after_s": retry_after(_header(resp, "retry-after")),
+        "store_id": _header(resp, STORE_ID_HEADER),
+    }
     if status >= 500 or status in _TRANSIENT_STATUS:
         return ServiceUnavailableError(text, **kw)
     if code == "stale_lease":
@@ -251,6 +266,35 @@ def _error(method: str, path: str, resp: Any, on_4xx: type[LrtuneHTTPError]) -> 
     if status == 404:
         return LrtuneHTTPError(f"{text} (is this an lrtune service?)", **kw)
     return on_4xx(text, **kw)
+
+
+def _header(resp: Any, name: str) -> str | None:
+    """A response header's value, or None (also for responses without headers)."""
+    headers = getattr(resp, "headers", None)
+    value = headers.get(name) if headers is not None else None
+    return value if isinstance(value, str) and value else None
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date); None when absent or bad."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        import time
+
+        seconds = when.timestamp() - time.time()
+    if seconds != seconds or seconds == float("inf"):  # NaN or inf
+        return None
+    return max(0.0, seconds)
 
 
 def _parse(model: type[M], data: Any) -> M:

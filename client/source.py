@@ -49,8 +49,8 @@ class SegmentSource(Protocol):
         """Renew the lease of a long segment when due; return its new lease epoch when it changed."""
         ...
 
-    def flush(self) -> None:
-        """Try once, now, to deliver a buffered report (at the end of training)."""
+    def flush(self) -> bool:
+        """Deliver a buffered report at the end of training, within a bounded time; tell whether none is left."""
         ...
 
     def state_dict(self) -> dict[str, Any]:
@@ -114,8 +114,9 @@ class LocalSource:
         """No leases in process."""
         return None
 
-    def flush(self) -> None:
+    def flush(self) -> bool:
         """Nothing is ever buffered in process."""
+        return True
 
     def state_dict(self) -> dict[str, Any]:
         """Return the tuner's dump."""

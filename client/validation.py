@@ -34,7 +34,8 @@ def check_options(
     loader: object = None,
     extra_state: object = None,
     http_client: object = None,
-    timeout_s: object = 30.0,
+    timeout_s: object = 10.0,
+    max_stall_s: object = 2.0,
     fallback: object = "hold",
     guard_every: object = 8,
     offline_sync_steps: object = 16,
@@ -92,6 +93,13 @@ def check_options(
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not timeout_s > 0:
         raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
+    if (
+        isinstance(max_stall_s, bool)
+        or not isinstance(max_stall_s, int | float)
+        or not math.isfinite(max_stall_s)
+        or not max_stall_s > 0
+    ):
+        raise ValueError(f"max_stall_s must be a positive number of seconds, got {max_stall_s!r}")
     if config is not None and not isinstance(config, Mapping):
         raise TypeError(f"config must be a mapping of job config fields, got {type(config).__name__}")
     fields = {"min_lr", "max_lr", "total_steps", "preset", "strategy", "seed"} & set(config or {})

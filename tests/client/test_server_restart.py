@@ -87,17 +87,30 @@ def test_redis_backed_service_killed_mid_run(
     assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1
 
 
-def test_in_memory_service_restart_loses_the_job_and_training_still_finishes(
+def test_in_memory_service_restart_continues_on_a_fresh_job_with_the_steps_left(
     caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
+    """The restarted embedded service never held the job: the worker says so once and tunes the rest afresh."""
     service = Service({REDIS_URL_ENV: ""}, tmp_path)
     service.start()
     try:
         with caplog.at_level(logging.WARNING, logger="lrtune.client"):
             cb, run = _run(service, total=150, kill_at=40, back_at=50)
+            src: Any = cb.source
+            first_job = cb.history[0].job_id
+            auth = {"Authorization": f"Bearer {src.token}"}
+            fresh = httpx.get(f"{service.url}/v1/jobs/{src.job_id}", headers=auth).json()
+            requests_after = src.requests
+            cb.on_train_end()
     finally:
         service.stop()
-    assert cb.done and cb.step == 150 and len(run.lrs) == 150
+    assert cb.done and cb.step == 150 and len(run.lrs) == 150  # the budget is the user's, restart or not
+    assert src.replaced == 1 and src.job_id != first_job
+    # The budget was spent by the fresh job's own last segment (not by training on at the fallback LR): it got
+    # exactly the steps not run before it, and ran to its end.
+    assert cb.segment is not None and cb.segment.done and cb.segment.job_id == src.job_id
+    assert fresh["status"] == "done" and fresh["steps_used"] == fresh["total_steps"] < 150
+    assert src.requests == requests_after  # no 404 loop: nothing more was asked of the service
     msgs = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    # At most one warning for the outage (if a report fell into it), then one for the lost job.
-    assert "giving up" in msgs[-1] and len(msgs) <= 2
+    # At most one warning for the outage (if a report fell into it), then one saying what happened.
+    assert "came back without job" in msgs[-1] and "fresh job" in msgs[-1] and len(msgs) <= 2
