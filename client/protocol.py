@@ -26,7 +26,7 @@ leased to the reporting worker.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,7 +34,13 @@ API_PREFIX = "/v1"
 
 Phase = Literal["warmup", "explore", "train", "anneal", "schedule", "done"]
 Shape = Literal["constant", "linear", "cosine", "rex", "exp"]
-JobStatus = Literal["running", "done", "deleted"]
+#: A job's status, the one definition the service, the client and the dashboard use: ``running`` (a worker
+#: trains it), ``stalled`` (no worker reported or polled for ``LRTUNE_STALL_AFTER_LEASES`` lease TTLs; it frees
+#: its quota slot and turns ``running`` again when a worker comes back), ``done`` (the budget is spent),
+#: ``deleted`` (ended by its owner; takes no more polls or reports).
+JobStatus = Literal["running", "stalled", "done", "deleted"]
+#: Every status, in the order listings and the dashboard show them.
+JOB_STATUSES: tuple[JobStatus, ...] = get_args(JobStatus)
 
 
 class JobConfig(BaseModel):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 import sys
@@ -15,27 +17,44 @@ from fastapi import FastAPI
 
 from server import dashboard, errors
 from server.deps import Runtime
+from server.door import DoorMiddleware
 from server.limits import BodyLimitMiddleware
 from server.metrics import LatencyMiddleware, ServiceMetrics
 from server.routes import health, jobs, schedule, segments
 from server.service import JobService
 from server.settings import Settings, is_loopback
-from server.store import JobStore, open_store
+from server.store import JobStore, StoreError, open_store
 
 log = logging.getLogger("lrtune.server")
 
 
+#: Longest pause between two janitor passes (stalled jobs, retention), in seconds.
+JANITOR_MAX_INTERVAL_S = 30.0
+
+
 def security_warnings(settings: Settings) -> list[str]:
     """Return what a start-up with these settings should warn about (empty when nothing)."""
-    if settings.admin_key_value is not None:
-        return []
-    if is_loopback(settings.host):
-        return ["no LRTUNE_ADMIN_KEY set: job listing is open to clients on this machine"]
-    return [
-        "!!! no LRTUNE_ADMIN_KEY set while bound to "
-        f"{settings.host}: anyone who can reach this port can create jobs; listing is refused to non-loopback "
-        "clients until an admin key is set. Set LRTUNE_ADMIN_KEY. !!!"
-    ]
+    out = []
+    if settings.admin_key_value is None:
+        if is_loopback(settings.host):
+            out.append("no LRTUNE_ADMIN_KEY set: job listing is open to clients on this machine")
+        else:
+            out.append(
+                "!!! no LRTUNE_ADMIN_KEY set while bound to "
+                f"{settings.host}: anyone who can reach this port can create jobs; listing is refused to "
+                "non-loopback clients until an admin key is set. Set LRTUNE_ADMIN_KEY. !!!"
+            )
+    if not is_loopback(settings.host) and "*" not in settings.allowed_hosts:
+        out.append(
+            f"bound to {settings.host}: only the host names {', '.join(settings.host_patterns())} are answered "
+            "(LRTUNE_ALLOWED_HOSTS); add the names other machines use to reach this service"
+        )
+    return out
+
+
+def janitor_interval_s(settings: Settings) -> float:
+    """Seconds between janitor passes: a quarter of the stall time, at most :data:`JANITOR_MAX_INTERVAL_S`."""
+    return min(JANITOR_MAX_INTERVAL_S, max(0.05, settings.stall_after_s / 4))
 
 
 def create_app(
@@ -58,8 +77,34 @@ def create_app(
     torch.set_num_threads(settings.torch_threads)
     owned = store is None
     job_store = store if store is not None else open_store(settings.redis_url, settings.redis_prefix)
-    service = JobService(job_store, settings.lease_ttl_s, clock)
+    service = JobService(
+        job_store,
+        settings.lease_ttl_s,
+        clock,
+        stall_after_s=settings.stall_after_s,
+        deleted_retention_s=settings.deleted_retention_s,
+        done_retention_s=settings.done_retention_s,
+    )
     metrics = ServiceMetrics(lambda: job_store.count("running"))
+    identity: dict[str, str] = {}
+
+    def learn_store_id() -> None:
+        if "id" not in identity:
+            identity["id"] = job_store.store_id
+
+    async def janitor(runtime: Runtime) -> None:
+        """Mark idle jobs stalled and drop expired ones, forever (each pass in a worker thread)."""
+        while True:
+            try:
+                await runtime.light(learn_store_id)
+                outcome = await runtime.light(service.sweep)
+                if outcome.stalled or outcome.expired:
+                    log.info("janitor: %d jobs stalled, %d expired jobs dropped", outcome.stalled, outcome.expired)
+            except StoreError as exc:
+                log.debug("janitor: store unavailable: %s", exc)
+            except Exception:  # keep sweeping whatever one pass hit
+                log.exception("janitor pass failed")
+            await asyncio.sleep(janitor_interval_s(settings))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -67,16 +112,23 @@ def create_app(
             log.warning(warning)
         backend = "redis" if settings.redis_url else "in-memory (embedded; jobs are lost on exit)"
         log.info("lrtune store: %s", backend)
-        app.state.runtime = Runtime(
+        runtime = Runtime(
             settings=settings,
             service=service,
             metrics=metrics,
             tuner_limiter=anyio.CapacityLimiter(settings.tuner_threads),
             light_limiter=anyio.CapacityLimiter(32),
         )
+        app.state.runtime = runtime
+        with contextlib.suppress(StoreError):
+            await runtime.light(learn_store_id)
+        sweeper = asyncio.create_task(janitor(runtime), name="lrtune-janitor")
         try:
             yield
         finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
             if owned:
                 job_store.close()
             ledger = getattr(app.state, "job_ledger", None)  # the job quota's connection, opened on first use
@@ -96,6 +148,7 @@ def create_app(
     app.include_router(health.router)
     dashboard.install(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(DoorMiddleware, allowed_hosts=settings.host_patterns(), store_id=lambda: identity.get("id"))
     app.add_middleware(LatencyMiddleware, metrics=metrics)
     return app
 

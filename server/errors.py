@@ -88,9 +88,22 @@ class TooManyJobsError(ServiceError):
     code = "too_many_jobs"
 
 
+class HostNotAllowedError(ServiceError):
+    """The request's ``Host`` header is not in ``LRTUNE_ALLOWED_HOSTS`` (DNS rebinding protection)."""
+
+    code = "host_not_allowed"
+
+
+class ReportTooLargeError(ServiceError):
+    """A report body is larger than any valid report of the open segment could be (refused before parsing)."""
+
+    code = "invalid_report"
+
+
 #: HTTP status of each error code. Codes missing here are 500s.
 STATUS: dict[str, int] = {
     # service
+    HostNotAllowedError.code: 400,
     UnauthorizedError.code: 401,
     ForbiddenError.code: 403,
     SegmentLeasedError.code: 409,

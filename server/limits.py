@@ -1,8 +1,11 @@
 """Limits applied at the door, before a route runs: the request rate per client and the body size.
 
-The body limit is enforced on the declared length and on the bytes actually received. The rate limit (off
-unless ``LRTUNE_RATE_LIMIT_PER_S`` is set, see :mod:`server.quotas`) is checked first, so a client over its
-rate costs the service no body reading and no store access.
+The body limit is enforced on the declared length and on the bytes actually received. Only reports may be
+large (``LRTUNE_MAX_BODY_BYTES``); every other request body is capped at :data:`SMALL_BODY_BYTES`, so that no
+route parses a large body on the event loop (the report route parses its body in a worker thread, after checking
+its size against the open segment, see :mod:`server.routes.segments`). The rate limit (off unless
+``LRTUNE_RATE_LIMIT_PER_S`` is set, see :mod:`server.quotas`) is checked first, so a client over its rate costs
+the service no body reading and no store access.
 """
 
 from __future__ import annotations
@@ -15,12 +18,23 @@ from server.errors import BodyTooLargeError, RateLimitedError, error_response
 from server.quotas import EXEMPT_PATHS, RateLimiter, client_key, is_admin
 from server.settings import Settings
 
+#: Largest body of any request but a report, in bytes (a job config or a lease request is well under 4 KiB).
+SMALL_BODY_BYTES = 64 * 1024
+
+
+def body_limit(path: str, max_bytes: int) -> int:
+    """The largest body accepted on ``path``: ``max_bytes`` for a report, :data:`SMALL_BODY_BYTES` otherwise."""
+    if path.endswith("/report") and "/segments/" in path:
+        return max_bytes
+    return min(max_bytes, SMALL_BODY_BYTES)
+
 
 class BodyLimitMiddleware:
     """Answers 429 to a client over its request rate, and 413 to a request whose body exceeds ``max_bytes``.
 
-    A ``Content-Length`` above the limit is refused before reading; otherwise the body is read (and counted)
-    up to the limit before the app sees it, so a chunked or lying client cannot get past it either.
+    A ``Content-Length`` above the limit is refused before reading; a body within its declared length goes to
+    the app as it arrives (the HTTP parser never hands over more than was declared); a chunked body is read
+    and counted up to the limit before the app sees it. The limit is :func:`body_limit` of the path.
 
     The rate limit comes from ``rate_limiter``, or else from the settings of the app being served
     (``app.state.runtime.settings``, set by its lifespan), read on the first request.
@@ -69,8 +83,8 @@ class BodyLimitMiddleware:
         await error_response(429, exc.code, exc.message, exc.detail)(scope, receive, send)
         return True
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        exc = BodyTooLargeError(f"request body exceeds the limit of {self.max_bytes} bytes; send less per request")
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        exc = BodyTooLargeError(f"request body exceeds the limit of {limit} bytes on this route; send less per request")
         response = error_response(413, exc.code, exc.message)
         await response(scope, receive, send)
 
@@ -81,15 +95,20 @@ class BodyLimitMiddleware:
         if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
+        limit = body_limit(str(scope.get("path", "")), self.max_bytes)
+        declared: int | None = None
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     declared = -1
-                if declared > self.max_bytes:
-                    await self._refuse(scope, receive, send)
+                if declared > limit:
+                    await self._refuse(scope, receive, send, limit)
                     return
+        if declared is not None and declared >= 0:
+            await self.app(scope, receive, send)  # the server delivers exactly the declared bytes, no more
+            return
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -98,8 +117,8 @@ class BodyLimitMiddleware:
                 return  # the client went away: nobody to answer
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_bytes:
-                await self._refuse(scope, receive, send)
+            if size > limit:
+                await self._refuse(scope, receive, send, limit)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):

@@ -1,14 +1,17 @@
 """Per-client limits: how many running jobs a client may have, and how fast it may send requests.
 
-Both are off by default (``LRTUNE_MAX_JOBS_PER_CLIENT=0``, ``LRTUNE_RATE_LIMIT_PER_S=0``), and both answer 429
+The job quota is on by default (``LRTUNE_MAX_JOBS_PER_CLIENT=100``; job creation needs no token, so it is what
+keeps one client from filling the store), the rate limit is off (``LRTUNE_RATE_LIMIT_PER_S=0``); both answer 429
 with a ``Retry-After`` header when a client goes over. A *client* is the network address the request came from
 (behind a reverse proxy on the same machine, uvicorn takes it from the proxy's ``X-Forwarded-For``); requests
 that carry the admin key are never limited. Addresses are kept only as truncated SHA-256 hashes.
 
-* The **job quota** counts, per client, the jobs it created that are still running. It lives in the store's
-  backend (a Redis sorted set per client, or process memory for the embedded store), so every process of a
-  deployment enforces the same count. Finished and deleted jobs are dropped from the count lazily, when a
-  client reaches its limit; a purged job frees its slot :data:`RESERVATION_GRACE_S` after its creation.
+* The **job quota** counts, per client, the jobs it created that are still running, and the deleted ones the
+  store still holds (for ``LRTUNE_DELETED_RETENTION_S``), so that create-and-delete loops cannot grow the store
+  either. It lives in the store's backend (a Redis sorted set per client, or process memory for the embedded
+  store), so every process of a deployment enforces the same count. Finished and stalled jobs free their slot
+  (lazily, when a client reaches its limit), deleted ones once the store dropped them, and a purged job
+  :data:`RESERVATION_GRACE_S` after its creation.
 * The **rate limit** is a token bucket per client and per process: ``rate_limit_per_s`` requests per second on
   average, ``rate_limit_burst`` at once. Health, readiness and metrics probes are exempt.
 """
@@ -37,6 +40,8 @@ EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 QUOTA_KEY_TTL_S = 30 * 86_400
 #: Seconds an admitted job may take to appear in the store before its missing record frees its slot.
 RESERVATION_GRACE_S = 10.0
+#: Statuses whose jobs no longer take a slot (deleted jobs do until the store drops them).
+_FREE = frozenset({"done", "stalled"})
 
 
 def client_key(address: str | None) -> str:
@@ -113,9 +118,10 @@ class RateLimiter:
 class JobLedger(ABC):
     """Which jobs each client created that may still be running (the job quota's bookkeeping).
 
-    Each entry is a job id with the Unix time it was admitted. An entry stops counting once its job is no longer
-    running, or once its job cannot be found and was admitted more than :data:`RESERVATION_GRACE_S` ago (the job
-    was purged, or its creation failed after admission); younger missing entries are creations in flight.
+    Each entry is a job id with the Unix time it was admitted. An entry stops counting once its job is done or
+    stalled, or once its job cannot be found and was admitted more than :data:`RESERVATION_GRACE_S` ago (the job
+    was purged or expired, or its creation failed after admission); younger missing entries are creations in
+    flight. A deleted job counts until the store drops it.
     """
 
     def close(self) -> None:  # noqa: B027 - a no-op unless the ledger holds a connection
@@ -131,7 +137,7 @@ class JobLedger(ABC):
             client: The client's key (:func:`client_key`).
             job_id: The job about to be created.
             limit: Most running jobs the client may have (positive).
-            status: The stored status of a job (``running``, ``done``, ``deleted``), None when it does not exist.
+            status: The stored status of a job (one of ``client.protocol.JOB_STATUSES``), None when it does not exist.
             now: Unix time in seconds.
 
         Returns:
@@ -148,7 +154,7 @@ class JobLedger(ABC):
                 continue
             state = status(other)
             vanished = state is None and admitted_at < now - RESERVATION_GRACE_S
-            if vanished or state not in (None, "running"):
+            if vanished or state in _FREE:
                 ended.append(other)
         if ended:
             self._remove(client, ended)
@@ -313,4 +319,5 @@ def creation_gate(request: Request, runtime: Runtime) -> Callable[[str], None] |
         ledger = open_ledger(settings)
         request.app.state.job_ledger = ledger
     client = client_key(request.client.host if request.client else None)
-    return job_gate(ledger, client, limit, runtime.service.store, settings.jobs_retry_after_s)
+    service = runtime.service
+    return job_gate(ledger, client, limit, service.store, settings.jobs_retry_after_s, service.clock)

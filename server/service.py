@@ -7,32 +7,28 @@ change it guards, so a job costs one store round trip per request.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import heapq
 import hmac
 import math
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from client.protocol import JobConfig, JobCreate, JobInfo, WireReport, WireSegment
 from server import leases
-from server.errors import ForbiddenError, JobDeletedError, ServiceError
-from server.store import JobHead, JobRecord, JobStatus, JobStore
+from server.errors import ForbiddenError, JobDeletedError
+from server.store import JobHead, JobNotFoundError, JobRecord, JobStatus, JobStore
 from tuner import Tuner, TunerConfig
 
 #: What a job listing can be sorted by (``GET /v1/jobs?sort=``): ``created`` is the store's own order, the
-#: others sort every matching job's head in memory.
+#: others scan every matching job's head, keeping only the ``offset + limit`` best in memory.
 SortKey = Literal["created", "updated", "name", "status", "phase", "progress", "lr", "explore", "loss"]
-#: Most jobs a listing sorted by anything but ``created`` (or filtered by name) may have to scan.
-SORT_SCAN_MAX = 10_000
-
-
-class ListingTooLargeError(ServiceError):
-    """A listing would have to sort or filter more than :data:`SORT_SCAN_MAX` jobs in memory."""
-
-    code = "invalid_request"
+#: Heads read from the store per page while a sorted or filtered listing scans the jobs.
+SCAN_BATCH = 1000
 
 
 def hash_token(token: str) -> str:
@@ -103,6 +99,19 @@ def _finite(doc: dict[str, Any]) -> dict[str, Any]:
     return {k: _finite_any(v) for k, v in doc.items()}
 
 
+@dataclass(frozen=True)
+class SweepOutcome:
+    """What one janitor pass did.
+
+    Attributes:
+        stalled: Running jobs marked ``stalled`` (no poll or report for ``stall_after_s``).
+        expired: Deleted or finished jobs dropped from the store after their retention.
+    """
+
+    stalled: int
+    expired: int
+
+
 class JobService:
     """Job operations over a store.
 
@@ -110,12 +119,33 @@ class JobService:
         store: Where jobs live.
         lease_ttl_s: Seconds a lease holds unless renewed.
         clock: Returns the current Unix time in seconds (tests inject a fake one).
+        stall_after_s: Seconds without a poll or report after which :meth:`sweep` marks a running job
+            ``stalled`` (None: three lease TTLs).
+        deleted_retention_s: Seconds a deleted job is kept before the store drops it (0: forever).
+        done_retention_s: Seconds a finished job is kept after its last report (0: forever).
     """
 
-    def __init__(self, store: JobStore, lease_ttl_s: float, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        lease_ttl_s: float,
+        clock: Callable[[], float] = time.time,
+        *,
+        stall_after_s: float | None = None,
+        deleted_retention_s: float = 300.0,
+        done_retention_s: float = 7 * 86_400.0,
+    ) -> None:
         self.store = store
         self.lease_ttl_s = lease_ttl_s
         self.clock = clock
+        self.stall_after_s = 3 * lease_ttl_s if stall_after_s is None else stall_after_s
+        self.deleted_retention_s = deleted_retention_s
+        self.done_retention_s = done_retention_s
+
+    def _expiry(self, status: str, now: float) -> float | None:
+        """When a job with ``status`` should be dropped (None: kept)."""
+        retention = {"deleted": self.deleted_retention_s, "done": self.done_retention_s}.get(status, 0.0)
+        return now + retention if retention > 0 else None
 
     # ------------------------------------------------------------------ jobs
 
@@ -149,6 +179,7 @@ class JobService:
             summary=tuner.summary(),
             open_segment=tuner.next_segment().to_dict(),
         )
+        head.expires_at = self._expiry(head.status, now)
         self.store.create(JobRecord(head, tuner.dump()))
         return token, job_info(head)
 
@@ -172,43 +203,54 @@ class JobService:
             limit: Most jobs to return.
             status: Only jobs with this status; None for all.
             sort: Sort key. ``created`` pages through the store's index; any other key (or a name filter)
-                reads every matching head, sorts them in memory and slices the page. Jobs without a value
-                (no LR, no loss yet) come last in either direction; ties keep creation order.
+                scans every matching head in pages of :data:`SCAN_BATCH`, keeping only the ``offset + limit``
+                first in memory, so it works at any number of jobs (in time linear in their number). Jobs
+                without a value (no LR, no loss yet) come last in either direction; ties keep creation order.
             descending: Largest first (newest first for ``created``).
             name_contains: Only jobs whose name contains this (case-insensitive), or whose id starts with it.
-
-        Raises:
-            ListingTooLargeError: An in-memory sort or filter over more than :data:`SORT_SCAN_MAX` jobs.
         """
         if sort == "created" and not name_contains:
             page = self.store.list_heads(offset, limit, status, newest_first=descending)
             return [job_info(h) for h in page.heads], page.total
-        total = self.store.list_heads(0, 0, status).total
-        if total > SORT_SCAN_MAX:
-            raise ListingTooLargeError(
-                f"sorting by {sort!r} or filtering by name reads every job, and there are {total} (at most "
-                f"{SORT_SCAN_MAX}); sort by 'created' or filter by status instead"
-            )
-        infos = [job_info(h) for h in self.store.list_heads(0, total, status, newest_first=descending).heads]
-        if name_contains:
-            needle = name_contains.casefold()
-            infos = [i for i in infos if needle in (i.name or "").casefold() or i.job_id.startswith(needle)]
-        if sort != "created":
-            infos = _sorted(infos, sort, descending)
-        return infos[offset : offset + limit], len(infos)
+        needle = name_contains.casefold() if name_contains else None
+        matched = 0
+
+        def matching() -> Iterator[tuple[tuple[Any, ...], JobInfo]]:
+            nonlocal matched
+            for head in _scan(self.store, status, descending):
+                info = job_info(head)
+                if (
+                    needle is not None
+                    and needle not in (info.name or "").casefold()
+                    and not info.job_id.startswith(needle)
+                ):
+                    continue
+                position = matched
+                matched += 1
+                value = position if sort == "created" else _sort_value(info, sort)
+                if value is None:
+                    yield (1, 0, position), info
+                else:
+                    yield (0, _Desc(value) if descending and sort != "created" else value, position), info
+
+        best = heapq.nsmallest(offset + limit, matching(), key=lambda pair: pair[0])
+        return [info for _, info in best[offset:]], matched
 
     def delete(self, job_id: str, cred: Credential) -> JobInfo:
-        """Mark a job deleted: it takes no more polls or reports; its schedule stays readable.
+        """Mark a job deleted: it takes no more polls or reports; its schedule stays readable until it expires.
 
         Deleting a deleted job changes nothing.
         """
+        now = self.clock()
 
         def fn(head: JobHead) -> None:
             authorize(head, cred)
-            head.status = "deleted"
+            if head.status != "deleted":
+                head.status = "deleted"
+                head.expires_at = self._expiry("deleted", now)
             head.lease = None
 
-        head, _ = self.store.update_head(job_id, fn, self.clock())
+        head, _ = self.store.update_head(job_id, fn, now)
         return job_info(head)
 
     def purge(self, job_id: str, cred: Credential) -> None:
@@ -230,6 +272,7 @@ class JobService:
         def fn(head: JobHead) -> PollOutcome:
             authorize(head, cred)
             _require_live(head)
+            _revive(head)
             open_seg = head.open_segment
             if open_seg.get("done"):
                 return PollOutcome(_wire(job_id, open_seg, head, now), False)
@@ -239,8 +282,17 @@ class JobService:
         _, out = self.store.update_head(job_id, fn, now)
         return out
 
-    def report(self, job_id: str, segment_id: int, body: WireReport, cred: Credential) -> ReportOutcome:
+    def report(
+        self, job_id: str, segment_id: int, body: WireReport | Callable[[], WireReport], cred: Credential
+    ) -> ReportOutcome:
         """Apply a segment's losses and return the next segment, leased to the reporter.
+
+        Args:
+            job_id: The job.
+            segment_id: The segment the losses are of.
+            body: The report, or a function that parses it: called once, only after the credential opened the
+                job (so that nobody but the job's owner makes the service parse a large body).
+            cred: The request's credential.
 
         Raises:
             StaleLeaseError: The reporter does not hold the current lease (nothing is applied).
@@ -248,22 +300,63 @@ class JobService:
             UnknownSegmentError, ConflictingReportError, InvalidReportError: From the tuner.
         """
         now = self.clock()
+        parsed: list[WireReport] = [body] if isinstance(body, WireReport) else []
 
         def fn(rec: JobRecord) -> ReportOutcome:
             head = authorize(rec.head, cred)
             _require_live(head)
-            lease = leases.check_report(head, body.worker_id, body.lease_epoch)
+            if not parsed:
+                assert callable(body)
+                parsed.append(body())
+            report = parsed[0]
+            lease = leases.check_report(head, report.worker_id, report.lease_epoch)
             tuner = Tuner.recover(rec.tuner, copy=False)  # rec is this call's private, freshly decoded copy
-            nxt = tuner.report(segment_id, body.losses, body.val_losses)
+            nxt = tuner.report(segment_id, report.losses, report.val_losses)
             rec.tuner = tuner.dump(copy=False)
             head.summary = tuner.summary()
             head.open_segment = segment = nxt.to_dict()
-            head.status = "done" if tuner.done else "running"
+            status: JobStatus = "done" if tuner.done else "running"
+            if status != head.status:  # a repeated report changes nothing, its retention included
+                head.status = status
+                head.expires_at = self._expiry(status, now)
             leases.renew(head, lease, now, self.lease_ttl_s)
             return ReportOutcome(_wire(job_id, segment, head, now), tuner.last_suggest_s)
 
         _, out = self.store.update(job_id, fn, now)
         return out
+
+    def open_segment(self, job_id: str, cred: Credential) -> dict[str, Any]:
+        """Return a job's open segment (``Segment.to_dict()``), from its head (cheap)."""
+        return dict(self._head(job_id, cred).open_segment)
+
+    # ------------------------------------------------------------------ housekeeping
+
+    def sweep(self, now: float | None = None) -> SweepOutcome:
+        """One janitor pass: mark idle running jobs ``stalled``, drop deleted and finished jobs past retention.
+
+        Safe to run in several processes at once: each change is a conditional read-modify-write.
+        """
+        now = self.clock() if now is None else now
+        cutoff = now - self.stall_after_s
+        idle = [h.job_id for h in _scan(self.store, "running", False) if h.updated_at < cutoff]
+
+        def stall(head: JobHead) -> bool:
+            if head.status != "running" or head.updated_at >= cutoff:
+                return False  # a worker came back meanwhile
+            head.status = "stalled"
+            return True
+
+        stalled = 0
+        for job_id in idle:
+            try:
+                _, changed = self.store.update_head(job_id, stall, now)
+            except JobNotFoundError:
+                continue
+            stalled += int(changed)
+        expired = 0
+        while (n := self.store.expire(now)) > 0:
+            expired += n
+        return SweepOutcome(stalled, expired)
 
     # ------------------------------------------------------------------ reading
 
@@ -315,11 +408,39 @@ def _sort_value(info: JobInfo, key: SortKey) -> Any:
     return info.created_at
 
 
-def _sorted(infos: list[JobInfo], key: SortKey, descending: bool) -> list[JobInfo]:
-    """Sort by ``key`` (stable: ties keep their order); jobs without a value go last either way."""
-    valued = [(v, i) for i in infos if (v := _sort_value(i, key)) is not None]
-    valued.sort(key=lambda pair: pair[0], reverse=descending)
-    return [i for _, i in valued] + [i for i in infos if _sort_value(i, key) is None]
+@functools.total_ordering
+class _Desc:
+    """A sort value compared in reverse (descending listings of values that cannot be negated, like names)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Desc) and self.value == other.value
+
+    def __lt__(self, other: _Desc) -> bool:
+        return bool(other.value < self.value)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _scan(store: JobStore, status: JobStatus | None, newest_first: bool) -> Iterator[JobHead]:
+    """Every head with ``status``, page by page (a job created meanwhile may be missed or seen twice)."""
+    offset = 0
+    while True:
+        page = store.list_heads(offset, SCAN_BATCH, status, newest_first=newest_first)
+        yield from page.heads
+        if len(page.heads) < SCAN_BATCH:
+            return
+        offset += SCAN_BATCH
+
+
+def _revive(head: JobHead) -> None:
+    """A worker is back on a stalled job: it runs again."""
+    if head.status == "stalled":
+        head.status = "running"
 
 
 def authorize(head: JobHead, cred: Credential) -> JobHead:

@@ -13,6 +13,12 @@ Invariants every backend keeps (``tests/server/test_store_contract.py`` checks e
   are encoded as versioned JSON (:mod:`server.store.records`).
 * **Listing order.** :meth:`JobStore.list_heads` returns jobs oldest first (by ``created_at``, then id), or in
   exactly the reverse order with ``newest_first``.
+* **Retention.** A job whose ``head.expires_at`` has passed is dropped by :meth:`JobStore.expire` as if
+  :meth:`JobStore.delete` had been called (the Redis backend also sets a key TTL a little later, so the data goes
+  even when no service runs); until then it reads as usual.
+* **Identity.** :attr:`JobStore.store_id` names the store instance: the same for every process sharing one
+  Redis prefix, a fresh one for each in-memory store. The service sends it with every answer, so a client can
+  tell "this store never held my job" (a restarted embedded service) from "my job was deleted".
 
 Errors: :class:`JobNotFoundError` for an unknown id, :class:`JobExistsError` when creating an id that exists,
 :class:`StoreBusyError` when ``update`` keeps losing races, :class:`StoreUnavailableError` when the backend cannot be
@@ -162,6 +168,15 @@ class JobStore(ABC):
     @abstractmethod
     def count(self, status: JobStatus) -> int:
         """Return the number of jobs with this status."""
+
+    @abstractmethod
+    def expire(self, now: float, limit: int = 1000) -> int:
+        """Drop up to ``limit`` jobs whose ``head.expires_at`` is at or before ``now``; return how many."""
+
+    @property
+    @abstractmethod
+    def store_id(self) -> str:
+        """A random id of this store instance (see the module docstring)."""
 
     @abstractmethod
     def ping(self) -> None:

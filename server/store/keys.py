@@ -6,6 +6,8 @@ Layout, for a prefix ``P`` (``LRTUNE_REDIS_PREFIX``, default ``lrtune``)::
     P:jobs              zset   job_id scored by created_at (listing order)
     P:status:{status}   set    job ids with that status (counts and filtered listings)
     P:quota:{client}    zset   ids of the jobs a client created that may still be running, by admission time
+    P:expiry            zset   ids of jobs that will be dropped, scored by when (``head.expires_at``)
+    P:store_id          string a random id of this store, made by the first process that opened it
 """
 
 from __future__ import annotations
@@ -48,6 +50,14 @@ class Keys:
     def quota(self, client: str) -> str:
         """Sorted set of the ids of jobs created by ``client`` (an opaque hash) that may still be running."""
         return f"{self.prefix}:quota:{client}"
+
+    def expiry(self) -> str:
+        """Sorted set of the ids of jobs to drop, scored by the Unix time they expire."""
+        return f"{self.prefix}:expiry"
+
+    def store_id(self) -> str:
+        """String holding the store's random id (the same for every process sharing this prefix)."""
+        return f"{self.prefix}:store_id"
 
     def pattern(self) -> str:
         """Glob matching every key under the prefix (for cleanup tools and tests)."""

@@ -15,9 +15,11 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-JobStatus = Literal["running", "done", "deleted"]
+from client.protocol import JOB_STATUSES as JOB_STATUSES  # re-exported: the store's statuses are the wire's
+from client.protocol import JobStatus as JobStatus
+
 RECORD_SCHEMA = 1
 
 
@@ -48,7 +50,7 @@ class JobHead:
         job_id: Job identifier (16 lowercase hex characters).
         name: Free-form label, or None.
         token_sha256: Hex SHA-256 of the job token (the token itself is never stored).
-        status: ``running``, ``done`` or ``deleted``.
+        status: One of :data:`client.protocol.JOB_STATUSES`.
         created_at: Unix time in seconds.
         updated_at: Unix time in seconds of the last write.
         config: The job's tuner config (``TunerConfig.to_dict()``).
@@ -57,6 +59,8 @@ class JobHead:
         lease: Lease on the open segment, or None before the first poll.
         last_epoch: Highest lease epoch ever granted (kept when the lease is cleared).
         version: Number of writes so far (1 after creation).
+        expires_at: Unix time in seconds after which the store drops the job (set when it is deleted or done,
+            from the retention settings), or None to keep it.
     """
 
     job_id: str
@@ -71,6 +75,7 @@ class JobHead:
     lease: Lease | None = None
     last_epoch: int = 0
     version: int = 1
+    expires_at: float | None = None
 
 
 @dataclass

@@ -8,6 +8,7 @@ uses sorted sets scored by creation time, one for all jobs and one per status.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar, cast
@@ -28,10 +29,21 @@ from server.store.base import (
     StoreUnavailableError,
     bump,
 )
-from server.store.records import JobHead, JobRecord, JobStatus, decode_head, decode_tuner, encode_head, encode_tuner
+from server.store.records import (
+    JOB_STATUSES,
+    JobHead,
+    JobRecord,
+    JobStatus,
+    decode_head,
+    decode_tuner,
+    encode_head,
+    encode_tuner,
+)
 
 T = TypeVar("T")
-_STATUSES: tuple[JobStatus, ...] = ("running", "done", "deleted")
+_STATUSES: tuple[JobStatus, ...] = JOB_STATUSES
+#: Seconds past ``expires_at`` at which Redis itself deletes a job's hash, should no service drop it first.
+EXPIRY_SLACK_S = 3600
 
 
 @contextmanager
@@ -57,6 +69,7 @@ class RedisStore(JobStore):
         self, url: str, prefix: str = "lrtune", timeout_s: float = 5.0, client: redis.Redis | None = None
     ) -> None:
         self.keys = keys.Keys(prefix)
+        self._store_id: str | None = None
         self._hint = _redact(url)
         self._r: redis.Redis = client or redis.Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, health_check_interval=30
@@ -75,6 +88,7 @@ class RedisStore(JobStore):
                 pipe.hset(key, mapping=self._fields(record))
                 pipe.zadd(self.keys.jobs(), {h.job_id: h.created_at})
                 pipe.zadd(self.keys.status(h.status), {h.job_id: h.created_at})
+                self._retention(pipe, key, h)
                 pipe.execute()
             except WatchError as exc:
                 raise JobExistsError(f"a job with id {h.job_id!r} was created concurrently") from exc
@@ -116,6 +130,7 @@ class RedisStore(JobStore):
                     if record.head.status != before:
                         pipe.zrem(self.keys.status(before), job_id)
                         pipe.zadd(self.keys.status(record.head.status), {job_id: record.head.created_at})
+                    self._retention(pipe, key, record.head)
                     pipe.execute()
                 except WatchError:
                     continue
@@ -143,6 +158,7 @@ class RedisStore(JobStore):
                     if head.status != before:
                         pipe.zrem(self.keys.status(before), job_id)
                         pipe.zadd(self.keys.status(head.status), {job_id: head.created_at})
+                    self._retention(pipe, key, head)
                     pipe.execute()
                 except WatchError:
                     continue
@@ -155,12 +171,51 @@ class RedisStore(JobStore):
         with _reachable(self._hint), self._r.pipeline() as pipe:
             pipe.multi()
             pipe.delete(key)
-            pipe.zrem(self.keys.jobs(), job_id)
-            for status in _STATUSES:
-                pipe.zrem(self.keys.status(status), job_id)
+            self._unindex(pipe, job_id)
             removed = pipe.execute()[0]
         if not removed:
             raise JobNotFoundError(f"no job with id {job_id!r}")
+
+    def expire(self, now: float, limit: int = 1000) -> int:
+        """See :meth:`JobStore.expire` (an expired job leaves no key and no index entry behind)."""
+        with _reachable(self._hint):
+            due = cast(list[bytes], self._r.zrangebyscore(self.keys.expiry(), "-inf", now, start=0, num=max(limit, 0)))
+            if not due:
+                return 0
+            with self._r.pipeline() as pipe:
+                pipe.multi()
+                for raw in due:
+                    job_id = raw.decode()
+                    pipe.delete(self.keys.job(job_id))
+                    self._unindex(pipe, job_id)
+                pipe.execute()
+        return len(due)
+
+    @property
+    def store_id(self) -> str:
+        """See :attr:`JobStore.store_id`: kept in Redis, so every process on this prefix has the same one."""
+        if self._store_id is None:
+            with _reachable(self._hint):
+                self._r.set(self.keys.store_id(), f"redis-{uuid.uuid4().hex}", nx=True)
+                raw = self._r.get(self.keys.store_id())
+            self._store_id = raw.decode() if isinstance(raw, bytes) else str(raw)
+        return self._store_id
+
+    def _unindex(self, pipe: Any, job_id: str) -> None:
+        """Queue the removal of ``job_id`` from every index."""
+        pipe.zrem(self.keys.jobs(), job_id)
+        for status in _STATUSES:
+            pipe.zrem(self.keys.status(status), job_id)
+        pipe.zrem(self.keys.expiry(), job_id)
+
+    def _retention(self, pipe: Any, key: str, head: JobHead) -> None:
+        """Queue the expiry bookkeeping of a write: the expiry index, and a key TTL as a safety net."""
+        if head.expires_at is None:
+            pipe.zrem(self.keys.expiry(), head.job_id)
+            pipe.persist(key)
+        else:
+            pipe.zadd(self.keys.expiry(), {head.job_id: head.expires_at})
+            pipe.expireat(key, int(head.expires_at) + EXPIRY_SLACK_S)
 
     def list_heads(
         self, offset: int = 0, limit: int = 100, status: JobStatus | None = None, newest_first: bool = False

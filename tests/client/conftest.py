@@ -8,13 +8,14 @@ from fastapi.testclient import TestClient
 
 from server.app import create_app
 from server.settings import Settings
+from tests.asgi import local_client
 from tests.client.helpers import Link
 
 
 @pytest.fixture
 def app_client() -> Iterator[TestClient]:
     """The real service on the in-memory store."""
-    with TestClient(create_app(Settings(redis_url=None, admin_key=None, lease_ttl_s=60.0))) as c:
+    with local_client(create_app(Settings(redis_url=None, admin_key=None, lease_ttl_s=60.0))) as c:
         yield c
 
 

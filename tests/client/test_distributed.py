@@ -11,6 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from client import AutoLRSCallback, ReplayLoader, RetryPolicy
+from tests.asgi import local_client
 from tests.client.helpers import SMALL, Run, make_batches, make_model, record_lrs
 
 
@@ -63,7 +64,6 @@ def _worker(rank: int, world: int, tmp: str) -> None:
         out["local"] = _train(cb, model, opt, data)
 
         # 2. Through the service (on rank 0 only), down for a while mid-run.
-        from fastapi.testclient import TestClient
 
         from server.app import create_app
         from server.settings import Settings
@@ -72,7 +72,7 @@ def _worker(rank: int, world: int, tmp: str) -> None:
         link = None
         http = None
         if rank == 0:
-            app_client = TestClient(create_app(Settings(redis_url=None, admin_key=None)))
+            app_client = local_client(create_app(Settings(redis_url=None, admin_key=None)))
             app_client.__enter__()
             link = Link(app_client)
             http = link.client()

@@ -16,6 +16,7 @@ from client.remote import RemoteSource
 from server.app import create_app
 from server.settings import Settings
 from server.store import MemoryStore
+from tests.asgi import local_client
 from tests.client.helpers import SMALL, Link, make_batches, make_model, prescribed_lrs, steps_by_segment, train
 
 FAST_RETRY = RetryPolicy(initial_s=1e-4, max_s=1e-3)
@@ -136,7 +137,7 @@ class FakeClock:
 def test_a_segment_taken_over_by_another_worker_is_left_to_it(caplog: pytest.LogCaptureFixture) -> None:
     clock = FakeClock()
     app = create_app(Settings(redis_url=None, admin_key=None, lease_ttl_s=10.0), store=MemoryStore(), clock=clock)
-    with TestClient(app) as app_client:
+    with local_client(app) as app_client:
         link = Link(app_client)
         model, opt, cb = _cb(link, worker_id="slow")
         src: Any = cb.source

@@ -9,6 +9,7 @@ from pydantic import SecretStr
 from server.app import create_app
 from server.settings import Settings
 from server.store import MemoryStore
+from tests.asgi import local_client
 from tests.server.helpers import FakeClock
 
 ADMIN_KEY = "dashboard-admin-key-for-tests"
@@ -22,7 +23,7 @@ def clock() -> FakeClock:
 @pytest.fixture
 def client(clock: FakeClock) -> Iterator[TestClient]:
     """The service on loopback without an admin key."""
-    with TestClient(create_app(Settings(redis_url=None), store=MemoryStore(), clock=clock)) as c:
+    with local_client(create_app(Settings(redis_url=None), store=MemoryStore(), clock=clock)) as c:
         yield c
 
 
@@ -30,5 +31,5 @@ def client(clock: FakeClock) -> Iterator[TestClient]:
 def admin_client(clock: FakeClock) -> Iterator[TestClient]:
     """The service with an admin key."""
     settings = Settings(redis_url=None, admin_key=SecretStr(ADMIN_KEY))
-    with TestClient(create_app(settings, store=MemoryStore(), clock=clock)) as c:
+    with local_client(create_app(settings, store=MemoryStore(), clock=clock)) as c:
         yield c

@@ -24,6 +24,7 @@ from server.app import create_app
 from server.settings import Settings
 from server.store import MemoryStore
 from server.store.records import encode_head, encode_tuner
+from tests.asgi import local_client
 from tests.reliability.harness import Service, record_result
 from tests.server.helpers import SMALL_CONFIG, run_segment
 from tuner import InvalidConfigError, Tuner, TunerConfig, TunerError
@@ -61,8 +62,12 @@ def assert_error_body(resp: Any) -> None:
 @pytest.fixture(scope="module")
 def app_and_client() -> Iterator[tuple[Any, TestClient, MemoryStore]]:
     store = MemoryStore()
-    app = create_app(Settings(redis_url=None, lease_ttl_s=60.0), store=store)
-    with TestClient(app) as client:
+    # schemathesis calls the app as http://testserver: a host this service is configured to answer.
+    settings = Settings(
+        redis_url=None, lease_ttl_s=60.0, allowed_hosts=["127.0.0.1", "testserver"], max_jobs_per_client=0
+    )
+    app = create_app(settings, store=store)
+    with local_client(app) as client:
         yield app, client, store
 
 

@@ -1,4 +1,7 @@
-"""Too many jobs per client, too many requests per client: 429 with ``Retry-After``, configurable, off by default."""
+"""Too many jobs per client, too many requests per client: 429 with ``Retry-After``, configurable.
+
+The job quota is on by default (100 jobs per client), the rate limit off.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from server.quotas import RESERVATION_GRACE_S, MemoryLedger, RateLimiter
 from server.settings import Settings
 from server.store import MemoryStore
 from server.store.redis import RedisStore
+from tests.asgi import local_client
 from tests.reliability.harness import Service, serve_env
 from tests.server.helpers import SMALL_CONFIG, FakeClock, run_segment
 
@@ -26,7 +30,7 @@ ADMIN = "the-admin-key-" + "a" * 20
 
 def client_for(settings: Settings, address: str = "127.0.0.1", store: Any = None) -> TestClient:
     app = create_app(settings, store=store if store is not None else MemoryStore())
-    return TestClient(app, client=(address, 40000))
+    return local_client(app, address, 40000)
 
 
 def create(c: TestClient, headers: dict[str, str] | None = None) -> httpx.Response:
@@ -40,9 +44,9 @@ def assert_429(resp: httpx.Response, code: str) -> int:
     return retry_after
 
 
-def test_limits_are_off_by_default() -> None:
+def test_the_job_quota_is_on_and_the_rate_limit_off_by_default() -> None:
     defaults = Settings(_env_file=None)  # type: ignore[call-arg]
-    assert defaults.max_jobs_per_client == 0 and defaults.rate_limit_per_s == 0
+    assert defaults.max_jobs_per_client == 100 and defaults.rate_limit_per_s == 0
     with client_for(Settings(redis_url=None)) as c:
         assert all(create(c).status_code == 201 for _ in range(30))
         assert all(c.get("/v1/jobs").status_code == 200 for _ in range(100))
@@ -51,16 +55,21 @@ def test_limits_are_off_by_default() -> None:
 def test_job_quota_per_client_frees_slots_when_jobs_end() -> None:
     settings = Settings(redis_url=None, max_jobs_per_client=2, jobs_retry_after_s=30, admin_key=SecretStr(ADMIN))
     store = MemoryStore()
-    app = create_app(settings, store=store)
-    with TestClient(app, client=("10.0.0.1", 1)) as c, TestClient(app, client=("10.0.0.2", 1)) as other:
+    clock = FakeClock()
+    app = create_app(settings, store=store, clock=clock)
+    with local_client(app, "10.0.0.1", 1) as c, local_client(app, "10.0.0.2", 1) as other:
         first, second = create(c).json(), create(c).json()
         assert assert_429(create(c), "too_many_jobs") == 30
         assert store.list_heads(0, 0).total == 2  # the refused job was never stored
         assert create(other).status_code == 201  # another client has its own quota
         assert create(c, {"Authorization": f"Bearer {ADMIN}"}).status_code == 201  # the admin is not limited
-        # Deleting a job frees its slot; so does finishing one.
+        # A deleted job keeps its slot while the store holds it (so create-and-delete loops cannot grow the store);
+        # once its retention is over and the store dropped it, the slot is free. Finishing a job frees it at once.
         auth = {"Authorization": f"Bearer {first['token']}"}
         assert c.delete(f"/v1/jobs/{first['job_id']}", headers=auth).status_code == 200
+        assert_429(create(c), "too_many_jobs")
+        clock.advance(settings.deleted_retention_s + 1)
+        assert app.state.runtime.service.sweep().expired == 1
         third = create(c)
         assert third.status_code == 201
         assert_429(create(c), "too_many_jobs")
@@ -100,7 +109,7 @@ def test_job_quota_is_shared_by_processes_on_one_redis(redis_url: str) -> None:
     stores = [RedisStore(redis_url, prefix), RedisStore(redis_url, prefix)]
     apps = [create_app(settings, store=s) for s in stores]
     try:
-        with TestClient(apps[0], client=("10.0.0.9", 1)) as a, TestClient(apps[1], client=("10.0.0.9", 2)) as b:
+        with local_client(apps[0], "10.0.0.9", 1) as a, local_client(apps[1], "10.0.0.9", 2) as b:
             with ThreadPoolExecutor(max_workers=8) as pool:
                 racing = list(pool.map(lambda i: create(a if i % 2 else b).status_code, range(8)))
             admitted = racing.count(201)
@@ -136,7 +145,7 @@ def test_rate_limiter_refills_and_forgets_idle_clients() -> None:
 def test_rate_limit_per_client_with_exempt_probes_and_admin() -> None:
     settings = Settings(redis_url=None, rate_limit_per_s=0.5, rate_limit_burst=4, admin_key=SecretStr(ADMIN))
     app = create_app(settings, store=MemoryStore())
-    with TestClient(app, client=("10.0.0.3", 1)) as c, TestClient(app, client=("10.0.0.4", 1)) as other:
+    with local_client(app, "10.0.0.3", 1) as c, local_client(app, "10.0.0.4", 1) as other:
         answers = [c.get("/v1/jobs/0123456789abcdef", headers={"Authorization": "Bearer x"}) for _ in range(4)]
         assert [r.status_code for r in answers] == [404] * 4
         assert assert_429(create(c), "rate_limited") >= 1  # before the body is read, before any store access

@@ -28,6 +28,7 @@ from server.deps import require_admin
 from server.launch import free_port, local_program
 from server.settings import Settings, env_names
 from server.store import MemoryStore
+from tests.asgi import local_client
 from tests.reliability.harness import Service, create_job, wait_for
 from tests.server.helpers import SMALL_CONFIG, run_segment
 
@@ -55,15 +56,20 @@ def dependencies(route: Any) -> Iterator[Callable[..., Any]]:
 
 
 def body_model(route: Any) -> Any:
+    """The model a route's body is: its declared body parameter, or the schema it documents (a raw-body route)."""
     field = getattr(route, "body_field", None)
-    return None if field is None else field.field_info.annotation
+    if field is not None:
+        return field.field_info.annotation
+    extra = getattr(route, "openapi_extra", None) or {}
+    schema = extra.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
+    return {"WireReport": WireReport}.get(schema.get("title"))
 
 
 @pytest.fixture
 def secured() -> Iterator[tuple[TestClient, MemoryStore]]:
     store = MemoryStore()
     app = create_app(Settings(redis_url=None, admin_key=SecretStr(ADMIN), lease_ttl_s=60.0), store=store)
-    with TestClient(app) as client:
+    with local_client(app) as client:
         yield client, store
 
 

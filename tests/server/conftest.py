@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from server.app import create_app
 from server.settings import Settings
 from server.store import MemoryStore
+from tests.asgi import local_client
 from tests.server.helpers import FakeClock
 
 REDIS_URL = os.environ.get("LRTUNE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -58,5 +59,5 @@ def settings() -> Settings:
 @pytest.fixture
 def client(settings: Settings, clock: FakeClock) -> Iterator[TestClient]:
     """The service on the in-memory store with a fake clock."""
-    with TestClient(create_app(settings, store=MemoryStore(), clock=clock)) as c:
+    with local_client(create_app(settings, store=MemoryStore(), clock=clock)) as c:
         yield c

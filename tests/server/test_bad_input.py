@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from server.app import create_app
 from server.settings import Settings
 from server.store import MemoryStore
+from tests.asgi import local_client
 from tests.server.helpers import SMALL_CONFIG
 
 JSON = {"Content-Type": "application/json"}
@@ -55,7 +56,7 @@ def test_inconsistent_config_names_what_to_fix(client: TestClient) -> None:
 
 @pytest.fixture
 def small_body_client() -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(redis_url=None, max_body_bytes=4096), store=MemoryStore())) as c:
+    with local_client(create_app(Settings(redis_url=None, max_body_bytes=4096), store=MemoryStore())) as c:
         yield c
 
 

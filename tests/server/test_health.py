@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from server.app import create_app
 from server.settings import Settings
 from server.store import JobRecord, MemoryStore, StoreUnavailableError
+from tests.asgi import local_client
 from tests.server.helpers import SMALL_CONFIG, run_segment
 from tests.server.test_jobs_api import create, run_to_end
 
@@ -32,7 +33,7 @@ class DownStore(MemoryStore):
 
 
 def test_readyz_is_503_when_the_store_is_down() -> None:
-    with TestClient(create_app(Settings(redis_url=None), store=DownStore())) as c:
+    with local_client(create_app(Settings(redis_url=None), store=DownStore())) as c:
         resp = c.get("/readyz")
         assert (resp.status_code, resp.json()["code"]) == (503, "store_unavailable")
         assert c.get("/healthz").status_code == 200
@@ -40,7 +41,7 @@ def test_readyz_is_503_when_the_store_is_down() -> None:
 
 def test_readyz_on_an_unreachable_redis() -> None:
     settings = Settings(redis_url="redis://127.0.0.1:1/0")
-    with TestClient(create_app(settings)) as c:
+    with local_client(create_app(settings)) as c:
         assert c.get("/readyz").status_code == 503
         resp = c.post("/v1/jobs", json={"config": SMALL_CONFIG})
         assert (resp.status_code, resp.json()["code"]) == (503, "store_unavailable")
@@ -97,7 +98,7 @@ async def test_healthz_answers_while_a_report_is_in_flight() -> None:
     app = create_app(Settings(redis_url=None), store=store)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
             created = (await http.post("/v1/jobs", json={"config": SMALL_CONFIG})).json()
             auth = {"Authorization": f"Bearer {created['token']}"}
             jobs = f"/v1/jobs/{created['job_id']}"

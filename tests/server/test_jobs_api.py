@@ -12,6 +12,7 @@ from pydantic import SecretStr
 from server.app import create_app
 from server.settings import Settings
 from server.store import MemoryStore
+from tests.asgi import local_client
 from tests.server.helpers import SMALL_CONFIG, FakeClock, reference_schedule, run_segment
 
 
@@ -108,7 +109,7 @@ def test_listing_is_open_on_loopback_without_admin_key(client: TestClient, clock
 @pytest.fixture
 def admin_client(clock: FakeClock) -> Iterator[TestClient]:
     settings = Settings(redis_url=None, admin_key=SecretStr("the-admin-key"))
-    with TestClient(create_app(settings, store=MemoryStore(), clock=clock)) as c:
+    with local_client(create_app(settings, store=MemoryStore(), clock=clock)) as c:
         yield c
 
 
@@ -123,7 +124,7 @@ def test_admin_key_guards_listing_and_opens_every_job(admin_client: TestClient) 
 
 def test_listing_from_another_machine_needs_an_admin_key(settings: Settings, clock: FakeClock) -> None:
     app = create_app(settings, store=MemoryStore(), clock=clock)
-    with TestClient(app, client=("192.0.2.7", 5000)) as remote:
+    with local_client(app, "192.0.2.7", 5000) as remote:
         resp = remote.get("/v1/jobs")
     assert (resp.status_code, resp.json()["code"]) == (403, "forbidden")
     assert "LRTUNE_ADMIN_KEY" in resp.json()["message"]
