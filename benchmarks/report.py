@@ -46,6 +46,7 @@ def with_oracle(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "family": "oracle",
                 "picked": best["method"],
                 "wall_s": sum(t["wall_s"] for t in trials),
+                "cpu_s": sum(t["cpu_s"] for t in trials) if all(t.get("cpu_s") for t in trials) else None,
                 "cost_runs": len(trials),
             }
         )
@@ -90,6 +91,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]
                 "steps_to_target": statistics.median(reached) if len(reached) * 2 > len(reach) else None,
                 "reached": f"{len(reached)}/{len(reach)}",
                 "wall_s": statistics.median(r["wall_s"] for r in runs),
+                "cpu_s": statistics.median(r["cpu_s"] for r in runs) if all(r.get("cpu_s") for r in runs) else None,
                 "tuner_s": statistics.median(r["tuner_s"] for r in runs) if runs[0].get("tuner_s") else None,
                 "explore_share": statistics.median(r["explore_share"] for r in runs),
                 "cost_runs": runs[0]["cost_runs"],
@@ -168,7 +170,7 @@ def markdown(
         lines += _verdict(long)
         lines += _grid_table(grid or {}, list(long))
         for workload in long:
-            lines += _workload_table(workload, long[workload], "###")
+            lines += _workload_table(workload, long[workload], "###", cpu=True)
     lines += _ablations(summary, meta)
     return "\n".join(lines) + "\n"
 
@@ -187,13 +189,15 @@ def _headline(summary: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
     return lines
 
 
-def _workload_table(workload: str, table: dict[str, dict[str, Any]], heading: str) -> list[str]:
-    """One workload's table: every method's test loss, steps to the oracle's tuning loss, cost and ratios."""
+def _workload_table(workload: str, table: dict[str, dict[str, Any]], heading: str, cpu: bool = False) -> list[str]:
+    """One workload's table: every method's test loss, steps to the oracle's tuning loss, cost and ratios
+    (with ``cpu``, also the CPU seconds of a run, which other jobs on the machine barely change)."""
     lines = [f"{heading} {workload}", ""]
     lines += [
-        "| method | test loss (median [min, max]) | test acc | steps to target | wall s | explore share | "
-        "vs oracle | vs best LR-free |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| method | test loss (median [min, max]) | test acc | steps to target | wall s | "
+        + ("cpu s | " if cpu else "")
+        + "explore share | vs oracle | vs best LR-free |",
+        "|---|---|---:|---:|---:|" + ("---:|" if cpu else "") + "---:|---:|---:|",
     ]
     names = [m for m in MAIN_METHODS if m in table] + sorted(m for m in table if m not in MAIN_METHODS)
     for name in names:
@@ -201,6 +205,8 @@ def _workload_table(workload: str, table: dict[str, dict[str, Any]], heading: st
         loss = f"{_fmt(s['test_loss'])} [{_fmt(s['test_loss_min'])}, {_fmt(s['test_loss_max'])}]"
         reach = f"{_fmt(s['steps_to_target'])} ({s['reached']})"
         wall = _fmt(s["wall_s"], 3) + (f" (x{s['cost_runs']} runs)" if s["cost_runs"] > 1 else "")
+        if cpu:
+            wall += f" | {_fmt(s.get('cpu_s'), 3)}"
         lines.append(
             f"| {name} | {loss} | {_fmt(s['test_acc'])} | {reach} | {wall} | {_fmt(s['explore_share'], 2)} | "
             f"{_fmt(s['vs_oracle'], 3)} | {_fmt(s['vs_lr_free'], 3)} |"

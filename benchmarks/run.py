@@ -30,6 +30,8 @@ class RunResult:
         test_acc: Final accuracy on the test split (classifiers).
         tune_loss: Final loss on the tuning split (what tuners may see).
         wall_s: Wall-clock seconds of the run, BO and range test included.
+        cpu_s: CPU seconds of the process over the run (unlike ``wall_s``, barely affected by other jobs sharing
+            the cores).
         tuner_s: Seconds spent inside lrtune's callback (snapshots, forecasts, BO), where it ran.
         explore_share: Share of the budget spent exploring (lrtune) or on a range test.
         curve: ``[step, tune loss]`` pairs along the run.
@@ -47,6 +49,7 @@ class RunResult:
     test_acc: float | None
     tune_loss: float
     wall_s: float
+    cpu_s: float | None = None
     tuner_s: float | None = None
     explore_share: float = 0.0
     curve: list[list[float]] = field(default_factory=list)
@@ -101,14 +104,18 @@ def train_step(workload: Workload, model: torch.nn.Module, opt: torch.optim.Opti
 def run(workload: Workload, method: Method, seed: int) -> RunResult:
     """Train ``method`` on ``workload`` from seed ``seed`` for the workload's budget and score it."""
     torch.manual_seed(seed)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     steps = workload.steps
     if method.family == "range-test":
-        return _run_range_test(workload, method, seed, started)
-    model = workload.make_model()
-    if method.tuner is not None:
-        return _run_callback(workload, method, seed, model, started)
-    return _run_lr_free(workload, method, seed, model, steps, started)
+        result = _run_range_test(workload, method, seed, started)
+    else:
+        model = workload.make_model()
+        if method.tuner is not None:
+            result = _run_callback(workload, method, seed, model, started)
+        else:
+            result = _run_lr_free(workload, method, seed, model, steps, started)
+    result.cpu_s = time.process_time() - cpu_started
+    return result
 
 
 def _finish(

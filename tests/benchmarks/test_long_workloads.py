@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -10,7 +11,16 @@ import torch
 from benchmarks.methods import Method, schedule_config
 from benchmarks.report import grid_spread, markdown, summarize
 from benchmarks.run import run
-from benchmarks.workloads import LONG_WORKLOADS, SHORT_WORKLOADS, WORKLOADS, Workload, stdlib_corpus
+from benchmarks.workloads import LONG_WORKLOADS, SHORT_WORKLOADS, WORKLOADS, Split, Workload, stdlib_corpus
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """One torch thread, as the benchmark runs: tiny ops on two threads of a busy 2-core machine crawl."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module", params=LONG_WORKLOADS)
@@ -62,13 +72,15 @@ def test_the_training_stream_is_deterministic_per_seed(workload: Workload) -> No
 def test_a_few_steps_train_and_score(workload: Workload) -> None:
     import dataclasses
 
-    short = dataclasses.replace(workload, steps=60)
+    small = {k: Split(getattr(workload, k).x[:256], getattr(workload, k).y[:256]) for k in ("tune", "test")}
+    short = dataclasses.replace(workload, steps=60, eval_examples=64, **small)
     method = Method("grid-cosine-3.2e-03", "grid", tuner=schedule_config("cosine", 3.2e-3))
     result = run(short, method, seed=0)
-    assert result.steps == 60 and result.curve and 0 < result.test_loss < 10
+    assert result.steps == 60 and result.curve and result.cpu_s and 0 < result.test_loss < 10
     rows = [result.to_dict()]
     report = markdown(summarize(rows), _meta(), grid_spread(rows))
     assert "## Long horizon" in report and f"### {workload.name}" in report and "## Headline" not in report
+    assert "| cpu s |" in report
     assert f"| {workload.name} | grid-cosine-3.2e-03" in report
 
 
