@@ -14,16 +14,19 @@ from typing import Any, Literal
 
 from tuner.errors import InvalidConfigError
 
-Preset = Literal["default", "paper"]
+Preset = Literal["default", "greedy", "paper"]
+PlanShape = Literal["free", "cosine"]
 Strategy = Literal["autolrs", "constant", "cosine", "linear", "wsd", "rex"]
 Objective = Literal["train", "val", "auto"]
 
-PRESETS: tuple[str, ...] = ("default", "paper")
+PRESETS: tuple[str, ...] = ("default", "greedy", "paper")
+PLAN_SHAPES: tuple[str, ...] = ("free", "cosine")
 STRATEGIES: tuple[str, ...] = ("autolrs", "constant", "cosine", "linear", "wsd", "rex")
 OBJECTIVES: tuple[str, ...] = ("train", "val", "auto")
 MAX_TOTAL_STEPS = 10**9
 _MIN_SWEEP_STEPS = 10  # a shorter LR range sweep is skipped
-_DEFAULT_STAGES = 6  # the default preset's first stage is this fraction of the main phase (then tau doubles)
+_DEFAULT_STAGES = 6  # the greedy preset's first stage is this fraction of the main phase (then tau doubles)
+_PLAN_TAU = 0.06  # the default preset trains this share of the budget before its first search
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,9 @@ class TunerConfig:
         min_lr: Lower bound of the LR search range (and the final LR of the standard schedules).
         max_lr: Upper bound of the LR search range (and the peak LR of the standard schedules).
         total_steps: Budget of gradient steps, every exploration and rolled-back step included.
-        preset: ``"default"`` (lrtune's improvements) or ``"paper"`` (the reference AutoLRS behaviour).
+        preset: ``"default"`` (plans the whole budget with a loss model, re-planned online), ``"greedy"`` (stage by
+            stage search of the best LR over a short horizon, then a fixed anneal) or ``"paper"`` (the reference
+            AutoLRS behaviour).
         strategy: ``"autolrs"`` searches the LR; the others serve a standard schedule.
         seed: Seed of every random choice the tuner makes.
         tau: Length in steps of the first stage (None: from the preset and budget).
@@ -69,6 +74,14 @@ class TunerConfig:
         probe_fraction: Length of a cooldown probe after each candidate, as a fraction of the candidate's steps:
             the LR decays linearly to 0 and the drop in loss it buys is added to the candidate's forecast, so a
             small LR gets no free "annealing bonus" over a larger one. 0 turns it off.
+        replan: ``default`` preset: refit the loss model and re-plan after every training segment (else the plan
+            changes only after a search).
+        later_searches: ``default`` preset: search again after the first search whenever the model says it pays.
+        plan_shape: ``default`` preset: ``"free"`` plans any non-increasing LR curve, ``"cosine"`` only a cosine
+            (from the best peak to ``min_lr``).
+        model_window: ``default`` preset: the loss model fits only losses below this factor times the lowest one
+            observed (it is a local model of where training is now).
+        plan_pieces: ``default`` preset: knots of a plan (the LR moves log-linearly between them).
     """
 
     min_lr: float
@@ -102,6 +115,11 @@ class TunerConfig:
     wsd_decay_fraction: float = 0.2
     sweep_fraction: float | None = None
     probe_fraction: float | None = None
+    replan: bool | None = None
+    later_searches: bool | None = None
+    plan_shape: PlanShape | None = None
+    model_window: float | None = None
+    plan_pieces: int | None = None
 
     def __post_init__(self) -> None:
         """Validate every field and raise :class:`InvalidConfigError` with what to fix."""
@@ -163,6 +181,14 @@ def _validate(c: TunerConfig) -> None:
         raise bad(f"objective must be one of {', '.join(OBJECTIVES)}, got {c.objective!r}")
     if not _is_int(c.seed) or not 0 <= c.seed < 2**63:
         raise bad(f"seed must be a non-negative integer below 2**63, got {c.seed!r}")
+    if c.plan_shape is not None and c.plan_shape not in PLAN_SHAPES:
+        raise bad(f"plan_shape must be one of {', '.join(PLAN_SHAPES)}, got {c.plan_shape!r}")
+    if c.model_window is not None and (
+        not _is_number(c.model_window) or not math.isfinite(c.model_window) or not 1.5 <= c.model_window <= 1e6
+    ):
+        raise bad(f"model_window must be a number in [1.5, 1e6] or null, got {c.model_window!r}")
+    if c.plan_pieces is not None and (not _is_int(c.plan_pieces) or not 2 <= c.plan_pieces <= 64):
+        raise bad(f"plan_pieces must be an integer in [2, 64] or null, got {c.plan_pieces!r}")
     for name in ("tau", "tau_max", "k", "k_warm", "min_candidate_steps", "max_segment_steps"):
         v = getattr(c, name)
         if v is not None and (not _is_int(v) or v < 1):
@@ -202,6 +228,8 @@ def _validate(c: TunerConfig) -> None:
         "divergence_guard",
         "replay_batches",
         "power_law",
+        "replan",
+        "later_searches",
     )
     for name in flags:
         v = getattr(c, name)
@@ -245,6 +273,12 @@ class Settings:
     acquisition: str
     sweep_steps: int
     probe_fraction: float
+    planner: bool = False
+    replan: bool = False
+    later_searches: bool = False
+    plan_shape: str = "free"
+    model_window: float = 10.0
+    plan_pieces: int = 12
 
 
 def resolve(config: TunerConfig) -> Settings:
@@ -255,11 +289,14 @@ def resolve(config: TunerConfig) -> Settings:
 
     Returns:
         The complete settings. ``paper`` reproduces the reference AutoLRS numbers (tau=1000 doubling to
-        8000, k=10, tau'=tau/10, no cap, roll back every candidate, lowest forecast wins); ``default`` sizes the
-        stages from the budget so that about four stages fit before the final anneal.
+        8000, k=10, tau'=tau/10, no cap, roll back every candidate, lowest forecast wins); ``greedy`` sizes the
+        stages from the budget so that about four stages fit before the final anneal; ``default`` trains 6% of
+        the budget before its first search (three candidates of 2% each), rolls back at most 15%, and plans the
+        end itself (no fixed anneal).
     """
     c = config
     paper = c.preset == "paper"
+    plan = c.preset == "default" and c.strategy == "autolrs"
     total = c.total_steps
     if c.warmup_lr is not None:
         warmup_lr = c.warmup_lr
@@ -267,24 +304,27 @@ def resolve(config: TunerConfig) -> Settings:
         warmup_lr = math.sqrt(c.min_lr * c.max_lr)
     else:
         warmup_lr = c.max_lr
-    anneal_fraction = c.anneal_fraction if c.anneal_fraction is not None else (0.0 if paper else 0.2)
+    anneal_fraction = c.anneal_fraction if c.anneal_fraction is not None else (0.0 if paper or plan else 0.2)
     anneal_steps = round(anneal_fraction * total)
     if c.strategy == "autolrs":
         anneal_steps = min(anneal_steps, total - c.warmup_steps - 1)
     sweep_fraction = c.sweep_fraction if c.sweep_fraction is not None else (0.0 if paper else 0.04)
-    explore_cap = float(c.explore_cap if c.explore_cap is not None else (1.0 if paper else 0.25))
+    explore_cap = float(c.explore_cap if c.explore_cap is not None else (1.0 if paper else 0.15 if plan else 0.25))
     sweep_steps = min(round(sweep_fraction * total), math.floor(explore_cap * total)) if c.strategy == "autolrs" else 0
     if sweep_steps < _MIN_SWEEP_STEPS or total - c.warmup_steps - anneal_steps - sweep_steps < 2 * _MIN_SWEEP_STEPS:
         sweep_steps = 0  # too short to say anything, or it would leave nothing to train
     if paper:
         tau = c.tau or 1000
         tau_max = c.tau_max or max(8000, tau)
+    elif plan:
+        tau = c.tau or max(10, round(_PLAN_TAU * total))
+        tau_max = c.tau_max or 16 * tau
     else:
         main = max(1, total - c.warmup_steps - anneal_steps - sweep_steps)
         tau = c.tau or max(10, main // _DEFAULT_STAGES)
         tau_max = c.tau_max or 8 * tau
     tau_max = max(tau_max, tau)
-    k = c.k or (10 if paper else 6)
+    k = c.k or (10 if paper else 3 if plan else 6)
     k_warm = c.k_warm or (k if paper else min(k, 4))
     max_segment_steps = c.max_segment_steps or max(50, math.ceil(total / 64))
     return Settings(
@@ -298,7 +338,7 @@ def resolve(config: TunerConfig) -> Settings:
         tau_max=tau_max,
         k=k,
         k_warm=k_warm,
-        candidate_fraction=c.candidate_fraction or (0.1 if paper else 0.2),
+        candidate_fraction=c.candidate_fraction or (0.1 if paper else 1 / 3 if plan else 0.2),
         min_candidate_steps=c.min_candidate_steps or (1 if paper else 10),
         objective=c.objective or ("auto" if paper else "train"),
         val_samples=c.val_samples,
@@ -320,6 +360,12 @@ def resolve(config: TunerConfig) -> Settings:
         acquisition="explore" if paper else "lcb",
         sweep_steps=sweep_steps,
         probe_fraction=float(c.probe_fraction if c.probe_fraction is not None else (0.0 if paper else 0.5)),
+        planner=plan,
+        replan=_flag(c.replan, plan),
+        later_searches=_flag(c.later_searches, plan),
+        plan_shape=c.plan_shape or "free",
+        model_window=float(c.model_window if c.model_window is not None else 10.0),
+        plan_pieces=c.plan_pieces or 12,
     )
 
 

@@ -35,6 +35,7 @@ from tuner.errors import (
     UnknownSegmentError,
 )
 from tuner.forecast import forecast_loss
+from tuner.online import OnlinePlanning
 from tuner.search import Observation, Surrogate, from_unit, to_unit
 from tuner.segment import Segment, diverged
 
@@ -48,7 +49,7 @@ _SWEEP_DIVISOR = 10.0  # the sweep suggests its lowest-loss LR divided by this
 _SWEEP_HEADROOM = 3.0  # the first stage searches at least this factor below the sweep's lowest-loss LR
 
 
-class Tuner:
+class Tuner(OnlinePlanning):
     """An LR tuning job: hands out segments and takes their losses.
 
     Args:
@@ -65,6 +66,7 @@ class Tuner:
         self.settings: Settings = resolve(config)
         self.last_suggest_s: float = 0.0
         self._fits: dict[tuple[Observation, ...], Surrogate] = {}
+        self._model_memo = None
         self._s: dict[str, Any] = {
             "schema": SCHEMA_VERSION,
             "config": config.to_dict(),
@@ -82,6 +84,8 @@ class Tuner:
             "anneal_lr": None,
             "last_report": None,
             "sweep": None,
+            "line": None,
+            "snaps": {},
         }
         self._open(self._plan())
 
@@ -180,6 +184,7 @@ class Tuner:
             tuner.settings = resolve(config)
             tuner.last_suggest_s = 0.0
             tuner._fits = {}
+            tuner._model_memo = None
             tuner._s = _copy.deepcopy(state) if copy else state
             Segment.from_dict(tuner._s["open"])
         except (KeyError, TypeError) as exc:
@@ -317,6 +322,7 @@ class Tuner:
         n = len(train)
         s["step"] += n
         rec = _segment_record(seg, train, val)
+        rec["parent"] = self._lineage(seg)
         s["segments"].append(rec)
         phase = seg["phase"]
         if phase == "explore":
@@ -337,6 +343,27 @@ class Tuner:
             s["recent_losses"] = recent
             s["ref_loss"] = sum(recent[-10:]) / len(recent[-10:])
             s["ref_spread"] = _spread(recent)
+
+    def _lineage(self, seg: dict[str, Any]) -> int | None:
+        """Follow the segment's snapshot instructions; return the segment whose end state it started from.
+
+        ``line`` is the segment whose end state the worker holds (None: the initial weights); ``snaps`` maps each
+        snapshot name to the segment whose end state it holds.
+        """
+        s = self._s
+        snaps = s.setdefault("snaps", {})
+        line = s.get("line")
+        if seg["restore"] is not None:
+            line = snaps.get(seg["restore"], line)
+        for name in seg["drop"]:
+            snaps.pop(name, None)
+        if seg["snapshot"] is not None:
+            snaps[seg["snapshot"]] = line
+        parent = line
+        s["line"] = seg["segment_id"]
+        if seg["keep"] is not None:
+            snaps[seg["keep"]] = seg["segment_id"]
+        return parent
 
     def _observe_candidate(
         self, seg: dict[str, Any], train: list[float], val: list[float] | None, rec: dict[str, Any]
@@ -445,6 +472,8 @@ class Tuner:
             return self._warmup(step)
         if st.strategy != "autolrs":
             return self._schedule_segment(step)
+        if st.planner:
+            return self._online_segment(step)
         main_end = st.total_steps - st.anneal_steps
         if step >= main_end:
             return self._anneal(step, main_end)
@@ -795,7 +824,7 @@ class Tuner:
             var = float(c["std"]) ** 2
             plain[c["index"]] = (float(c["forecast"]), var)
             probe = c.get("probe")
-            if self.settings.probe_fraction > 0 and probe is not None and probe.get("loss") is not None:
+            if stage.get("kind") != "plan" and self.settings.probe_fraction > 0 and probe is not None and probe.get("loss") is not None:
                 out[c["index"]] = (float(probe["loss"]), float(probe["var"] or 0.0))
         return (out, True) if out else (plain, False)
 

@@ -1,0 +1,523 @@
+"""Online re-planning (the ``default`` preset): fit the loss model, plan the whole budget, search where it pays.
+
+A job's life::
+
+    LR range sweep ─► warmup ─► train at the sweep's LR ─► search ─► follow the plan, re-planned every segment
+                                                              ▲                   │
+                                                              └── when it pays ───┘
+
+* Every reported segment is data for the schedule-aware loss model (:mod:`tuner.lossmodel`): the sweep, the
+  candidates, their cooldown probes and the kept line, each with its exact LR trajectory; rolled-back branches
+  share their parent's prefix.
+* After every training segment the model is refitted and the planner (:mod:`tuner.planner`) chooses the rest of
+  the schedule to minimise the predicted final loss. The next segment follows that plan: model-predictive
+  control, so a long run keeps adapting.
+* At a decision point the job *searches*: from one snapshot, the plan's LR (the incumbent) and two other
+  candidates each run a few steps on the same batches; a cooldown probe after the incumbent shows the loss drop
+  that a decay buys. The model, refitted on them, predicts each candidate's final loss under its own best plan,
+  and the job continues from the best one; the others are rolled back. Candidates after the first are chosen
+  where the model's lower confidence bound on that final loss is lowest. A search happens only when it pays:
+  while the plan's predicted final loss is more uncertain than the loss its steps would cost (the model's
+  prediction with that many fewer steps), and the exploration cap leaves room for it.
+
+State lives in the tuner's dict (``online``) and in the stage records the schedule shows; everything here is a
+pure function of that state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from tuner import lossmodel, planner
+from tuner.lossmodel import Fit, History, Run
+from tuner.planner import Plan
+from tuner.segment import curve_lr
+
+_UP, _DOWN = 3.0, 1.0 / 3.0  # the first stage's challengers, relative to the incumbent, before a model exists
+_LCB = 1.0  # standard deviations subtracted from a candidate's predicted final loss when proposing
+_PROPOSALS = 25  # LRs the proposal scores
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """The settings online planning runs on (resolved from the config).
+
+    Attributes:
+        window: Observations whose loss exceeds this factor times the lowest observed loss are left out of the
+            fit (the model is local: early transients do not bend its prediction of the end).
+        pieces: Knots of a plan.
+        replan: Re-plan after every training segment (else only after a search).
+        search: Search beyond the first stage when it pays.
+        free_shape: Plans of any non-increasing shape (else only a cosine from the plan's first LR).
+    """
+
+    window: float
+    pieces: int
+    replan: bool
+    search: bool
+    free_shape: bool
+
+
+def record_lrs(rec: dict[str, Any]) -> NDArray[np.float64]:
+    """Per-step LR of a reported segment record, shape (steps,)."""
+    n = int(rec["steps"])
+    planned = max(int(rec["planned_steps"]), 1)
+    pos = rec["curve_start"] + (rec["curve_end_planned"] - rec["curve_start"]) * np.arange(n) / planned
+    shape = rec["shape"]
+    f, t = float(rec["curve_from"]), float(rec["curve_to"])
+    if shape == "constant":
+        return np.full(n, f)
+    if shape == "exp":
+        p = np.clip(pos, 0.0, 1.0)
+        return np.asarray(f * (t / f) ** p if f > 0 and t > 0 else np.full(n, f), dtype=float)
+    return np.array([curve_lr(shape, f, t, float(p)) for p in pos])
+
+
+def runs_of(records: Sequence[dict[str, Any]], objective: str = "train") -> tuple[list[Run], dict[int, int]]:
+    """The loss model's runs from the segment records, and each segment id's run index.
+
+    Args:
+        records: Reported segment records, in report order (parents first).
+        objective: ``train`` uses the binned training losses, ``val`` the validation losses.
+    """
+    runs: list[Run] = []
+    index: dict[int, int] = {}
+    for rec in records:
+        if int(rec["steps"]) == 0:
+            continue
+        parent = rec.get("parent")
+        p = index.get(parent) if parent is not None else None
+        start = int(rec["start_step"])
+        source = rec["val"] if objective == "val" else rec["curve"]
+        points = tuple((int(round(e)) - start, m) for e, m in source)
+        index[int(rec["segment_id"])] = len(runs)
+        runs.append(Run(p, record_lrs(rec), points))  # type: ignore[arg-type]
+    return runs, index
+
+
+def path_lrs(records: Sequence[dict[str, Any]], segment_id: int | None) -> list[NDArray[np.float64]]:
+    """Per-step LRs of the segments from the initial weights to the end of segment ``segment_id``, first first."""
+    by_id = {int(r["segment_id"]): r for r in records}
+    chain: list[NDArray[np.float64]] = []
+    sid = segment_id
+    while sid is not None and sid in by_id:
+        rec = by_id[sid]
+        chain.append(record_lrs(rec))
+        sid = rec.get("parent")
+    return chain[::-1]
+
+
+def fit_model(
+    records: Sequence[dict[str, Any]],
+    knobs: Knobs,
+    floor: float | None,
+    objective: str,
+    start: lossmodel.Params | None = None,
+) -> Fit | None:
+    """Fit the loss model to every reported segment (None while it cannot tell yet)."""
+    runs, _ = runs_of(records, objective)
+    return lossmodel.fit(runs, loss_floor=floor, window=knobs.window, start=start)
+
+
+def best_plan(
+    fit: Fit,
+    history: History,
+    start: int,
+    steps: int,
+    lr_min: float,
+    lr_max: float,
+    knobs: Knobs,
+) -> Plan:
+    """The plan for the rest of the budget from a history, with its predicted final loss and uncertainty."""
+    if knobs.free_shape:
+        plan = planner.optimize(fit.params, history, start, steps, lr_min, lr_max, pieces=knobs.pieces)
+    else:
+        plan = _best_cosine(fit, history, start, steps, lr_min, lr_max, knobs.pieces)
+    seg_steps, lrs = plan.pieces()
+    std = lossmodel.final_loss_std(fit, history, seg_steps, lrs)
+    return Plan(plan.start, plan.steps, plan.knots, plan.final_loss, std)
+
+
+def _best_cosine(fit: Fit, history: History, start: int, steps: int, lo: float, hi: float, pieces: int) -> Plan:
+    """The ablation's plan: a cosine from the best peak down to ``lo``."""
+    best: Plan | None = None
+    for peak in np.exp(np.linspace(math.log(lo), math.log(hi), 33)):
+        u = np.linspace(0.0, 1.0, max(pieces, 2))
+        knots = np.maximum(lo + (peak - lo) * 0.5 * (1 + np.cos(math.pi * u)), lo)
+        plan = Plan(start, steps, tuple(float(v) for v in knots))
+        seg_steps, lrs = plan.pieces()
+        loss = float(lossmodel.final_losses(fit.params, history, seg_steps, lrs[None, :])[0])
+        if best is None or (best.final_loss is not None and loss < best.final_loss):
+            best = Plan(start, steps, plan.knots, loss)
+    assert best is not None
+    return best
+
+
+def exploration_pays(fit: Fit, history: History, plan: Plan, cost_steps: int, lo: float, hi: float, knobs: Knobs) -> bool:
+    """Whether a search costing ``cost_steps`` rolled-back steps is worth it now.
+
+    It is while the plan's predicted final loss is more uncertain than what those steps would cost: the loss the
+    model predicts for the best plan over ``cost_steps`` fewer steps, minus the loss of this plan.
+    """
+    if plan.final_loss is None or plan.final_std is None or cost_steps >= plan.steps:
+        return False
+    shorter = best_plan(fit, history, plan.start, plan.steps - cost_steps, lo, hi, knobs)
+    cost = (shorter.final_loss or plan.final_loss) - plan.final_loss
+    return plan.final_std > max(cost, 0.0)
+
+
+def propose(
+    fit: Fit | None,
+    history: History,
+    plan: Plan | None,
+    incumbent: float,
+    tried: Sequence[float],
+    cand_steps: int,
+    lo: float,
+    hi: float,
+) -> float:
+    """The next candidate LR: where the lower confidence bound of its predicted final loss is lowest.
+
+    A candidate is scored as ``cand_steps`` steps at its LR followed by the incumbent's plan. Without a model
+    (or a plan), the incumbent's neighbours a factor of three up, then down. LRs within a fifth of a decade of
+    one already tried are not proposed again.
+    """
+
+    def fresh(lr: float) -> bool:
+        return all(abs(math.log10(lr / t)) > 0.2 for t in tried)
+
+    if fit is None or plan is None:
+        for lr in (incumbent * _UP, incumbent * _DOWN, math.sqrt(lo * incumbent), math.sqrt(hi * incumbent)):
+            lr = float(min(max(lr, lo), hi))
+            if fresh(lr):
+                return lr
+        return float(min(max(incumbent * _UP, lo), hi))
+    grid = np.exp(np.linspace(math.log(max(lo, incumbent / 30)), math.log(min(hi, incumbent * 30)), _PROPOSALS))
+    grid = np.array([lr for lr in grid if fresh(float(lr))])
+    if grid.size == 0:
+        return float(min(max(incumbent * _UP, lo), hi))
+    rest_steps, rest_lrs = plan.pieces()
+    steps = np.concatenate([[float(cand_steps)], rest_steps])
+    rows = np.concatenate([grid[:, None], np.repeat(rest_lrs[None, :], grid.size, axis=0)], axis=1)
+    means = lossmodel.final_losses(fit.params, history, steps, rows)
+    stds = np.array([lossmodel.final_loss_std(fit, history, steps, row) for row in rows])
+    return float(grid[int(np.argmin(means - _LCB * stds))])
+
+
+class OnlinePlanning:
+    """The ``default`` preset's stage sequencing, mixed into :class:`tuner.stages.Tuner`.
+
+    It reads and writes the tuner's state dict: ``online`` (the current plan, the next decision point, the
+    stability cap) and the stage records, in the same form the other presets use, so the schedule, the CLI and
+    the dashboard show them alike. A candidate's ``forecast`` here is its predicted final loss under its own
+    best plan, and ``std`` that prediction's uncertainty.
+    """
+
+    _s: dict[str, Any]
+    settings: Any
+    _model_memo: tuple[int, Fit | None] | None
+
+    # hooks the tuner provides
+    def _new_id(self) -> int:  # pragma: no cover - provided by Tuner
+        raise NotImplementedError
+
+    def _chunk(self, step: int, end: int) -> int:  # pragma: no cover - provided by Tuner
+        raise NotImplementedError
+
+    def _start_lr(self) -> float:  # pragma: no cover - provided by Tuner
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ state
+
+    def _knobs(self) -> Knobs:
+        st = self.settings
+        return Knobs(st.model_window, st.plan_pieces, st.replan, st.later_searches, st.plan_shape == "free")
+
+    def _online(self) -> dict[str, Any]:
+        """The planner's state, created on first use (after the sweep and the warmup)."""
+        o = self._s.get("online")
+        if o is None:
+            st = self.settings
+            sweep = self._s.get("sweep")
+            cap = st.max_lr
+            if sweep is not None and sweep["lr"] is not None:
+                # Stay a safe factor below the LR where the sweep's loss bottomed out (ten times its suggestion).
+                cap = min(st.max_lr, max(st.min_lr, float(sweep["lr"]) * 10.0 / 3.0))
+            o = {
+                "plan": None,
+                "cap": cap,
+                "next_search": int(self._s["step"]) + st.tau,
+                "spacing": st.tau,
+                "fit": None,
+            }
+            self._s["online"] = o
+        return o
+
+    def _model(self) -> Fit | None:
+        """The loss model fitted to every reported segment (remembered per number of reports, never stored)."""
+        n = len(self._s["segments"])
+        memo = getattr(self, "_model_memo", None)
+        if memo is not None and memo[0] == n:
+            return memo[1]
+        st = self.settings
+        o = self._online()
+        prev = o.get("fit")
+        # A full multi-start search every eighth fit, else a short one from the last parameters (kept in the state,
+        # so a recovered tuner fits exactly alike).
+        start = None
+        if prev is not None and n % 8 != 0:
+            start = lossmodel.Params(**prev["params"])
+        fit = fit_model(self._s["segments"], self._knobs(), st.loss_floor, "train", start)
+        self._model_memo = (n, fit)
+        o["fit"] = None if fit is None else fit.to_dict()
+        return fit
+
+    def _history(self, segment_id: int | None) -> History:
+        return History.of(path_lrs(self._s["segments"], segment_id))
+
+    def _replan(self, step: int) -> Plan | None:
+        """Refit the model and plan the rest of the budget from the current line; None while it cannot tell."""
+        st = self.settings
+        o = self._online()
+        fit = self._model()
+        if fit is None or step >= st.total_steps:
+            return None
+        plan = best_plan(
+            fit, self._history(self._s.get("line")), step, st.total_steps - step, st.min_lr, o["cap"], self._knobs()
+        )
+        o["plan"] = plan.to_dict()
+        return plan
+
+    def _current_plan(self) -> Plan | None:
+        o = self._online()
+        return None if o["plan"] is None else Plan.from_dict(o["plan"])
+
+    def _planned_lr(self, step: int) -> float:
+        plan = self._current_plan()
+        if plan is not None:
+            return plan.lr_at(step)
+        return min(self._start_lr(), self._online()["cap"])
+
+    # ------------------------------------------------------------------ segments
+
+    def _online_segment(self, step: int) -> Any:
+        """The next segment of the ``default`` preset."""
+        from tuner.segment import Segment
+
+        st = self.settings
+        o = self._online()
+        stages = self._s["stages"]
+        if stages and stages[-1]["status"] == "search":
+            seg = self._online_candidate(stages[-1], step)
+            if seg is not None:
+                return seg
+            return self._online_finish(stages[-1], step)
+        last = self._s["segments"][-1] if self._s["segments"] else None
+        trained = last is not None and last["phase"] == "train"
+        if trained and st.replan:
+            self._replan(step)
+        if step >= o["next_search"] and self._search_pays(step):
+            stage = self._online_stage(step)
+            seg = self._online_candidate(stage, step)
+            if seg is not None:
+                return seg
+            stage["status"] = "done"
+        if step >= o["next_search"]:
+            o["next_search"] = step + o["spacing"]
+        end = st.total_steps
+        if o["next_search"] > step and self._searches_left():
+            end = min(end, int(o["next_search"]))
+        n = self._chunk(step, max(end, step + 1))
+        lr0, lr1 = self._planned_lr(step), self._planned_lr(step + n)
+        shape = "constant" if lr0 == lr1 else "exp"
+        return Segment(self._new_id(), "train", step, n, shape, lr0, lr1, 0.0, 1.0, stage=None)  # type: ignore[arg-type]
+
+    def _searches_left(self) -> bool:
+        st = self.settings
+        return bool(st.later_searches or not self._s["stages"])
+
+    def _stage_cost(self) -> tuple[int, int]:
+        """Steps per candidate and rolled-back steps of one search."""
+        st = self.settings
+        n = max(st.min_candidate_steps, round(st.candidate_fraction * st.tau))
+        probe = max(3, round(st.probe_fraction * n)) if st.probe_fraction > 0 else 0
+        return n, (st.k - 1) * n + probe
+
+    def _search_pays(self, step: int) -> bool:
+        """Search now? Only with room under the cap and budget after it; later searches only when they pay."""
+        st = self.settings
+        n, wasted = self._stage_cost()
+        if st.k < 2 or not self._searches_left():
+            return False
+        if self._s["wasted_steps"] + wasted > st.explore_cap * st.total_steps + 1e-9:
+            return False
+        if st.total_steps - step < st.k * n + wasted + 2 * n:
+            return False
+        if not self._s["stages"]:
+            return True
+        fit = self._model()
+        plan = self._current_plan()
+        if fit is None or plan is None:
+            return True
+        return exploration_pays(
+            fit, self._history(self._s.get("line")), plan, wasted, st.min_lr, self._online()["cap"], self._knobs()
+        )
+
+    def _online_stage(self, step: int) -> dict[str, Any]:
+        st = self.settings
+        stages = self._s["stages"]
+        index = len(stages)
+        n, _ = self._stage_cost()
+        incumbent = self._planned_lr(step)
+        stage = {
+            "index": index,
+            "kind": "plan",
+            "tau": st.total_steps - step,
+            "cand_steps": n,
+            "k": st.k,
+            "warm": False,
+            "incumbent_lr": incumbent,
+            "objective": "train",
+            "start_step": step,
+            "start_loss": self._s["ref_loss"],
+            "start_spread": self._s.get("ref_spread"),
+            "lo": 0.0,
+            "hi": 1.0,
+            "snapshot": f"stage-{index}",
+            "candidates": [],
+            "carried": [],
+            "status": "search",
+            "winner": None,
+            "winner_lr": None,
+            "exploit_end": None,
+            "base": self._s.get("line"),
+        }
+        stages.append(stage)
+        return stage
+
+    def _online_candidate(self, stage: dict[str, Any], step: int) -> Any:
+        """The stage's next candidate or cooldown probe, or None when its search is over."""
+        from tuner.search import to_unit
+        from tuner.segment import Segment
+
+        st = self.settings
+        cands = stage["candidates"]
+        if cands and cands[0]["steps_run"] > 0 and not cands[0]["diverged"] and cands[0].get("probe") is None:
+            if st.probe_fraction > 0:
+                return self._probe(stage, cands[0], step)  # type: ignore[attr-defined]
+        i = len(cands)
+        n = stage["cand_steps"]
+        if i >= stage["k"]:
+            return None
+        o = self._online()
+        if i == 0:
+            lr = stage["incumbent_lr"]
+        else:
+            base = self._history(stage["base"])
+            fit = self._model()
+            plan = None
+            if fit is not None:
+                rest = st.total_steps - step - n
+                plan = best_plan(fit, base.extend(np.array([float(n)]), np.array([stage["incumbent_lr"]])),
+                                 step + n, rest, st.min_lr, o["cap"], self._knobs())
+            lr = propose(fit, base, plan, stage["incumbent_lr"], [c["lr"] for c in cands], n, st.min_lr, o["cap"])
+        name = stage["snapshot"]
+        keep = f"cand-{stage['index']}-{i}"
+        start_loss = stage["start_loss"]
+        abort = None
+        if st.divergence_guard and start_loss is not None:
+            scale = max(abs(start_loss), 3.0 * (stage.get("start_spread") or 0.0))
+            abort = start_loss + (st.divergence_factor - 1.0) * scale
+        cands.append(
+            {
+                "index": i,
+                "lr": lr,
+                "x": to_unit(lr, st.min_lr, st.max_lr),
+                "segment_id": self._s["next_id"],
+                "forecast": None,
+                "std": None,
+                "diverged": False,
+                "kept": keep,
+                "steps_run": 0,
+                "first_loss": None,
+                "last_loss": None,
+                "curve": [],
+                "abort_above": abort,
+                "probe": None,
+            }
+        )
+        return Segment(
+            self._new_id(),
+            "explore",
+            step,
+            n,
+            "constant",
+            lr,
+            lr,
+            0.0,
+            1.0,
+            stage=stage["index"],
+            candidate=i,
+            restore=name if i > 0 else None,
+            snapshot=name if i == 0 else None,
+            keep=keep,
+            abort_above=abort,
+            replay=st.replay_batches,
+        )
+
+    def _online_finish(self, stage: dict[str, Any], step: int) -> Any:
+        """Judge the candidates by their predicted final loss, continue from the best, re-plan."""
+        import dataclasses as _dc
+
+        st = self.settings
+        o = self._online()
+        fit = self._model()
+        best, best_loss = None, math.inf
+        for c in stage["candidates"]:
+            if c["steps_run"] == 0 or c["diverged"]:
+                continue
+            if fit is not None:
+                plan = best_plan(
+                    fit, self._history(c["segment_id"]), step, st.total_steps - step, st.min_lr, o["cap"], self._knobs()
+                )
+                c["forecast"], c["std"] = plan.final_loss, plan.final_std
+                c["plan"] = plan.to_dict()
+                value = plan.final_loss if plan.final_loss is not None else math.inf
+            else:
+                value = c["last_loss"] if c["last_loss"] is not None else math.inf
+            if value < best_loss:
+                best, best_loss = c, value
+        drop = [c["kept"] for c in stage["candidates"] if c["kept"]]
+        ids = {c["segment_id"] for c in stage["candidates"]}
+        ids |= {c["probe"]["segment_id"] for c in stage["candidates"] if c.get("probe")}
+        restore = stage["snapshot"]
+        winner_seg = None
+        if best is not None:
+            stage["winner"], stage["winner_lr"] = best["index"], best["lr"]
+            restore, winner_seg = best["kept"], best["segment_id"]
+            if best.get("plan") is not None:
+                o["plan"] = best["plan"]
+        else:
+            lowest = min(c["lr"] for c in stage["candidates"])
+            stage["winner_lr"] = max(st.min_lr, lowest / 10)
+            o["cap"] = min(o["cap"], lowest / 3)
+            o["plan"] = None
+        for rec in self._s["segments"]:
+            if rec["segment_id"] in ids and rec["segment_id"] != winner_seg and not rec["rolled_back"]:
+                rec["rolled_back"] = True
+                self._s["wasted_steps"] += rec["steps"]
+        for c in stage["candidates"]:
+            c["kept"] = None
+        drop.append(stage["snapshot"])
+        stage["status"] = "done"
+        self._s["winner_lr"] = stage["winner_lr"]
+        o["spacing"] = min(2 * o["spacing"], st.tau_max)
+        o["next_search"] = step + o["spacing"]
+        seg = self._online_segment(step)
+        return _dc.replace(seg, restore=restore, drop=tuple(drop))
