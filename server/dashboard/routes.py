@@ -21,7 +21,7 @@ from fastapi import APIRouter, FastAPI, Query, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from client.protocol import ErrorBody, JobInfo
+from client.protocol import JOB_STATUSES, ErrorBody, JobInfo
 from server.deps import Admin, RuntimeDep
 from server.routes import JobId, schedule
 from server.service import Credential
@@ -64,27 +64,44 @@ pages = APIRouter(include_in_schema=False)
 views = APIRouter(prefix=f"{API_URL}/jobs/{{job_id}}", tags=["dashboard"], dependencies=[Admin])
 
 
+#: What the page says, above everything, when the service has no admin key (its data is open to this machine).
+OPEN_MODE_NOTICE = (
+    '<div id="open-mode" class="notice" role="note"><strong>Open mode:</strong> this service has no admin key '
+    "(<code>LRTUNE_ADMIN_KEY</code>), so every program and user on this machine can read every job here, "
+    "without a key. Set one before sharing the machine or exposing the port.</div>"
+)
+
+
 @cache
-def _shell() -> str:
-    """The page shell, with asset URLs carrying a digest of the assets (a new release busts caches)."""
+def _shell(open_mode: bool) -> str:
+    """The page shell, with asset URLs carrying a digest of the assets (a new release busts caches).
+
+    Args:
+        open_mode: The service has no admin key: the page says so (:data:`OPEN_MODE_NOTICE`).
+    """
     digest = hashlib.sha256()
     for path in sorted(STATIC_DIR.iterdir()):
         if path.is_file():
             digest.update(path.name.encode() + b"\0" + path.read_bytes())
     html = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
-    return html.replace("{{static}}", STATIC_URL).replace("{{version}}", digest.hexdigest()[:12])
+    return (
+        html.replace("{{static}}", STATIC_URL)
+        .replace("{{version}}", digest.hexdigest()[:12])
+        .replace("{{statuses}}", ",".join(JOB_STATUSES))
+        .replace("{{open_mode}}", OPEN_MODE_NOTICE if open_mode else "")
+    )
 
 
 @pages.get("/", response_class=HTMLResponse)
-async def job_list_page() -> HTMLResponse:
+async def job_list_page(rt: RuntimeDep) -> HTMLResponse:
     """The job list (the data is fetched by the page)."""
-    return HTMLResponse(_shell(), headers=SHELL_HEADERS)
+    return HTMLResponse(_shell(rt.settings.admin_key_value is None), headers=SHELL_HEADERS)
 
 
 @pages.get("/jobs/{job_id}", response_class=HTMLResponse)
-async def job_page(job_id: str) -> HTMLResponse:
+async def job_page(job_id: str, rt: RuntimeDep) -> HTMLResponse:
     """One job's page (the same shell: the script reads the id from the address)."""
-    return HTMLResponse(_shell(), headers=SHELL_HEADERS)
+    return HTMLResponse(_shell(rt.settings.admin_key_value is None), headers=SHELL_HEADERS)
 
 
 @views.get("", response_model=JobInfo, responses=_ERRORS)

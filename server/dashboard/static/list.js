@@ -5,6 +5,8 @@ import { Poller, age, api, el, int, pct, phaseBadge, progress, statusBadge } fro
 
 const REFRESH_MS = 3000;
 const PAGE_SIZES = [25, 50, 100, 200];
+// Every job status, as the service defines them (client/protocol.py JOB_STATUSES, written into the page).
+const STATUSES = (document.querySelector('meta[name="lrtune-statuses"]')?.content || "").split(",").filter(Boolean);
 const DEFAULTS = { sort: "created", order: "desc", offset: 0, limit: 50, status: "", q: "" };
 
 // [header, sort key, first direction when clicked, cell]; "Age" sorts by creation time, youngest first.
@@ -56,7 +58,7 @@ export class ListView {
       debounce = setTimeout(() => this.change({ q: this.search.value.trim(), offset: 0 }), 250);
     });
     const status = el("select", { "aria-label": "Status" },
-      ...["", "running", "done", "deleted"].map((v) => el("option", { value: v, selected: v === s.status }, v || "any status")));
+      ...["", ...STATUSES].map((v) => el("option", { value: v, selected: v === s.status }, v || "any status")));
     status.addEventListener("change", () => this.change({ status: status.value, offset: 0 }));
     const size = el("select", { "aria-label": "Jobs per page" },
       ...PAGE_SIZES.map((n) => el("option", { value: n, selected: n === s.limit }, `${n} per page`)));

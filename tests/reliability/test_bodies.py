@@ -1,0 +1,140 @@
+"""Values that poison the math never reach it raw; large bodies never stall the event loop (real processes)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.reliability.harness import Service, create_job, record_result
+from tests.server.helpers import SMALL_CONFIG, run_segment
+
+#: Loss patterns that made a job answer 500 (at once or five reports later) before losses beyond 1e30 were read
+#: as diverged points: each is repeated over a segment's length.
+POISONS: dict[str, list[float]] = {
+    "1e155 then 0.5": [1e155] + [0.5] * 9,
+    "all 1e308": [1e308],
+    "all -1e308": [-1e308],
+    "one 1e300": [1e300] + [0.5] * 9,
+    "all 1e200": [1e200],
+}
+LIGHT = {**SMALL_CONFIG, "total_steps": 160, "k": 2, "k_warm": 2}
+
+
+#: Seconds of /healthz probing, idle and then under the flood of large bodies.
+PROBE_S = 2.5
+
+
+def probe_healthz(probe: httpx.Client, seconds: float) -> list[float]:
+    """Latencies of ``/healthz`` probes sent every 10 ms for ``seconds`` (seconds each)."""
+    latencies: list[float] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        started = time.perf_counter()
+        assert probe.get("/healthz").status_code == 200
+        latencies.append(time.perf_counter() - started)
+        time.sleep(0.01)
+    return latencies
+
+
+@pytest.mark.parametrize("name", list(POISONS))
+def test_poisoned_reports_never_give_a_500_nor_break_later_reports(shared_service: Service, name: str) -> None:
+    url = shared_service.url
+    job, token = create_job(url, LIGHT, f"poison {name}")
+    auth = {"Authorization": f"Bearer {token}"}
+    statuses: list[int] = []
+    with httpx.Client(base_url=url, headers=auth, timeout=30.0) as http:
+        seg = http.post(f"/v1/jobs/{job}/lease", json={"worker_id": "w"}).json()
+        for i in range(200):
+            if seg["done"]:
+                break
+            path = f"/v1/jobs/{job}/segments/{seg['segment_id']}/report"
+            good = {"worker_id": "w", "lease_epoch": seg["lease_epoch"], **run_segment(seg)}
+            if i < 6:  # the first reports carry the poison, one loss per step as a valid report would
+                pattern = POISONS[name]
+                bad = {**good, "losses": [pattern[j % len(pattern)] for j in range(seg["steps"])]}
+                resp = http.post(path, json=bad)
+                statuses.append(resp.status_code)
+                assert resp.status_code < 500, resp.text
+                if resp.status_code == 200:
+                    seg = resp.json()
+                    continue
+            resp = http.post(path, json=good)
+            statuses.append(resp.status_code)
+            assert resp.status_code == 200, resp.text  # every later valid report is taken
+            seg = resp.json()
+        assert seg["done"], "the job ran to the end of its budget"
+        stored = http.get(f"/v1/jobs/{job}/schedule").text
+    assert "e+155" not in stored and "e+308" not in stored and "e+300" not in stored and "e+200" not in stored
+    record_result("poison", pattern=name, reports=len(statuses), server_errors=0)
+
+
+#: A client process that sends 8 MB bodies back to back (to the report route and to job creation) for a while.
+FLOOD = """
+import sys, time, httpx
+url, report_path, token, seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+body = b'{"worker_id":"w","lease_epoch":1,"losses":[' + b"0.5, " * 1599987 + b"0.5]}"
+headers = {"Authorization": "Bearer " + token, "content-type": "application/json"}
+statuses = []
+with httpx.Client(base_url=url, timeout=30.0) as http:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for path in (report_path, "/v1/jobs"):
+            statuses.append(http.post(path, content=body, headers=headers).status_code)
+print(" ".join(map(str, statuses)))
+"""
+
+
+def test_large_bodies_never_stall_the_event_loop_and_a_huge_report_is_refused_fast(tmp_path: Path) -> None:
+    service = Service({"LRTUNE_REDIS_URL": ""}, tmp_path)
+    service.start()
+    try:
+        job, token = create_job(service.url, LIGHT, "bodies")
+        auth = {"Authorization": f"Bearer {token}"}
+        seg = httpx.post(f"{service.url}/v1/jobs/{job}/lease", json={"worker_id": "w"}, headers=auth).json()
+        report_path = f"/v1/jobs/{job}/segments/{seg['segment_id']}/report"
+        million = json.dumps({"worker_id": "w", "lease_epoch": seg["lease_epoch"], "losses": [0.5] * 10**6}).encode()
+        with httpx.Client(base_url=service.url, timeout=10.0) as probe:
+            probe.get("/healthz")
+            idle = probe_healthz(probe, PROBE_S)  # this machine's own noise, for comparison
+            flooder = subprocess.Popen(
+                [sys.executable, "-c", FLOOD, service.url, report_path, token, str(PROBE_S + 0.5)],
+                stdout=subprocess.PIPE,
+            )
+            time.sleep(0.3)  # the first bodies are on their way
+            latencies = probe_healthz(probe, PROBE_S)
+            out, _ = flooder.communicate(timeout=60)
+            sent = [int(s) for s in out.split()]
+            refusals = []
+            for _ in range(5):
+                started = time.perf_counter()
+                resp = probe.post(report_path, content=million, headers={**auth, "content-type": "application/json"})
+                refusals.append(time.perf_counter() - started)
+                assert (resp.status_code, resp.json()["code"]) == (422, "invalid_report"), resp.text
+            # The job is unharmed: the real report of that segment is still taken.
+            good = {"worker_id": "w", "lease_epoch": seg["lease_epoch"], **run_segment(seg)}
+            assert probe.post(report_path, json=good, headers=auth).status_code == 200
+    finally:
+        service.stop()
+    p99_ms = 1000 * statistics.quantiles(latencies, n=100)[98]
+    idle_p99_ms = 1000 * statistics.quantiles(idle, n=100)[98]
+    refuse_ms = 1000 * statistics.median(refusals)
+    assert len(sent) >= 4 and set(sent) <= {413, 422}, sent  # refused, never parsed, never a 500
+    # At most 10 ms over what this machine gives an idle service (a loaded machine alone adds several ms); a body
+    # parsed on the event loop stalls it for hundreds of milliseconds.
+    assert p99_ms <= 10.0 + idle_p99_ms, f"/healthz p99 {p99_ms:.1f} ms under 8 MB bodies, {idle_p99_ms:.1f} idle"
+    assert refuse_ms <= 100.0, f"a 10^6-loss report took {refuse_ms:.0f} ms to refuse"
+    record_result(
+        "large_bodies",
+        healthz_p99_ms=round(p99_ms, 2),
+        healthz_idle_p99_ms=round(idle_p99_ms, 2),
+        probes=len(latencies),
+        bodies_8mb=len(sent),
+        refuse_1e6_losses_ms=round(refuse_ms, 1),
+    )
