@@ -20,10 +20,12 @@ import time
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import httpx
 import typer
+
+from client.protocol import JOB_STATUSES
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
@@ -70,12 +72,13 @@ class Order(StrEnum):
     desc = "desc"
 
 
-class Status(StrEnum):
-    """Job statuses."""
+if TYPE_CHECKING:
 
-    running = "running"
-    done = "done"
-    deleted = "deleted"
+    class Status(StrEnum):
+        """Job statuses: the members of ``client.protocol.JOB_STATUSES``."""
+
+else:  # the one list of statuses, as choices of ``--status``
+    Status = StrEnum("Status", [(s, s) for s in JOB_STATUSES])
 
 
 class ExportFormat(StrEnum):

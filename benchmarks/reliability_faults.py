@@ -1,0 +1,396 @@
+"""The reliability faults of issue 12, injected into real processes on loopback, and what the run noticed.
+
+Each fault runs against a real ``lrtune serve`` (embedded store, or a ``redis-server`` of this script's own on a
+free port; the shared Redis on 6379 is never touched) and the real client callback on a tiny model:
+
+* ``service_stopped``: the service is SIGSTOPped for ``--fault-s`` seconds mid-run; the longest callback call.
+* ``redis_stopped``: the service's Redis is SIGSTOPped the same way; the longest callback call.
+* ``final_flush``: the service hangs while the last segment is reported; how long ``on_train_end`` takes.
+* ``poison``: reports with losses ``[1e155] + [0.5] * 9``, all 1e308, all -1e308, one 1e300, all 1e200 (the first
+  two reports of a job each), then valid ones to the end: server errors, later valid reports taken and refused,
+  huge values stored.
+* ``create_delete``: 10,000 job create/delete cycles on the embedded store (the service's own objects, a 60 s
+  deletion retention, 10 cycles per simulated second): jobs and bytes the store holds at the peak and after.
+* ``large_bodies``: ``/healthz`` p50/p99 idle and while a client process sends 8 MB bodies back to back; the
+  time to refuse a report of 10^6 losses.
+
+Run: ``.venv/bin/python -m benchmarks.reliability_faults [--fault-s 3]``; it prints a Markdown table and
+writes ``benchmarks/results/reliability_faults.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import torch
+
+from server.launch import REDIS_PREFIX_ENV, REDIS_URL_ENV, free_port, start_local, stop_local, wait_ready
+
+RESULTS = Path(__file__).resolve().parent / "results"
+#: A small job: a few stages with search, segments of at most 40 steps.
+SMALL: dict[str, Any] = {"tau": 20, "k": 3, "k_warm": 2, "max_segment_steps": 40}
+#: Simulated compute per step of the training loop, in seconds.
+STEP_S = 0.02
+POISONS: dict[str, list[float]] = {
+    "[1e155] + [0.5] * 9": [1e155] + [0.5] * 9,
+    "all 1e308": [1e308],
+    "all -1e308": [-1e308],
+    "one 1e300": [1e300] + [0.5] * 9,
+    "all 1e200": [1e200],
+}
+
+
+class Server:
+    """One ``lrtune serve`` on a free loopback port."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = start_local(self.port, {"LRTUNE_LOG_LEVEL": "warning", **env}, log_dir / f"server-{self.port}.log")
+        wait_ready(self.url, self.proc)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+        stop_local(self.proc)
+
+
+class Redis:
+    """A ``redis-server`` of this script's own (no persistence) on a free loopback port."""
+
+    def __init__(self, data_dir: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(data_dir), "--save", ""]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import redis
+
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.RedisError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        client.close()
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+        self.proc.kill()
+        self.proc.wait()
+
+
+def timed_run(url: str, total: int, fault: Any, fault_at: int, fault_s: float, resume: bool = True) -> dict[str, Any]:
+    """Train a tiny model with the callback; SIGSTOP ``fault`` at step ``fault_at`` for ``fault_s`` seconds."""
+    from client import AutoLRSCallback
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    cb = AutoLRSCallback(model, opt, url, 1e-3, 1.0, total, config=SMALL)
+    x, y = torch.randn(16, 8), torch.randn(16, 1)
+    calls: list[float] = []
+    stopped_at: float | None = None
+    resumed = False
+    while not cb.done:
+        if stopped_at is None and cb.step >= fault_at:
+            fault.send_signal(signal.SIGSTOP)
+            stopped_at = time.monotonic()
+        elif resume and stopped_at is not None and not resumed and time.monotonic() - stopped_at > fault_s:
+            fault.send_signal(signal.SIGCONT)
+            resumed = True
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        time.sleep(STEP_S)
+        started = time.monotonic()
+        cb.on_train_batch_end(loss)
+        calls.append(time.monotonic() - started)
+    started = time.monotonic()
+    cb.on_train_end()
+    end_s = time.monotonic() - started
+    fault.send_signal(signal.SIGCONT)
+    return {
+        "steps": cb.step,
+        "offline_steps": cb.offline_steps,
+        "longest_step_call_s": round(max(calls), 3),
+        "on_train_end_s": round(end_s, 3),
+        "fault_s": fault_s if resume else None,
+    }
+
+
+def poison(url: str) -> dict[str, Any]:
+    """Poisoned reports, then valid ones, on one job per pattern."""
+    import math
+
+    out: dict[str, Any] = {}
+    config = {"min_lr": 1e-4, "max_lr": 1.0, "total_steps": 480, **SMALL, "k": 2, "k_warm": 2, "seed": 7}
+    for name, pattern in POISONS.items():
+        created = httpx.post(f"{url}/v1/jobs", json={"config": config}).json()
+        auth = {"Authorization": f"Bearer {created['token']}"}
+        job = created["job_id"]
+        errors = refused_later = later_ok = 0
+        with httpx.Client(base_url=url, headers=auth, timeout=30.0) as http:
+            seg = http.post(f"/v1/jobs/{job}/lease", json={"worker_id": "w"}).json()
+            for i in range(200):
+                if seg["done"]:
+                    break
+                path = f"/v1/jobs/{job}/segments/{seg['segment_id']}/report"
+                good = [0.1 + 2.0 * math.exp(-0.02 * (seg["start_step"] + j)) for j in range(seg["steps"])]
+                body = {"worker_id": "w", "lease_epoch": seg["lease_epoch"], "losses": good}
+                if i < 2:  # the first two reports are poisoned, every later one is valid
+                    bad = {**body, "losses": [pattern[j % len(pattern)] for j in range(len(good))]}
+                    status, answer = _post(http, path, bad)
+                    errors += status >= 500
+                    if status == 200:
+                        seg = answer
+                        continue
+                status, answer = _post(http, path, body)
+                errors += status >= 500
+                if status != 200:
+                    refused_later += 1
+                    break
+                later_ok += 1
+                seg = answer
+            try:
+                stored = http.get(f"/v1/jobs/{job}/schedule").text
+            except httpx.TransportError:
+                stored = ""
+        huge = any(s in stored for s in ("e+155", "e+308", "e+300", "e+200"))
+        out[name] = {"server_errors": errors, "later_valid_ok": later_ok, "later_valid_refused": refused_later,
+                     "done": bool(seg["done"]), "huge_value_stored": huge}  # fmt: skip
+    return out
+
+
+def _post(http: httpx.Client, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+    """POST; a broken connection (the server choked on the body) counts as a 599."""
+    try:
+        resp = http.post(path, json=body)
+    except httpx.TransportError:
+        return 599, None
+    return resp.status_code, resp.json() if resp.status_code == 200 else None
+
+
+def create_delete(cycles: int) -> dict[str, Any]:
+    """Create and delete jobs on the embedded store with the service's own objects and a simulated clock."""
+    import psutil
+
+    from client.protocol import JobConfig, JobCreate
+    from server.service import Credential, JobService
+    from server.store import MemoryStore
+
+    now = [1_800_000_000.0]
+    store = MemoryStore()
+    service = JobService(store, 120.0, lambda: now[0], deleted_retention_s=60.0)
+    body = JobCreate(config=JobConfig(min_lr=1e-4, max_lr=1.0, total_steps=2000))
+    rss_before = psutil.Process().memory_info().rss
+    peak_jobs = peak_bytes = 0
+    started = time.perf_counter()
+    for i in range(cycles):
+        token, info = service.create(body)
+        service.delete(info.job_id, Credential(token))
+        now[0] += 0.1
+        if i % 100 == 99:
+            service.sweep()
+            peak_jobs, peak_bytes = max(peak_jobs, len(store)), max(peak_bytes, store.nbytes)
+    elapsed = time.perf_counter() - started
+    held_jobs = len(store)
+    now[0] += 61
+    service.sweep()
+    return {
+        "cycles": cycles,
+        "retention_s": 60.0,
+        "cycles_per_simulated_s": 10,
+        "peak_jobs_held": peak_jobs,
+        "peak_kib_held": round(peak_bytes / 1024),
+        "jobs_held_at_end": held_jobs,
+        "jobs_held_after_retention": len(store),
+        "rss_growth_mib": round((psutil.Process().memory_info().rss - rss_before) / 2**20, 1),
+        "wall_s": round(elapsed, 1),
+    }
+
+
+FLOOD = """
+import sys, time, httpx
+url, report_path, token, seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+body = b'{"worker_id":"w","lease_epoch":1,"losses":[' + b"0.5, " * 1599987 + b"0.5]}"
+headers = {"Authorization": "Bearer " + token, "content-type": "application/json"}
+statuses = []
+with httpx.Client(base_url=url, timeout=30.0) as http:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for path in (report_path, "/v1/jobs"):
+            statuses.append(http.post(path, content=body, headers=headers).status_code)
+print(" ".join(map(str, statuses)))
+"""
+
+
+def probe(http: httpx.Client, seconds: float) -> list[float]:
+    out = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        started = time.perf_counter()
+        http.get("/healthz")
+        out.append(time.perf_counter() - started)
+        time.sleep(0.01)
+    return out
+
+
+def large_bodies(url: str, seconds: float) -> dict[str, Any]:
+    config = {"min_lr": 1e-4, "max_lr": 1.0, "total_steps": 160, **SMALL}
+    created = httpx.post(f"{url}/v1/jobs", json={"config": config}).json()
+    token, job = created["token"], created["job_id"]
+    auth = {"Authorization": f"Bearer {token}", "content-type": "application/json"}
+    seg = httpx.post(f"{url}/v1/jobs/{job}/lease", json={"worker_id": "w"}, headers=auth).json()
+    path = f"/v1/jobs/{job}/segments/{seg['segment_id']}/report"
+    million = json.dumps({"worker_id": "w", "lease_epoch": seg["lease_epoch"], "losses": [0.5] * 10**6}).encode()
+    with httpx.Client(base_url=url, timeout=30.0) as http:
+        http.get("/healthz")
+        idle = probe(http, seconds)
+        flood = subprocess.Popen(
+            [sys.executable, "-c", FLOOD, url, path, token, str(seconds + 0.5)], stdout=subprocess.PIPE
+        )
+        time.sleep(0.3)
+        loaded = probe(http, seconds)
+        statuses = [int(s) for s in flood.communicate(timeout=120)[0].split()]
+        refusals = []
+        for _ in range(7):
+            started = time.perf_counter()
+            resp = http.post(path, content=million, headers=auth)
+            refusals.append(time.perf_counter() - started)
+            assert resp.status_code == 422, resp.text
+
+    def q(xs: list[float], p: int) -> float:
+        return round(1000 * statistics.quantiles(xs, n=100, method="inclusive")[p - 1], 2)
+
+    return {
+        "healthz_idle_p50_ms": q(idle, 50),
+        "healthz_idle_p99_ms": q(idle, 99),
+        "healthz_p50_ms": q(loaded, 50),
+        "healthz_p99_ms": q(loaded, 99),
+        "healthz_max_ms": round(1000 * max(loaded), 1),
+        "healthz_probes_idle_loaded": [len(idle), len(loaded)],
+        "bodies_8mb": len(statuses),
+        "body_statuses": sorted(set(statuses)),
+        "refuse_1e6_losses_median_ms": round(1000 * statistics.median(refusals), 1),
+        "report_bytes_1e6_losses": len(million),
+    }
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "load_average_1_5_15": [round(v, 2) for v in os.getloadavg()],
+    }
+
+
+FAULTS = ("service_stopped", "final_flush", "poison", "large_bodies", "redis_stopped", "create_delete")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--fault-s", type=float, default=3.0, help="how long each SIGSTOP lasts")
+    ap.add_argument("--cycles", type=int, default=10_000, help="job create/delete cycles")
+    ap.add_argument("--probe-s", type=float, default=4.0, help="seconds of /healthz probing, idle and under load")
+    ap.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated subset of {', '.join(FAULTS)}")
+    ap.add_argument("--out", type=Path, default=RESULTS / "reliability_faults.json", help="where the JSON goes")
+    args = ap.parse_args()
+    chosen = [f for f in FAULTS if f in args.faults.split(",")]
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(1)
+    tmp = Path(tempfile.mkdtemp(prefix="lrtune-faults-"))
+    command = " ".join(["python -m benchmarks.reliability_faults", *sys.argv[1:]])
+    results: dict[str, Any] = {"machine_before": machine(), "command": command}
+    if {"service_stopped", "final_flush", "poison", "large_bodies"} & set(chosen):
+        embedded = Server({REDIS_URL_ENV: ""}, tmp)
+        try:
+            if "service_stopped" in chosen:
+                print("service SIGSTOPped ...", flush=True)
+                results["service_stopped"] = timed_run(embedded.url, 200, embedded.proc, 10, args.fault_s)
+            if "final_flush" in chosen:
+                print("final flush with the service hung ...", flush=True)
+                results["final_flush"] = timed_run(embedded.url, 80, embedded.proc, 79, args.fault_s, resume=False)
+            if "poison" in chosen:
+                print("poisoned reports ...", flush=True)
+                results["poison"] = poison(embedded.url)
+            if "large_bodies" in chosen:
+                print("8 MB bodies ...", flush=True)
+                results["large_bodies"] = large_bodies(embedded.url, args.probe_s)
+        finally:
+            embedded.stop()
+    if "redis_stopped" in chosen:
+        store = Redis(tmp)
+        on_redis = Server({REDIS_URL_ENV: store.url, REDIS_PREFIX_ENV: "faults"}, tmp)
+        try:
+            print("Redis SIGSTOPped ...", flush=True)
+            results["redis_stopped"] = timed_run(on_redis.url, 200, store.proc, 10, args.fault_s)
+        finally:
+            on_redis.stop()
+            store.stop()
+    if "create_delete" in chosen:
+        print("create/delete cycles ...", flush=True)
+        results["create_delete"] = create_delete(args.cycles)
+    results["machine_after"] = machine()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print("\n| fault | figure |\n|---|---|")
+    for name, value in summary(results, args.fault_s):
+        print(f"| {name} | {value} |")
+    print(f"\nmachine: {results['machine_before']}")
+    print(f"wrote {args.out}")
+
+
+def summary(results: dict[str, Any], fault_s: float) -> list[tuple[str, str]]:
+    """One line per fault that ran."""
+    rows = []
+    for key, what in (("service_stopped", "service"), ("redis_stopped", "Redis")):
+        if key in results:
+            rows.append((f"longest callback call, {what} SIGSTOPped", f"{results[key]['longest_step_call_s']} s"))
+    if "final_flush" in results:
+        rows.append(("on_train_end with the service hung", f"{results['final_flush']['on_train_end_s']} s"))
+    if "poison" in results:
+        p = results["poison"].values()
+        errors, refused = sum(x["server_errors"] for x in p), sum(x["later_valid_refused"] for x in p)
+        ok = sum(x["later_valid_ok"] for x in p)
+        rows.append(("poisoned reports: 5xx / later valid reports taken / refused", f"{errors} / {ok} / {refused}"))
+    if "create_delete" in results:
+        c = results["create_delete"]
+        rows.append(
+            (
+                f"store after {c['cycles']} create/delete cycles",
+                f"peak {c['peak_jobs_held']} jobs, {c['peak_kib_held']} KiB; {c['jobs_held_after_retention']} after",
+            )
+        )
+    if "large_bodies" in results:
+        b = results["large_bodies"]
+        rows.append(("/healthz p99 idle / under 8 MB bodies", f"{b['healthz_idle_p99_ms']} / {b['healthz_p99_ms']} ms"))
+        rows.append(("refusing a 10^6-loss report", f"{b['refuse_1e6_losses_median_ms']} ms"))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
