@@ -18,15 +18,14 @@ LR_RANGE = (1e-5, 1e-1)
 WARMUP_SHARE = 0.05
 GRID_PEAKS = [float(v) for v in torch.logspace(-4.5, -1.5, 8)]  # 3.2e-5 .. 3.2e-2, AdamW peak LRs
 GRID_SHAPES = ("cosine", "linear", "wsd")
+# One switch flipped at a time, on the default preset (the planner).
 ABLATIONS: dict[str, dict[str, Any]] = {
-    "no-forecast-noise": {"noise_from_forecast": False},
-    "no-carry": {"carry_observations": False},
-    "no-keep-winner": {"keep_winner": False},
+    "no-replan": {"replan": False},
+    "later-searches": {"later_searches": True},
+    "tied-kernel": {"tied_kernel": True},
+    "plan-cosine": {"plan_shape": "cosine"},
     "no-divergence-guard": {"divergence_guard": False},
     "no-batch-replay": {"replay_batches": False},
-    "no-power-law": {"power_law": False},
-    "no-anneal": {"anneal_fraction": 0.0},
-    "no-explore-cap": {"explore_cap": 1.0},
     "no-lr-sweep": {"sweep_fraction": 0.0},
     "no-cooldown-probe": {"probe_fraction": 0.0},
 }
@@ -76,6 +75,7 @@ def all_methods(ablations: bool = True) -> list[Method]:
         Method("prodigy-cosine", "lr-free", optimizer="prodigy"),
         Method("range-test-cosine", "range-test"),
         Method("lrtune-paper", "lrtune", tuner=paper_config()),
+        Method("lrtune-greedy", "lrtune", tuner=lrtune_config(preset="greedy")),
         Method("lrtune-default", "lrtune", tuner=lrtune_config()),
     ]
     for shape in GRID_SHAPES:

@@ -161,17 +161,21 @@ def run_tuner(land: Landscape, total: int, seed: int, preset: str, **switches: A
 
     Returns:
         ``final`` (expected loss of the final weights), ``steps`` run, ``wasted`` (rolled-back share),
-        ``stages`` (searches), ``wall_s`` and ``tuner_s`` (seconds inside the tuner).
+        ``stages`` (searches), ``wall_s``, ``tuner_s`` (seconds inside the tuner) and ``reports`` (for each report:
+        segments reported before it, the segment's phase, milliseconds the report took).
     """
     from tuner import Tuner, TunerConfig
 
     rng = np.random.default_rng(seed)
+    if preset == "paper":
+        switches = {"objective": "train", **switches}  # the worker here measures no validation loss
     tuner = Tuner(TunerConfig(min_lr=LR_RANGE[0], max_lr=LR_RANGE[1], total_steps=total, preset=preset,  # type: ignore[arg-type]
                               seed=seed, **switches))
     m = land.start()
     snaps: dict[str, NDArray[np.float64]] = {}
     seg = tuner.next_segment()
     steps_run, inside = 0, 0.0
+    reports: list[tuple[int, str, float]] = []
     started = time.perf_counter()
     h = land.h
     while not seg.done:
@@ -196,8 +200,11 @@ def run_tuner(land: Landscape, total: int, seed: int, preset: str, **switches: A
         if seg.keep is not None:
             snaps[seg.keep] = m.copy()
         t0 = time.perf_counter()
+        phase = seg.phase
         seg = tuner.report(seg.segment_id, losses)
-        inside += time.perf_counter() - t0
+        took = time.perf_counter() - t0
+        inside += took
+        reports.append((len(reports), phase, took * 1000))
     sched = tuner.schedule()
     return {
         "final": float(land.loss(m)),
@@ -208,6 +215,7 @@ def run_tuner(land: Landscape, total: int, seed: int, preset: str, **switches: A
         "wall_s": time.perf_counter() - started,
         "tuner_s": inside,
         "export": copy.deepcopy(tuner.export()),
+        "reports": reports,
     }
 
 
@@ -251,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
                     r = run_tuner(land, total, seed, preset, **switches)
                     r["ratio"] = r["final"] / opt
                     r.pop("export")
+                    r.pop("reports")
                     runs.append(r)
                     print(f"  {preset} seed {seed}: {r['ratio']:.3f}x, rolled back {r['wasted']:.1%}, searches "
                           f"{len(r['stages'])}, tuner {r['tuner_s']:.1f} s of {r['wall_s']:.1f} s", flush=True)

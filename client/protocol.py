@@ -55,7 +55,7 @@ class JobConfig(BaseModel):
     min_lr: float = Field(gt=0, description="Lower bound of the LR search range.")
     max_lr: float = Field(gt=0, description="Upper bound of the LR search range.")
     total_steps: int = Field(gt=0, le=10**9, description="Gradient-step budget, exploration included.")
-    preset: Literal["default", "paper"] = "default"
+    preset: Literal["default", "greedy", "paper"] = "default"
     strategy: Literal["autolrs", "constant", "cosine", "linear", "wsd", "rex"] = "autolrs"
     seed: int = Field(default=0, ge=0, lt=2**63)
     tau: int | None = Field(default=None, ge=1, le=10**9, description="First stage length in steps.")
@@ -85,6 +85,14 @@ class JobConfig(BaseModel):
     probe_fraction: float | None = Field(
         default=None, ge=0, le=2, description="Cooldown probe length as a fraction of a candidate's steps."
     )
+    replan: bool | None = Field(default=None, description="Re-plan after every training segment (default preset).")
+    later_searches: bool | None = Field(default=None, description="Search again when the model says it pays.")
+    tied_kernel: bool | None = Field(default=None, description="Tie the loss model's noise response to its progress.")
+    plan_shape: Literal["free", "cosine"] | None = Field(default=None, description="Shapes a plan may take.")
+    model_window: float | None = Field(
+        default=None, ge=1.5, le=1e6, description="Fit only losses below this factor times the lowest one."
+    )
+    plan_pieces: int | None = Field(default=None, ge=2, le=64, description="Knots of a plan.")
 
 
 class JobCreate(BaseModel):

@@ -76,7 +76,12 @@ class TunerConfig:
             small LR gets no free "annealing bonus" over a larger one. 0 turns it off.
         replan: ``default`` preset: refit the loss model and re-plan after every training segment (else the plan
             changes only after a search).
-        later_searches: ``default`` preset: search again after the first search whenever the model says it pays.
+        later_searches: ``default`` preset: search again after the first search whenever the model says it pays
+            (with ``k_warm`` candidates: by default only the incumbent and its cooldown probe, which shows how
+            much of the loss is LR noise that a decay would remove). Off by default: on the noisy quadratic it
+            cost more than it gained (see ``benchmarks/results/nqm.md``).
+        tied_kernel: ``default`` preset: the loss model's noise response shares the progress term's kernel
+            (exact on a noisy quadratic at small LRs; two fewer parameters). Off by default.
         plan_shape: ``default`` preset: ``"free"`` plans any non-increasing LR curve, ``"cosine"`` only a cosine
             (from the best peak to ``min_lr``).
         model_window: ``default`` preset: the loss model fits only losses below this factor times the lowest one
@@ -117,6 +122,7 @@ class TunerConfig:
     probe_fraction: float | None = None
     replan: bool | None = None
     later_searches: bool | None = None
+    tied_kernel: bool | None = None
     plan_shape: PlanShape | None = None
     model_window: float | None = None
     plan_pieces: int | None = None
@@ -230,6 +236,7 @@ def _validate(c: TunerConfig) -> None:
         "power_law",
         "replan",
         "later_searches",
+        "tied_kernel",
     )
     for name in flags:
         v = getattr(c, name)
@@ -276,6 +283,7 @@ class Settings:
     planner: bool = False
     replan: bool = False
     later_searches: bool = False
+    tied_kernel: bool = False
     plan_shape: str = "free"
     model_window: float = 10.0
     plan_pieces: int = 12
@@ -325,7 +333,7 @@ def resolve(config: TunerConfig) -> Settings:
         tau_max = c.tau_max or 8 * tau
     tau_max = max(tau_max, tau)
     k = c.k or (10 if paper else 3 if plan else 6)
-    k_warm = c.k_warm or (k if paper else min(k, 4))
+    k_warm = c.k_warm or (k if paper else 1 if plan else min(k, 4))
     max_segment_steps = c.max_segment_steps or max(50, math.ceil(total / 64))
     return Settings(
         min_lr=float(c.min_lr),
@@ -362,7 +370,8 @@ def resolve(config: TunerConfig) -> Settings:
         probe_fraction=float(c.probe_fraction if c.probe_fraction is not None else (0.0 if paper else 0.5)),
         planner=plan,
         replan=_flag(c.replan, plan),
-        later_searches=_flag(c.later_searches, plan),
+        later_searches=_flag(c.later_searches, False),
+        tied_kernel=_flag(c.tied_kernel, False),
         plan_shape=c.plan_shape or "free",
         model_window=float(c.model_window if c.model_window is not None else 10.0),
         plan_pieces=c.plan_pieces or 12,

@@ -4,11 +4,11 @@ The model is a response to the LR trajectory in *area* coordinates (``S(t) = sum
 before t``), in the spirit of the multi-power law (Luo et al. 2025) and the LR-annealing scaling law (Tissue et
 al. 2024), but symmetric in LR changes::
 
-    L(t) = L0 + A * (S(t) + S_W)^(-alpha) + B * sum_k (lr_k - lr_{k-1}) * G(S(t) - S(s_k))
+    L(t) = L0 + A * (1 + S(t) / S_W)^(-alpha) + B * sum_k (lr_k - lr_{k-1}) * G(S(t) - S(s_k))
     G(x) = 1 - (1 + C x)^(-beta)
 
 * the first term is the floor, the second the progress that any LR makes per unit of area (a larger LR makes
-  more area per step);
+  more area per step): a power law of the area, which with a large ``alpha`` and ``S_W`` becomes an exponential;
 * the third is the LR's *noise level*: every change of the LR at step ``s_k`` (from ``lr_{k-1}``; the LR before
   step 0 counts as 0) moves the loss by ``B`` times the change, saturating in area after the change. A decay buys
   a drop of the loss, a rise costs one. At a constant LR the loss tends to ``L0 + B * lr``: the noise floor of
@@ -37,14 +37,17 @@ from scipy.optimize import least_squares, nnls
 
 _Z90 = 1.6448536269514722
 #: Bounds of the shape parameters: alpha, log10(S_W / area scale), log10(C * area scale), beta.
-_LOWER = np.array([0.05, -5.0, -2.0, 0.1])
-_UPPER = np.array([8.0, 1.5, 4.0, 3.0])
+_LOWER = np.array([0.05, -5.0, 0.0, 0.1])
+_UPPER = np.array([40.0, 3.0, 4.0, 3.0])
 _STARTS = (
     np.array([0.5, -2.0, 1.0, 0.7]),
     np.array([1.0, -3.0, 2.0, 0.5]),
-    np.array([0.3, -1.0, 0.0, 1.5]),
+    np.array([0.3, -1.0, 0.5, 1.5]),
 )
+_TIED_STARTS = (np.array([0.5, -2.0]), np.array([2.0, -1.0]), np.array([10.0, 0.0]))
 _MIN_POINTS = 8  # fewer binned observations than this: the model cannot tell yet
+#: Relative uncertainty a prediction gains per decade of LR change and per e-fold of area beyond the data.
+EXTRAPOLATION = 0.1
 _MAX_PIECES_PER_RUN = 8  # a varying LR is cut into at most this many constant pieces
 _QUANTUM = 0.1  # relative LR change below which the model carries a change instead of adding a change point
 _POINTS_PER_RUN = 8  # binned losses per run the fit uses
@@ -73,9 +76,9 @@ class Params:
 
     Attributes:
         l0: Floor of the loss, in loss units.
-        a: Progress amplitude, in loss units times area^alpha.
+        a: Progress amplitude (the progress term at area 0), in loss units.
         alpha: Progress exponent.
-        s_w: Area offset of the progress term, in LR x steps.
+        s_w: Area scale of the progress term, in LR x steps.
         b: Noise level per unit of LR, in loss units per LR unit.
         c: Rate of the noise response, per unit of area.
         beta: Exponent of the noise response.
@@ -105,6 +108,7 @@ class Fit:
         rel_noise: Standard deviation of the relative residuals of the fit.
         points: Observations the fit used.
         loss_floor: Lowest value the loss can take, or None.
+        tied: The noise response shares the progress term's kernel (``C = 1 / S_W``, ``beta = alpha``).
     """
 
     params: Params
@@ -112,6 +116,7 @@ class Fit:
     rel_noise: float
     points: int
     loss_floor: float | None
+    tied: bool = False
 
     def to_dict(self) -> dict[str, object]:
         """JSON-safe summary (no covariance)."""
@@ -132,6 +137,8 @@ class _Design:
     y: NDArray[np.float64]  # (N,) observed mean loss
     weight: NDArray[np.float64]  # (N,) relative weight (bin size)
     scale: float  # area scale
+    run: NDArray[np.int64] | None = None  # (N,) run of each observation
+    centre: NDArray[np.float64] | None = None  # (N,) step of each observation within its run
 
 
 def _pieces(lrs: Sequence[float] | NDArray[np.float64]) -> list[tuple[int, int, float]]:
@@ -250,7 +257,18 @@ def _design(runs: Sequence[Run]) -> _Design:
         y=np.array(o_y, dtype=float),
         weight=np.sqrt(weight / max(weight.mean(), 1e-12)) if len(weight) else weight,
         scale=scale,
+        run=orun,
+        centre=np.array(o_centre, dtype=float),
     )
+
+
+def fitted(p: Params, runs: Sequence[Run]) -> list[tuple[int, float, float]]:
+    """The model's loss at every finite observation of the runs: ``(run, step within the run, loss)``."""
+    d = _design(runs)
+    if not len(d.y) or d.run is None or d.centre is None:
+        return []
+    pred = _predict_design(d, p)
+    return [(int(r), float(c), float(v)) for r, c, v in zip(d.run, d.centre, pred, strict=True)]
 
 
 # ---------------------------------------------------------------------- the model
@@ -270,7 +288,7 @@ def _features(d: _Design, shape: NDArray[np.float64]) -> NDArray[np.float64]:
     c = 10.0**log_c / d.scale
     gap = np.where(d.mask, d.obs_area[:, None] - d.area_at[None, :], np.nan)
     noise = _noise_response(d.dlr, gap, c, beta) if d.dlr.size else np.zeros(len(d.y))
-    return np.stack([np.ones(len(d.y)), np.power(d.obs_area + s_w, -alpha), noise], axis=1)
+    return np.stack([np.ones(len(d.y)), np.power(1.0 + d.obs_area / s_w, -alpha), noise], axis=1)
 
 
 def _solve_linear(
@@ -289,6 +307,7 @@ def fit(
     loss_floor: float | None = 0.0,
     window: float | None = None,
     start: Params | None = None,
+    tied: bool = False,
 ) -> Fit | None:
     """Fit the loss model to the runs.
 
@@ -297,6 +316,10 @@ def fit(
         loss_floor: Lowest value the loss can take (``L0`` is kept at or above it), or None.
         window: Leave out observations above this factor times the lowest observed loss (None: use all).
         start: A previous fit's parameters: one short search from there replaces the multi-start search.
+        tied: Tie the noise response to the progress kernel: ``G(x) = 1 - (1 + x / S_W)^-alpha``. In a linear
+            picture of training (exact on a noisy quadratic) the loss relaxes after an LR change through the same
+            spectrum that sets its progress, so the well-observed progress tells how slowly a decay pays off,
+            which short cooldown probes alone cannot. Two shape parameters instead of four.
 
     Returns:
         The fit, or None when the runs hold too few finite observations to tell anything yet.
@@ -308,23 +331,31 @@ def fit(
     if len(d.y) < _MIN_POINTS or float(np.ptp(d.y)) <= 0.0:
         return None
 
-    def residual(shape: NDArray[np.float64]) -> NDArray[np.float64]:
-        _, r = _solve_linear(_features(d, shape), d.y, d.weight, loss_floor)
+    def full(v: NDArray[np.float64]) -> NDArray[np.float64]:
+        return np.array([v[0], v[1], -v[1], v[0]]) if tied else v
+
+    def residual(v: NDArray[np.float64]) -> NDArray[np.float64]:
+        _, r = _solve_linear(_features(d, full(v)), d.y, d.weight, loss_floor)
         return r
 
+    lower, upper = (_LOWER[:2], _UPPER[:2]) if tied else (_LOWER, _UPPER)
     best = None
-    starts: tuple[NDArray[np.float64], ...] = _STARTS
+    starts: tuple[NDArray[np.float64], ...] = _TIED_STARTS if tied else _STARTS
     if start is not None:
         x0 = np.array([start.alpha, math.log10(start.s_w / d.scale), math.log10(start.c * d.scale), start.beta])
-        starts = (np.clip(x0, _LOWER + 1e-9, _UPPER - 1e-9),)
+        starts = (np.clip(x0[:2] if tied else x0, lower + 1e-9, upper - 1e-9),)
     for x0 in starts:
         res = least_squares(
-            residual, x0, bounds=(_LOWER, _UPPER), x_scale=[0.3, 1.0, 1.0, 0.3], max_nfev=25 if start else 60
+            residual,
+            x0,
+            bounds=(lower, upper),
+            x_scale=[0.3, 1.0] if tied else [0.3, 1.0, 1.0, 0.3],
+            max_nfev=25 if start else 60,
         )
         if best is None or res.cost < best.cost:
             best = res
     assert best is not None
-    shape = best.x
+    shape = full(best.x)
     lin, resid = _solve_linear(_features(d, shape), d.y, d.weight, loss_floor)
     params = Params(
         l0=float(lin[0]),
@@ -337,8 +368,8 @@ def fit(
     )
     dof = max(len(d.y) - 7, 1)
     rel_noise = float(math.sqrt(float(resid @ resid) / dof))
-    cov = _covariance(d, params, rel_noise)
-    return Fit(params=params, cov=cov, rel_noise=rel_noise, points=len(d.y), loss_floor=loss_floor)
+    cov = _covariance(d, params, rel_noise, tied)
+    return Fit(params=params, cov=cov, rel_noise=rel_noise, points=len(d.y), loss_floor=loss_floor, tied=tied)
 
 
 def _unconstrained(p: Params) -> NDArray[np.float64]:
@@ -347,29 +378,30 @@ def _unconstrained(p: Params) -> NDArray[np.float64]:
     )
 
 
-def _constrained(u: NDArray[np.float64]) -> Params:
+def _constrained(u: NDArray[np.float64], tied: bool = False) -> Params:
     return Params(
         l0=float(u[0]),
         a=float(math.exp(u[1])),
         alpha=float(u[2]),
         s_w=float(math.exp(u[3])),
         b=float(math.exp(u[4])),
-        c=float(math.exp(u[5])),
-        beta=float(u[6]),
+        c=float(math.exp(-u[3]) if tied else math.exp(u[5])),
+        beta=float(u[2] if tied else u[6]),
     )
 
 
 def _predict_design(d: _Design, p: Params) -> NDArray[np.float64]:
     gap = np.where(d.mask, d.obs_area[:, None] - d.area_at[None, :], np.nan)
     noise = _noise_response(d.dlr, gap, p.c, p.beta) if d.dlr.size else np.zeros(len(d.y))
-    return np.asarray(p.l0 + p.a * np.power(d.obs_area + p.s_w, -p.alpha) + p.b * noise, dtype=float)
+    return np.asarray(p.l0 + p.a * np.power(1.0 + d.obs_area / p.s_w, -p.alpha) + p.b * noise, dtype=float)
 
 
-def _covariance(d: _Design, p: Params, rel_noise: float) -> NDArray[np.float64] | None:
+def _covariance(d: _Design, p: Params, rel_noise: float, tied: bool = False) -> NDArray[np.float64] | None:
     """Gauss-Newton covariance of the unconstrained parameters from the relative residuals."""
     u0 = _unconstrained(p)
-    # A parameter at zero (A or B) is held there: its log has no finite neighbourhood.
-    free = np.array([True, p.a > 1e-200, True, True, p.b > 1e-200, p.b > 1e-200, p.b > 1e-200])
+    # A parameter at zero (A or B) is held there: its log has no finite neighbourhood. Tied ones follow others.
+    noise_shape = p.b > 1e-200 and not tied
+    free = np.array([True, p.a > 1e-200, True, True, p.b > 1e-200, noise_shape, noise_shape])
     rel = d.weight / np.maximum(np.abs(d.y), 1e-12)
     base = _predict_design(d, p) * rel
     cols = []
@@ -380,7 +412,7 @@ def _covariance(d: _Design, p: Params, rel_noise: float) -> NDArray[np.float64] 
         h = 1e-4 * max(1.0, abs(u0[j])) if j != 0 else 1e-4 * max(abs(p.l0), float(np.abs(d.y).mean()) * 1e-3, 1e-12)
         u = u0.copy()
         u[j] += h
-        cols.append((_predict_design(d, _constrained(u)) * rel - base) / h)
+        cols.append((_predict_design(d, _constrained(u, tied)) * rel - base) / h)
     jac = np.stack(cols, axis=1)
     jtj = jac.T @ jac
     idx = np.flatnonzero(free)
@@ -406,13 +438,15 @@ class History:
         dlr: Shape (K,). LR changes.
         area_at: Shape (K,). Area before each change, in LR x steps.
         area: Area at the end of the history.
-        lr: LR of the last step (0 for an empty history).
+        lr: LR the model holds at the end (the last step's LR up to the change hysteresis; 0 when empty).
+        last_lr: The last step's exact LR (0 when empty).
     """
 
     dlr: NDArray[np.float64]
     area_at: NDArray[np.float64]
     area: float
     lr: float
+    last_lr: float = 0.0
 
     @classmethod
     def of(cls, chunks: Sequence[Sequence[float] | NDArray[np.float64]]) -> History:
@@ -424,15 +458,17 @@ class History:
         """
         dlr: list[float] = []
         at: list[float] = []
-        held, area = 0.0, 0.0
+        held, area, last = 0.0, 0.0, 0.0
         for chunk in chunks:
             arr = np.asarray(chunk, dtype=float)
+            if not arr.size:
+                continue
             cum = np.concatenate([[0.0], np.cumsum(arr)]) + area
             changes, held = _changes(_pieces(arr), cum, held)
             dlr += [c[1] for c in changes]
             at += [c[2] for c in changes]
-            area = float(cum[-1])
-        return cls(np.array(dlr), np.array(at), area, held)
+            area, last = float(cum[-1]), float(arr[-1])
+        return cls(np.array(dlr), np.array(at), area, held, last)
 
     def extend(self, steps: NDArray[np.float64], lrs: NDArray[np.float64]) -> History:
         """This history followed by constant pieces of ``steps`` steps at ``lrs`` (both shape (P,))."""
@@ -444,6 +480,7 @@ class History:
             np.concatenate([self.area_at, areas[keep]]),
             self.area + float(np.sum(steps * lrs)),
             float(lrs[-1]) if len(lrs) else self.lr,
+            float(lrs[-1]) if len(lrs) else self.last_lr,
         )
 
 
@@ -451,7 +488,7 @@ def loss_at_end(p: Params, history: History) -> float:
     """The model's loss at the end of a history (noise-free)."""
     gap = history.area - history.area_at
     g = 1.0 - np.power(1.0 + p.c * np.maximum(gap, 0.0), -p.beta)
-    return float(p.l0 + p.a * (history.area + p.s_w) ** -p.alpha + p.b * float(g @ history.dlr))
+    return float(p.l0 + p.a * (1.0 + history.area / p.s_w) ** -p.alpha + p.b * float(g @ history.dlr))
 
 
 def final_losses(
@@ -477,7 +514,7 @@ def final_losses(
     g_new = 1.0 - np.power(1.0 + p.c * np.maximum(total[:, None] - start, 0.0), -p.beta)
     g_old = 1.0 - np.power(1.0 + p.c * np.maximum(total[:, None] - history.area_at[None, :], 0.0), -p.beta)
     noise = (g_old @ history.dlr) + np.sum(g_new * dl, axis=1)
-    return np.asarray(p.l0 + p.a * np.power(total + p.s_w, -p.alpha) + p.b * noise, dtype=float)
+    return np.asarray(p.l0 + p.a * np.power(1.0 + total / p.s_w, -p.alpha) + p.b * noise, dtype=float)
 
 
 def curve(p: Params, history: History, steps: NDArray[np.float64], lrs: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -491,8 +528,11 @@ def curve(p: Params, history: History, steps: NDArray[np.float64], lrs: NDArray[
 def final_loss_std(f: Fit, history: History, steps: NDArray[np.float64], lrs: NDArray[np.float64]) -> float:
     """Standard deviation of the predicted final loss of one plan, from the parameters' covariance.
 
-    The lack of fit (``rel_noise`` of the fit times the prediction) is added: a model that misses its data by
-    some percent is not trusted to better than that.
+    Two terms are added to it: the lack of fit (``rel_noise`` of the fit times the prediction: a model that
+    misses its data by some percent is not trusted to better than that), and the risk of extrapolating
+    (``EXTRAPOLATION`` times the prediction, per decade between the LR the history ends at and the plan's final
+    LR, and per e-fold of new area): the parameters' covariance knows only the model's own family, not how far
+    the truth may leave it.
     """
     mean = float(final_losses(f.params, history, steps, lrs[None, :])[0])
     if f.cov is None:
@@ -505,9 +545,19 @@ def final_loss_std(f: Fit, history: History, steps: NDArray[np.float64], lrs: ND
         h = 1e-4 * max(1.0, abs(u0[j])) if j else 1e-4 * max(abs(f.params.l0), abs(mean) * 1e-3, 1e-12)
         u = u0.copy()
         u[j] += h
-        grad[j] = (float(final_losses(_constrained(u), history, steps, lrs[None, :])[0]) - mean) / h
-    var = float(grad @ f.cov @ grad) + (f.rel_noise * mean) ** 2
+        grad[j] = (float(final_losses(_constrained(u, f.tied), history, steps, lrs[None, :])[0]) - mean) / h
+    var = float(grad @ f.cov @ grad) + (f.rel_noise * mean) ** 2 + (_extrapolation(history, steps, lrs) * mean) ** 2
     return math.sqrt(max(var, 0.0))
+
+
+def _extrapolation(history: History, steps: NDArray[np.float64], lrs: NDArray[np.float64]) -> float:
+    """Relative model risk of a prediction: per decade of LR change and per e-fold of area beyond the data."""
+    if not len(lrs):
+        return 0.0
+    now = history.last_lr if history.last_lr > 0 else float(lrs[0])
+    decades = abs(math.log10(max(float(lrs[-1]), 1e-300) / max(now, 1e-300)))
+    new_area = float(np.sum(steps * lrs))
+    return EXTRAPOLATION * (decades + math.log1p(new_area / max(history.area, 1e-12)))
 
 
 def band90(mean: float, std: float, floor: float | None) -> tuple[float, float]:

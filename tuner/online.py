@@ -39,6 +39,7 @@ from tuner.lossmodel import Fit, History, Run
 from tuner.planner import Plan
 from tuner.segment import curve_lr
 
+_EDGE = 3.0  # candidates go no higher than the LR where the sweep's loss bottomed out, divided by this
 _UP, _DOWN = 3.0, 1.0 / 3.0  # the first stage's challengers, relative to the incumbent, before a model exists
 _LCB = 1.0  # standard deviations subtracted from a candidate's predicted final loss when proposing
 _PROPOSALS = 25  # LRs the proposal scores
@@ -55,6 +56,7 @@ class Knobs:
         replan: Re-plan after every training segment (else only after a search).
         search: Search beyond the first stage when it pays.
         free_shape: Plans of any non-increasing shape (else only a cosine from the plan's first LR).
+        tied: The loss model's noise response shares its progress kernel (see :func:`tuner.lossmodel.fit`).
     """
 
     window: float
@@ -62,6 +64,7 @@ class Knobs:
     replan: bool
     search: bool
     free_shape: bool
+    tied: bool = False
 
 
 def record_lrs(rec: dict[str, Any]) -> NDArray[np.float64]:
@@ -122,7 +125,7 @@ def fit_model(
 ) -> Fit | None:
     """Fit the loss model to every reported segment (None while it cannot tell yet)."""
     runs, _ = runs_of(records, objective)
-    return lossmodel.fit(runs, loss_floor=floor, window=knobs.window, start=start)
+    return lossmodel.fit(runs, loss_floor=floor, window=knobs.window, start=start, tied=knobs.tied)
 
 
 def best_plan(
@@ -237,7 +240,9 @@ class OnlinePlanning:
 
     def _knobs(self) -> Knobs:
         st = self.settings
-        return Knobs(st.model_window, st.plan_pieces, st.replan, st.later_searches, st.plan_shape == "free")
+        return Knobs(
+            st.model_window, st.plan_pieces, st.replan, st.later_searches, st.plan_shape == "free", st.tied_kernel
+        )
 
     def _online(self) -> dict[str, Any]:
         """The planner's state, created on first use (after the sweep and the warmup)."""
@@ -245,13 +250,17 @@ class OnlinePlanning:
         if o is None:
             st = self.settings
             sweep = self._s.get("sweep")
-            cap = st.max_lr
+            cap = edge = st.max_lr
             if sweep is not None and sweep["lr"] is not None:
-                # Stay a safe factor below the LR where the sweep's loss bottomed out (ten times its suggestion).
-                cap = min(st.max_lr, max(st.min_lr, float(sweep["lr"]) * 10.0 / 3.0))
+                # Plan a safe factor below the LR where the sweep's loss bottomed out (ten times its suggestion);
+                # candidates may go up to that LR itself, where the divergence guard watches them.
+                bottom = min(st.max_lr, max(st.min_lr, float(sweep["lr"]) * 10.0))
+                edge = min(bottom, max(st.min_lr, bottom / _EDGE))
+                cap = min(edge, max(st.min_lr, bottom / 3.0))
             o = {
                 "plan": None,
                 "cap": cap,
+                "edge": edge,
                 "next_search": int(self._s["step"]) + st.tau,
                 "spacing": st.tau,
                 "fit": None,
@@ -259,8 +268,13 @@ class OnlinePlanning:
             self._s["online"] = o
         return o
 
-    def _model(self) -> Fit | None:
-        """The loss model fitted to every reported segment (remembered per number of reports, never stored)."""
+    def _model(self, record: bool = True) -> Fit | None:
+        """The loss model fitted to every reported segment (remembered per number of reports, never stored).
+
+        Args:
+            record: Keep the fit's parameters in the state (the next fit starts from them). Views pass False, so
+                that reading a job never changes what it does next.
+        """
         n = len(self._s["segments"])
         memo = getattr(self, "_model_memo", None)
         if memo is not None and memo[0] == n:
@@ -273,10 +287,22 @@ class OnlinePlanning:
         start = None
         if prev is not None and n % 8 != 0:
             start = lossmodel.Params(**prev["params"])
-        fit = fit_model(self._s["segments"], self._knobs(), st.loss_floor, "train", start)
+        fit = fit_model(self._s["segments"], self._knobs(), st.loss_floor, self._objective(), start)
+        if not record:
+            return fit
         self._model_memo = (n, fit)
         o["fit"] = None if fit is None else fit.to_dict()
         return fit
+
+    def _objective(self) -> str:
+        """What the plan minimises at the end of the budget: ``val`` loss when the job asks for it, else ``train``."""
+        return "val" if self.settings.objective == "val" else "train"
+
+    def _eval_every(self, steps: int) -> int | None:
+        """Validation cadence of a segment of ``steps`` steps (None when the objective is the training loss)."""
+        if self._objective() != "val":
+            return None
+        return max(1, steps // 4)
 
     def _history(self, segment_id: int | None) -> History:
         return History.of(path_lrs(self._s["segments"], segment_id))
@@ -288,11 +314,19 @@ class OnlinePlanning:
         fit = self._model()
         if fit is None or step >= st.total_steps:
             return None
-        plan = best_plan(
-            fit, self._history(self._s.get("line")), step, st.total_steps - step, st.min_lr, o["cap"], self._knobs()
-        )
+        history = self._history(self._s.get("line"))
+        plan = best_plan(fit, history, step, st.total_steps - step, st.min_lr, self._cap(history), self._knobs())
         o["plan"] = plan.to_dict()
+        o["plan_from"] = self._s.get("line")
         return plan
+
+    def _cap(self, history: History) -> float:
+        """Highest LR a plan from ``history`` may use: the stability cap, and once a search has chosen the LR
+        level, the LR the history ends at (a plan never rises again; only a search moves the LR up)."""
+        o = self._online()
+        if any(st.get("status") == "done" and st.get("winner") is not None for st in self._s["stages"]):
+            return min(float(o.get("edge", o["cap"])), max(history.last_lr, self.settings.min_lr))
+        return float(o["cap"])
 
     def _current_plan(self) -> Plan | None:
         o = self._online()
@@ -303,6 +337,61 @@ class OnlinePlanning:
         if plan is not None:
             return plan.lr_at(step)
         return min(self._start_lr(), self._online()["cap"])
+
+    # ------------------------------------------------------------------ views
+
+    def _plan_view(self, points: int = 32) -> dict[str, Any] | None:
+        """The current plan and the model behind it, for the schedule.
+
+        Returns:
+            None before a plan exists, else ``start``, ``end`` and ``lr`` (``[step, lr]`` pairs over the rest of
+            the budget), ``predicted`` (``[step, loss, lo90, hi90]`` of the model's loss under the plan),
+            ``fitted`` (``[step, loss]`` of the model along the kept line so far), ``final_loss``,
+            ``final_std``, ``band90`` and ``model`` (the fitted parameters).
+        """
+        o = self._s.get("online")
+        if not o or o.get("plan") is None:
+            return None
+        plan = Plan.from_dict(o["plan"])
+        steps = sorted({int(round(v)) for v in np.linspace(plan.start, max(plan.end - 1, plan.start), points)})
+        view: dict[str, Any] = {
+            "start": plan.start,
+            "end": plan.end,
+            "lr": [[s, plan.lr_at(s)] for s in steps],
+            "predicted": [],
+            "fitted": [],
+            "final_loss": plan.final_loss,
+            "final_std": plan.final_std,
+            "band90": None,
+            "model": o.get("fit"),
+        }
+        fit = self._model(record=False)
+        if fit is None:
+            return view
+        floor = self.settings.loss_floor
+        if plan.final_loss is not None and plan.final_std is not None:
+            view["band90"] = list(lossmodel.band90(plan.final_loss, plan.final_std, floor))
+        history = self._history(o.get("plan_from"))
+        seg_steps, lrs = plan.pieces()
+        ends = plan.start + np.cumsum(seg_steps)
+        for k in np.unique(np.linspace(0, len(seg_steps) - 1, min(points, len(seg_steps))).round().astype(int)):
+            mean = float(lossmodel.final_losses(fit.params, history, seg_steps[: k + 1], lrs[None, : k + 1])[0])
+            std = lossmodel.final_loss_std(fit, history, seg_steps[: k + 1], lrs[: k + 1])
+            lo, hi = lossmodel.band90(mean, std, floor)
+            view["predicted"].append([float(ends[k]), mean, lo, hi])
+        records = self._s["segments"]
+        runs, index = runs_of(records, self._objective())
+        on_line = set()
+        sid = o.get("plan_from")
+        by_id = {int(r["segment_id"]): r for r in records}
+        while sid is not None and sid in by_id:
+            on_line.add(index.get(sid))
+            sid = by_id[sid].get("parent")
+        starts = {index[int(r["segment_id"])]: int(r["start_step"]) for r in records if int(r["segment_id"]) in index}
+        view["fitted"] = [
+            [starts[r] + c, v] for r, c, v in lossmodel.fitted(fit.params, runs) if r in on_line
+        ]
+        return view
 
     # ------------------------------------------------------------------ segments
 
@@ -336,28 +425,45 @@ class OnlinePlanning:
         n = self._chunk(step, max(end, step + 1))
         lr0, lr1 = self._planned_lr(step), self._planned_lr(step + n)
         shape = "constant" if lr0 == lr1 else "exp"
-        return Segment(self._new_id(), "train", step, n, shape, lr0, lr1, 0.0, 1.0, stage=None)  # type: ignore[arg-type]
+        return Segment(
+            self._new_id(),
+            "train",
+            step,
+            n,
+            shape,  # type: ignore[arg-type]
+            lr0,
+            lr1,
+            0.0,
+            1.0,
+            eval_every=self._eval_every(n),
+        )
 
     def _searches_left(self) -> bool:
         st = self.settings
         return bool(st.later_searches or not self._s["stages"])
 
+    def _stage_k(self) -> int:
+        """Candidates of the next search: ``k`` for the first, ``k_warm`` (the incumbent and its probe) later."""
+        st = self.settings
+        return int(st.k if not self._s["stages"] else st.k_warm)
+
     def _stage_cost(self) -> tuple[int, int]:
-        """Steps per candidate and rolled-back steps of one search."""
+        """Steps per candidate and rolled-back steps of the next search."""
         st = self.settings
         n = max(st.min_candidate_steps, round(st.candidate_fraction * st.tau))
         probe = max(3, round(st.probe_fraction * n)) if st.probe_fraction > 0 else 0
-        return n, (st.k - 1) * n + probe
+        return n, (self._stage_k() - 1) * n + probe
 
     def _search_pays(self, step: int) -> bool:
         """Search now? Only with room under the cap and budget after it; later searches only when they pay."""
         st = self.settings
         n, wasted = self._stage_cost()
-        if st.k < 2 or not self._searches_left():
+        k = self._stage_k()
+        if not self._searches_left() or wasted == 0 or (k < 2 and not self._s["stages"]):
             return False
         if self._s["wasted_steps"] + wasted > st.explore_cap * st.total_steps + 1e-9:
             return False
-        if st.total_steps - step < st.k * n + wasted + 2 * n:
+        if st.total_steps - step < k * n + wasted + 2 * n:
             return False
         if not self._s["stages"]:
             return True
@@ -365,9 +471,8 @@ class OnlinePlanning:
         plan = self._current_plan()
         if fit is None or plan is None:
             return True
-        return exploration_pays(
-            fit, self._history(self._s.get("line")), plan, wasted, st.min_lr, self._online()["cap"], self._knobs()
-        )
+        history = self._history(self._s.get("line"))
+        return exploration_pays(fit, history, plan, wasted, st.min_lr, self._cap(history), self._knobs())
 
     def _online_stage(self, step: int) -> dict[str, Any]:
         st = self.settings
@@ -380,10 +485,10 @@ class OnlinePlanning:
             "kind": "plan",
             "tau": st.total_steps - step,
             "cand_steps": n,
-            "k": st.k,
+            "k": self._stage_k(),
             "warm": False,
             "incumbent_lr": incumbent,
-            "objective": "train",
+            "objective": self._objective(),
             "start_step": step,
             "start_loss": self._s["ref_loss"],
             "start_spread": self._s.get("ref_spread"),
@@ -424,9 +529,11 @@ class OnlinePlanning:
             plan = None
             if fit is not None:
                 rest = st.total_steps - step - n
-                plan = best_plan(fit, base.extend(np.array([float(n)]), np.array([stage["incumbent_lr"]])),
-                                 step + n, rest, st.min_lr, o["cap"], self._knobs())
-            lr = propose(fit, base, plan, stage["incumbent_lr"], [c["lr"] for c in cands], n, st.min_lr, o["cap"])
+                after = base.extend(np.array([float(n)]), np.array([stage["incumbent_lr"]]))
+                cap = min(o.get("edge", o["cap"]), after.last_lr)
+                plan = best_plan(fit, after, step + n, rest, st.min_lr, cap, self._knobs())
+            edge = o.get("edge", o["cap"])
+            lr = propose(fit, base, plan, stage["incumbent_lr"], [c["lr"] for c in cands], n, st.min_lr, edge)
         name = stage["snapshot"]
         keep = f"cand-{stage['index']}-{i}"
         start_loss = stage["start_loss"]
@@ -468,6 +575,7 @@ class OnlinePlanning:
             snapshot=name if i == 0 else None,
             keep=keep,
             abort_above=abort,
+            eval_every=self._eval_every(n),
             replay=st.replay_batches,
         )
 
@@ -483,9 +591,9 @@ class OnlinePlanning:
             if c["steps_run"] == 0 or c["diverged"]:
                 continue
             if fit is not None:
-                plan = best_plan(
-                    fit, self._history(c["segment_id"]), step, st.total_steps - step, st.min_lr, o["cap"], self._knobs()
-                )
+                history = self._history(c["segment_id"])
+                cap = min(o.get("edge", o["cap"]), history.last_lr)
+                plan = best_plan(fit, history, step, st.total_steps - step, st.min_lr, cap, self._knobs())
                 c["forecast"], c["std"] = plan.final_loss, plan.final_std
                 c["plan"] = plan.to_dict()
                 value = plan.final_loss if plan.final_loss is not None else math.inf
@@ -503,10 +611,12 @@ class OnlinePlanning:
             restore, winner_seg = best["kept"], best["segment_id"]
             if best.get("plan") is not None:
                 o["plan"] = best["plan"]
+                o["plan_from"] = winner_seg
         else:
             lowest = min(c["lr"] for c in stage["candidates"])
             stage["winner_lr"] = max(st.min_lr, lowest / 10)
             o["cap"] = min(o["cap"], lowest / 3)
+            o["edge"] = min(o.get("edge", o["cap"]), lowest)
             o["plan"] = None
         for rec in self._s["segments"]:
             if rec["segment_id"] in ids and rec["segment_id"] != winner_seg and not rec["rolled_back"]:

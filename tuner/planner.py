@@ -22,6 +22,10 @@ from tuner.lossmodel import History, Params, final_losses
 
 _GRID = 49  # log-LR values tried per knot
 _SWEEPS = 4  # coordinate-descent passes
+#: Every plan ends at least this factor below where it starts: a loss model fitted to stretches of constant LR can
+#: lose sight of what a decay buys (the noise level is then unidentifiable), and no schedule a user would run ends
+#: without one.
+MIN_DECAY = 10.0
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,8 @@ def optimize(
 ) -> Plan:
     """The non-increasing plan over ``steps`` steps that minimises the predicted final loss.
 
+    The plan ends at least ``MIN_DECAY`` times below its first LR (or at ``lr_min``).
+
     Args:
         params: Fitted loss model.
         history: The LR trajectory so far (of the state the plan continues).
@@ -132,6 +138,7 @@ def optimize(
     x = np.full(pieces, min(max(math.log(init), lo), hi))
     # Start from a decay over the plan: it is near the optimum for most landscapes and helps the descent.
     x = np.maximum(np.linspace(x[0], lo, pieces), lo)
+    decay = math.log(MIN_DECAY) if pieces > 1 else 0.0
 
     def evaluate(rows: NDArray[np.float64]) -> NDArray[np.float64]:
         seg_steps, lrs = _discretize(np.exp(rows), steps, 4)
@@ -143,6 +150,10 @@ def optimize(
         for i in range(pieces):
             upper = x[i - 1] if i > 0 else hi
             lower = x[i + 1] if i + 1 < pieces else lo
+            if i == pieces - 1 and i > 0:
+                upper = min(upper, max(x[0] - decay, lo))
+            if i == 0 and pieces > 1 and x[-1] > lo + 1e-12:
+                lower = max(lower, min(x[-1] + decay, hi))
             values = grid[(grid <= upper + 1e-12) & (grid >= lower - 1e-12)]
             if values.size == 0:
                 continue

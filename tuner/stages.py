@@ -47,6 +47,7 @@ _CARRY_NOISE = 1.0  # carried points get extra noise of this times their spread:
 _RECENT = 50  # losses of the kept trajectory remembered for the divergence guard's reference
 _SWEEP_DIVISOR = 10.0  # the sweep suggests its lowest-loss LR divided by this
 _SWEEP_HEADROOM = 3.0  # the first stage searches at least this factor below the sweep's lowest-loss LR
+_Z90 = 1.6448536269514722
 
 
 class Tuner(OnlinePlanning):
@@ -235,6 +236,7 @@ class Tuner(OnlinePlanning):
             "segments": _copy.deepcopy(s["segments"]),
             "stages": [_stage_summary(st) for st in s["stages"]],
             "sweep": _sweep_summary(s.get("sweep")),
+            "plan": self._plan_view() if self.settings.planner else None,
         }
 
     def export(self) -> dict[str, Any]:
@@ -268,7 +270,10 @@ class Tuner(OnlinePlanning):
         """Return the GP posterior over log10-LR for a stage (default: the latest with observations).
 
         Returns:
-            ``{"stage", "lr", "mean", "std"}`` with lists of length ``points``, or None without observations.
+            None without observations, else ``stage``; ``lr``, ``mean``, ``std``, ``lo90`` and ``hi90`` (lists of
+            length ``points``; the band is kept at or above the loss floor); ``quantity`` (what the GP was fitted
+            on: ``"predicted final loss"``, ``"loss after cooldown probe"`` or ``"forecast at tau"``) and
+            ``observed`` (the stage's fitted points as ``[lr, value, lo90, hi90]``, diverged ones left out).
         """
         stages = self._s["stages"]
         if stage is None:
@@ -281,11 +286,33 @@ class Tuner(OnlinePlanning):
         xs = np.linspace(0.0, 1.0, points)
         mean, std = self._surrogate(obs).predict(xs)
         st = self.settings
+        floor = st.loss_floor
+        scores, probed = self._scores(stages[stage])
+        if stages[stage].get("kind") == "plan":
+            quantity = "predicted final loss"
+        else:
+            quantity = "loss after cooldown probe" if probed else "forecast at tau"
+
+        def band(m: float, sd: float) -> tuple[float, float]:
+            lo, hi = m - _Z90 * sd, m + _Z90 * sd
+            return (lo if floor is None else max(lo, floor)), hi
+
+        bands = [band(float(m), float(sd)) for m, sd in zip(mean, std, strict=True)]
+        observed = []
+        for c in stages[stage]["candidates"]:
+            if c["index"] in scores:
+                value, var = scores[c["index"]]
+                lo, hi = band(value, math.sqrt(max(var, 0.0)))
+                observed.append([c["lr"], value, lo, hi])
         return {
             "stage": stage,
             "lr": [from_unit(float(x), st.min_lr, st.max_lr) for x in xs],
             "mean": [float(v) for v in mean],
             "std": [float(v) for v in std],
+            "lo90": [b[0] for b in bands],
+            "hi90": [b[1] for b in bands],
+            "quantity": quantity,
+            "observed": observed,
         }
 
     # ------------------------------------------------------------------ reports
@@ -1133,6 +1160,7 @@ def _stage_summary(stage: dict[str, Any]) -> dict[str, Any]:
         )
     return {
         "index": stage["index"],
+        "kind": stage.get("kind", "greedy"),
         "tau": stage["tau"],
         "cand_steps": stage["cand_steps"],
         "objective": stage["objective"],

@@ -130,7 +130,7 @@ class RedisStore(JobStore):
                     if record.head.status != before:
                         pipe.zrem(self.keys.status(before), job_id)
                         pipe.zadd(self.keys.status(record.head.status), {job_id: record.head.created_at})
-                    self._retention(pipe, key, record.head)
+                        self._retention(pipe, key, record.head)  # retention follows status changes only
                     pipe.execute()
                 except WatchError:
                     continue
@@ -158,7 +158,7 @@ class RedisStore(JobStore):
                     if head.status != before:
                         pipe.zrem(self.keys.status(before), job_id)
                         pipe.zadd(self.keys.status(head.status), {job_id: head.created_at})
-                    self._retention(pipe, key, head)
+                        self._retention(pipe, key, head)
                     pipe.execute()
                 except WatchError:
                     continue

@@ -44,7 +44,7 @@ def test_every_step_uses_the_prescribed_lr_on_every_group() -> None:
     assert run.lrs == prescribed_lrs(cb.history, steps_by_segment(sched))
     assert all(len(set(g)) == 1 for g in run.group_lrs)  # the same LR on both param groups
     phases = {s.phase for s in cb.history}
-    assert {"explore", "train", "anneal"} <= phases
+    assert {"explore", "train"} <= phases  # the default plans its own end: no separate anneal phase
     assert any(s.restore for s in cb.history)
     assert cb.snapshots.names == []  # everything freed at the end
 

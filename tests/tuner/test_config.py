@@ -66,14 +66,30 @@ def test_paper_preset_resolves_to_the_reference_numbers() -> None:
     assert st.forecast_families == ("exp",)
 
 
-def test_default_preset_switches_are_on_and_each_can_be_turned_off() -> None:
-    st = resolve(TunerConfig(min_lr=1e-4, max_lr=1e-1, total_steps=20_000))
+def test_greedy_preset_switches_are_on_and_each_can_be_turned_off() -> None:
+    st = resolve(TunerConfig(min_lr=1e-4, max_lr=1e-1, total_steps=20_000, preset="greedy"))
     assert st.keep_winner and st.carry_observations and st.divergence_guard and st.noise_from_forecast
     assert st.explore_cap == 0.25 and st.anneal_steps == 4_000
-    off = resolve(TunerConfig(min_lr=1e-4, max_lr=1e-1, total_steps=20_000, keep_winner=False, explore_cap=0.1))
+    off = resolve(
+        TunerConfig(min_lr=1e-4, max_lr=1e-1, total_steps=20_000, keep_winner=False, explore_cap=0.1, preset="greedy")
+    )
     assert not off.keep_winner and off.explore_cap == 0.1
 
 
 def test_config_round_trips_through_a_dict() -> None:
     c = TunerConfig(min_lr=1e-4, max_lr=1e-1, total_steps=123, preset="paper", seed=7, tau=50)
     assert TunerConfig.from_dict(c.to_dict()) == c
+
+
+def test_default_preset_plans_the_whole_budget_with_every_piece_a_switch() -> None:
+    st = resolve(TunerConfig(min_lr=1e-4, max_lr=1e-1, total_steps=20_000))
+    assert st.planner and st.replan and st.plan_shape == "free" and not st.later_searches and not st.tied_kernel
+    assert st.explore_cap == 0.15 and st.anneal_steps == 0  # the plan decides the end, not a fixed anneal
+    assert st.k == 3 and st.tau == 1200
+    off = resolve(
+        TunerConfig(
+            min_lr=1e-4, max_lr=1e-1, total_steps=20_000, replan=False, plan_shape="cosine", later_searches=True
+        )
+    )
+    assert not off.replan and off.plan_shape == "cosine" and off.later_searches
+    assert not resolve(TunerConfig(min_lr=1e-4, max_lr=1e-1, total_steps=20_000, preset="greedy")).planner

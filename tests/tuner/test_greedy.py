@@ -1,4 +1,4 @@
-"""The ``default`` preset: each improvement is a switch, and the budget is respected."""
+"""The ``greedy`` preset (the first default): each improvement is a switch, and the budget is respected."""
 
 import math
 
@@ -14,7 +14,7 @@ CLASSIC = {"sweep_fraction": 0.0, "probe_fraction": 0.0}
 
 
 def run(**kw: object) -> tuple[Tuner, object]:
-    config = {"min_lr": 1e-3, "max_lr": 1.0, "total_steps": 4000, "seed": 0}
+    config = {"min_lr": 1e-3, "max_lr": 1.0, "total_steps": 4000, "seed": 0, "preset": "greedy"}
     config.update(kw)
     tuner = Tuner(TunerConfig(**config))  # type: ignore[arg-type]
     _, log = drive(tuner, {"loss": 3.0}, toy_step)
@@ -86,7 +86,7 @@ def test_diverging_candidates_stop_early_with_a_finite_penalty_and_never_win() -
 
 
 def test_guard_off_means_no_early_stop_threshold() -> None:
-    tuner = Tuner(TunerConfig(min_lr=1e-3, max_lr=0.4, total_steps=2000, divergence_guard=False))
+    tuner = Tuner(TunerConfig(min_lr=1e-3, max_lr=0.4, total_steps=2000, divergence_guard=False, preset="greedy"))
     assert tuner.next_segment().abort_above is None
 
 
@@ -113,7 +113,7 @@ def noisy_small_loss(state: dict[str, float], lr: float) -> float:
 
 
 def test_a_near_zero_noisy_loss_is_not_taken_for_divergence() -> None:
-    tuner = Tuner(TunerConfig(min_lr=1e-3, max_lr=0.4, total_steps=4000, seed=0))
+    tuner = Tuner(TunerConfig(min_lr=1e-3, max_lr=0.4, total_steps=4000, seed=0, preset="greedy"))
     drive(tuner, {"loss": 1.0}, noisy_small_loss)
     cands = [c for s in tuner.schedule()["stages"] for c in s["candidates"]]
     assert cands and not any(c["diverged"] for c in cands)
@@ -127,7 +127,7 @@ def paired_landscape(state: dict[str, float], lr: float) -> float:
 
 
 def test_a_consistently_better_challenger_replaces_the_incumbent() -> None:
-    tuner = Tuner(TunerConfig(min_lr=1e-4, max_lr=0.1, total_steps=3000, seed=0, tau=150, **CLASSIC))  # type: ignore[arg-type]
+    tuner = Tuner(TunerConfig(min_lr=1e-4, max_lr=0.1, total_steps=3000, seed=0, tau=150, preset="greedy", **CLASSIC))  # type: ignore[arg-type]
     drive(tuner, {"loss": 2.0}, paired_landscape)
     stages = tuner.schedule()["stages"]
     assert any(s["warm"] and s["winner"] not in (None, 0) for s in stages)
@@ -141,7 +141,7 @@ def flat_landscape(state: dict[str, float], lr: float) -> float:
 
 
 def test_ties_keep_the_incumbent() -> None:
-    flat = Tuner(TunerConfig(min_lr=1e-4, max_lr=0.1, total_steps=3000, seed=0, tau=150, **CLASSIC))  # type: ignore[arg-type]
+    flat = Tuner(TunerConfig(min_lr=1e-4, max_lr=0.1, total_steps=3000, seed=0, tau=150, preset="greedy", **CLASSIC))  # type: ignore[arg-type]
     drive(flat, {"loss": 1.0}, flat_landscape)
     warm = [s for s in flat.schedule()["stages"] if s["warm"] and s["candidates"]]
     assert warm and all(s["winner"] == 0 for s in warm)

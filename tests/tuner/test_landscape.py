@@ -22,6 +22,7 @@ def run(seed: int) -> tuple[list[float], float, float]:
             max_lr=HI,
             total_steps=6000,
             seed=seed,
+            preset="greedy",
             sweep_fraction=0,
             probe_fraction=0,
             tau=320,
@@ -54,7 +55,7 @@ def run(seed: int) -> tuple[list[float], float, float]:
     return errors, schedule["explore_share"], q.loss_of(q.m)
 
 
-def test_default_preset_picks_lrs_within_a_third_of_a_decade_of_the_best_in_most_stages() -> None:
+def test_greedy_preset_picks_lrs_within_a_third_of_a_decade_of_the_best_in_most_stages() -> None:
     errors: list[float] = []
     for seed in range(6):
         errs, share, final = run(seed)

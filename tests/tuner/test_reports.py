@@ -80,7 +80,7 @@ def test_the_same_report_twice_is_applied_once() -> None:
 
 
 def test_nan_and_inf_are_a_diverged_candidate_not_an_error() -> None:
-    t = fresh(sweep_fraction=0.0)
+    t = fresh(sweep_fraction=0.0, preset="greedy")
     seg = t.next_segment()
     t.report(seg.segment_id, [1.0, math.nan, None, math.inf])  # cut short once it diverged
     cand = t.schedule()["stages"][0]["candidates"][0]

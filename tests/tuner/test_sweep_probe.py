@@ -30,7 +30,7 @@ def drifting(state: dict[str, float], lr: float) -> float:
 
 
 def test_the_sweep_runs_first_is_rolled_back_and_centres_the_first_stage() -> None:
-    config = TunerConfig(min_lr=1e-4, max_lr=10.0, total_steps=2000, warmup_steps=100, seed=0)
+    config = TunerConfig(min_lr=1e-4, max_lr=10.0, total_steps=2000, warmup_steps=100, seed=0, preset="greedy")
     tuner = Tuner(config)
     first = tuner.next_segment()
     assert first.phase == "explore" and first.shape == "exp" and first.snapshot == "sweep"
@@ -55,7 +55,7 @@ def test_the_sweep_runs_first_is_rolled_back_and_centres_the_first_stage() -> No
 
 
 def test_a_sweep_that_diverges_may_stop_early_and_its_steps_go_to_training() -> None:
-    tuner = Tuner(TunerConfig(min_lr=1e-4, max_lr=10.0, total_steps=2000, seed=0))
+    tuner = Tuner(TunerConfig(min_lr=1e-4, max_lr=10.0, total_steps=2000, seed=0, preset="greedy"))
     seg = tuner.next_segment()
     nxt = tuner.report(seg.segment_id, [1.0] * 30 + [math.inf])
     assert nxt.restore == "sweep" and nxt.start_step == 31
@@ -86,6 +86,7 @@ def annealing(state: dict[str, float], lr: float) -> float:
 
 def stage0_winner(**kw: object) -> tuple[float, Tuner, object]:
     config = {"min_lr": 1e-3, "max_lr": 0.1, "total_steps": 3000, "seed": 0, "sweep_fraction": 0.0, "tau": 300}
+    config.setdefault("preset", "greedy")
     config.update(kw)
     tuner = Tuner(TunerConfig(**config))  # type: ignore[arg-type]
     _, log = drive(tuner, {}, annealing)

@@ -375,10 +375,15 @@ export class JobView {
     const post = this.posterior && this.posterior.stage === st.index && this.posterior.lr ? this.posterior : null;
     const postLayers = [];
     let yDomain = null;
-    const byLr = st.candidates.filter((c) => c.forecast !== null).map((c) =>
-      [c.lr, c.forecast, c.band90 ? c.band90[0] : null, c.band90 ? c.band90[1] : null, { color: colorOf(c.lr), winner: c.winner, c }]);
+    // The points the GP was fitted on (its own quantity, with bands kept above the loss floor), else the forecasts.
+    const byIndex = new Map(st.candidates.map((c) => [c.lr, c]));
+    const byLr = post && post.observed
+      ? post.observed.map(([lr, y, lo, hi]) => [lr, y, lo, hi, { color: colorOf(lr), winner: (byIndex.get(lr) || {}).winner, c: byIndex.get(lr) || { index: "?", lr } }])
+      : st.candidates.filter((c) => c.forecast !== null).map((c) =>
+        [c.lr, c.forecast, c.band90 ? c.band90[0] : null, c.band90 ? c.band90[1] : null, { color: colorOf(c.lr), winner: c.winner, c }]);
+    const quantity = post && post.quantity ? post.quantity : `forecast ${st.objective} loss at τ`;
     if (post) {
-      const band = post.lr.map((lr, i) => [lr, post.mean[i] - Z90 * post.std[i], post.mean[i] + Z90 * post.std[i]]);
+      const band = post.lr.map((lr, i) => [lr, post.lo90 ? post.lo90[i] : post.mean[i] - Z90 * post.std[i], post.hi90 ? post.hi90[i] : post.mean[i] + Z90 * post.std[i]]);
       postLayers.push({ kind: "area", name: "posterior-band", color: "#2f6fdd", opacity: 0.16, points: band });
       postLayers.push({ kind: "line", name: "posterior-mean", color: "#2f6fdd", width: 2, points: post.lr.map((lr, i) => [lr, post.mean[i]]), label: "GP posterior mean" });
       // Frame the mean and the candidates; a band far wider than that is clipped (it says "unknown" there).
@@ -400,9 +405,9 @@ export class JobView {
           { kind: "errorbars", name: "forecasts", color: "#333", r: 4.5, points: forecasts, title: tip }],
       }),
       () => drawChart(postHost, {
-        name: "posterior", height: 260, title: `stage ${st.index}: forecast loss against LR with the GP posterior`,
+        name: "posterior", height: 260, title: `stage ${st.index}: ${quantity} against LR with the GP posterior`,
         x: { domain: [cfg.min_lr, cfg.max_lr], log: true, label: "learning rate (log scale)" },
-        y: { label: `forecast ${st.objective} loss at τ`, domain: yDomain }, empty: "no forecast yet",
+        y: { label: quantity, domain: yDomain }, empty: "no forecast yet",
         layers: postLayers,
       }),
     );

@@ -1,0 +1,76 @@
+"""The default preset end to end on a noisy quadratic: it plans the whole budget and re-plans online."""
+
+import math
+
+import numpy as np
+import pytest
+
+from benchmarks.nqm import Landscape, best_constant, run_tuner
+from tuner import Tuner, TunerConfig
+
+LAND = Landscape("test", dims=50)
+TOTAL = 4000
+
+
+@pytest.fixture(scope="module")
+def result() -> dict[str, object]:
+    return run_tuner(LAND, TOTAL, seed=0, preset="default")
+
+
+def test_runs_exactly_the_budget_and_rolls_back_at_most_fifteen_percent(result: dict[str, object]) -> None:
+    assert result["steps"] == TOTAL
+    assert float(result["wasted"]) <= 0.15 + 1e-9  # type: ignore[arg-type]
+
+
+def test_beats_the_best_constant_lr_picked_in_hindsight(result: dict[str, object]) -> None:
+    constant, _ = best_constant(LAND, TOTAL)
+    assert float(result["final"]) < 0.5 * constant  # type: ignore[arg-type]
+
+
+def test_schedule_shows_the_plan_and_candidates_judged_by_predicted_final_loss() -> None:
+    tuner = Tuner(TunerConfig(min_lr=1e-3, max_lr=10.0, total_steps=TOTAL, seed=1))
+    rng = np.random.default_rng(1)
+    m = LAND.start()
+    snaps: dict[str, np.ndarray] = {}
+    seg = tuner.next_segment()
+    recovered_at = None
+    while not seg.done:
+        if seg.restore:
+            m = snaps[seg.restore].copy()
+        for name in seg.drop:
+            snaps.pop(name, None)
+        if seg.snapshot:
+            snaps[seg.snapshot] = m.copy()
+        losses = []
+        for j in range(seg.steps):
+            lr = seg.lr_at(j)
+            m = (1 - lr * LAND.h) ** 2 * m + lr * lr * LAND.sigma2 * LAND.h
+            value = float(LAND.loss(m))
+            losses.append(
+                value * (1 + 0.03 * rng.standard_normal()) if math.isfinite(value) and value < 1e30 else math.inf
+            )
+            if seg.phase == "explore" and not math.isfinite(losses[-1]):
+                break
+        m = np.where(np.isfinite(m), m, 1e30)
+        if seg.keep:
+            snaps[seg.keep] = m.copy()
+        if recovered_at is None and seg.phase == "train" and tuner.schedule()["stages"]:
+            # A recovered tuner continues exactly like the original.
+            state = tuner.dump()
+            twin = Tuner.recover(state)
+            a, b = tuner.report(seg.segment_id, losses), twin.report(seg.segment_id, losses)
+            assert a == b and tuner.dump() == twin.dump()
+            recovered_at = seg.start_step
+            seg = a
+            continue
+        seg = tuner.report(seg.segment_id, losses)
+    assert recovered_at is not None
+    sched = tuner.schedule()
+    stage = sched["stages"][0]
+    judged = [c for c in stage["candidates"] if c["forecast"] is not None]
+    assert len(judged) >= 2
+    assert stage["winner_lr"] == min(judged, key=lambda c: c["forecast"])["lr"]
+    plan = sched["plan"]
+    assert plan is not None and plan["lr"] and plan["predicted"]
+    lrs = [lr for _, lr in plan["lr"]]
+    assert all(a >= b - 1e-12 for a, b in zip(lrs, lrs[1:], strict=False))
