@@ -169,8 +169,16 @@ def run_tuner(land: Landscape, total: int, seed: int, preset: str, **switches: A
     rng = np.random.default_rng(seed)
     if preset == "paper":
         switches = {"objective": "train", **switches}  # the worker here measures no validation loss
-    tuner = Tuner(TunerConfig(min_lr=LR_RANGE[0], max_lr=LR_RANGE[1], total_steps=total, preset=preset,  # type: ignore[arg-type]
-                              seed=seed, **switches))
+    tuner = Tuner(
+        TunerConfig(
+            min_lr=LR_RANGE[0],
+            max_lr=LR_RANGE[1],
+            total_steps=total,
+            preset=preset,  # type: ignore[arg-type]
+            seed=seed,
+            **switches,
+        )
+    )
     m = land.start()
     snaps: dict[str, NDArray[np.float64]] = {}
     seg = tuner.next_segment()
@@ -251,8 +259,11 @@ def main(argv: list[str] | None = None) -> int:
                 "constant_lr": const_lr,
                 "runs": {},
             }
-            print(f"{lname} {total}: optimum {opt:.4g} ({time.perf_counter() - t0:.0f} s); hindsight cosine "
-                  f"{cos / opt:.3f}x (peak {peak:.3g}), best constant {const / opt:.3f}x ({const_lr:.3g})", flush=True)
+            print(
+                f"{lname} {total}: optimum {opt:.4g} ({time.perf_counter() - t0:.0f} s); hindsight cosine "
+                f"{cos / opt:.3f}x (peak {peak:.3g}), best constant {const / opt:.3f}x ({const_lr:.3g})",
+                flush=True,
+            )
             for preset in args.presets:
                 runs = []
                 for seed in range(args.seeds):
@@ -261,8 +272,11 @@ def main(argv: list[str] | None = None) -> int:
                     r.pop("export")
                     r.pop("reports")
                     runs.append(r)
-                    print(f"  {preset} seed {seed}: {r['ratio']:.3f}x, rolled back {r['wasted']:.1%}, searches "
-                          f"{len(r['stages'])}, tuner {r['tuner_s']:.1f} s of {r['wall_s']:.1f} s", flush=True)
+                    print(
+                        f"  {preset} seed {seed}: {r['ratio']:.3f}x, rolled back {r['wasted']:.1%}, searches "
+                        f"{len(r['stages'])}, tuner {r['tuner_s']:.1f} s of {r['wall_s']:.1f} s",
+                        flush=True,
+                    )
                 row["runs"][preset] = runs
             rows.append(row)
     write(rows, args, load, switches)

@@ -94,7 +94,9 @@ def main() -> None:
         if ms:
             s = summary(ms)
             rows.append({"what": "re-plan report", "observations": f"{lo}-{hi - 1} segments", "noise": "-", **s})
-            print(f"re-plan  segments {lo:3d}-{hi - 1:3d}      median {s['median_ms']:6.2f} ms  p99 {s['p99_ms']:6.2f} ms")
+            print(
+                f"re-plan  segments {lo:3d}-{hi - 1:3d}      median {s['median_ms']:6.2f} ms  p99 {s['p99_ms']:6.2f} ms"
+            )
     meta = {
         "command": f"python -m benchmarks.suggest_time --repeats {args.repeats} --replan-seeds {args.replan_seeds}",
         "date": dt.date.today().isoformat(),

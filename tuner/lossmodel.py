@@ -142,15 +142,17 @@ class _Design:
 
 
 def _pieces(lrs: Sequence[float] | NDArray[np.float64]) -> list[tuple[int, int, float]]:
-    """Cut a per-step LR into constant pieces ``(start, steps, lr)``: exact where the LR is piecewise constant,
-    else at most ``_MAX_PIECES_PER_RUN`` pieces at the mean LR of each."""
+    """Cut a per-step LR into constant pieces ``(start, steps, lr)``.
+
+    Exact where the LR is piecewise constant, else at most ``_MAX_PIECES_PER_RUN`` pieces at the mean LR of each.
+    """
     arr = np.asarray(lrs, dtype=float)
     n = len(arr)
     if n == 0:
         return []
     breaks = [0, *(np.flatnonzero(np.diff(arr) != 0) + 1).tolist(), n]
     if len(breaks) - 1 > _MAX_PIECES_PER_RUN:
-        breaks = sorted({int(round(v)) for v in np.linspace(0, n, _MAX_PIECES_PER_RUN + 1)})
+        breaks = sorted({round(float(v)) for v in np.linspace(0, n, _MAX_PIECES_PER_RUN + 1)})
     return [(a, b - a, float(arr[a:b].mean())) for a, b in zip(breaks[:-1], breaks[1:], strict=True) if b > a]
 
 
@@ -243,7 +245,9 @@ def _design(runs: Sequence[Run]) -> _Design:
     orun = np.array(o_run, dtype=int)
     owner = np.array(k_owner, dtype=int)
     if len(orun) and len(owner):
-        mask = anc[orun][:, owner] | ((orun[:, None] == owner[None, :]) & (np.array(k_start)[None, :] <= np.array(o_centre)[:, None]))
+        mask = anc[orun][:, owner] | (
+            (orun[:, None] == owner[None, :]) & (np.array(k_start)[None, :] <= np.array(o_centre)[:, None])
+        )
     else:
         mask = np.zeros((len(orun), len(owner)), dtype=bool)
     obs_area = np.array(o_area, dtype=float)
@@ -368,6 +372,31 @@ def fit(
     )
     dof = max(len(d.y) - 7, 1)
     rel_noise = float(math.sqrt(float(resid @ resid) / dof))
+    cov = _covariance(d, params, rel_noise, tied)
+    return Fit(params=params, cov=cov, rel_noise=rel_noise, points=len(d.y), loss_floor=loss_floor, tied=tied)
+
+
+def at(
+    runs: Sequence[Run],
+    params: Params,
+    loss_floor: float | None = 0.0,
+    window: float | None = None,
+    tied: bool = False,
+) -> Fit | None:
+    """The fit with given parameters (a stored fit's), its noise and covariance recomputed from the runs.
+
+    Deterministic and cheap: no search. It is what a view of a job uses, so that every process that holds the
+    job's state shows the same model.
+    """
+    d = _design(runs)
+    if window is not None and len(d.y):
+        keep = d.y <= window * float(d.y.min())
+        d = _Design(d.dlr, d.area_at, d.obs_area[keep], d.mask[keep], d.y[keep], d.weight[keep], d.scale)
+    if len(d.y) < _MIN_POINTS:
+        return None
+    rel = d.weight / np.maximum(np.abs(d.y), 1e-12)
+    resid = (_predict_design(d, params) - d.y) * rel
+    rel_noise = float(math.sqrt(float(resid @ resid) / max(len(d.y) - 7, 1)))
     cov = _covariance(d, params, rel_noise, tied)
     return Fit(params=params, cov=cov, rel_noise=rel_noise, points=len(d.y), loss_floor=loss_floor, tied=tied)
 

@@ -37,7 +37,7 @@ from numpy.typing import NDArray
 from tuner import lossmodel, planner
 from tuner.lossmodel import Fit, History, Run
 from tuner.planner import Plan
-from tuner.segment import curve_lr
+from tuner.segment import Segment, curve_lr
 
 _EDGE = 3.0  # candidates go no higher than the LR where the sweep's loss bottomed out, divided by this
 _UP, _DOWN = 3.0, 1.0 / 3.0  # the first stage's challengers, relative to the incumbent, before a model exists
@@ -98,7 +98,7 @@ def runs_of(records: Sequence[dict[str, Any]], objective: str = "train") -> tupl
         p = index.get(parent) if parent is not None else None
         start = int(rec["start_step"])
         source = rec["val"] if objective == "val" else rec["curve"]
-        points = tuple((int(round(e)) - start, m) for e, m in source)
+        points = tuple((round(float(e)) - start, m) for e, m in source)
         index[int(rec["segment_id"])] = len(runs)
         runs.append(Run(p, record_lrs(rec), points))  # type: ignore[arg-type]
     return runs, index
@@ -162,7 +162,9 @@ def _best_cosine(fit: Fit, history: History, start: int, steps: int, lo: float, 
     return best
 
 
-def exploration_pays(fit: Fit, history: History, plan: Plan, cost_steps: int, lo: float, hi: float, knobs: Knobs) -> bool:
+def exploration_pays(
+    fit: Fit, history: History, plan: Plan, cost_steps: int, lo: float, hi: float, knobs: Knobs
+) -> bool:
     """Whether a search costing ``cost_steps`` rolled-back steps is worth it now.
 
     It is while the plan's predicted final loss is more uncertain than what those steps would cost: the loss the
@@ -272,24 +274,29 @@ class OnlinePlanning:
         """The loss model fitted to every reported segment (remembered per number of reports, never stored).
 
         Args:
-            record: Keep the fit's parameters in the state (the next fit starts from them). Views pass False, so
-                that reading a job never changes what it does next.
+            record: Fit and keep the parameters in the state (the next fit starts from them). Views pass False:
+                they use the parameters the state holds, so reading a job never changes what it does next and every
+                process shows the same model.
         """
         n = len(self._s["segments"])
-        memo = getattr(self, "_model_memo", None)
-        if memo is not None and memo[0] == n:
+        memo = self._model_memo
+        if record and memo is not None and memo[0] == n:
             return memo[1]
         st = self.settings
         o = self._online()
         prev = o.get("fit")
+        if not record:
+            if prev is None:
+                return None
+            runs, _ = runs_of(self._s["segments"], self._objective())
+            knobs = self._knobs()
+            return lossmodel.at(runs, lossmodel.Params(**prev["params"]), st.loss_floor, knobs.window, knobs.tied)
         # A full multi-start search every eighth fit, else a short one from the last parameters (kept in the state,
         # so a recovered tuner fits exactly alike).
         start = None
         if prev is not None and n % 8 != 0:
             start = lossmodel.Params(**prev["params"])
         fit = fit_model(self._s["segments"], self._knobs(), st.loss_floor, self._objective(), start)
-        if not record:
-            return fit
         self._model_memo = (n, fit)
         o["fit"] = None if fit is None else fit.to_dict()
         return fit
@@ -321,11 +328,14 @@ class OnlinePlanning:
         return plan
 
     def _cap(self, history: History) -> float:
-        """Highest LR a plan from ``history`` may use: the stability cap, and once a search has chosen the LR
-        level, the LR the history ends at (a plan never rises again; only a search moves the LR up)."""
+        """Highest LR a plan from ``history`` may use.
+
+        The stability cap, and once a search has chosen the LR level, the LR the history ends at (a plan never
+        rises again; only a search moves the LR up).
+        """
         o = self._online()
         if any(st.get("status") == "done" and st.get("winner") is not None for st in self._s["stages"]):
-            return min(float(o.get("edge", o["cap"])), max(history.last_lr, self.settings.min_lr))
+            return float(min(float(o.get("edge", o["cap"])), max(history.last_lr, float(self.settings.min_lr))))
         return float(o["cap"])
 
     def _current_plan(self) -> Plan | None:
@@ -336,7 +346,7 @@ class OnlinePlanning:
         plan = self._current_plan()
         if plan is not None:
             return plan.lr_at(step)
-        return min(self._start_lr(), self._online()["cap"])
+        return float(min(self._start_lr(), float(self._online()["cap"])))
 
     # ------------------------------------------------------------------ views
 
@@ -353,7 +363,7 @@ class OnlinePlanning:
         if not o or o.get("plan") is None:
             return None
         plan = Plan.from_dict(o["plan"])
-        steps = sorted({int(round(v)) for v in np.linspace(plan.start, max(plan.end - 1, plan.start), points)})
+        steps = sorted({round(float(v)) for v in np.linspace(plan.start, max(plan.end - 1, plan.start), points)})
         view: dict[str, Any] = {
             "start": plan.start,
             "end": plan.end,
@@ -388,17 +398,13 @@ class OnlinePlanning:
             on_line.add(index.get(sid))
             sid = by_id[sid].get("parent")
         starts = {index[int(r["segment_id"])]: int(r["start_step"]) for r in records if int(r["segment_id"]) in index}
-        view["fitted"] = [
-            [starts[r] + c, v] for r, c, v in lossmodel.fitted(fit.params, runs) if r in on_line
-        ]
+        view["fitted"] = [[starts[r] + c, v] for r, c, v in lossmodel.fitted(fit.params, runs) if r in on_line]
         return view
 
     # ------------------------------------------------------------------ segments
 
-    def _online_segment(self, step: int) -> Any:
+    def _online_segment(self, step: int) -> Segment:
         """The next segment of the ``default`` preset."""
-        from tuner.segment import Segment
-
         st = self.settings
         o = self._online()
         stages = self._s["stages"]
@@ -506,16 +512,21 @@ class OnlinePlanning:
         stages.append(stage)
         return stage
 
-    def _online_candidate(self, stage: dict[str, Any], step: int) -> Any:
+    def _online_candidate(self, stage: dict[str, Any], step: int) -> Segment | None:
         """The stage's next candidate or cooldown probe, or None when its search is over."""
         from tuner.search import to_unit
-        from tuner.segment import Segment
 
         st = self.settings
         cands = stage["candidates"]
-        if cands and cands[0]["steps_run"] > 0 and not cands[0]["diverged"] and cands[0].get("probe") is None:
-            if st.probe_fraction > 0:
-                return self._probe(stage, cands[0], step)  # type: ignore[attr-defined]
+        first = cands[0] if cands else None
+        if (
+            first is not None
+            and st.probe_fraction > 0
+            and first["steps_run"] > 0
+            and not first["diverged"]
+            and first.get("probe") is None
+        ):
+            return self._probe(stage, first, step)  # type: ignore[attr-defined,no-any-return]
         i = len(cands)
         n = stage["cand_steps"]
         if i >= stage["k"]:
@@ -579,7 +590,7 @@ class OnlinePlanning:
             replay=st.replay_batches,
         )
 
-    def _online_finish(self, stage: dict[str, Any], step: int) -> Any:
+    def _online_finish(self, stage: dict[str, Any], step: int) -> Segment:
         """Judge the candidates by their predicted final loss, continue from the best, re-plan."""
         import dataclasses as _dc
 

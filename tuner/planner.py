@@ -89,7 +89,9 @@ class Plan:
         return _discretize(np.array(self.knots), self.steps, resolution)
 
 
-def _discretize(knots: NDArray[np.float64], steps: int, resolution: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def _discretize(
+    knots: NDArray[np.float64], steps: int, resolution: int
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Constant pieces approximating the log-linear curve through ``knots`` (shape (..., n)) over ``steps``."""
     n = knots.shape[-1]
     if n == 1:

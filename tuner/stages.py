@@ -851,7 +851,12 @@ class Tuner(OnlinePlanning):
             var = float(c["std"]) ** 2
             plain[c["index"]] = (float(c["forecast"]), var)
             probe = c.get("probe")
-            if stage.get("kind") != "plan" and self.settings.probe_fraction > 0 and probe is not None and probe.get("loss") is not None:
+            if (
+                stage.get("kind") != "plan"
+                and self.settings.probe_fraction > 0
+                and probe is not None
+                and probe.get("loss") is not None
+            ):
                 out[c["index"]] = (float(probe["loss"]), float(probe["var"] or 0.0))
         return (out, True) if out else (plain, False)
 
