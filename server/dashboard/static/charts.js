@@ -137,7 +137,8 @@ const Y_OF = {
  *
  * spec: {name, height, x: {label, log, domain}, y: {label, log, domain}, layers: [...], empty: "message"}
  * layers: {kind: "line"|"area"|"points"|"errorbars"|"vlines", name, color, points, width, dash, opacity, r,
- *          title(p) -> tooltip text, cls}
+ *          title(p) -> tooltip text, cls, noExtent (the layer does not widen the axes),
+ *          labelAnchor: "end" (vlines: labels left of their line)}
  *   line: [[x, y] | null ...] (null breaks the line); area: [[x, lo, hi]]; points: [[x, y]];
  *   errorbars: [[x, y, lo, hi]]; vlines: [[x, label]].
  */
@@ -268,7 +269,9 @@ export function drawChart(host, spec) {
         svg("line", { x1: x, x2: x, y1: m.top, y2: m.top + plotH, stroke: color, "stroke-dasharray": "3 3",
           class: "marker" }, g);
         if (p[1]) {
-          svg("text", { x: x + 3, y: m.top + 11, class: "marker-label" }, g).textContent = p[1];
+          const before = layer.labelAnchor === "end"; // label left of the line (for a line at the right edge)
+          svg("text", { x: before ? x - 3 : x + 3, y: m.top + 11, class: "marker-label", "text-anchor": before ? "end" : null },
+            g).textContent = p[1];
         }
       }
     }

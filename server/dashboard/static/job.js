@@ -1,5 +1,7 @@
 // One job: loss and LR over the steps, the exploration split, every stage's candidates with forecasts and
-// bands, and the GP posterior over log-LR. Polls the job's head and refetches the rest when it changed.
+// bands, and the GP posterior over log-LR; for a job that plans its budget (the default preset), the current
+// plan: the loss model's fit, its predicted loss under the plan with a 90% band, and the planned LR.
+// Polls the job's head and refetches the rest when it changed.
 
 import { drawChart, fmtNum, legend, ramp } from "./charts.js";
 import { ApiError, PHASE_COLORS, Poller, age, api, download, el, int, pct, phaseBadge, progress, statusBadge } from "./api.js";
@@ -7,7 +9,7 @@ import { ApiError, PHASE_COLORS, Poller, age, api, download, el, int, pct, phase
 const RUNNING_MS = 1500;
 const FINISHED_MS = 6000;
 const Z90 = 1.6448536;
-const COLORS = { train: "#2f6fdd", val: "#d6336c", rolled: "#e8871e", bound: "#9aa1ab", next: "#59606b" };
+const COLORS = { train: "#2f6fdd", val: "#d6336c", rolled: "#e8871e", bound: "#9aa1ab", next: "#59606b", model: "#1b8a4a" };
 
 /** The LR at step j (0..n) of a realized segment record, or of the open segment. */
 function lrAt(seg, j) {
@@ -37,9 +39,21 @@ function card(title, ...children) {
   return el("section", { class: "card" }, el("h2", {}, title), ...children);
 }
 
-function stat(label, value, extra) {
-  return el("div", { class: "stat" }, el("div", { class: "label" }, label), el("div", { class: "value" }, value),
+function stat(label, value, extra, attrs = {}) {
+  return el("div", { class: "stat", ...attrs }, el("div", { class: "label" }, label), el("div", { class: "value" }, value),
     extra ? el("div", { class: "extra" }, extra) : null);
+}
+
+/** A 90% band [lo, hi] as text, its low end kept at or above the loss floor (when the job has one). */
+function bandText(band, floor, digits = 4) {
+  if (!band) return "–";
+  const lo = floor === null || floor === undefined ? band[0] : Math.max(band[0], floor);
+  return `${fmtNum(lo, digits)} – ${fmtNum(band[1], digits)}`;
+}
+
+/** The plan's predicted final loss in one phrase: "0.123 ± 0.01 (90% band 0.11 – 0.14)". */
+function finalText(plan) {
+  return `${fmtNum(plan.final_loss, 4)} ± ${fmtNum(plan.final_std, 2)}` + (plan.band90 ? ` (90% band ${bandText(plan.band90)})` : "");
 }
 
 export class JobView {
@@ -184,6 +198,9 @@ export class JobView {
       stat("Current LR", fmtNum(info.lr), info.phase === "done" ? "finished" : "open segment"),
       stat("Winner LR", fmtNum(sched.winner_lr), "latest stage winner"),
       stat("Last loss", fmtNum(info.last_loss, 4), "training loss"),
+      ...(sched.plan && sched.plan.final_loss !== null ? [stat("Predicted final loss", fmtNum(sched.plan.final_loss, 4),
+        `${sched.plan.band90 ? `90% band ${bandText(sched.plan.band90, null, 3)}` : `± ${fmtNum(sched.plan.final_std, 2)}`} at step ${int(sched.plan.end)}`,
+        { "data-plan-final": sched.plan.final_loss, title: "the loss model's prediction of the loss at the end of the budget, under the current plan" })] : []),
       stat("Exploration", pct(info.explore_share), `${int(sched.explore_steps)} steps` +
         (info.config.explore_cap === null ? "" : ` (cap ${pct(info.config.explore_cap, 0)})`)),
       stat("Age", el("span", { "data-age": info.created_at }, age(info.created_at)),
@@ -258,6 +275,29 @@ export class JobView {
     const bounds = [[0, cfg.min_lr], [total, cfg.min_lr], null, [0, cfg.max_lr], [total, cfg.max_lr]];
     const phases = Object.keys(byPhase);
 
+    // The plan (default preset): the model along the kept line, its prediction under the plan with a 90% band,
+    // and the planned LR over the rest of the budget. Absent for greedy, paper and fixed schedules.
+    const plan = sched.plan || null;
+    const lossPlan = [];
+    const lrPlan = [];
+    if (plan) {
+      const fitted = plan.fitted || [];
+      const predicted = plan.predicted || [];
+      const joint = fitted.length && predicted.length ? [fitted[fitted.length - 1]] : [];
+      // On a log axis a band that reaches the floor (0) runs off the bottom of the chart.
+      const low = (p) => (logLoss && !(p[2] > 0) ? p[1] * 1e-3 : p[2]);
+      lossPlan.push(
+        { kind: "area", name: "plan-band", color: COLORS.model, opacity: 0.14, noExtent: true, points: predicted.map((p) => [p[0], low(p), p[3]]) },
+        { kind: "line", name: "plan-fitted", color: COLORS.model, width: 1.3, opacity: 0.95, points: fitted, label: "loss model fitted along the kept line" },
+        { kind: "line", name: "plan-predicted", color: COLORS.model, width: 2, dash: "6 4", points: [...joint, ...predicted.map((p) => [p[0], p[1]])],
+          label: "predicted loss under the plan" },
+        { kind: "points", name: "plan-final", color: COLORS.model, r: 3.2, points: predicted.length ? [predicted[predicted.length - 1]] : [],
+          title: (p) => `step ${int(p[0])}: predicted final loss ${finalText(plan)}` },
+      );
+      lrPlan.push({ kind: "line", name: "plan-lr", color: COLORS.model, dash: "6 4", width: 2,
+        points: plan.lr.length ? [...plan.lr, [plan.end, plan.lr[plan.lr.length - 1][1]]] : [], label: "planned LR for the rest of the budget" });
+      stageMarks.push([plan.start, "plan"]);
+    }
     const lossHost = el("div", { class: "chart-host", id: "chart-loss" });
     const lrHost = el("div", { class: "chart-host", id: "chart-lr" });
     const margin = { left: 70, right: 18 };
@@ -273,6 +313,7 @@ export class JobView {
           { kind: "line", name: "train", color: COLORS.train, width: 1.8, points: kept, label: "training loss" },
           { kind: "line", name: "val-line", color: COLORS.val, width: 1.2, opacity: 0.7, points: val },
           { kind: "points", name: "val", color: COLORS.val, r: 2.6, points: val, title: (p) => `step ${p[0]}: validation loss ${fmtNum(p[1], 4)}` },
+          ...lossPlan,
         ],
       }),
       () => drawChart(lrHost, {
@@ -283,6 +324,7 @@ export class JobView {
           { kind: "line", name: "bounds", color: COLORS.bound, dash: "2 4", width: 1, points: bounds, label: "LR search range" },
           { kind: "vlines", name: "stages", color: "#b6bcc6", points: stageMarks.map(([x]) => [x, ""]) },
           { kind: "line", name: "rolled-back", color: COLORS.rolled, dash: "4 3", width: 1.4, opacity: 0.8, points: rolledLr, label: "rolled-back candidates" },
+          ...lrPlan,
           ...phases.map((ph) => ({ kind: "line", name: `lr-${ph}`, color: PHASE_COLORS[ph] || "#333", width: 2.2, points: byPhase[ph], label: ph })),
           { kind: "line", name: "open", color: COLORS.next, dash: "1 3", width: 2, points: open, label: "next segment (proposed)" },
         ],
@@ -293,15 +335,24 @@ export class JobView {
       ...(jumps.length ? [{ label: "resumes after rollback", color: COLORS.train, kind: "dash" }] : []),
       { label: "rolled-back candidates", color: COLORS.rolled, opacity: 0.6 },
       { label: "validation loss", color: COLORS.val, kind: "dot" },
+      ...(plan ? [{ label: "loss model fit", color: COLORS.model }, { label: "predicted under the plan", color: COLORS.model, kind: "dash" },
+        { label: "90% band", color: COLORS.model, kind: "band" }] : []),
       { label: "stage start", color: "#b6bcc6", kind: "dash" },
     ]);
     const lrLegend = legend([
       ...phases.map((ph) => ({ label: ph === "explore" ? "explore (winner kept)" : ph, color: PHASE_COLORS[ph] })),
       { label: "rolled-back candidates", color: COLORS.rolled, kind: "dash" },
       ...(open.length ? [{ label: "next segment", color: COLORS.next, kind: "dash" }] : []),
+      ...(plan ? [{ label: "planned LR (rest of budget)", color: COLORS.model, kind: "dash" }] : []),
       { label: "search range", color: COLORS.bound, kind: "dash" },
     ]);
+    const planLine = !plan ? null : el("p", { class: "plan-line small", "data-plan-start": plan.start, "data-plan-end": plan.end },
+      el("strong", {}, "Plan"), ` from step ${int(plan.start)} (re-planned as the job runs): the LR `,
+      plan.lr.length ? `goes from ${fmtNum(plan.lr[0][1])} to ${fmtNum(plan.lr[plan.lr.length - 1][1])} by step ${int(plan.end)}` : "is not known yet",
+      plan.final_loss === null ? "; the loss model cannot predict the final loss yet." :
+        `; the loss model predicts a final loss of ${finalText(plan)}. The dashed lines are predictions, not observations.`);
     return el("div", { class: "timeline" },
+      planLine,
       el("div", { class: "chart-head" }, el("h3", {}, "Loss"), lossLegend, el("span", { class: "spacer" }), toggle), lossHost,
       el("div", { class: "chart-head" }, el("h3", {}, "Learning rate (log scale)"), lrLegend), lrHost);
   }
@@ -320,7 +371,9 @@ export class JobView {
       const pick = () => this.pickStage(st.index);
       return el("tr", { class: st.index === current ? "selected" : "", "data-stage": st.index, onclick: pick },
         el("td", {}, el("button", { type: "button", class: "link", onclick: (e) => { e.stopPropagation(); pick(); } }, `Stage ${st.index}`)),
-        el("td", { class: "num" }, int(st.start_step)), el("td", { class: "num" }, int(st.tau)),
+        el("td", { class: "num" }, int(st.start_step)),
+        st.kind === "plan" ? el("td", { class: "num", title: "steps from the stage start to the end of the budget: candidates are judged by the loss predicted there" },
+          `${int(st.tau)} (to end)`) : el("td", { class: "num" }, int(st.tau)),
         el("td", { class: "num" }, int(st.cand_steps)), el("td", {}, st.objective), el("td", {}, st.warm ? "warm" : "cold"),
         el("td", { class: "num" }, st.candidates.length), el("td", { class: "num" }, fmtNum(st.winner_lr)), el("td", {}, st.status));
     });
@@ -341,6 +394,13 @@ export class JobView {
     const order = st.candidates.map((c) => c.lr).sort((a, b) => a - b);
     const colorOf = (lr) => ramp(order.length > 1 ? 0.02 + (0.83 * order.indexOf(lr)) / (order.length - 1) : 0.4);
     const useVal = st.objective === "val";
+    // A plan-kind stage (default preset) judges each candidate by the final loss the loss model predicts for it
+    // under its own best plan: those values sit at the end of the budget (tau steps into the stage), with no
+    // extrapolation line from the short curve, since they are not a forecast of that curve.
+    const planKind = st.kind === "plan";
+    const floor = planKind ? cfg.loss_floor : null;
+    const bandOf = (c) => (c.band90 && floor !== null && floor !== undefined ? [Math.max(c.band90[0], floor), c.band90[1]] : c.band90);
+    const valueName = planKind ? "predicted final loss" : "forecast";
     const lines = [];
     const connectors = [];
     const forecasts = [];
@@ -359,15 +419,17 @@ export class JobView {
         // Every forecast is at step tau: spread the markers a little sideways so that their bands stay apart.
         const at = st.tau * dodge ** (fi - (nf - 1) / 2);
         fi += 1;
-        const band = c.band90 || [null, null];
+        const band = bandOf(c) || [null, null];
         forecasts.push([at, c.forecast, band[0], band[1], { color, winner: c.winner, c }]);
-        if (pts.length) connectors.push(pts[pts.length - 1], [at, c.forecast], null);
+        if (pts.length && !planKind) connectors.push(pts[pts.length - 1], [at, c.forecast], null);
       }
     }
     const tip = (p) => {
       const c = p[4].c;
-      return `candidate ${c.index}: LR ${fmtNum(c.lr)}, forecast ${fmtNum(c.forecast, 4)} ± ${fmtNum(c.std, 2)}` +
-        (c.band90 ? `, 90% band [${fmtNum(c.band90[0], 4)}, ${fmtNum(c.band90[1], 4)}]` : "") +
+      const band = bandOf(c);
+      return `candidate ${c.index}: LR ${fmtNum(c.lr)}, ${valueName} ${fmtNum(c.forecast, 4)} ± ${fmtNum(c.std, 2)}` +
+        (planKind ? ` (at step ${int(sched.total_steps)}, under its own best plan)` : "") +
+        (band ? `, 90% band [${fmtNum(band[0], 4)}, ${fmtNum(band[1], 4)}]` : "") +
         (c.probe_loss != null ? `, after cooldown ${fmtNum(c.probe_loss, 4)}` : "") + (c.winner ? " (winner)" : "") + (c.diverged ? " (diverged)" : "");
     };
     const candHost = el("div", { class: "chart-host", id: "chart-candidates" });
@@ -379,9 +441,11 @@ export class JobView {
     const byIndex = new Map(st.candidates.map((c) => [c.lr, c]));
     const byLr = post && post.observed
       ? post.observed.map(([lr, y, lo, hi]) => [lr, y, lo, hi, { color: colorOf(lr), winner: (byIndex.get(lr) || {}).winner, c: byIndex.get(lr) || { index: "?", lr } }])
-      : st.candidates.filter((c) => c.forecast !== null).map((c) =>
-        [c.lr, c.forecast, c.band90 ? c.band90[0] : null, c.band90 ? c.band90[1] : null, { color: colorOf(c.lr), winner: c.winner, c }]);
-    const quantity = post && post.quantity ? post.quantity : `forecast ${st.objective} loss at τ`;
+      : st.candidates.filter((c) => c.forecast !== null).map((c) => {
+        const band = bandOf(c);
+        return [c.lr, c.forecast, band ? band[0] : null, band ? band[1] : null, { color: colorOf(c.lr), winner: c.winner, c }];
+      });
+    const quantity = post && post.quantity ? post.quantity : planKind ? "predicted final loss" : `forecast ${st.objective} loss at τ`;
     if (post) {
       const band = post.lr.map((lr, i) => [lr, post.lo90 ? post.lo90[i] : post.mean[i] - Z90 * post.std[i], post.hi90 ? post.hi90[i] : post.mean[i] + Z90 * post.std[i]]);
       postLayers.push({ kind: "area", name: "posterior-band", color: "#2f6fdd", opacity: 0.16, points: band });
@@ -396,13 +460,29 @@ export class JobView {
     const range = st.search_range ? st.search_range.map((u) => cfg.min_lr * (cfg.max_lr / cfg.min_lr) ** u) : null;
     if (range && st.warm) postLayers.unshift({ kind: "vlines", name: "search-range", color: "#8a8f98", points: [[range[0], "search"], [range[1], ""]] });
     postLayers.push({ kind: "errorbars", name: "forecasts", color: "#333", r: 4.5, points: byLr, title: tip });
+    // Predicted final losses can have bands far wider than the candidates' curves: frame the curves and the
+    // predictions, and let such a band run off the chart (the table gives its numbers).
+    let candY = null;
+    if (planKind) {
+      const ys = [...lines.flatMap((l) => l.points.map((p) => p[1])), ...forecasts.map((f) => f[1])].filter((v) => Number.isFinite(v));
+      if (ys.length) {
+        const lo = Math.min(...ys);
+        const hi = Math.max(...ys);
+        const padY = (hi - lo || Math.abs(hi) * 0.1 || 1) * 0.25;
+        candY = [lo - padY, hi + padY];
+      }
+    }
+    const candX = planKind
+      ? `steps into the stage, log scale (predicted final losses at the end of the budget, step ${int(sched.total_steps)})`
+      : `steps into the stage, log scale (forecast at τ = ${st.tau})`;
     this.charts.push(
       () => drawChart(candHost, {
-        name: "candidates", height: 260, title: `stage ${st.index}: candidate losses and forecasts`,
-        x: { domain: [1, st.tau * dodge ** ((nf - 1) / 2 + 2)], log: true, label: `steps into the stage, log scale (forecast at τ = ${st.tau})` },
-        y: { label: useVal ? "validation loss" : "training loss" }, empty: "no candidate has run yet",
-        layers: [...lines, { kind: "line", name: "extrapolation", color: "#9aa1ab", dash: "3 3", width: 1.2, points: connectors },
-          { kind: "errorbars", name: "forecasts", color: "#333", r: 4.5, points: forecasts, title: tip }],
+        name: "candidates", height: 260, title: `stage ${st.index}: candidate losses and ${planKind ? "predicted final losses" : "forecasts"}`,
+        x: { domain: [1, st.tau * dodge ** ((nf - 1) / 2 + 2)], log: true, label: candX },
+        y: { label: useVal ? "validation loss" : "training loss", domain: candY }, empty: "no candidate has run yet",
+        layers: [...(planKind ? [{ kind: "vlines", name: "budget-end", color: "#8a8f98", labelAnchor: "end", points: [[st.tau, "end of budget"]] }] : []),
+          ...lines, { kind: "line", name: "extrapolation", color: "#9aa1ab", dash: "3 3", width: 1.2, points: connectors },
+          { kind: "errorbars", name: planKind ? "final-losses" : "forecasts", color: "#333", r: 4.5, points: forecasts, title: tip }],
       }),
       () => drawChart(postHost, {
         name: "posterior", height: 260, title: `stage ${st.index}: ${quantity} against LR with the GP posterior`,
@@ -413,31 +493,32 @@ export class JobView {
     );
     const candLegend = legend([
       ...st.candidates.map((c) => ({ label: `#${c.index} ${fmtNum(c.lr)}${c.winner ? " ★" : ""}${c.diverged ? " ✕" : ""}`, color: colorOf(c.lr) })),
-      { label: "forecast ± 90% band", color: "#333", kind: "dot" },
+      { label: planKind ? "predicted final loss ± 90% band" : "forecast ± 90% band", color: "#333", kind: "dot" },
     ]);
     const postLegend = legend([
       { label: "posterior mean", color: "#2f6fdd" }, { label: "90% band", color: "#2f6fdd", kind: "band" },
-      { label: "candidate forecast ± 90%", color: "#333", kind: "dot" }, { label: "winner", color: "#333", kind: "ring" },
+      { label: planKind ? "predicted final loss ± 90%" : "candidate forecast ± 90%", color: "#333", kind: "dot" }, { label: "winner", color: "#333", kind: "ring" },
     ]);
     const winner = st.candidates.find((c) => c.winner);
     const rows = st.candidates.map((c) => el("tr", { class: c.winner ? "winner" : "", "data-candidate": c.index },
       el("td", {}, el("span", { class: "dot", "data-color": colorOf(c.lr) }), `#${c.index}`), el("td", { class: "num" }, fmtNum(c.lr)),
       el("td", { class: "num" }, int(c.steps)), el("td", { class: "num" }, fmtNum(c.first_loss, 4)), el("td", { class: "num" }, fmtNum(c.last_loss, 4)),
       el("td", { class: "num" }, fmtNum(c.forecast, 4)), el("td", { class: "num" }, fmtNum(c.std, 2)),
-      el("td", { class: "num" }, c.band90 ? `${fmtNum(c.band90[0], 4)} – ${fmtNum(c.band90[1], 4)}` : "–"),
+      el("td", { class: "num" }, bandText(bandOf(c))),
       el("td", { class: "num", title: "loss at the end of the cooldown probe (LR decayed to 0); it ranks the candidates when present" },
         c.probe_loss === null || c.probe_loss === undefined ? "–" : fmtNum(c.probe_loss, 4)),
       el("td", {}, c.winner ? "★ winner" : c.diverged ? "✕ diverged" : "")));
     const table = el("table", { class: "candidates" },
-      el("thead", {}, el("tr", {}, ...["Candidate", "LR", "Steps", "First loss", "Last loss", "Forecast", "± std", "90% band", "After cooldown", ""].map((h) => el("th", {}, h)))),
+      el("thead", {}, el("tr", {}, ...["Candidate", "LR", "Steps", "First loss", "Last loss", planKind ? "Predicted final loss" : "Forecast", "± std", "90% band", "After cooldown", ""]
+        .map((h) => el("th", h === "Predicted final loss" ? { title: `the loss at step ${int(sched.total_steps)} (end of the budget) that the loss model predicts if the job continued from this candidate under its own best plan` } : {}, h)))),
       el("tbody", {}, ...rows));
     for (const dot of table.querySelectorAll(".dot")) dot.style.background = dot.dataset.color;
     return el("div", { class: "stage-detail", "data-stage": st.index },
       el("h3", {}, `Stage ${st.index}`, el("span", { class: "muted small" },
         ` · ${st.warm ? "warm" : "cold"} start at step ${int(st.start_step)} · ${st.candidates.length} candidate${st.candidates.length === 1 ? "" : "s"} of ${st.cand_steps} steps · ${st.objective} loss`,
-        winner ? ` · winner LR ${fmtNum(winner.lr)}` : "")),
+        planKind ? " · judged by predicted final loss" : "", winner ? ` · winner LR ${fmtNum(winner.lr)}` : "")),
       el("div", { class: "pair" },
-        el("div", {}, el("div", { class: "chart-head" }, el("h4", {}, "Observed short-horizon losses and forecasts"), candLegend), candHost),
+        el("div", {}, el("div", { class: "chart-head" }, el("h4", {}, planKind ? "Observed candidate losses and predicted final losses" : "Observed short-horizon losses and forecasts"), candLegend), candHost),
         el("div", {}, el("div", { class: "chart-head" }, el("h4", {}, "GP posterior over log-LR"), postLegend), postHost)),
       el("div", { class: "table-wrap" }, table));
   }
