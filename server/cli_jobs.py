@@ -252,8 +252,67 @@ def jobs_table(jobs: list[dict[str, Any]], now: float | None = None) -> str:
     return table(headers, rows, right=frozenset({3, 5, 6, 7, 8, 9}))
 
 
+def fmt_band(band: Sequence[float] | None, floor: float | None = None) -> str:
+    """A 90% band as ``lo .. hi`` (``lo`` kept at or above ``floor`` when given), or ``-``."""
+    if not band:
+        return "-"
+    lo = band[0] if floor is None else max(band[0], floor)
+    return f"{fmt_num(lo)} .. {fmt_num(band[1])}"
+
+
+def plan_points(lr: Sequence[Sequence[float]], most: int = 5) -> list[tuple[int, float]]:
+    """A few ``(step, lr)`` points of a plan's LR curve: its start, where its hold ends, points of its decay, its end.
+
+    Args:
+        lr: The plan's ``[step, lr]`` pairs, in step order.
+        most: How many points to keep at most.
+
+    Returns:
+        At most ``most`` points, in step order.
+    """
+    if not lr:
+        return []
+    last = len(lr) - 1
+    hold = 0
+    while hold < last and lr[hold + 1][1] >= lr[0][1] * (1 - 1e-9):
+        hold += 1
+    picks = {0, hold, last}
+    spare = max(most - len(picks), 0)
+    for i in range(1, spare + 1):
+        picks.add(hold + round((last - hold) * i / (spare + 1)))
+    return [(int(lr[i][0]), float(lr[i][1])) for i in sorted(picks)]
+
+
+def plan_pairs(info: dict[str, Any], sched: dict[str, Any]) -> list[tuple[str, str]]:
+    """The summary lines of a job's current plan (the ``default`` preset's), or none for other jobs.
+
+    Returns:
+        ``("plan", ...)``: the plan's steps and a few of its ``step: lr`` points; ``("predicted", ...)``: the loss
+        model's final loss under it, with its standard deviation and 90% band.
+    """
+    plan = sched.get("plan")
+    cfg = info["config"]
+    if plan is None:
+        planning = cfg.get("preset") == "default" and cfg.get("strategy", "autolrs") == "autolrs"
+        return [("plan", "none yet (the first comes once the loss model has enough losses)")] if planning else []
+    points = ", ".join(f"{fmt_num(lr, 3)} @{step}" for step, lr in plan_points(plan.get("lr") or []))
+    pairs = [("plan", f"steps {plan['start']}-{plan['end']}: lr {points or '-'}")]
+    if plan.get("final_loss") is None:
+        pairs.append(("predicted", "- (the loss model cannot tell the final loss yet)"))
+    else:
+        band = plan.get("band90")
+        pairs.append(
+            (
+                "predicted",
+                f"final loss {fmt_num(plan['final_loss'])} ± {fmt_num(plan.get('final_std'), 2)} at step "
+                f"{plan['end']}" + (f" (90% band {fmt_band(band)})" if band else ""),
+            )
+        )
+    return pairs
+
+
 def job_report(info: dict[str, Any], sched: dict[str, Any], segments: bool = False, now: float | None = None) -> str:
-    """One job: its summary, its stages with their candidates, and optionally every realized segment."""
+    """One job: its summary and current plan, its stages with their candidates, and optionally every segment."""
     used, total = info["steps_used"], info["total_steps"]
     cfg = {k: v for k, v in info["config"].items() if v is not None}
     created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["created_at"]))
@@ -270,6 +329,7 @@ def job_report(info: dict[str, Any], sched: dict[str, Any], segments: bool = Fal
             f"{fmt_pct(sched['explore_share'])} of the budget ({sched['explore_steps']} steps, "
             f"{sched['wasted_steps']} rolled back)",
         ),
+        *plan_pairs(info, sched),
         ("created", f"{created} ({fmt_age(info['created_at'], now)} ago)"),
         ("config", " ".join(f"{k}={v}" for k, v in cfg.items())),
     ]
@@ -303,10 +363,19 @@ def job_report(info: dict[str, Any], sched: dict[str, Any], segments: bool = Fal
         for st in stages:
             if not st["candidates"]:
                 continue
-            out += ["", f"stage {st['index']} candidates ({st['objective']} loss forecast at step {st['tau']})"]
+            plan_kind = st.get("kind") == "plan"
+            if plan_kind:  # judged by the final loss the model predicts for each under its own best plan
+                floor = cfg.get("loss_floor")
+                out += [
+                    "",
+                    f"stage {st['index']} candidates ({st['objective']} loss predicted at the end of the budget, "
+                    f"step {total}, each under its own best plan)",
+                ]
+            else:
+                floor = None
+                out += ["", f"stage {st['index']} candidates ({st['objective']} loss forecast at step {st['tau']})"]
             rows = []
             for c in st["candidates"]:
-                band = c.get("band90")
                 rows.append(
                     [
                         str(c["index"]),
@@ -315,12 +384,13 @@ def job_report(info: dict[str, Any], sched: dict[str, Any], segments: bool = Fal
                         fmt_num(c.get("last_loss")),
                         fmt_num(c.get("forecast")),
                         fmt_num(c.get("std"), 2),
-                        "-" if not band else f"{fmt_num(band[0])} .. {fmt_num(band[1])}",
+                        fmt_band(c.get("band90"), floor),
                         fmt_num(c.get("probe_loss")),
                         "winner" if c["winner"] else ("diverged" if c["diverged"] else ""),
                     ]
                 )
-            heads = ["CAND", "LR", "STEPS", "LAST LOSS", "FORECAST", "STD", "90% BAND", "AFTER COOLDOWN", ""]
+            value = "PREDICTED FINAL LOSS" if plan_kind else "FORECAST"
+            heads = ["CAND", "LR", "STEPS", "LAST LOSS", value, "STD", "90% BAND", "AFTER COOLDOWN", ""]
             out.append(table(heads, rows, right=frozenset({0, 1, 2, 3, 4, 5, 7})))
     if segments:
         out += ["", "segments"]
