@@ -21,8 +21,10 @@ ARTIFACTS = ROOT / "test-artifacts" / "dashboard"
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 
-#: A job that reaches several stages in a few hundred steps of a digits MLP (a second or two of training).
+#: A job that reaches several stages in a few hundred steps of a digits MLP (a second or two of training):
+#: the ``greedy`` preset, which searches stage by stage and makes no plan.
 JOB_CONFIG: dict[str, Any] = {
+    "preset": "greedy",
     "min_lr": 1e-3,
     "max_lr": 1.0,
     "total_steps": 600,
@@ -33,6 +35,17 @@ JOB_CONFIG: dict[str, Any] = {
     "k_warm": 3,
     "seed": 0,
 }
+
+#: A ``default``-preset job (it plans the whole budget with a loss model); trained on digits with label noise,
+#: whose loss floor the model can fit, it has a plan with a predicted loss curve a few hundred steps in.
+PLAN_CONFIG: dict[str, Any] = {
+    "min_lr": 1e-3,
+    "max_lr": 1.0,
+    "total_steps": 800,
+    "warmup_steps": 20,
+    "seed": 0,
+}
+PLAN_LABEL_NOISE = 0.3
 
 
 @dataclass

@@ -19,6 +19,8 @@ import pytest
 from server.launch import ADMIN_KEY_ENV, REDIS_URL_ENV, free_port, start_local, stop_local, wait_ready
 from tests.dashboard.helpers import (
     JOB_CONFIG,
+    PLAN_CONFIG,
+    PLAN_LABEL_NOISE,
     ROOT,
     Worker,
     chromium_or_skip,
@@ -37,7 +39,8 @@ pytestmark = pytest.mark.timeout(240)
 
 def start_service(tmp: Path, name: str, admin_key: str) -> tuple[str, subprocess.Popen[bytes]]:
     port = free_port()
-    env = {ADMIN_KEY_ENV: admin_key, REDIS_URL_ENV: ""}
+    # No job quota: one test creates a thousand jobs from this machine (the quota has its own tests).
+    env = {ADMIN_KEY_ENV: admin_key, REDIS_URL_ENV: "", "LRTUNE_MAX_JOBS_PER_CLIENT": "0"}
     proc = start_local(port, env, tmp / f"{name}.log")
     url = f"http://127.0.0.1:{port}"
     wait_ready(url, proc)
@@ -130,6 +133,18 @@ def series_points(driver: Any, chart: str, series: str) -> int:
     return int(attr(driver, f'svg[data-chart="{chart}"] g[data-series="{series}"]', "data-n") or 0)
 
 
+def series_x(driver: Any, chart: str, series: str) -> tuple[float, float]:
+    """The leftmost and rightmost x (pixels) of a line series' path."""
+    xs: list[float] = driver.execute_script(
+        "const p = document.querySelector(`svg[data-chart='${arguments[0]}'] g[data-series='${arguments[1]}'] path`);"
+        "return p ? [...p.getAttribute('d').matchAll(/[ML](-?[0-9.]+),/g)].map((m) => Number(m[1])) : [];",
+        chart,
+        series,
+    )
+    assert xs, f"{chart}/{series} has no path"
+    return min(xs), max(xs)
+
+
 def test_a_running_job_in_the_list_and_on_its_page(service: str, browser: Any, downloads: Path) -> None:
     worker = Worker(service, name="digits-live")
     worker.run(until_step=260)  # a few stages in, still running
@@ -152,6 +167,12 @@ def test_a_running_job_in_the_list_and_on_its_page(service: str, browser: Any, d
     assert count(browser, 'svg[data-chart="posterior"] circle.forecast.winner') == 1
     assert series_points(browser, "posterior", "posterior-band") == 96
     assert count(browser, "table.stages tbody tr") >= 2
+    # A greedy job makes no plan: no model, prediction or planned-LR layers, and its candidates have forecasts at tau.
+    assert count(browser, 'g[data-series^="plan-"]') == 0 and count(browser, ".plan-line, [data-plan-final]") == 0
+    assert series_points(browser, "candidates", "forecasts") >= 2
+    assert series_points(browser, "candidates", "extrapolation") >= 2
+    assert "Forecast" in text(browser, "table.candidates thead")
+    assert "Predicted final loss" not in text(browser, ".job")
     assert count(browser, "#split .part") >= 3
     labels = browser.execute_script(
         "return [...document.querySelectorAll('svg.chart text.axis-label')].map((e) => e.textContent)"
@@ -205,6 +226,67 @@ def test_a_running_job_in_the_list_and_on_its_page(service: str, browser: Any, d
 
 
 JOB_TOTAL = 600
+
+
+def test_a_default_preset_job_shows_its_plan_and_the_predicted_loss(service: str, browser: Any) -> None:
+    worker = Worker(service, name="digits-plan", config=dict(PLAN_CONFIG), label_noise=PLAN_LABEL_NOISE)
+    worker.run(until_step=400)  # past its one search, on the plan
+    sched = worker.http.get(f"/v1/jobs/{worker.job_id}/schedule").json()
+    plan = sched["plan"]
+    assert plan is not None and plan["fitted"] and plan["predicted"] and plan["final_loss"] is not None
+    stage = sched["stages"][0]
+    assert stage["kind"] == "plan"
+
+    browser.get(f"{service}/jobs/{worker.job_id}")
+    wait(
+        browser,
+        lambda d: points(d, "posterior") > 0 and series_points(d, "loss", "plan-predicted") > 0,
+        "the plan is not drawn",
+    )
+    # The loss chart: the model along the kept line, then its prediction under the plan (dashed) with a 90% band
+    # over the rest of the budget; the LR chart: the planned LR (dashed).
+    assert series_points(browser, "loss", "plan-fitted") == len(plan["fitted"])
+    assert series_points(browser, "loss", "plan-predicted") == len(plan["predicted"]) + 1  # joined to the fit
+    assert series_points(browser, "loss", "plan-band") == len(plan["predicted"])
+    assert series_points(browser, "loss", "plan-final") == 1
+    assert series_points(browser, "lr", "plan-lr") == len(plan["lr"]) + 1
+    for chart, series in (("loss", "plan-predicted"), ("lr", "plan-lr")):
+        assert attr(browser, f'svg[data-chart="{chart}"] g[data-series="{series}"] path', "stroke-dasharray")
+    fitted, predicted, train = (series_x(browser, "loss", s) for s in ("plan-fitted", "plan-predicted", "train"))
+    assert abs(predicted[0] - fitted[1]) < 1 and predicted[1] > train[1] + 100  # from now to the end of the budget
+    assert attr(browser, ".plan-line", "data-plan-start") == str(plan["start"])
+    assert "predicts a final loss of" in text(browser, ".plan-line")
+    assert "Predicted final loss" in text(browser, "[data-plan-final]")
+
+    # Candidates are judged by predicted final loss: labelled so, and drawn at the end of the budget, not at a
+    # short horizon, with no extrapolation from their short curves.
+    assert "Predicted final loss" in text(browser, "table.candidates thead")
+    assert "Forecast" not in text(browser, "table.candidates thead")
+    assert "(to end)" in text(browser, 'table.stages tr[data-stage="0"]')
+    assert "judged by predicted final loss" in text(browser, ".stage-detail h3")
+    judged = sum(c["forecast"] is not None for c in stage["candidates"])
+    assert series_points(browser, "candidates", "final-losses") == judged
+    assert series_points(browser, "candidates", "forecasts") == 0
+    assert series_points(browser, "candidates", "extrapolation") == 0
+    end_x = float(attr(browser, 'svg[data-chart="candidates"] g[data-series="budget-end"] line', "x1") or 0)
+    marks = browser.execute_script(
+        "return [...document.querySelectorAll(`svg[data-chart='candidates'] g[data-series='final-losses'] "
+        "circle.forecast`)].map((c) => Number(c.getAttribute('cx')))"
+    )
+    assert len(marks) == judged and all(abs(x - end_x) < 40 for x in marks)
+    assert "predicted final loss" in (attr(browser, 'svg[data-chart="candidates"]', "aria-label") or "")
+    assert "predicted final loss" in (attr(browser, 'svg[data-chart="posterior"]', "aria-label") or "")
+    screenshot(browser, "job-plan")
+
+    # Every training segment re-plans: the page follows.
+    worker.step()
+    wait(
+        browser,
+        lambda d: attr(d, ".plan-line", "data-plan-start") not in (None, str(plan["start"])),
+        "the page did not show the new plan",
+    )
+    assert not severe_console_errors(browser)
+    worker.close()
 
 
 def test_a_thousand_jobs_page_and_sort_quickly(service: str, browser: Any) -> None:
@@ -344,36 +426,40 @@ def test_with_an_admin_key_the_dashboard_shows_nothing_until_given_the_key(keyed
 
 @pytest.mark.skipif(os.environ.get("LRTUNE_DOCS_SCREENSHOTS") != "1", reason="set LRTUNE_DOCS_SCREENSHOTS=1")
 def test_docs_screenshots(service: str, browser: Any) -> None:
-    """Refresh ``docs/images/dashboard-job.png`` and ``dashboard-list.png`` from a longer job."""
-    config = {**DOCS_CONFIG}
-    Worker(service, name="digits-mlp-wide-range", config={**config, "min_lr": 1e-4}, label_noise=0.3).run()
-    worker = Worker(service, name="digits-mlp", config=config, label_noise=0.3)
-    worker.run()
-    running = Worker(service, name="digits-mlp-seed1", config={**config, "seed": 1}, label_noise=0.3)
+    """Refresh ``docs/images/dashboard-job.png`` (a default-preset job halfway, on its plan) and ``-list.png``."""
+    Worker(service, name="digits-mlp-greedy", config=GREEDY_DOCS_CONFIG, label_noise=0.3).run()
+    Worker(service, name="digits-mlp", config=DOCS_CONFIG, label_noise=0.3).run()
+    running = Worker(service, name="digits-mlp-seed1", config={**DOCS_CONFIG, "seed": 1}, label_noise=0.3)
     running.run(until_step=700)
     images = ROOT / "docs" / "images"
     images.mkdir(parents=True, exist_ok=True)
     browser.set_window_size(1400, 540)
     browser.get(f"{service}/")
-    wait(browser, lambda d: css(d, f'tr[data-job-id="{worker.job_id}"]'), "list")
+    wait(browser, lambda d: css(d, f'tr[data-job-id="{running.job_id}"]'), "list")
     browser.save_screenshot(str(images / "dashboard-list.png"))
-    browser.get(f"{service}/jobs/{worker.job_id}")
-    wait(browser, lambda d: points(d, "posterior") > 0, "job page")
+    browser.get(f"{service}/jobs/{running.job_id}")
+    wait(browser, lambda d: points(d, "posterior") > 0 and series_points(d, "loss", "plan-predicted") > 0, "job page")
     fit_page(browser)
     wait(browser, lambda d: points(d, "posterior") > 0, "job page after resize")
     browser.save_screenshot(str(images / "dashboard-job.png"))
     browser.set_window_size(1400, 1000)
 
 
+#: The docs' jobs: the default preset (it plans the budget) on 1500 steps of digits.
 DOCS_CONFIG: dict[str, Any] = {
     "min_lr": 1e-3,
     "max_lr": 1.0,
     "total_steps": 1500,
     "warmup_steps": 50,
+    "seed": 0,
+}
+#: A greedy job next to them in the list.
+GREEDY_DOCS_CONFIG: dict[str, Any] = {
+    **DOCS_CONFIG,
+    "preset": "greedy",
     "tau": 100,
     "tau_max": 400,
     "k": 6,
     "k_warm": 3,
     "objective": "auto",
-    "seed": 0,
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -12,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from server.cli_jobs import fmt_age, fmt_num, jobs_table, table
+from server.cli_jobs import fmt_age, fmt_band, fmt_num, jobs_table, plan_points, table
 from server.launch import ADMIN_KEY_ENV, REDIS_URL_ENV, free_port, local_program, start_local, stop_local, wait_ready
 from tests.server.helpers import SMALL_CONFIG, run_segment
 
@@ -113,6 +114,38 @@ def test_show_by_name_and_by_id_prefix(open_url: str, jobs: dict[str, str]) -> N
     assert as_json["job"]["job_id"] == jobs["fresh"] and as_json["schedule"]["steps_used"] == 0
 
 
+def test_show_prints_the_plan_and_predicted_final_losses(open_url: str, jobs: dict[str, str]) -> None:
+    plan = httpx.get(f"{open_url}/dashboard/api/jobs/{jobs['finished']}/schedule").json()["plan"]
+    assert plan is not None and plan["final_loss"] is not None  # a default-preset job
+    out = lrtune("jobs", "show", jobs["finished"], "--url", open_url)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("plan "))
+    wrapped = itertools.takewhile(lambda line: line.startswith(" " * 13), lines[at + 1 :])  # a long value wraps
+    planned = " ".join([lines[at], *(line.strip() for line in wrapped)])
+    assert planned.startswith(f"plan         steps {plan['start']}-{plan['end']}: lr ")
+    assert f"@{plan['lr'][0][0]}," in planned and planned.endswith(f"@{plan['lr'][-1][0]}")
+    assert 2 <= planned.count("@") <= 5  # a few points of the curve, not all of them
+    predicted = next(line for line in lines if line.startswith("predicted "))
+    assert predicted == (
+        f"predicted    final loss {fmt_num(plan['final_loss'])} ± {fmt_num(plan['final_std'], 2)} at step "
+        f"{plan['end']} (90% band {fmt_band(plan['band90'])})"
+    )
+    # Its candidates were judged by the final loss the model predicts for each.
+    assert "PREDICTED FINAL LOSS" in out.stdout and "FORECAST" not in out.stdout
+    assert "stage 0 candidates (train loss predicted at the end of the budget, step 240" in out.stdout
+
+    fresh = lrtune("jobs", "show", jobs["fresh"], "--url", open_url).stdout
+    assert "\nplan         none yet" in fresh and "\npredicted " not in fresh
+
+    greedy, _ = create(open_url, "greedy-run", run=True, preset="greedy")
+    out = lrtune("jobs", "show", greedy, "--url", open_url)
+    assert out.returncode == 0, out.stderr
+    assert not any(line.startswith(("plan ", "predicted ")) for line in out.stdout.splitlines())
+    assert "FORECAST" in out.stdout and "PREDICTED FINAL LOSS" not in out.stdout
+    assert "loss forecast at step" in out.stdout
+
+
 @pytest.mark.parametrize("fmt", ["json", "csv", "lambdalr"])
 def test_export_writes_what_the_schedule_route_answers(
     open_url: str, jobs: dict[str, str], fmt: str, tmp_path: Path
@@ -181,6 +214,12 @@ def test_formatting_helpers() -> None:
     ]
     assert [fmt_age(1000.0 - s, now=1000.0) for s in (5, 120, 7200, 172800)] == ["5 s", "2 min", "2 h", "2 d"]
     assert table(["A", "NUM"], [["xx", "1"], ["y", "100"]], right=frozenset({1})) == "A   NUM\nxx    1\ny   100"
+    assert [fmt_band(None), fmt_band([-0.5, 1.0]), fmt_band([-0.5, 1.0], floor=0.0)] == ["-", "-0.5 .. 1", "0 .. 1"]
+    # A plan's curve in a few points: its start, the end of its hold, its decay, its end.
+    curve = [[0, 1.0], [10, 1.0], [20, 1.0], [30, 0.5], [40, 0.1]]
+    assert plan_points(curve, most=4) == [(0, 1.0), (20, 1.0), (30, 0.5), (40, 0.1)]
+    assert plan_points([]) == [] and plan_points([[5, 0.1]]) == [(5, 0.1)]
+    assert len(plan_points([[i, 1.0 / (1 + i)] for i in range(32)])) == 5
     info = {
         "job_id": "0123456789abcdef",
         "name": None,
