@@ -296,7 +296,8 @@ def plan_pairs(info: dict[str, Any], sched: dict[str, Any]) -> list[tuple[str, s
         planning = cfg.get("preset") == "default" and cfg.get("strategy", "autolrs") == "autolrs"
         return [("plan", "none yet (the first comes once the loss model has enough losses)")] if planning else []
     points = ", ".join(f"{fmt_num(lr, 3)} @{step}" for step, lr in plan_points(plan.get("lr") or []))
-    pairs = [("plan", f"steps {plan['start']}-{plan['end']}: lr {points or '-'}")]
+    last = " (the last plan)" if sched.get("done") else ""
+    pairs = [("plan", f"steps {plan['start']}-{plan['end']}{last}: lr {points or '-'}")]
     if plan.get("final_loss") is None:
         pairs.append(("predicted", "- (the loss model cannot tell the final loss yet)"))
     else:

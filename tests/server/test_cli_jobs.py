@@ -123,7 +123,7 @@ def test_show_prints_the_plan_and_predicted_final_losses(open_url: str, jobs: di
     at = next(i for i, line in enumerate(lines) if line.startswith("plan "))
     wrapped = itertools.takewhile(lambda line: line.startswith(" " * 13), lines[at + 1 :])  # a long value wraps
     planned = " ".join([lines[at], *(line.strip() for line in wrapped)])
-    assert planned.startswith(f"plan         steps {plan['start']}-{plan['end']}: lr ")
+    assert planned.startswith(f"plan         steps {plan['start']}-{plan['end']} (the last plan): lr ")
     assert f"@{plan['lr'][0][0]}," in planned and planned.endswith(f"@{plan['lr'][-1][0]}")
     assert 2 <= planned.count("@") <= 5  # a few points of the curve, not all of them
     predicted = next(line for line in lines if line.startswith("predicted "))

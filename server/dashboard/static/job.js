@@ -347,7 +347,8 @@ export class JobView {
       { label: "search range", color: COLORS.bound, kind: "dash" },
     ]);
     const planLine = !plan ? null : el("p", { class: "plan-line small", "data-plan-start": plan.start, "data-plan-end": plan.end },
-      el("strong", {}, "Plan"), ` from step ${int(plan.start)} (re-planned as the job runs): the LR `,
+      ...(sched.done ? [el("strong", {}, "Last plan"), `, from step ${int(plan.start)}: the LR `]
+        : [el("strong", {}, "Plan"), ` from step ${int(plan.start)} (re-planned as the job runs): the LR `]),
       plan.lr.length ? `goes from ${fmtNum(plan.lr[0][1])} to ${fmtNum(plan.lr[plan.lr.length - 1][1])} by step ${int(plan.end)}` : "is not known yet",
       plan.final_loss === null ? "; the loss model cannot predict the final loss yet." :
         `; the loss model predicts a final loss of ${finalText(plan)}. The dashed lines are predictions, not observations.`);
