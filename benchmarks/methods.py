@@ -18,9 +18,10 @@ LR_RANGE = (1e-5, 1e-1)
 WARMUP_SHARE = 0.05
 GRID_PEAKS = [float(v) for v in torch.logspace(-4.5, -1.5, 8)]  # 3.2e-5 .. 3.2e-2, AdamW peak LRs
 GRID_SHAPES = ("cosine", "linear", "wsd")
-# One switch flipped at a time, on the default preset (the planner).
+# One switch flipped at a time, on the plan preset.
 ABLATIONS: dict[str, dict[str, Any]] = {
     "no-replan": {"replan": False},
+    "train-objective": {"objective": "train"},
     "later-searches": {"later_searches": True},
     "tied-kernel": {"tied_kernel": True},
     "plan-cosine": {"plan_shape": "cosine"},
@@ -75,15 +76,15 @@ def all_methods(ablations: bool = True) -> list[Method]:
         Method("prodigy-cosine", "lr-free", optimizer="prodigy"),
         Method("range-test-cosine", "range-test"),
         Method("lrtune-paper", "lrtune", tuner=paper_config()),
-        Method("lrtune-greedy", "lrtune", tuner=lrtune_config(preset="greedy")),
         Method("lrtune-default", "lrtune", tuner=lrtune_config()),
+        Method("lrtune-plan", "lrtune", tuner=lrtune_config(preset="plan")),
     ]
     for shape in GRID_SHAPES:
         for peak in GRID_PEAKS:
             methods.append(Method(f"grid-{shape}-{peak:.1e}", "grid", tuner=schedule_config(shape, peak)))
     if ablations:
         for name, switches in ABLATIONS.items():
-            methods.append(Method(f"lrtune-{name}", "ablation", tuner=lrtune_config(**switches)))
+            methods.append(Method(f"lrtune-plan-{name}", "ablation", tuner=lrtune_config(preset="plan", **switches)))
     return methods
 
 

@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--landscapes", nargs="+", default=list(LANDSCAPES), choices=sorted(LANDSCAPES))
     parser.add_argument("--budgets", nargs="+", type=int, default=[20_000, 100_000])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--presets", nargs="+", default=["default", "greedy", "paper"])
+    parser.add_argument("--presets", nargs="+", default=["plan", "greedy", "paper"])
     parser.add_argument("--pieces", type=int, default=40, help="pieces of the optimal schedule")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--switch", action="append", default=[], help="KEY=JSON config switch for every preset")
@@ -305,15 +305,15 @@ def write(rows: list[dict[str, Any]], args: argparse.Namespace, load: float, swi
     if switches:
         lines += [f"Switches: `{json.dumps(switches)}`", ""]
     lines += [
-        "Final expected loss as a multiple of the optimum (lower is better; 1.25 is the bar for `default`):",
+        "Final expected loss as a multiple of the optimum (lower is better; 1.25 is the bar for `plan`):",
         "",
         "| landscape | budget | " + " | ".join(args.presets) + " | hindsight cosine | best constant | rolled back "
-        "(default) |",
+        "(plan) |",
         "|---|---:|" + "---:|" * (len(args.presets) + 3),
     ]
     for r in rows:
         cells = [f"{_median([x['ratio'] for x in r['runs'][p]]):.3f}" for p in args.presets]
-        wasted = r["runs"].get("default") or r["runs"][args.presets[0]]
+        wasted = r["runs"].get("plan") or r["runs"][args.presets[0]]
         lines.append(
             f"| {r['landscape']} | {r['budget']:,} | " + " | ".join(cells) + f" | {r['cosine']:.3f} | "
             f"{r['constant']:.3f} | {_median([x['wasted'] for x in wasted]):.1%} |"

@@ -1,6 +1,6 @@
 """Time of one BO suggestion (GP fit + acquisition), one forecast, and one re-planning report, by size.
 
-A re-planning report is a training segment's report under the ``default`` preset: the loss model is refitted to
+A re-planning report is a training segment's report under the ``plan`` preset: the loss model is refitted to
 every segment the job ran and the rest of the budget is planned again. It is timed on noisy-quadratic jobs, by
 the number of segments already reported (each segment is up to 32 binned losses for the model).
 
@@ -48,12 +48,12 @@ def time_forecast(points: int, repeats: int) -> list[float]:
 
 
 def time_replan(seeds: int) -> dict[int, list[float]]:
-    """Milliseconds of each training-segment report of default-preset jobs, by segments reported before it."""
+    """Milliseconds of each training-segment report of plan-preset jobs, by segments reported before it."""
     from benchmarks.nqm import LANDSCAPES, run_tuner
 
     out: dict[int, list[float]] = {}
     for seed in range(seeds):
-        result = run_tuner(LANDSCAPES["base"], 20_000, seed, "default")
+        result = run_tuner(LANDSCAPES["base"], 20_000, seed, "plan")
         for n, phase, ms in result["reports"]:
             if phase == "train":
                 out.setdefault(n, []).append(ms)

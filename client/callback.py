@@ -53,8 +53,10 @@ class AutoLRSCallback:
         max_lr: Upper end of the LR range.
         total_steps: Step budget, exploration included; the callback is :attr:`done` after that many steps.
         val_fn: Returns the validation loss (a float or a scalar tensor); called at the cadence a segment asks
-            for, with the model in eval mode and gradients off. Needed when the objective is validation loss.
-        preset: ``"default"`` or ``"paper"`` (see ``tuner.TunerConfig``).
+            for, with the model in eval mode and gradients off. Needed when the objective is validation loss; with
+            the ``plan`` preset and no ``objective`` in ``config``, giving it makes the objective the validation
+            loss (the plan then minimises the validation loss at the end of the budget).
+        preset: ``"default"``, ``"plan"``, ``"greedy"`` or ``"paper"`` (see ``tuner.TunerConfig``).
         strategy: ``"autolrs"`` or a standard schedule (``"cosine"``, ...).
         seed: Seed of the tuner.
         config: More job config fields (``tau``, ``k``, ``warmup_steps``, ``objective``, ...; see

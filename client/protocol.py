@@ -55,7 +55,7 @@ class JobConfig(BaseModel):
     min_lr: float = Field(gt=0, description="Lower bound of the LR search range.")
     max_lr: float = Field(gt=0, description="Upper bound of the LR search range.")
     total_steps: int = Field(gt=0, le=10**9, description="Gradient-step budget, exploration included.")
-    preset: Literal["default", "greedy", "paper"] = "default"
+    preset: Literal["default", "plan", "greedy", "paper"] = "default"
     strategy: Literal["autolrs", "constant", "cosine", "linear", "wsd", "rex"] = "autolrs"
     seed: int = Field(default=0, ge=0, lt=2**63)
     tau: int | None = Field(default=None, ge=1, le=10**9, description="First stage length in steps.")

@@ -105,9 +105,14 @@ def check_options(
     fields = {"min_lr", "max_lr", "total_steps", "preset", "strategy", "seed"} & set(config or {})
     if fields:
         raise ValueError(f"pass {', '.join(sorted(fields))} as arguments, not in config")
+    extra = dict(config or {})
+    if val_fn is not None and preset == "plan" and strategy == "autolrs" and extra.get("objective") is None:
+        # The plan preset plans for the loss at the end of the budget: with a validation function, that is the
+        # validation loss.
+        extra["objective"] = "val"
     job_config = JobConfig.model_validate(
         {
-            **dict(config or {}),
+            **extra,
             "min_lr": min_lr,
             "max_lr": max_lr,
             "total_steps": total_steps,

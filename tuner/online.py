@@ -1,4 +1,4 @@
-"""Online re-planning (the ``default`` preset): fit the loss model, plan the whole budget, search where it pays.
+"""Online re-planning (the ``plan`` preset): fit the loss model, plan the whole budget, search where it pays.
 
 A job's life::
 
@@ -27,6 +27,7 @@ pure function of that state.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -216,7 +217,7 @@ def propose(
 
 
 class OnlinePlanning:
-    """The ``default`` preset's stage sequencing, mixed into :class:`tuner.stages.Tuner`.
+    """The ``plan`` preset's stage sequencing, mixed into :class:`tuner.stages.Tuner`.
 
     It reads and writes the tuner's state dict: ``online`` (the current plan, the next decision point, the
     stability cap) and the stage records, in the same form the other presets use, so the schedule, the CLI and
@@ -227,6 +228,7 @@ class OnlinePlanning:
     _s: dict[str, Any]
     settings: Any
     _model_memo: tuple[int, Fit | None] | None
+    last_suggest_s: float  # seconds the last report spent refitting, planning and proposing
 
     # hooks the tuner provides
     def _new_id(self) -> int:  # pragma: no cover - provided by Tuner
@@ -318,6 +320,7 @@ class OnlinePlanning:
         """Refit the model and plan the rest of the budget from the current line; None while it cannot tell."""
         st = self.settings
         o = self._online()
+        started = time.perf_counter()
         fit = self._model()
         if fit is None or step >= st.total_steps:
             return None
@@ -325,6 +328,7 @@ class OnlinePlanning:
         plan = best_plan(fit, history, step, st.total_steps - step, st.min_lr, self._cap(history), self._knobs())
         o["plan"] = plan.to_dict()
         o["plan_from"] = self._s.get("line")
+        self.last_suggest_s = time.perf_counter() - started
         return plan
 
     def _cap(self, history: History) -> float:
@@ -404,7 +408,7 @@ class OnlinePlanning:
     # ------------------------------------------------------------------ segments
 
     def _online_segment(self, step: int) -> Segment:
-        """The next segment of the ``default`` preset."""
+        """The next segment of the ``plan`` preset."""
         st = self.settings
         o = self._online()
         stages = self._s["stages"]
@@ -535,6 +539,7 @@ class OnlinePlanning:
         if i == 0:
             lr = stage["incumbent_lr"]
         else:
+            started = time.perf_counter()
             base = self._history(stage["base"])
             fit = self._model()
             plan = None
@@ -545,6 +550,7 @@ class OnlinePlanning:
                 plan = best_plan(fit, after, step + n, rest, st.min_lr, cap, self._knobs())
             edge = o.get("edge", o["cap"])
             lr = propose(fit, base, plan, stage["incumbent_lr"], [c["lr"] for c in cands], n, st.min_lr, edge)
+            self.last_suggest_s = time.perf_counter() - started
         name = stage["snapshot"]
         keep = f"cand-{stage['index']}-{i}"
         start_loss = stage["start_loss"]

@@ -131,6 +131,7 @@ class Tuner(OnlinePlanning):
             InvalidReportError: The losses do not fit the segment.
         """
         seg = self._s["open"]
+        self.last_suggest_s = 0.0
         train = _as_floats(losses, "losses")
         val = None if val_losses is None else _as_floats(val_losses, "val_losses")
         digest = _digest(segment_id, train, val)

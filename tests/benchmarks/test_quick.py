@@ -26,7 +26,14 @@ def test_quick_benchmark_writes_a_report_plots_and_raw_results(tmp_path: Path) -
     lrtune = next(r for r in rows if r["method"] == "lrtune-default")
     assert 0 < lrtune["explore_share"] <= 0.25 and lrtune["stages"]
     report = (out / "report.md").read_text()
-    for name in ("grid-oracle", "lrtune-default", "lrtune-paper", "schedulefree-adamw", "prodigy-cosine"):
+    for name in (
+        "grid-oracle",
+        "lrtune-default",
+        "lrtune-plan",
+        "lrtune-paper",
+        "schedulefree-adamw",
+        "prodigy-cosine",
+    ):
         assert f"| {name} |" in report
     assert "geometric mean" in report and "Command: `python -m benchmarks --quick" in report
     assert "lrtune-default reaches the oracle's median test loss" in report and "It beats schedulefree-adamw" in report

@@ -14,7 +14,8 @@ from client import AutoLRSCallback
 from client.protocol import WireSegment
 
 #: A small job: three stages with BO, a few dozen segments, well under a second of tuner work.
-SMALL: dict[str, Any] = {"tau": 20, "k": 3, "k_warm": 2, "max_segment_steps": 40}
+# Budgets of a few hundred steps: short stages, and room under the exploration cap for a search.
+SMALL: dict[str, Any] = {"tau": 20, "k": 3, "k_warm": 2, "max_segment_steps": 40, "explore_cap": 0.3}
 
 Batch = tuple[int, torch.Tensor, torch.Tensor]
 

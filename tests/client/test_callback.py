@@ -61,7 +61,7 @@ def test_moving_shapes_change_the_lr_every_step() -> None:
 
 def test_candidates_restart_from_the_stage_snapshot_on_the_same_batches() -> None:
     data = ReplayLoader(make_batches(n_batches=7))
-    model, opt, cb = _setup(dropout=0.2, loader=data)
+    model, opt, cb = _setup(dropout=0.2, loader=data, preset="greedy")  # a cooldown probe after every candidate
     run = train(cb, model, opt, data)
 
     first_loss: dict[int, list[float]] = {}
@@ -175,7 +175,7 @@ def test_resume_from_a_checkpoint_continues_the_same_job() -> None:
     def fresh(seed: int) -> tuple[Any, ...]:
         model = make_model(seed=seed, dropout=0.2)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        cb = AutoLRSCallback(model, opt, None, 1e-4, 1e-1, 200, config=SMALL)
+        cb = AutoLRSCallback(model, opt, None, 1e-4, 1e-1, 200, config=SMALL, preset="greedy")
         return model, opt, cb
 
     batches = make_batches()
@@ -233,11 +233,13 @@ def test_resume_from_a_checkpoint_continues_the_same_job() -> None:
 def test_resume_without_snapshots_warns_once_and_completes(caplog: pytest.LogCaptureFixture) -> None:
     model = make_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    cb = AutoLRSCallback(model, opt, None, 1e-3, 1.0, 200, config=SMALL, checkpoint_snapshots=False)
+    cb = AutoLRSCallback(
+        model, opt, None, 1e-3, 1.0, 200, config=SMALL, checkpoint_snapshots=False, preset="greedy"
+    )  # stopped mid-search
     train(cb, model, opt, make_batches(), max_steps=15)
     state = cb.state_dict()
     assert state["snapshots"] is None
-    cb2 = AutoLRSCallback(model, opt, None, 1e-3, 1.0, 200, config=SMALL)
+    cb2 = AutoLRSCallback(model, opt, None, 1e-3, 1.0, 200, config=SMALL, preset="greedy")
     cb2.load_state_dict(state)
     with caplog.at_level(logging.WARNING, logger="lrtune.client"):
         train(cb2, model, opt, make_batches())

@@ -36,9 +36,10 @@ JOB_CONFIG: dict[str, Any] = {
     "seed": 0,
 }
 
-#: A ``default``-preset job (it plans the whole budget with a loss model); trained on digits with label noise,
+#: A ``plan``-preset job (it plans the whole budget with a loss model); trained on digits with label noise,
 #: whose loss floor the model can fit, it has a plan with a predicted loss curve a few hundred steps in.
 PLAN_CONFIG: dict[str, Any] = {
+    "preset": "plan",
     "min_lr": 1e-3,
     "max_lr": 1.0,
     "total_steps": 800,

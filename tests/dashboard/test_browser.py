@@ -228,7 +228,7 @@ def test_a_running_job_in_the_list_and_on_its_page(service: str, browser: Any, d
 JOB_TOTAL = 600
 
 
-def test_a_default_preset_job_shows_its_plan_and_the_predicted_loss(service: str, browser: Any) -> None:
+def test_a_plan_preset_job_shows_its_plan_and_the_predicted_loss(service: str, browser: Any) -> None:
     worker = Worker(service, name="digits-plan", config=dict(PLAN_CONFIG), label_noise=PLAN_LABEL_NOISE)
     worker.run(until_step=400)  # past its one search, on the plan
     sched = worker.http.get(f"/v1/jobs/{worker.job_id}/schedule").json()
@@ -426,7 +426,7 @@ def test_with_an_admin_key_the_dashboard_shows_nothing_until_given_the_key(keyed
 
 @pytest.mark.skipif(os.environ.get("LRTUNE_DOCS_SCREENSHOTS") != "1", reason="set LRTUNE_DOCS_SCREENSHOTS=1")
 def test_docs_screenshots(service: str, browser: Any) -> None:
-    """Refresh ``docs/images/dashboard-job.png`` (a default-preset job halfway, on its plan) and ``-list.png``."""
+    """Refresh ``docs/images/dashboard-job.png`` (a plan-preset job halfway, on its plan) and ``-list.png``."""
     Worker(service, name="digits-mlp-greedy", config=GREEDY_DOCS_CONFIG, label_noise=0.3).run()
     Worker(service, name="digits-mlp", config=DOCS_CONFIG, label_noise=0.3).run()
     running = Worker(service, name="digits-mlp-seed1", config={**DOCS_CONFIG, "seed": 1}, label_noise=0.3)
@@ -445,8 +445,9 @@ def test_docs_screenshots(service: str, browser: Any) -> None:
     browser.set_window_size(1400, 1000)
 
 
-#: The docs' jobs: the default preset (it plans the budget) on 1500 steps of digits.
+#: The docs' jobs: the plan preset (it plans the budget) on 1500 steps of digits.
 DOCS_CONFIG: dict[str, Any] = {
+    "preset": "plan",
     "min_lr": 1e-3,
     "max_lr": 1.0,
     "total_steps": 1500,

@@ -115,9 +115,10 @@ def test_show_by_name_and_by_id_prefix(open_url: str, jobs: dict[str, str]) -> N
 
 
 def test_show_prints_the_plan_and_predicted_final_losses(open_url: str, jobs: dict[str, str]) -> None:
-    plan = httpx.get(f"{open_url}/dashboard/api/jobs/{jobs['finished']}/schedule").json()["plan"]
-    assert plan is not None and plan["final_loss"] is not None  # a default-preset job
-    out = lrtune("jobs", "show", jobs["finished"], "--url", open_url)
+    planned_job, _ = create(open_url, "plan-run", run=True, preset="plan")
+    plan = httpx.get(f"{open_url}/dashboard/api/jobs/{planned_job}/schedule").json()["plan"]
+    assert plan is not None and plan["final_loss"] is not None  # a plan-preset job
+    out = lrtune("jobs", "show", planned_job, "--url", open_url)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     at = next(i for i, line in enumerate(lines) if line.startswith("plan "))
@@ -135,11 +136,11 @@ def test_show_prints_the_plan_and_predicted_final_losses(open_url: str, jobs: di
     assert "PREDICTED FINAL LOSS" in out.stdout and "FORECAST" not in out.stdout
     assert "stage 0 candidates (train loss predicted at the end of the budget, step 240" in out.stdout
 
-    fresh = lrtune("jobs", "show", jobs["fresh"], "--url", open_url).stdout
+    fresh_plan, _ = create(open_url, "fresh-plan", run=False, preset="plan")
+    fresh = lrtune("jobs", "show", fresh_plan, "--url", open_url).stdout
     assert "\nplan         none yet" in fresh and "\npredicted " not in fresh
 
-    greedy, _ = create(open_url, "greedy-run", run=True, preset="greedy")
-    out = lrtune("jobs", "show", greedy, "--url", open_url)
+    out = lrtune("jobs", "show", jobs["finished"], "--url", open_url)  # the default preset, today greedy
     assert out.returncode == 0, out.stderr
     assert not any(line.startswith(("plan ", "predicted ")) for line in out.stdout.splitlines())
     assert "FORECAST" in out.stdout and "PREDICTED FINAL LOSS" not in out.stdout

@@ -81,8 +81,8 @@ def test_config_round_trips_through_a_dict() -> None:
     assert TunerConfig.from_dict(c.to_dict()) == c
 
 
-def test_default_preset_plans_the_whole_budget_with_every_piece_a_switch() -> None:
-    st = resolve(TunerConfig(min_lr=1e-4, max_lr=1e-1, total_steps=20_000))
+def test_plan_preset_plans_the_whole_budget_with_every_piece_a_switch() -> None:
+    st = resolve(TunerConfig(min_lr=1e-4, max_lr=1e-1, total_steps=20_000, preset="plan"))
     assert st.planner and st.replan and st.plan_shape == "free" and not st.later_searches and not st.tied_kernel
     assert st.explore_cap == 0.15 and st.anneal_steps == 0  # the plan decides the end, not a fixed anneal
     assert st.k == 3 and st.tau == 1200

@@ -1,4 +1,4 @@
-"""The default preset end to end on a noisy quadratic: it plans the whole budget and re-plans online."""
+"""The plan preset end to end on a noisy quadratic: it plans the whole budget and re-plans online."""
 
 import math
 
@@ -14,7 +14,7 @@ TOTAL = 4000
 
 @pytest.fixture(scope="module")
 def result() -> dict[str, object]:
-    return run_tuner(LAND, TOTAL, seed=0, preset="default")
+    return run_tuner(LAND, TOTAL, seed=0, preset="plan")
 
 
 def test_runs_exactly_the_budget_and_rolls_back_at_most_fifteen_percent(result: dict[str, object]) -> None:
@@ -28,7 +28,7 @@ def test_beats_the_best_constant_lr_picked_in_hindsight(result: dict[str, object
 
 
 def test_schedule_shows_the_plan_and_candidates_judged_by_predicted_final_loss() -> None:
-    tuner = Tuner(TunerConfig(min_lr=1e-3, max_lr=10.0, total_steps=TOTAL, seed=1))
+    tuner = Tuner(TunerConfig(min_lr=1e-3, max_lr=10.0, total_steps=TOTAL, seed=1, preset="plan"))
     rng = np.random.default_rng(1)
     m = LAND.start()
     snaps: dict[str, np.ndarray] = {}
