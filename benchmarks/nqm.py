@@ -156,13 +156,16 @@ def best_constant(land: Landscape, total: int) -> tuple[float, float]:
     return best, lr
 
 
-def run_tuner(land: Landscape, total: int, seed: int, preset: str, **switches: Any) -> dict[str, Any]:
+def run_tuner(
+    land: Landscape, total: int, seed: int, preset: str, keep_state: bool = False, **switches: Any
+) -> dict[str, Any]:
     """Drive a tuner job on the landscape like a worker would, snapshots and all.
 
     Returns:
         ``final`` (expected loss of the final weights), ``steps`` run, ``wasted`` (rolled-back share),
         ``stages`` (searches), ``wall_s``, ``tuner_s`` (seconds inside the tuner) and ``reports`` (for each report:
-        segments reported before it, the segment's phase, milliseconds the report took).
+        segments reported before it, the segment's phase, milliseconds the report took); with ``keep_state`` also
+        ``state``, the job's final dumped state.
     """
     from tuner import Tuner, TunerConfig
 
@@ -224,6 +227,7 @@ def run_tuner(land: Landscape, total: int, seed: int, preset: str, **switches: A
         "tuner_s": inside,
         "export": copy.deepcopy(tuner.export()),
         "reports": reports,
+        **({"state": tuner.dump()} if keep_state else {}),
     }
 
 

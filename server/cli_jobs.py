@@ -293,7 +293,7 @@ def plan_pairs(info: dict[str, Any], sched: dict[str, Any]) -> list[tuple[str, s
     plan = sched.get("plan")
     cfg = info["config"]
     if plan is None:
-        planning = cfg.get("preset") == "default" and cfg.get("strategy", "autolrs") == "autolrs"
+        planning = cfg.get("preset") == "plan" and cfg.get("strategy", "autolrs") == "autolrs"
         return [("plan", "none yet (the first comes once the loss model has enough losses)")] if planning else []
     points = ", ".join(f"{fmt_num(lr, 3)} @{step}" for step, lr in plan_points(plan.get("lr") or []))
     last = " (the last plan)" if sched.get("done") else ""

@@ -1,5 +1,5 @@
 // One job: loss and LR over the steps, the exploration split, every stage's candidates with forecasts and
-// bands, and the GP posterior over log-LR; for a job that plans its budget (the default preset), the current
+// bands, and the GP posterior over log-LR; for a job that plans its budget (the plan preset), the current
 // plan: the loss model's fit, its predicted loss under the plan with a 90% band, and the planned LR.
 // Polls the job's head and refetches the rest when it changed.
 
@@ -275,7 +275,7 @@ export class JobView {
     const bounds = [[0, cfg.min_lr], [total, cfg.min_lr], null, [0, cfg.max_lr], [total, cfg.max_lr]];
     const phases = Object.keys(byPhase);
 
-    // The plan (default preset): the model along the kept line, its prediction under the plan with a 90% band,
+    // The plan (plan preset): the model along the kept line, its prediction under the plan with a 90% band,
     // and the planned LR over the rest of the budget. Absent for greedy, paper and fixed schedules.
     const plan = sched.plan || null;
     const lossPlan = [];
@@ -395,7 +395,7 @@ export class JobView {
     const order = st.candidates.map((c) => c.lr).sort((a, b) => a - b);
     const colorOf = (lr) => ramp(order.length > 1 ? 0.02 + (0.83 * order.indexOf(lr)) / (order.length - 1) : 0.4);
     const useVal = st.objective === "val";
-    // A plan-kind stage (default preset) judges each candidate by the final loss the loss model predicts for it
+    // A plan-kind stage (plan preset) judges each candidate by the final loss the loss model predicts for it
     // under its own best plan: those values sit at the end of the budget (tau steps into the stage), with no
     // extrapolation line from the short curve, since they are not a forecast of that curve.
     const planKind = st.kind === "plan";

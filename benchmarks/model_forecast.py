@@ -1,0 +1,136 @@
+"""How well the loss model predicts the end of a run: fitted on the first half, the final loss of the rest.
+
+    python -m benchmarks.model_forecast                   # 3 noisy-quadratic landscapes x 20k steps x 5 seeds
+    python -m benchmarks.model_forecast --seeds 2 --budgets 20000 100000
+
+Each run is a ``plan``-preset job on a noisy quadratic (:mod:`benchmarks.nqm`). The model is fitted to every
+segment reported until the kept line reached half of its steps; it then predicts the final loss of the
+continuation the job really ran (the kept line's LR, step by step), which is compared with the truth (the closed
+form's expected loss of the final weights). Reported: the median absolute relative error and how often the truth
+falls inside the stated 90% band (aim: 80-95%). Results go to ``benchmarks/results/model_forecast.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.nqm import LANDSCAPES, run_tuner
+from tuner import lossmodel
+from tuner.config import TunerConfig, resolve
+from tuner.lossmodel import History
+from tuner.online import Knobs, fit_model, record_lrs
+
+
+def forecast_case(state: dict[str, Any], final: float) -> dict[str, float] | None:
+    """Fit on the first half of a dumped job and predict its final loss; None when the model cannot tell."""
+    records = state["segments"]
+    by_id = {int(r["segment_id"]): r for r in records}
+    path: list[dict[str, Any]] = []
+    sid = state.get("line")
+    while sid is not None and sid in by_id:
+        path.append(by_id[sid])
+        sid = by_id[sid].get("parent")
+    path.reverse()
+    kept = sum(int(r["steps"]) for r in path)
+    done, cut = 0, 0
+    for i, rec in enumerate(path):
+        done += int(rec["steps"])
+        if done >= kept / 2:
+            cut = i
+            break
+    order = {int(r["segment_id"]): i for i, r in enumerate(records)}
+    seen = records[: order[int(path[cut]["segment_id"])] + 1]
+    st = resolve(TunerConfig.from_dict(state["config"]))
+    knobs = Knobs(
+        st.model_window, st.plan_pieces, st.replan, st.later_searches, st.plan_shape == "free", st.tied_kernel
+    )
+    fit = fit_model(seen, knobs, st.loss_floor, "train")
+    if fit is None:
+        return None
+    history = History.of([record_lrs(r) for r in path[: cut + 1]])
+    rest = np.concatenate([record_lrs(r) for r in path[cut + 1 :]]) if cut + 1 < len(path) else np.zeros(0)
+    if not rest.size:
+        return None
+    pieces = np.array_split(rest, min(64, rest.size))
+    steps = np.array([float(p.size) for p in pieces])
+    lrs = np.array([float(p.mean()) for p in pieces])
+    mean = float(lossmodel.final_losses(fit.params, history, steps, lrs[None, :])[0])
+    std = lossmodel.final_loss_std(fit, history, steps, lrs)
+    lo, hi = lossmodel.band90(mean, std, st.loss_floor)
+    return {
+        "predicted": mean,
+        "std": std,
+        "truth": final,
+        "rel_error": abs(mean / final - 1),
+        "inside": lo <= final <= hi,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run, print and save the table; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.model_forecast", description=__doc__.split("\n")[0])
+    parser.add_argument("--landscapes", nargs="+", default=list(LANDSCAPES), choices=sorted(LANDSCAPES))
+    parser.add_argument("--budgets", nargs="+", type=int, default=[20_000])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args(argv)
+    load = os.getloadavg()[0]
+    rows = []
+    for name in args.landscapes:
+        for total in args.budgets:
+            cases = []
+            for seed in range(args.seeds):
+                result = run_tuner(LANDSCAPES[name], total, seed, "plan", keep_state=True)
+                case = forecast_case(result["state"], result["final"])
+                if case is not None:
+                    cases.append(case)
+                    where = "inside" if case["inside"] else "outside"
+                    print(
+                        f"{name} {total} seed {seed}: predicted {case['predicted']:.4g} ± {case['std']:.2g}, truth "
+                        f"{case['truth']:.4g} ({case['rel_error']:.0%} off, {where} the band)",
+                        flush=True,
+                    )
+            rows.append({"landscape": name, "budget": total, "cases": cases})
+    lines = [
+        "# Loss model: predicted final loss from the first half of a run",
+        "",
+        f"Command: `{' '.join(['python -m benchmarks.model_forecast', *sys.argv[1:]])}`  ",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores; load average {load:.1f} at the start  ",
+        f"Date: {dt.date.today().isoformat()}",
+        "",
+        "| landscape | budget | runs | median abs error | truth inside the 90% band |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    everything = []
+    for r in rows:
+        cases = r["cases"]
+        everything += cases
+        if cases:
+            err = statistics.median(c["rel_error"] for c in cases)
+            inside = sum(c["inside"] for c in cases) / len(cases)
+            lines.append(f"| {r['landscape']} | {r['budget']:,} | {len(cases)} | {err:.1%} | {inside:.0%} |")
+    if everything:
+        err = statistics.median(c["rel_error"] for c in everything)
+        inside = sum(c["inside"] for c in everything) / len(everything)
+        lines.append(f"| all | | {len(everything)} | {err:.1%} | {inside:.0%} |")
+    lines += ["", "Aim: the truth inside the 90% band 80-95% of the time."]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "model_forecast.md").write_text("\n".join(lines) + "\n")
+    (args.out / "model_forecast.json").write_text(json.dumps(rows, indent=1, default=float))
+    print("\n".join(lines))
+    return 0 if everything and all(math.isfinite(c["predicted"]) for c in everything) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
