@@ -231,6 +231,7 @@ def create_delete(cycles: int) -> dict[str, Any]:
     }
 
 
+#: A client process that sends 8 MB bodies back to back (to the report route and to job creation) for a while.
 FLOOD = """
 import sys, time, httpx
 url, report_path, token, seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
@@ -247,12 +248,19 @@ print(" ".join(map(str, statuses)))
 
 
 def probe(http: httpx.Client, seconds: float) -> list[float]:
+    """Latencies of ``/healthz`` probes sent every 10 ms for ``seconds``, in seconds each.
+
+    Raises:
+        RuntimeError: A probe did not answer 200.
+    """
     out = []
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         started = time.perf_counter()
-        http.get("/healthz")
+        status = http.get("/healthz").status_code
         out.append(time.perf_counter() - started)
+        if status != 200:
+            raise RuntimeError(f"/healthz answered {status}")
         time.sleep(0.01)
     return out
 

@@ -266,6 +266,14 @@ def _design(runs: Sequence[Run]) -> _Design:
     )
 
 
+def _windowed(d: _Design, window: float | None) -> _Design:
+    """The design without observations above ``window`` times the lowest observed loss (all kept for None)."""
+    if window is None or not len(d.y):
+        return d
+    keep = d.y <= window * float(d.y.min())
+    return _Design(d.dlr, d.area_at, d.obs_area[keep], d.mask[keep], d.y[keep], d.weight[keep], d.scale)
+
+
 def fitted(p: Params, runs: Sequence[Run]) -> list[tuple[int, float, float]]:
     """The model's loss at every finite observation of the runs: ``(run, step within the run, loss)``."""
     d = _design(runs)
@@ -328,10 +336,7 @@ def fit(
     Returns:
         The fit, or None when the runs hold too few finite observations to tell anything yet.
     """
-    d = _design(runs)
-    if window is not None and len(d.y):
-        keep = d.y <= window * float(d.y.min())
-        d = _Design(d.dlr, d.area_at, d.obs_area[keep], d.mask[keep], d.y[keep], d.weight[keep], d.scale)
+    d = _windowed(_design(runs), window)
     if len(d.y) < _MIN_POINTS or float(np.ptp(d.y)) <= 0.0:
         return None
 
@@ -388,10 +393,7 @@ def at(
     Deterministic and cheap: no search. It is what a view of a job uses, so that every process that holds the
     job's state shows the same model.
     """
-    d = _design(runs)
-    if window is not None and len(d.y):
-        keep = d.y <= window * float(d.y.min())
-        d = _Design(d.dlr, d.area_at, d.obs_area[keep], d.mask[keep], d.y[keep], d.weight[keep], d.scale)
+    d = _windowed(_design(runs), window)
     if len(d.y) < _MIN_POINTS:
         return None
     rel = d.weight / np.maximum(np.abs(d.y), 1e-12)

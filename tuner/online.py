@@ -240,6 +240,24 @@ class OnlinePlanning:
     def _start_lr(self) -> float:  # pragma: no cover - provided by Tuner
         raise NotImplementedError
 
+    def _candidate(
+        self,
+        stage: dict[str, Any],
+        step: int,
+        lr: float,
+        x: float,
+        keep: str | None,
+        eval_every: int | None,
+        drop: tuple[str, ...] = (),
+    ) -> Segment:  # pragma: no cover - provided by Tuner
+        raise NotImplementedError
+
+    def _probe(self, stage: dict[str, Any], cand: dict[str, Any], step: int) -> Segment:  # pragma: no cover
+        raise NotImplementedError
+
+    def _probe_steps(self, cand_steps: int) -> int:  # pragma: no cover - provided by Tuner
+        raise NotImplementedError
+
     # ------------------------------------------------------------------ state
 
     def _knobs(self) -> Knobs:
@@ -339,7 +357,7 @@ class OnlinePlanning:
         """
         o = self._online()
         if any(st.get("status") == "done" and st.get("winner") is not None for st in self._s["stages"]):
-            return float(min(float(o.get("edge", o["cap"])), max(history.last_lr, float(self.settings.min_lr))))
+            return float(min(float(o["edge"]), max(history.last_lr, float(self.settings.min_lr))))
         return float(o["cap"])
 
     def _current_plan(self) -> Plan | None:
@@ -461,8 +479,7 @@ class OnlinePlanning:
         """Steps per candidate and rolled-back steps of the next search."""
         st = self.settings
         n = max(st.min_candidate_steps, round(st.candidate_fraction * st.tau))
-        probe = max(3, round(st.probe_fraction * n)) if st.probe_fraction > 0 else 0
-        return n, (self._stage_k() - 1) * n + probe
+        return n, (self._stage_k() - 1) * n + self._probe_steps(n)
 
     def _search_pays(self, step: int) -> bool:
         """Search now? Only with room under the cap and budget after it; later searches only when they pay."""
@@ -530,7 +547,7 @@ class OnlinePlanning:
             and not first["diverged"]
             and first.get("probe") is None
         ):
-            return self._probe(stage, first, step)  # type: ignore[attr-defined,no-any-return]
+            return self._probe(stage, first, step)
         i = len(cands)
         n = stage["cand_steps"]
         if i >= stage["k"]:
@@ -546,55 +563,13 @@ class OnlinePlanning:
             if fit is not None:
                 rest = st.total_steps - step - n
                 after = base.extend(np.array([float(n)]), np.array([stage["incumbent_lr"]]))
-                cap = min(o.get("edge", o["cap"]), after.last_lr)
+                cap = min(o["edge"], after.last_lr)
                 plan = best_plan(fit, after, step + n, rest, st.min_lr, cap, self._knobs())
-            edge = o.get("edge", o["cap"])
+            edge = o["edge"]
             lr = propose(fit, base, plan, stage["incumbent_lr"], [c["lr"] for c in cands], n, st.min_lr, edge)
             self.last_suggest_s = time.perf_counter() - started
-        name = stage["snapshot"]
         keep = f"cand-{stage['index']}-{i}"
-        start_loss = stage["start_loss"]
-        abort = None
-        if st.divergence_guard and start_loss is not None:
-            scale = max(abs(start_loss), 3.0 * (stage.get("start_spread") or 0.0))
-            abort = start_loss + (st.divergence_factor - 1.0) * scale
-        cands.append(
-            {
-                "index": i,
-                "lr": lr,
-                "x": to_unit(lr, st.min_lr, st.max_lr),
-                "segment_id": self._s["next_id"],
-                "forecast": None,
-                "std": None,
-                "diverged": False,
-                "kept": keep,
-                "steps_run": 0,
-                "first_loss": None,
-                "last_loss": None,
-                "curve": [],
-                "abort_above": abort,
-                "probe": None,
-            }
-        )
-        return Segment(
-            self._new_id(),
-            "explore",
-            step,
-            n,
-            "constant",
-            lr,
-            lr,
-            0.0,
-            1.0,
-            stage=stage["index"],
-            candidate=i,
-            restore=name if i > 0 else None,
-            snapshot=name if i == 0 else None,
-            keep=keep,
-            abort_above=abort,
-            eval_every=self._eval_every(n),
-            replay=st.replay_batches,
-        )
+        return self._candidate(stage, step, lr, to_unit(lr, st.min_lr, st.max_lr), keep, self._eval_every(n))
 
     def _online_finish(self, stage: dict[str, Any], step: int) -> Segment:
         """Judge the candidates by their predicted final loss, continue from the best, re-plan."""
@@ -609,7 +584,7 @@ class OnlinePlanning:
                 continue
             if fit is not None:
                 history = self._history(c["segment_id"])
-                cap = min(o.get("edge", o["cap"]), history.last_lr)
+                cap = min(o["edge"], history.last_lr)
                 plan = best_plan(fit, history, step, st.total_steps - step, st.min_lr, cap, self._knobs())
                 c["forecast"], c["std"] = plan.final_loss, plan.final_std
                 c["plan"] = plan.to_dict()
@@ -633,7 +608,7 @@ class OnlinePlanning:
             lowest = min(c["lr"] for c in stage["candidates"])
             stage["winner_lr"] = max(st.min_lr, lowest / 10)
             o["cap"] = min(o["cap"], lowest / 3)
-            o["edge"] = min(o.get("edge", o["cap"]), lowest)
+            o["edge"] = min(o["edge"], lowest)
             o["plan"] = None
         for rec in self._s["segments"]:
             if rec["segment_id"] in ids and rec["segment_id"] != winner_seg and not rec["rolled_back"]:

@@ -686,8 +686,44 @@ class Tuner(OnlinePlanning):
         x = self._propose(stage, i)
         self.last_suggest_s = time.perf_counter() - started
         lr = from_unit(x, st.min_lr, st.max_lr)
-        name = stage["snapshot"]
         keep = f"cand-{stage['index']}-{i}" if st.keep_winner else None
+        every = max(1, n // st.val_samples) if stage["objective"] == "val" else None
+        drop = tuple(self._drops(stage)) if i > 0 else ()
+        return self._candidate(stage, step, lr, x, keep, every, drop)
+
+    def _candidate(
+        self,
+        stage: dict[str, Any],
+        step: int,
+        lr: float,
+        x: float,
+        keep: str | None,
+        eval_every: int | None,
+        drop: tuple[str, ...] = (),
+    ) -> Segment:
+        """Record the stage's next candidate and return its segment.
+
+        The first candidate saves the stage snapshot; the others restore it.
+
+        Args:
+            stage: The stage.
+            step: Global step the candidate starts at.
+            lr: Its LR.
+            x: Its normalized log10-LR.
+            keep: Name to keep its end state under, or None.
+            eval_every: Validation cadence, or None.
+            drop: Snapshots the worker may free first.
+        """
+        st = self.settings
+        i = len(stage["candidates"])
+        name = stage["snapshot"]
+        abort = None
+        start_loss = stage["start_loss"]
+        if st.divergence_guard and start_loss is not None:
+            # "Far above the start": by (factor - 1) times the start loss, or times three times the step-to-step
+            # spread of the losses when that is larger (a loss near zero is noisy relative to its level).
+            scale = max(abs(start_loss), 3.0 * (stage.get("start_spread") or 0.0))
+            abort = start_loss + (st.divergence_factor - 1.0) * scale
         stage["candidates"].append(
             {
                 "index": i,
@@ -702,24 +738,15 @@ class Tuner(OnlinePlanning):
                 "first_loss": None,
                 "last_loss": None,
                 "curve": [],
-                "abort_above": None,
+                "abort_above": abort,
                 "probe": None,
             }
         )
-        start_loss = stage["start_loss"]
-        abort = None
-        if st.divergence_guard and start_loss is not None:
-            # "Far above the start": by (factor - 1) times the start loss, or times three times the step-to-step
-            # spread of the losses when that is larger (a loss near zero is noisy relative to its level).
-            scale = max(abs(start_loss), 3.0 * (stage.get("start_spread") or 0.0))
-            abort = start_loss + (st.divergence_factor - 1.0) * scale
-        stage["candidates"][-1]["abort_above"] = abort
-        every = max(1, n // st.val_samples) if stage["objective"] == "val" else None
         return Segment(
             self._new_id(),
             "explore",
             step,
-            n,
+            stage["cand_steps"],
             "constant",
             lr,
             lr,
@@ -730,8 +757,8 @@ class Tuner(OnlinePlanning):
             restore=name if i > 0 else None,
             snapshot=name if i == 0 else None,
             keep=keep,
-            drop=tuple(self._drops(stage)) if i > 0 else (),
-            eval_every=every,
+            drop=drop,
+            eval_every=eval_every,
             abort_above=abort,
             replay=st.replay_batches,
         )

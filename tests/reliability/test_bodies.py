@@ -12,6 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from benchmarks.reliability_faults import FLOOD
+from benchmarks.reliability_faults import probe as probe_healthz
 from tests.reliability.harness import Service, create_job, record_result
 from tests.server.helpers import SMALL_CONFIG, run_segment
 
@@ -31,18 +33,6 @@ POISONED_JOB = {**LIGHT, "total_steps": 480}
 
 #: Seconds of /healthz probing, idle and then under the flood of large bodies.
 PROBE_S = 2.5
-
-
-def probe_healthz(probe: httpx.Client, seconds: float) -> list[float]:
-    """Latencies of ``/healthz`` probes sent every 10 ms for ``seconds`` (seconds each)."""
-    latencies: list[float] = []
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        started = time.perf_counter()
-        assert probe.get("/healthz").status_code == 200
-        latencies.append(time.perf_counter() - started)
-        time.sleep(0.01)
-    return latencies
 
 
 @pytest.mark.parametrize("name", list(POISONS))
@@ -78,22 +68,6 @@ def test_poisoned_reports_never_give_a_500_nor_break_later_reports(shared_servic
         stored = http.get(f"/v1/jobs/{job}/schedule").text
     assert "e+155" not in stored and "e+308" not in stored and "e+300" not in stored and "e+200" not in stored
     record_result("poison", pattern=name, reports=len(statuses), server_errors=0)
-
-
-#: A client process that sends 8 MB bodies back to back (to the report route and to job creation) for a while.
-FLOOD = """
-import sys, time, httpx
-url, report_path, token, seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
-body = b'{"worker_id":"w","lease_epoch":1,"losses":[' + b"0.5, " * 1599987 + b"0.5]}"
-headers = {"Authorization": "Bearer " + token, "content-type": "application/json"}
-statuses = []
-with httpx.Client(base_url=url, timeout=30.0) as http:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        for path in (report_path, "/v1/jobs"):
-            statuses.append(http.post(path, content=body, headers=headers).status_code)
-print(" ".join(map(str, statuses)))
-"""
 
 
 def test_large_bodies_never_stall_the_event_loop_and_a_huge_report_is_refused_fast(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from client import AutoLRSCallback
+from tests.client.conftest import one_thread  # noqa: F401 - the same autouse fixture: one torch thread
 from tests.client.helpers import SMALL, make_batches, make_model
 from tests.reliability.harness import RedisServer, Service, record_result, serve_env, wait_for
 
@@ -27,15 +28,6 @@ BOUND_S = 2.0
 STEP_S = 0.02
 #: How long each fault lasts, in seconds: longer than the bound, shorter than the client's read timeout.
 FAULT_S = 2.5
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """The tiny model trains fastest on one thread, and leaves the other core to the service."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class Timed:
@@ -119,19 +111,26 @@ def job_info(url: str, cb: AutoLRSCallback) -> dict[str, Any]:
     return out
 
 
+def train_through_a_pause(
+    url: str, proc: Any, caplog: pytest.LogCaptureFixture
+) -> tuple[AutoLRSCallback, Timed, Pause, dict[str, Any]]:
+    """Train 200 steps against ``url`` with ``proc`` SIGSTOPped from step 10 for ``FAULT_S``; time every call."""
+    cb, model, opt = make_callback(url, total=200)
+    pause = Pause(proc, at_step=10)
+    loop = Timed(cb, model, opt)
+    with caplog.at_level(logging.INFO, logger="lrtune.client"):
+        loop.run(before_step=pause)
+    pause.resume()
+    return cb, loop, pause, job_info(url, cb)
+
+
 def test_a_sigstopped_service_never_stalls_a_step_past_the_bound(
     embedded: Service, caplog: pytest.LogCaptureFixture
 ) -> None:
     service = embedded
     try:
-        cb, model, opt = make_callback(service.url, total=200)
         assert service.proc is not None
-        pause = Pause(service.proc, at_step=10)
-        loop = Timed(cb, model, opt)
-        with caplog.at_level(logging.INFO, logger="lrtune.client"):
-            loop.run(before_step=pause)
-        pause.resume()
-        info = job_info(service.url, cb)
+        cb, loop, pause, info = train_through_a_pause(service.url, service.proc, caplog)
     finally:
         if service.proc is not None:
             service.proc.send_signal(signal.SIGCONT)
@@ -151,13 +150,7 @@ def test_a_hung_redis_never_stalls_a_step_past_the_bound(
     service = Service(serve_env(redis_server.url, redis_prefix), tmp_path)
     try:
         service.start()
-        cb, model, opt = make_callback(service.url, total=200)
-        pause = Pause(redis_server.proc, at_step=10)
-        loop = Timed(cb, model, opt)
-        with caplog.at_level(logging.INFO, logger="lrtune.client"):
-            loop.run(before_step=pause)
-        pause.resume()
-        info = job_info(service.url, cb)
+        cb, loop, pause, info = train_through_a_pause(service.url, redis_server.proc, caplog)
     finally:
         if redis_server.proc is not None:
             redis_server.proc.send_signal(signal.SIGCONT)

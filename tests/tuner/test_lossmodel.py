@@ -1,7 +1,5 @@
 """The schedule-aware loss model: fitted on what a job ran, it predicts the loss under a schedule it never saw."""
 
-import math
-
 import numpy as np
 
 from benchmarks.nqm import Landscape
@@ -70,6 +68,8 @@ def test_says_so_when_it_cannot_tell_yet() -> None:
 def test_rolled_back_branches_share_their_parents_prefix() -> None:
     runs, _, _ = job_runs()
     f = fit(runs, loss_floor=0.0, window=10.0)
-    g = fit([runs[0], *(Run(0, r.lrs, r.points) for r in runs[1:])], loss_floor=0.0, window=10.0)
-    assert f is not None and g is not None
-    assert math.isclose(f.params.b, g.params.b, rel_tol=1e-9)
+    # The same branches read as if each had started from the initial weights: their history is wrong and the
+    # model cannot fit them nearly as well.
+    orphans = fit([runs[0], *(Run(None, r.lrs, r.points) for r in runs[1:])], loss_floor=0.0, window=10.0)
+    assert f is not None and orphans is not None
+    assert f.rel_noise < 0.5 * orphans.rel_noise
