@@ -2,7 +2,17 @@
 
 No I/O, no global state: a :class:`Tuner` hands out :class:`Segment` objects, takes their losses, and dumps
 its whole state to a JSON-safe dict that :meth:`Tuner.recover` turns back into an identical tuner.
+
+The light modules (segments, config, errors, standard schedules) are imported here at once; the names that need
+torch, botorch or scipy (:class:`Tuner`, :data:`SCHEMA_VERSION`, :func:`sweep_suggestion`, :func:`forecast_loss`,
+:class:`Forecast`) are imported on first access, so ``import tuner.segment`` or ``import tuner.config`` stays
+cheap for the client.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from tuner.config import Settings, TunerConfig, resolve
 from tuner.errors import (
@@ -13,10 +23,21 @@ from tuner.errors import (
     TunerError,
     UnknownSegmentError,
 )
-from tuner.forecast import Forecast, forecast_loss
 from tuner.schedules import export_lr
 from tuner.segment import Segment
-from tuner.stages import SCHEMA_VERSION, Tuner, sweep_suggestion
+
+if TYPE_CHECKING:
+    from tuner.forecast import Forecast, forecast_loss
+    from tuner.stages import SCHEMA_VERSION, Tuner, sweep_suggestion
+
+#: Names imported on first access, and the module each lives in.
+_LAZY = {
+    "Forecast": "tuner.forecast",
+    "forecast_loss": "tuner.forecast",
+    "SCHEMA_VERSION": "tuner.stages",
+    "Tuner": "tuner.stages",
+    "sweep_suggestion": "tuner.stages",
+}
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -36,3 +57,17 @@ __all__ = [
     "resolve",
     "sweep_suggestion",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a heavy public name on first access (PEP 562) and keep it in the module's namespace."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
