@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 
 import numpy as np
 from numpy.typing import NDArray
@@ -68,6 +69,34 @@ class Run:
     parent: int | None
     lrs: tuple[float, ...]
     points: tuple[tuple[int, float | None], ...] = field(default_factory=tuple)
+
+    @cached_property
+    def geometry(self) -> _RunGeometry:
+        """What the fit needs of this run alone, computed once per run object (not a field: equality ignores it)."""
+        lrs = np.asarray(self.lrs, dtype=float)
+        return _RunGeometry(
+            lrs=lrs,
+            cum=np.concatenate([[0.0], np.cumsum(lrs)]),
+            pieces=_pieces(lrs),
+            bins=_thin(self.points, _POINTS_PER_RUN),
+        )
+
+
+@dataclass(frozen=True)
+class _RunGeometry:
+    """A run's own share of the design (internal): independent of its parent.
+
+    Attributes:
+        lrs: Shape (steps,). The per-step LRs.
+        cum: Shape (steps + 1,). Area before each step and at the end, counted from the run's start.
+        pieces: The run's constant pieces (see :func:`_pieces`).
+        bins: Its observations merged into at most ``_POINTS_PER_RUN`` bins (see :func:`_thin`).
+    """
+
+    lrs: NDArray[np.float64]
+    cum: NDArray[np.float64]
+    pieces: list[tuple[int, int, float]]
+    bins: list[tuple[int, int, float]]
 
 
 @dataclass(frozen=True)
@@ -139,6 +168,23 @@ class _Design:
     scale: float  # area scale
     run: NDArray[np.int64] | None = None  # (N,) run of each observation
     centre: NDArray[np.float64] | None = None  # (N,) step of each observation within its run
+
+    @cached_property
+    def gap(self) -> NDArray[np.float64]:
+        """Shape (M,). Area from each applying change point to its observation (at least 0), in LR x steps.
+
+        One entry per true entry of ``mask``, in row-major order; computed once per design, as every evaluation
+        of the model on it needs it.
+        """
+        return np.maximum((self.obs_area[:, None] - self.area_at[None, :])[self.mask], 0.0)
+
+    def noise(self, c: float, beta: float) -> NDArray[np.float64]:
+        """Shape (N,). Sum over the change points that apply of ``dlr * G(area since the change)``."""
+        if not self.dlr.size:
+            return np.zeros(len(self.y))
+        g = np.zeros(self.mask.shape)
+        g[self.mask] = 1.0 - np.power(1.0 + c * self.gap, -beta)
+        return np.asarray(g @ self.dlr, dtype=float)
 
 
 def _pieces(lrs: Sequence[float] | NDArray[np.float64]) -> list[tuple[int, int, float]]:
@@ -215,9 +261,9 @@ def _design(runs: Sequence[Run]) -> _Design:
         parents[i] = -1 if p is None else p
         base_area = end_area[p] if p is not None else 0.0
         held = held_lr[p] if p is not None else 0.0
-        lrs = np.asarray(run.lrs, dtype=float)
-        cum = np.concatenate([[0.0], np.cumsum(lrs)]) + base_area
-        changes, held = _changes(_pieces(lrs), cum, held)
+        geo = run.geometry
+        cum = geo.cum + base_area
+        changes, held = _changes(geo.pieces, cum, held)
         for start, dlr, area in changes:
             k_dlr.append(dlr)
             k_area.append(area)
@@ -225,16 +271,18 @@ def _design(runs: Sequence[Run]) -> _Design:
             k_start.append(start)
         end_area.append(float(cum[-1]))
         held_lr.append(held)
-        for lo, end, mean in _thin(run.points, _POINTS_PER_RUN):
-            end = min(end, len(lrs))
+        centres: list[float] = []
+        for lo, end, mean in geo.bins:
+            end = min(end, len(geo.lrs))
             if end <= lo:
                 continue
-            centre = (lo + end) / 2.0
+            centres.append((lo + end) / 2.0)
             o_run.append(i)
-            o_centre.append(centre)
-            o_area.append(float(np.interp(centre, np.arange(len(cum)), cum)))
             o_y.append(mean)
             o_w.append(float(end - lo))
+        if centres:
+            o_centre += centres
+            o_area += np.interp(np.array(centres), np.arange(len(cum)), cum).tolist()
     r = len(runs)
     # anc[i, j]: run j lies on the path to run i (strictly before it)
     anc = np.zeros((r, r), dtype=bool)
@@ -286,21 +334,33 @@ def fitted(p: Params, runs: Sequence[Run]) -> list[tuple[int, float, float]]:
 # ---------------------------------------------------------------------- the model
 
 
-def _noise_response(dlr: NDArray[np.float64], gap: NDArray[np.float64], c: float, beta: float) -> NDArray[np.float64]:
-    """Sum over change points of ``dlr * G(gap)``; ``gap`` (N, K) is NaN where a change point does not apply."""
-    g = 1.0 - np.power(1.0 + c * np.maximum(np.nan_to_num(gap, nan=0.0), 0.0), -beta)
-    g = np.where(np.isnan(gap), 0.0, g)
-    return np.asarray(g @ dlr, dtype=float)
+_Columns = dict[tuple[str, float, float], NDArray[np.float64]]
 
 
-def _features(d: _Design, shape: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Columns ``[1, (S + S_W)^-alpha, noise response]`` at every observation, shape (N, 3)."""
-    alpha, log_sw, log_c, beta = shape
-    s_w = 10.0**log_sw * d.scale
-    c = 10.0**log_c / d.scale
-    gap = np.where(d.mask, d.obs_area[:, None] - d.area_at[None, :], np.nan)
-    noise = _noise_response(d.dlr, gap, c, beta) if d.dlr.size else np.zeros(len(d.y))
-    return np.stack([np.ones(len(d.y)), np.power(1.0 + d.obs_area / s_w, -alpha), noise], axis=1)
+def _features(d: _Design, shape: NDArray[np.float64], memo: _Columns | None = None) -> NDArray[np.float64]:
+    """Columns ``[1, (S + S_W)^-alpha, noise response]`` at every observation, shape (N, 3).
+
+    Args:
+        d: The design.
+        shape: ``(alpha, log10 S_W / scale, log10 C * scale, beta)``.
+        memo: Columns already computed on ``d``, by the shape parameters they depend on (filled in here). A
+            finite-difference Jacobian moves one parameter at a time, so half its columns repeat.
+    """
+    alpha, log_sw, log_c, beta = (float(v) for v in shape)
+    if memo is not None and len(memo) > 16:
+        memo.clear()
+    progress = None if memo is None else memo.get(("progress", alpha, log_sw))
+    if progress is None:
+        s_w = 10.0**log_sw * d.scale
+        progress = np.power(1.0 + d.obs_area / s_w, -alpha)
+        if memo is not None:
+            memo["progress", alpha, log_sw] = progress
+    noise = None if memo is None else memo.get(("noise", log_c, beta))
+    if noise is None:
+        noise = d.noise(10.0**log_c / d.scale, beta)
+        if memo is not None:
+            memo["noise", log_c, beta] = noise
+    return np.stack([np.ones(len(d.y)), progress, noise], axis=1)
 
 
 def _solve_linear(
@@ -343,8 +403,10 @@ def fit(
     def full(v: NDArray[np.float64]) -> NDArray[np.float64]:
         return np.array([v[0], v[1], -v[1], v[0]]) if tied else v
 
+    memo: _Columns = {}
+
     def residual(v: NDArray[np.float64]) -> NDArray[np.float64]:
-        _, r = _solve_linear(_features(d, full(v)), d.y, d.weight, loss_floor)
+        _, r = _solve_linear(_features(d, full(v), memo), d.y, d.weight, loss_floor)
         return r
 
     lower, upper = (_LOWER[:2], _UPPER[:2]) if tied else (_LOWER, _UPPER)
@@ -365,7 +427,7 @@ def fit(
             best = res
     assert best is not None
     shape = full(best.x)
-    lin, resid = _solve_linear(_features(d, shape), d.y, d.weight, loss_floor)
+    lin, resid = _solve_linear(_features(d, shape, memo), d.y, d.weight, loss_floor)
     params = Params(
         l0=float(lin[0]),
         a=float(lin[1]),
@@ -422,8 +484,7 @@ def _constrained(u: NDArray[np.float64], tied: bool = False) -> Params:
 
 
 def _predict_design(d: _Design, p: Params) -> NDArray[np.float64]:
-    gap = np.where(d.mask, d.obs_area[:, None] - d.area_at[None, :], np.nan)
-    noise = _noise_response(d.dlr, gap, p.c, p.beta) if d.dlr.size else np.zeros(len(d.y))
+    noise = d.noise(p.c, p.beta)
     return np.asarray(p.l0 + p.a * np.power(1.0 + d.obs_area / p.s_w, -p.alpha) + p.b * noise, dtype=float)
 
 
@@ -487,19 +548,29 @@ class History:
             chunks: Per-step LR arrays of the runs on the path, first run first (each is cut into pieces on its
                 own, as :func:`fit` does).
         """
-        dlr: list[float] = []
-        at: list[float] = []
-        held, area, last = 0.0, 0.0, 0.0
+        history = cls(np.zeros(0), np.zeros(0), 0.0, 0.0, 0.0)
         for chunk in chunks:
-            arr = np.asarray(chunk, dtype=float)
-            if not arr.size:
-                continue
-            cum = np.concatenate([[0.0], np.cumsum(arr)]) + area
-            changes, held = _changes(_pieces(arr), cum, held)
-            dlr += [c[1] for c in changes]
-            at += [c[2] for c in changes]
-            area, last = float(cum[-1]), float(arr[-1])
-        return cls(np.array(dlr), np.array(at), area, held, last)
+            history = history.then(chunk)
+        return history
+
+    def then(self, chunk: Sequence[float] | NDArray[np.float64]) -> History:
+        """This history followed by one more run, given by its per-step LRs (cut into pieces as :meth:`of` does).
+
+        ``History.of([a, b])`` equals ``History.of([a]).then(b)``; a caller that extends a path one run at a time
+        keeps the shorter histories instead of recomputing them.
+        """
+        arr = np.asarray(chunk, dtype=float)
+        if not arr.size:
+            return self
+        cum = np.concatenate([[0.0], np.cumsum(arr)]) + self.area
+        changes, held = _changes(_pieces(arr), cum, self.lr)
+        return History(
+            np.concatenate([self.dlr, np.array([c[1] for c in changes], dtype=float)]),
+            np.concatenate([self.area_at, np.array([c[2] for c in changes], dtype=float)]),
+            float(cum[-1]),
+            held,
+            float(arr[-1]),
+        )
 
     def extend(self, steps: NDArray[np.float64], lrs: NDArray[np.float64]) -> History:
         """This history followed by constant pieces of ``steps`` steps at ``lrs`` (both shape (P,))."""

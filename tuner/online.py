@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -83,12 +83,15 @@ def record_lrs(rec: dict[str, Any]) -> NDArray[np.float64]:
     return np.array([curve_lr(shape, f, t, float(p)) for p in pos])
 
 
-def runs_of(records: Sequence[dict[str, Any]], objective: str = "train") -> tuple[list[Run], dict[int, int]]:
+def runs_of(
+    records: Sequence[dict[str, Any]], objective: str = "train", memo: RecordMemo | None = None
+) -> tuple[list[Run], dict[int, int]]:
     """The loss model's runs from the segment records, and each segment id's run index.
 
     Args:
         records: Reported segment records, in report order (parents first).
         objective: ``train`` uses the binned training losses, ``val`` the validation losses.
+        memo: Reuse the runs (and so the geometry each run caches) built on earlier calls.
     """
     runs: list[Run] = []
     index: dict[int, int] = {}
@@ -97,24 +100,92 @@ def runs_of(records: Sequence[dict[str, Any]], objective: str = "train") -> tupl
             continue
         parent = rec.get("parent")
         p = index.get(parent) if parent is not None else None
-        start = int(rec["start_step"])
-        source = rec["val"] if objective == "val" else rec["curve"]
-        points = tuple((round(float(e)) - start, m) for e, m in source)
-        index[int(rec["segment_id"])] = len(runs)
-        runs.append(Run(p, record_lrs(rec), points))  # type: ignore[arg-type]
+        sid = int(rec["segment_id"])
+        hit = None if memo is None else memo.runs.get((objective, sid))
+        if hit is not None and hit[0] is rec and hit[1].parent == p:
+            run = hit[1]
+        else:
+            start = int(rec["start_step"])
+            source = rec["val"] if objective == "val" else rec["curve"]
+            points = tuple((round(float(e)) - start, m) for e, m in source)
+            lrs = record_lrs(rec) if memo is None else memo.lrs_of(rec)
+            run = Run(p, lrs, points)  # type: ignore[arg-type]
+            if memo is not None:
+                memo.runs[objective, sid] = (rec, run)
+        index[sid] = len(runs)
+        runs.append(run)
     return runs, index
 
 
-def path_lrs(records: Sequence[dict[str, Any]], segment_id: int | None) -> list[NDArray[np.float64]]:
-    """Per-step LRs of the segments from the initial weights to the end of segment ``segment_id``, first first."""
+def path_lrs(
+    records: Sequence[dict[str, Any]], segment_id: int | None, memo: RecordMemo | None = None
+) -> list[NDArray[np.float64]]:
+    """Per-step LRs of the segments from the initial weights to the end of segment ``segment_id``, first first.
+
+    Args:
+        records: Reported segment records.
+        segment_id: The last segment of the path (None: the empty path).
+        memo: Reuse the LRs computed on earlier calls.
+    """
+    return [record_lrs(rec) if memo is None else memo.lrs_of(rec) for rec in _path(records, segment_id)]
+
+
+def _path(records: Sequence[dict[str, Any]], segment_id: int | None) -> list[dict[str, Any]]:
+    """The records from the initial weights to the end of segment ``segment_id``, first first."""
     by_id = {int(r["segment_id"]): r for r in records}
-    chain: list[NDArray[np.float64]] = []
+    chain: list[dict[str, Any]] = []
     sid = segment_id
     while sid is not None and sid in by_id:
         rec = by_id[sid]
-        chain.append(record_lrs(rec))
+        chain.append(rec)
         sid = rec.get("parent")
     return chain[::-1]
+
+
+@dataclass
+class RecordMemo:
+    """What the loss model derives from the segment records, kept on a tuner object between reports.
+
+    Never part of the dumped state: a recovered tuner starts with an empty memo and computes the same values.
+    Records only ever gain new entries and flip ``rolled_back``, which nothing here reads; every entry keeps the
+    record object it was computed from and is recomputed when the state holds another one.
+
+    Attributes:
+        lrs: Per segment id, the record and its per-step LRs (:func:`record_lrs`), shape (steps,).
+        runs: Per (objective, segment id), the record and its loss-model run.
+        histories: Per segment id, the record, the history it extends (its parent's) and the history of the path
+            to the end of the segment.
+        empty: The history of the empty path (the root every path's history extends).
+    """
+
+    lrs: dict[int, tuple[dict[str, Any], NDArray[np.float64]]] = field(default_factory=dict)
+    runs: dict[tuple[str, int], tuple[dict[str, Any], Run]] = field(default_factory=dict)
+    histories: dict[int, tuple[dict[str, Any], History, History]] = field(default_factory=dict)
+    empty: History = field(default_factory=lambda: History.of([]))
+
+    def lrs_of(self, rec: dict[str, Any]) -> NDArray[np.float64]:
+        """:func:`record_lrs` of a record, computed once."""
+        sid = int(rec["segment_id"])
+        hit = self.lrs.get(sid)
+        if hit is not None and hit[0] is rec:
+            return hit[1]
+        lrs = record_lrs(rec)
+        self.lrs[sid] = (rec, lrs)
+        return lrs
+
+    def history(self, records: Sequence[dict[str, Any]], segment_id: int | None) -> History:
+        """``History.of(path_lrs(records, segment_id))``, extending the histories of the path's prefixes."""
+        history = self.empty
+        for rec in _path(records, segment_id):
+            sid = int(rec["segment_id"])
+            hit = self.histories.get(sid)
+            if hit is not None and hit[0] is rec and hit[1] is history:
+                history = hit[2]
+                continue
+            longer = history.then(self.lrs_of(rec))
+            self.histories[sid] = (rec, history, longer)
+            history = longer
+        return history
 
 
 def fit_model(
@@ -123,9 +194,19 @@ def fit_model(
     floor: float | None,
     objective: str,
     start: lossmodel.Params | None = None,
+    memo: RecordMemo | None = None,
 ) -> Fit | None:
-    """Fit the loss model to every reported segment (None while it cannot tell yet)."""
-    runs, _ = runs_of(records, objective)
+    """Fit the loss model to every reported segment (None while it cannot tell yet).
+
+    Args:
+        records: Reported segment records, in report order.
+        knobs: The planning settings (the fit's window and kernel).
+        floor: Lowest value the loss can take, or None.
+        objective: ``train`` or ``val``.
+        start: A previous fit's parameters to start a short search from (None: the multi-start search).
+        memo: Reuse the runs built on earlier calls.
+    """
+    runs, _ = runs_of(records, objective, memo)
     return lossmodel.fit(runs, loss_floor=floor, window=knobs.window, start=start, tied=knobs.tied)
 
 
@@ -228,6 +309,7 @@ class OnlinePlanning:
     _s: dict[str, Any]
     settings: Any
     _model_memo: tuple[int, Fit | None] | None
+    _record_memo: RecordMemo | None  # per-record values the model derives (never in the state)
     last_suggest_s: float  # seconds the last report spent refitting, planning and proposing
 
     # hooks the tuner provides
@@ -305,10 +387,13 @@ class OnlinePlanning:
         st = self.settings
         o = self._online()
         prev = o.get("fit")
+        records = self._record_memo
+        if records is None:
+            records = self._record_memo = RecordMemo()
         if not record:
             if prev is None:
                 return None
-            runs, _ = runs_of(self._s["segments"], self._objective())
+            runs, _ = runs_of(self._s["segments"], self._objective(), records)
             knobs = self._knobs()
             return lossmodel.at(runs, lossmodel.Params(**prev["params"]), st.loss_floor, knobs.window, knobs.tied)
         # A full multi-start search every eighth fit, else a short one from the last parameters (kept in the state,
@@ -316,7 +401,7 @@ class OnlinePlanning:
         start = None
         if prev is not None and n % 8 != 0:
             start = lossmodel.Params(**prev["params"])
-        fit = fit_model(self._s["segments"], self._knobs(), st.loss_floor, self._objective(), start)
+        fit = fit_model(self._s["segments"], self._knobs(), st.loss_floor, self._objective(), start, records)
         self._model_memo = (n, fit)
         o["fit"] = None if fit is None else fit.to_dict()
         return fit
@@ -332,7 +417,11 @@ class OnlinePlanning:
         return max(1, steps // 4)
 
     def _history(self, segment_id: int | None) -> History:
-        return History.of(path_lrs(self._s["segments"], segment_id))
+        """The LR history of the path to the end of segment ``segment_id`` (the empty history for None)."""
+        memo = self._record_memo
+        if memo is None:
+            memo = self._record_memo = RecordMemo()
+        return memo.history(self._s["segments"], segment_id)
 
     def _replan(self, step: int) -> Plan | None:
         """Refit the model and plan the rest of the budget from the current line; None while it cannot tell."""

@@ -68,6 +68,7 @@ class Tuner(OnlinePlanning):
         self.last_suggest_s: float = 0.0
         self._fits: dict[tuple[Observation, ...], Surrogate] = {}
         self._model_memo = None
+        self._record_memo = None
         self._s: dict[str, Any] = {
             "schema": SCHEMA_VERSION,
             "config": config.to_dict(),
@@ -187,6 +188,7 @@ class Tuner(OnlinePlanning):
             tuner.last_suggest_s = 0.0
             tuner._fits = {}
             tuner._model_memo = None
+            tuner._record_memo = None
             tuner._s = _copy.deepcopy(state) if copy else state
             Segment.from_dict(tuner._s["open"])
         except (KeyError, TypeError) as exc:
