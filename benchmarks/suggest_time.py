@@ -4,19 +4,28 @@ A re-planning report is a training segment's report under the ``plan`` preset: t
 every segment the job ran and the rest of the budget is planned again. It is timed on noisy-quadratic jobs, by
 the number of segments already reported (each segment is up to 32 binned losses for the model).
 
-Run: ``.venv/bin/python -m benchmarks.suggest_time [--repeats 50] [--out benchmarks/results/suggest_time.md]``
+Everything runs on ``--threads`` threads (torch and, where threadpoolctl is installed, BLAS; default 1, as the
+service runs one job per worker). The machine's load average is written with the results, and so is each
+re-planning median relative to the 1-observation suggestion's median of the same run: on a busy machine both
+slow down, the ratio less.
+
+Run: ``.venv/bin/python -m benchmarks.suggest_time [--repeats 50] [--replan-seeds 3] [--threads 1]
+[--out benchmarks/results/suggest_time.md]``
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
 import platform
 import statistics
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -75,9 +84,35 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/suggest_time.md"))
     parser.add_argument("--replan-seeds", type=int, default=3, help="noisy-quadratic jobs timed for re-planning")
+    parser.add_argument("--threads", type=int, default=1, help="torch and BLAS threads")
     args = parser.parse_args()
+    with _threads(args.threads):
+        run(args)
+
+
+@contextlib.contextmanager
+def _threads(n: int) -> Iterator[None]:
+    """Limit torch (and BLAS, where threadpoolctl is installed) to ``n`` threads."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        try:
+            from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+        except ImportError:
+            yield
+        else:
+            with threadpool_limits(n):
+                yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def run(args: argparse.Namespace) -> None:
+    load_start = os.getloadavg()[0]
     time_suggest(3, 3, False)  # warm up imports and kernels
-    rows = []
+    rows: list[dict[str, Any]] = []
     for n in (1, 5, 10, 20, 40):
         for learn_noise in (False, True):
             s = summary(time_suggest(n, args.repeats, learn_noise))
@@ -89,19 +124,27 @@ def main() -> None:
         rows.append({"what": "forecast", "observations": points, "noise": "-", **s})
         print(f"forecast points={points:4d}          median {s['median_ms']:6.2f} ms  p95 {s['p95_ms']:6.2f} ms")
     by_n = time_replan(args.replan_seeds)
+    unit = rows[0]["median_ms"]  # the 1-observation, fixed-noise suggestion of this run
     for lo, hi in ((1, 20), (20, 40), (40, 60), (60, 100)):
         ms = [v for n, vals in by_n.items() if lo <= n < hi for v in vals]
         if ms:
             s = summary(ms)
             rows.append({"what": "re-plan report", "observations": f"{lo}-{hi - 1} segments", "noise": "-", **s})
+            rows[-1]["vs_suggest_1"] = round(s["median_ms"] / unit, 2) if unit > 0 else None
             print(
                 f"re-plan  segments {lo:3d}-{hi - 1:3d}      median {s['median_ms']:6.2f} ms  p99 {s['p99_ms']:6.2f} ms"
+                f"  ({rows[-1]['vs_suggest_1']}x the 1-observation suggestion)"
             )
+    load_end = os.getloadavg()
     meta = {
-        "command": f"python -m benchmarks.suggest_time --repeats {args.repeats} --replan-seeds {args.replan_seeds}",
-        "date": dt.date.today().isoformat(),
+        "command": f"python -m benchmarks.suggest_time --repeats {args.repeats} --replan-seeds {args.replan_seeds} "
+        f"--threads {args.threads}",
+        "date": dt.datetime.now().isoformat(timespec="minutes"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
         f"{platform.python_version()}",
+        "threads": args.threads,
+        "load_start": round(load_start, 2),
+        "load_end": [round(v, 2) for v in load_end],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
@@ -112,10 +155,17 @@ def main() -> None:
         f"Machine: {meta['machine']}  ",
         f"Date: {meta['date']}",
         "",
-        f"Load average at the end: {os.getloadavg()[0]:.1f} (timings on a busy machine are longer)",
+        f"Threads: {args.threads}  ",
+        f"Load average (1 min) at the start: {load_start:.2f}; at the end: {load_end[0]:.2f} (5 min: "
+        f"{load_end[1]:.2f}, 15 min: {load_end[2]:.2f}). Timings on a busy machine are longer.",
         "",
         "Targets: under 50 ms per suggestion for up to 20 observations; a re-planning report at most 50 ms median "
         "and 150 ms p99 with 40 observations.",
+        "",
+        "Re-planning medians relative to this run's 1-observation suggestion (fixed noise, "
+        f"{unit} ms median), which slows down alike when the machine is busy: "
+        + ", ".join(f"{r['observations']} {r['vs_suggest_1']}x" for r in rows if r["what"] == "re-plan report")
+        + ".",
         "",
         "| what | observations | GP noise | median ms | p95 ms | p99 ms | max ms |",
         "|---|---:|---|---:|---:|---:|---:|",
