@@ -10,6 +10,7 @@ construction for the first segment, and at the end of the previous segment's las
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -23,14 +24,16 @@ import torch
 
 from client.distributed import resolve_comm
 from client.errors import LrtuneClientError
-from client.fallback import FallbackSpec, check_fallback, fallback_lr
+from client.fallback import FallbackSpec, check_fallback
 from client.http import HTTPClient
+from client.offline import Course, OfflineLog
 from client.protocol import JobConfig, WireSegment
 from client.remote import RemoteSource, RetryPolicy
 from client.replay import ReplayLoader
 from client.snapshot import SnapshotStore, Stateful
 from client.source import LocalSource, SegmentSource
 from client.validation import check_options
+from tuner.segment import Piece
 
 log = logging.getLogger("lrtune.client")
 
@@ -170,6 +173,7 @@ class AutoLRSCallback:
         self.comm = resolve_comm(process_group, distributed)
         self.history: list[WireSegment] = []  # segments begun since construction (or load_state_dict), in order
         self.offline_steps = 0  # steps run with no segment open
+        self.offline_reported = 0  # of those, steps reported to the job as run instead of a segment
 
         self._seg: WireSegment | None = None
         self._j = 0  # steps run in the open segment
@@ -184,6 +188,11 @@ class AutoLRSCallback:
         self._lr = math.sqrt(self.min_lr * self.max_lr)
         self._good_lr = job_config.warmup_lr or self._lr
         self._offline_from = 0
+        self._base = 0  # global step of the job's step 0 (a replacement job starts later)
+        self._course: Course | None = None  # what steps follow while no segment is open
+        self._log = OfflineLog()  # offline steps the job has not counted yet
+        self._off_next: Piece | None = None  # the course piece the next offline step runs on
+        self._stranded = False  # the job refused the offline steps: finish on the course, ask no more
         self._warned: set[str] = set()
         self._device: torch.device | None = None
         self._seg_started = time.monotonic()
@@ -248,7 +257,7 @@ class AutoLRSCallback:
         self._step += 1
         seg = self._seg
         if seg is None:
-            self._offline_step()
+            self._offline_step(loss)
             return
         if isinstance(loss, torch.Tensor):
             if loss.numel() != 1:
@@ -277,8 +286,11 @@ class AutoLRSCallback:
     def on_train_end(self) -> None:
         """Finish: try once more to deliver a buffered report, free the snapshots, close connections."""
         src = self.source
-        if src is not None:
+        if isinstance(src, RemoteSource) and self._log.entries and not self._stranded:
+            self._report_final_offline(src)  # within max_stall_s; one warning if the service keeps it waiting
+        elif src is not None:
             src.flush()  # within max_stall_s; one warning if the service keeps the report waiting
+        if src is not None:
             src.close()
         if not self._done:
             log.info("lrtune: training ended after %d steps, before the budget of %d", self._step, self.total_steps)
@@ -307,6 +319,9 @@ class AutoLRSCallback:
             "good_lr": self._good_lr,
             "offline_from": self._offline_from,
             "offline_steps": self.offline_steps,
+            "base": self._base,
+            "course": None if self._course is None else self._course.to_dict(),
+            "offline_log": self._log.to_dict(self._floats(self._log.losses)),
             "snapshots": self.snapshots.state_dict() if self.checkpoint_snapshots else None,
         }
 
@@ -328,6 +343,12 @@ class AutoLRSCallback:
         self._good_lr = float(state["good_lr"])
         self._offline_from = int(state["offline_from"])
         self.offline_steps = int(state["offline_steps"])
+        self._base = int(state.get("base", 0))
+        course = state.get("course")
+        self._course = None
+        if course is not None:
+            self._course = Course.from_dict(course, self.fallback, self.total_steps, self.min_lr)
+        self._log = OfflineLog.from_dict(state["offline_log"]) if state.get("offline_log") else OfflineLog()
         self.snapshots.clear()  # those of the job this object started with are not the resumed job's
         if state.get("snapshots") is not None:
             self.snapshots.load_state_dict(state["snapshots"])
@@ -376,19 +397,26 @@ class AutoLRSCallback:
         )
 
     def _exchange(self, call: Callable[[], WireSegment | None]) -> WireSegment | None:
-        """Run ``call`` on rank 0 (it talks to the source) and hand its result to every rank."""
+        """Run ``call`` on rank 0 (it talks to the source) and hand its result to every rank.
+
+        The job's base step (where a replacement job's step 0 sits) travels with it.
+        """
         if not self.comm.enabled:
-            return call()
-        payload: tuple[str, Any] = ("ok", None)
+            out = call()
+            self._base = int(getattr(self.source, "job_base", 0))
+            return out
+        payload: tuple[str, Any] = ("ok", (None, self._base))
         error: Exception | None = None
         if self.comm.is_leader:
             try:
-                payload = ("ok", call())
+                payload = ("ok", (call(), int(getattr(self.source, "job_base", 0))))
             except Exception as exc:  # every rank must reach the broadcast, then every rank raises
                 error = exc
                 payload = ("error", f"{type(exc).__name__}: {exc}")
         payload = self.comm.broadcast(payload)
-        seg: WireSegment | None = payload[1] if payload[0] == "ok" else None
+        seg: WireSegment | None = None
+        if payload[0] == "ok":
+            seg, self._base = payload[1][0], int(payload[1][1])
         if payload[0] == "error" or (seg is not None and seg.done):
             self.comm.barrier()  # the last broadcast: every rank has it before any rank moves on
         if error is not None:
@@ -403,7 +431,11 @@ class AutoLRSCallback:
         return self.source
 
     def _begin(self, seg: WireSegment | None) -> None:
-        """Apply a segment before its first step: restore, drop, snapshot, replay, first LR."""
+        """Apply a segment before its first step: restore, drop, snapshot, replay, first LR.
+
+        A segment that arrives after steps the job has not counted (run while no segment was open) is not run: it
+        was planned for the state before them. Those steps are reported instead, and the answer is applied.
+        """
         if seg is None:
             self._go_offline()
             return
@@ -411,6 +443,18 @@ class AutoLRSCallback:
             self._finish(f"lrtune: the step budget is spent (job {seg.job_id})")
             self._seg = seg
             return
+        behind = self._step - (self._base + seg.start_step)
+        if behind > 0 and self._log.entries:
+            self._report_offline(seg)
+            return
+        if behind != 0:
+            self._warn_once(
+                "behind",
+                f"lrtune: segment {seg.segment_id} starts at step {seg.start_step} of job {seg.job_id}, but this "
+                f"worker is at step {self._step - self._base} of it (resumed from another checkpoint?); running it "
+                "from here",
+            )
+        self._log.clear()
         if seg.steps < 1:
             self._warn_once("empty", f"lrtune: segment {seg.segment_id} has no steps; training at the fallback LR")
             self._go_offline()
@@ -500,23 +544,36 @@ class AutoLRSCallback:
     # ------------------------------------------------------------------ no segment: fallback
 
     def _go_offline(self) -> None:
-        if self._seg is not None or not self.history:
+        """Train on without a segment: on the continuation of the segment that just ended, or the fallback."""
+        ended = self._seg
+        if ended is not None or self._course is None:
             self._offline_from = self._step
+            planned = [] if ended is None or ended.done else list(ended.then)
+            if planned and planned[0].start_step != ended.end_step:  # type: ignore[union-attr]
+                planned = []  # not a continuation of this segment: the fallback is safer
+            pieces = [dataclasses.replace(p, start_step=p.start_step + self._base) for p in planned]
+            self._course = Course(pieces, self.fallback, self._good_lr, self._step, self.total_steps, self.min_lr)
         self._seg = None
         self._pending, self._synced, self._val = [], [], []
         if self._step >= self.total_steps:
-            self._finish("lrtune: the step budget is spent at the fallback LR (the service did not answer)")
+            self._finish("lrtune: the step budget is spent while the service was unreachable")
             return
-        self._set_lr(self._fallback_lr())
+        self._set_lr(self._offline_lr())
 
-    def _offline_step(self) -> None:
+    def _offline_step(self, loss: Loss) -> None:
         self.offline_steps += 1
+        if self._off_next is None:  # resumed from a checkpoint taken offline
+            self._off_next = self._log.next_piece(self._need_course(), self._step - 1)
+        self._log.add(self._off_next, self._step - 1, loss.detach() if isinstance(loss, torch.Tensor) else float(loss))
+        self._off_next = None
         if self._step >= self.total_steps:
-            self._finish("lrtune: the step budget is spent at the fallback LR (the service did not answer)")
+            self._finish("lrtune: the step budget is spent while the service was unreachable")
             return
-        if not self.comm.enabled:
+        if self._stranded:
+            nxt = None
+        elif not self.comm.enabled:
             src = self.source
-            nxt = src.poll() if src is not None and not src.detached else None
+            nxt = self._exchange(src.poll) if src is not None and not src.detached else None
         elif self._step % self.offline_sync_steps == 0:
             nxt = self._exchange(lambda: None if self._leader().detached else self._leader().poll())
         else:
@@ -524,10 +581,66 @@ class AutoLRSCallback:
         if nxt is not None:
             self._begin(nxt)
             return
-        self._set_lr(self._fallback_lr())
+        self._set_lr(self._offline_lr())
 
-    def _fallback_lr(self) -> float:
-        return fallback_lr(self.fallback, self._step, self._good_lr, self._offline_from, self.min_lr, self.total_steps)
+    def _need_course(self) -> Course:
+        if self._course is None:
+            self._course = Course([], self.fallback, self._good_lr, self._step, self.total_steps, self.min_lr)
+        return self._course
+
+    def _offline_lr(self) -> float:
+        """The LR of the next offline step, from the course (remembering the piece it runs on)."""
+        piece = self._log.next_piece(self._need_course(), self._step)
+        self._off_next = piece
+        if self._log.held:
+            self._warn_once(
+                "held",
+                "lrtune: the fallback changed the LR too often while the service was unreachable to report each "
+                "change; holding its last LR until the service is back",
+            )
+        return piece.lr_at(self._step - piece.start_step)
+
+    def _offline_report(self, seg: WireSegment) -> tuple[list[Any], list[float | None]]:
+        """The logged offline steps from where the job's count of steps stands, with their (rank-averaged) losses."""
+        pieces, losses = self._log.take(self._base + seg.start_step, self._base)
+        values = self._mean_over_ranks(losses)
+        return pieces, [v if math.isfinite(v) else None for v in values]
+
+    def _report_offline(self, seg: WireSegment) -> None:
+        """Report the offline steps instead of running ``seg``, and apply the answer."""
+        pieces, losses = self._offline_report(seg)
+        self.offline_reported += len(losses)
+        nxt = self._exchange(lambda: self._leader().report(seg, losses, None, offline=pieces))
+        if nxt is not None and not nxt.done and nxt.segment_id == seg.segment_id:
+            # The job refused the offline steps (the reason was logged): keep the course to the end of the budget.
+            self._stranded = True
+            self._warn_once(
+                "stranded",
+                f"lrtune: job {seg.job_id} did not take the steps run while it was unreachable; training finishes "
+                "the budget on the planned continuation without it",
+            )
+            nxt = None
+        self._seg = None
+        self._begin(nxt)
+
+    def _report_final_offline(self, src: RemoteSource) -> None:
+        """At the end of training: deliver the buffered report, then the offline steps the job has not counted.
+
+        Both within one stall bound (``0.9 * max_stall_s`` in all), with one warning if either stays undelivered.
+        """
+        deadline = time.monotonic() + 0.9 * self.max_stall_s
+        if not src.flush(deadline, warn=False):
+            src.flush(deadline)  # the deadline has passed: this only warns
+            return
+        self._base = src.job_base
+        seg = src.answer
+        if seg is None or seg.done or self._step <= self._base + seg.start_step:
+            return
+        pieces, losses = self._offline_report(seg)
+        self.offline_reported += len(losses)
+        left = deadline - time.monotonic()
+        if left <= 0 or src.report(seg, losses, None, offline=pieces, wait_s=left) is None:
+            src.flush(deadline)
 
     def _finish(self, message: str) -> None:
         self._done = True

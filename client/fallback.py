@@ -8,9 +8,10 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Literal, TypeAlias
+
+from tuner.segment import Piece
 
 FallbackSpec: TypeAlias = Literal["hold", "cosine"] | Callable[[int], float]
 
@@ -31,10 +32,13 @@ def check_fallback(spec: object) -> FallbackSpec:
     raise TypeError(f"fallback must be 'hold', 'cosine' or a callable step -> lr, got {type(spec).__name__}")
 
 
-def fallback_lr(
+def fallback_piece(
     spec: FallbackSpec, step: int, anchor_lr: float, anchor_step: int, min_lr: float, total_steps: int
-) -> float:
-    """Return the fallback LR of global step ``step``.
+) -> Piece:
+    """Return the piece of the fallback schedule that global step ``step`` runs on.
+
+    A callable's LR is a one-step constant piece; ``hold`` and ``cosine`` are one piece from ``anchor_step`` to
+    the end of the budget.
 
     Args:
         spec: The fallback (see the module docstring).
@@ -45,9 +49,17 @@ def fallback_lr(
         total_steps: Step budget (where the cosine ends).
     """
     if callable(spec):
-        return float(spec(step))
+        lr = float(spec(step))
+        return Piece(step, 1, "constant", lr, lr)
+    steps = max(total_steps - anchor_step, 1)
     if spec == "hold":
-        return anchor_lr
-    span = max(total_steps - anchor_step, 1)
-    p = min(max((step - anchor_step) / span, 0.0), 1.0)
-    return min_lr + (anchor_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * p))
+        return Piece(anchor_step, steps, "constant", anchor_lr, anchor_lr)
+    return Piece(anchor_step, steps, "cosine", anchor_lr, min_lr)
+
+
+def fallback_lr(
+    spec: FallbackSpec, step: int, anchor_lr: float, anchor_step: int, min_lr: float, total_steps: int
+) -> float:
+    """Return the fallback LR of global step ``step`` (arguments as for :func:`fallback_piece`)."""
+    piece = fallback_piece(spec, step, anchor_lr, anchor_step, min_lr, total_steps)
+    return piece.lr_at(step - piece.start_step)

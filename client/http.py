@@ -191,7 +191,9 @@ class ServiceClient:
         text: bool = False,
     ) -> Any:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        content = body.model_dump_json().encode() if body is not None else None
+        # A report without offline steps leaves the field out: services older than it refuse unknown fields.
+        skip = {"offline"} if isinstance(body, WireReport) and body.offline is None else None
+        content = body.model_dump_json(exclude=skip).encode() if body is not None else None
         if content is not None:
             headers["Content-Type"] = "application/json"
         try:

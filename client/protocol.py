@@ -1,7 +1,10 @@
 """Wire format of lrtune's HTTP API (v1), shared by the service and the trainer-side client.
 
 It lives in the client package because trainer machines install only the client; it imports nothing but
-pydantic. Routes (JSON over HTTP; errors are :class:`ErrorBody` with a stable ``code``)::
+pydantic and the tuner's pure segment module (:mod:`tuner.segment`: phases, shapes, the LR formula and the
+continuation pieces; no torch or botorch behind it).
+
+Routes (JSON over HTTP; errors are :class:`ErrorBody` with a stable ``code``)::
 
     POST   /v1/jobs                                    JobCreate      -> JobCreated (201)
     GET    /v1/jobs                                    (admin key)    -> JobList
@@ -25,15 +28,15 @@ leased to the reporting worker.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tuner.segment import MAX_OFFLINE_PIECES, OfflinePiece, Phase, Piece, Shape, stretch_lr
+
 API_PREFIX = "/v1"
 
-Phase = Literal["warmup", "explore", "train", "anneal", "schedule", "done"]
-Shape = Literal["constant", "linear", "cosine", "rex", "exp"]
+__all__ = ["API_PREFIX", "OfflinePiece", "Phase", "Piece", "Shape"]  # and the models below
 #: A job's status, the one definition the service, the client and the dashboard use: ``running`` (a worker
 #: trains it), ``stalled`` (no worker reported or polled for ``LRTUNE_STALL_AFTER_LEASES`` lease TTLs; it frees
 #: its quota slot and turns ``running`` again when a worker comes back), ``done`` (the budget is spent),
@@ -108,7 +111,8 @@ class WireSegment(BaseModel):
     """A segment as sent to workers; see ``tuner.segment`` for the meaning of each field.
 
     ``lease_epoch`` must be echoed in the report; ``lease_expires_in_s`` says how long the lease holds unless
-    renewed by a poll or report.
+    renewed by a poll or report. ``then`` is the rest of the budget's schedule as the service plans it now: a
+    worker that cannot reach the service follows it.
     """
 
     model_config = ConfigDict(extra="ignore")
@@ -138,24 +142,17 @@ class WireSegment(BaseModel):
     guard_window: int = Field(default=5, ge=1, description="Losses averaged when checking abort_above.")
     replay: bool = False
     done: bool = False
+    then: list[Piece] = Field(default_factory=list, max_length=10_000)
+
+    @property
+    def end_step(self) -> int:
+        """Gradient steps the job will have used after this segment."""
+        return self.start_step + self.steps
 
     def lr_at(self, step: int) -> float:
-        """Return the LR of 0-based step ``step`` of this segment (same formula as ``tuner.Segment``)."""
-        n = max(self.steps, 1)
-        p = min(max(self.curve_start + (self.curve_end - self.curve_start) * step / n, 0.0), 1.0)
-        if self.shape == "exp":  # the LR range sweep: log-linear
-            if self.curve_from > 0 and self.curve_to > 0:
-                return float(self.curve_from * (self.curve_to / self.curve_from) ** p)
-            return self.curve_from
-        if self.shape == "constant":
-            g = 1.0
-        elif self.shape == "linear":
-            g = 1.0 - p
-        elif self.shape == "cosine":
-            g = 0.5 * (1.0 + math.cos(math.pi * p))
-        else:  # rex
-            g = (1.0 - p) / (1.0 - 0.5 * p)
-        return self.curve_to + (self.curve_from - self.curve_to) * g
+        """Return the LR of 0-based step ``step`` of this segment (``tuner.segment.stretch_lr``)."""
+        f, t = self.curve_from, self.curve_to
+        return float(stretch_lr(self.shape, f, t, self.curve_start, self.curve_end, self.steps, step))
 
 
 class LeaseRequest(BaseModel):
@@ -171,6 +168,10 @@ class WireReport(BaseModel):
 
     ``losses`` has one entry per step (``null`` for a non-finite loss); a candidate may be cut short once it
     diverged. ``val_losses`` has one entry per ``eval_every`` steps when the segment asked for them.
+
+    With ``offline`` the segment did not run: the worker ran these pieces instead while it could not reach the
+    service (following the last segment's ``then``, or its fallback), from the step the job had used, and
+    ``losses`` are theirs, one per step.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -179,6 +180,7 @@ class WireReport(BaseModel):
     lease_epoch: int = Field(ge=0)
     losses: list[float | None] = Field(max_length=1_000_000)
     val_losses: list[float | None] | None = Field(default=None, max_length=1_000_000)
+    offline: list[OfflinePiece] | None = Field(default=None, min_length=1, max_length=MAX_OFFLINE_PIECES)
 
 
 class JobInfo(BaseModel):

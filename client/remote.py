@@ -46,7 +46,7 @@ from client.errors import (
     StaleLeaseError,
 )
 from client.http import ServiceClient
-from client.protocol import JobConfig, WireReport, WireSegment
+from client.protocol import JobConfig, OfflinePiece, WireReport, WireSegment
 
 log = logging.getLogger("lrtune.client")
 
@@ -193,6 +193,8 @@ class RemoteSource:
         self.reported = 0  # reports accepted since then
         self.requests = 0  # requests attempted (for tests and logs)
         self.replaced = 0  # jobs replaced after the service came back without them
+        self.job_base = 0  # the worker's step at which the job's step 0 sits (later for a replacement job)
+        self.answer: WireSegment | None = None  # the last segment the service handed this worker
         self._rng = random.Random(seed)
         self._worker = _Worker()
         self._pending: _Pending | None = None
@@ -242,18 +244,28 @@ class RemoteSource:
         return self._attempt(pending, wait, permanent_raises=True)
 
     def report(
-        self, segment: WireSegment, losses: Sequence[float | None], val_losses: Sequence[float | None] | None
+        self,
+        segment: WireSegment,
+        losses: Sequence[float | None],
+        val_losses: Sequence[float | None] | None,
+        offline: Sequence[OfflinePiece] | None = None,
+        wait_s: float | None = None,
     ) -> WireSegment | None:
-        """Report ``segment``'s losses; None when no answer came in time (it stays buffered, retried later)."""
+        """Report ``segment``'s losses (or, with ``offline``, the steps run instead of it).
+
+        Returns None when no answer came within ``wait_s`` (default ``0.9 * max_stall_s``): the report stays
+        buffered, retried later.
+        """
         rep = WireReport(
             worker_id=self.worker_id,
             lease_epoch=segment.lease_epoch,
             losses=list(losses),
             val_losses=None if val_losses is None else list(val_losses),
+            offline=None if offline is None else list(offline),
         )
         if self._detached:
             return None
-        return self._attempt(_Pending("report", segment, rep), self._wait_s())
+        return self._attempt(_Pending("report", segment, rep), self._wait_s() if wait_s is None else wait_s)
 
     def poll(self) -> WireSegment | None:
         """Pick up the answer of a request running in the background, or retry the pending one when due.
@@ -268,14 +280,18 @@ class RemoteSource:
             return None
         return self._attempt(self._pending, self._wait_s())
 
-    def flush(self) -> bool:
+    def flush(self, deadline: float | None = None, warn: bool = True) -> bool:
         """Deliver a buffered report before training ends, retrying for at most ``max_stall_s`` in all.
+
+        Args:
+            deadline: ``time.monotonic()`` to give up at (default: ``0.9 * max_stall_s`` from now).
+            warn: Log the warning below when the report stays undelivered.
 
         Returns:
             True when nothing is left undelivered. Otherwise one warning says so; the job stays on the service,
             resumable from this source's :meth:`state_dict` (or by a worker attaching to it).
         """
-        deadline = time.monotonic() + self._wait_s()
+        deadline = time.monotonic() + self._wait_s() if deadline is None else deadline
         while self._pending is not None and self._pending.op == "report" and not self._detached:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -287,6 +303,8 @@ class RemoteSource:
                 continue
             time.sleep(min(_FLUSH_RETRY_S, max(0.0, deadline - time.monotonic())))
         if self._pending is not None and self._pending.op == "report" and not self._detached:
+            if not warn:
+                return False
             seg = self._pending.segment
             log.warning(
                 "lrtune: the service at %s did not take the last report (segment %s of job %s) within %.1f s; "
@@ -331,6 +349,7 @@ class RemoteSource:
             "token": self.token,
             "worker_id": self.worker_id,
             "detached": self._detached,
+            "job_base": self.job_base,
             "pending": None
             if p is None
             else {
@@ -359,6 +378,7 @@ class RemoteSource:
         self.token = state["token"]
         self.worker_id = state["worker_id"]
         self._detached = bool(state.get("detached", False))
+        self.job_base = int(state.get("job_base", 0))
         self.created = False
         self._job_store_id = None
         p = state.get("pending")
@@ -498,6 +518,7 @@ class RemoteSource:
         self._leased_at = now
         self._lease_ttl_s = segment.lease_expires_in_s
         self._job_store_id = getattr(self.api, "store_id", None) or self._job_store_id
+        self.answer = segment
         return segment
 
     def _renewed(self, wait_s: float) -> int | None:
@@ -573,12 +594,14 @@ class RemoteSource:
                 )
             return False
         done = self.steps_done() if self.steps_done is not None else 0
-        left = self.config.total_steps - done
+        since = done - self.job_base  # steps run since this job's step 0
+        left = self.config.total_steps - since
         if left < 1:
             return False
         old = self.job_id
+        self.job_base = done
         self.config = self.config.model_copy(
-            update={"total_steps": left, "warmup_steps": max(0, self.config.warmup_steps - done)}
+            update={"total_steps": left, "warmup_steps": max(0, self.config.warmup_steps - since)}
         )
         self.job_id, self.token, self.created, self.reported = None, None, False, 0
         self._job_store_id = None

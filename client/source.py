@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from client.protocol import WireSegment
+from client.protocol import OfflinePiece, WireSegment
 
 if TYPE_CHECKING:
     from tuner import Segment, Tuner
@@ -36,9 +36,13 @@ class SegmentSource(Protocol):
         ...
 
     def report(
-        self, segment: WireSegment, losses: Sequence[float | None], val_losses: Sequence[float | None] | None
+        self,
+        segment: WireSegment,
+        losses: Sequence[float | None],
+        val_losses: Sequence[float | None] | None,
+        offline: Sequence[OfflinePiece] | None = None,
     ) -> WireSegment | None:
-        """Report the losses of ``segment`` and return the next segment."""
+        """Report the losses of ``segment`` (or the offline steps run instead of it) and return the next segment."""
         ...
 
     def poll(self) -> WireSegment | None:
@@ -99,12 +103,15 @@ class LocalSource:
         return wire(self.tuner.next_segment())
 
     def report(
-        self, segment: WireSegment, losses: Sequence[float | None], val_losses: Sequence[float | None] | None
+        self,
+        segment: WireSegment,
+        losses: Sequence[float | None],
+        val_losses: Sequence[float | None] | None,
+        offline: Sequence[OfflinePiece] | None = None,
     ) -> WireSegment:
         """Hand the losses to the tuner; return its next segment."""
-        return wire(
-            self.tuner.report(segment.segment_id, list(losses), None if val_losses is None else list(val_losses))
-        )
+        val = None if val_losses is None else list(val_losses)
+        return wire(self.tuner.report(segment.segment_id, list(losses), val, offline))
 
     def poll(self) -> None:
         """Nothing is ever pending in process."""

@@ -311,7 +311,7 @@ class JobService:
             report = parsed[0]
             lease = leases.check_report(head, report.worker_id, report.lease_epoch)
             tuner = Tuner.recover(rec.tuner, copy=False)  # rec is this call's private, freshly decoded copy
-            nxt = tuner.report(segment_id, report.losses, report.val_losses)
+            nxt = tuner.report(segment_id, report.losses, report.val_losses, report.offline)
             rec.tuner = tuner.dump(copy=False)
             head.summary = tuner.summary()
             head.open_segment = segment = nxt.to_dict()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tuner.config import Settings
-from tuner.segment import Phase, Segment, curve_lr
+from tuner.segment import Phase, Segment, stretch_lr
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,5 @@ def export_lr(export: dict[str, Any], step: int) -> float:
 
 
 def _piece_lr(p: dict[str, Any], j: int) -> float:
-    n = max(p["planned_steps"], 1)
-    pos = p["curve_start"] + (p["curve_end"] - p["curve_start"]) * j / n
-    return float(curve_lr(p["shape"], p["curve_from"], p["curve_to"], pos))
+    lr = stretch_lr(p["shape"], p["curve_from"], p["curve_to"], p["curve_start"], p["curve_end"], p["planned_steps"], j)
+    return float(lr)

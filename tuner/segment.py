@@ -15,6 +15,10 @@ short segments. At step ``j`` (0-based) of ``n`` the position is ``p = curve_sta
 curve_start) * j / n`` and the LR is ``curve_to + (curve_from - curve_to) * g(p)`` where ``g`` is the shape:
 constant ``1``, linear ``1 - p``, cosine ``(1 + cos(pi p)) / 2``, rex ``(1 - p) / (1 - p / 2)``. The ``exp``
 shape (the LR range sweep) rises or falls log-linearly instead: ``curve_from * (curve_to / curve_from) ** p``.
+
+Every segment also carries ``then``: the rest of the budget's schedule as the tuner plans it when it hands the
+segment out, as :class:`Piece` objects (the same curve geometry over global steps). A worker that loses the
+service follows it, and reports the steps it ran that way (:class:`OfflinePiece`) once the service is back.
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Phase = Literal["warmup", "explore", "train", "anneal", "schedule", "done"]
+Phase = Literal["warmup", "explore", "train", "anneal", "schedule", "offline", "done"]
 Shape = Literal["constant", "linear", "cosine", "rex", "exp"]
 SHAPES: tuple[str, ...] = ("constant", "linear", "cosine", "rex", "exp")
 
 #: Losses averaged when the divergence guard checks a series (see :func:`diverged`).
 GUARD_WINDOW = 5
+#: Most pieces one report of offline steps may hold (a plan has a dozen; a fallback one or a few).
+MAX_OFFLINE_PIECES = 256
 
 
 def shape_factor(shape: str, p: float) -> float:
@@ -52,6 +58,77 @@ def curve_lr(shape: str, lr_from: float, lr_to: float, p: float) -> float:
         p = min(max(p, 0.0), 1.0)
         return lr_from * (lr_to / lr_from) ** p if lr_from > 0 and lr_to > 0 else lr_from
     return lr_to + (lr_from - lr_to) * shape_factor(shape, p)
+
+
+def stretch_lr(shape: str, lr_from: float, lr_to: float, start: float, end: float, steps: int, j: int) -> float:
+    """Return the LR of 0-based step ``j`` of a stretch of ``steps`` steps covering curve positions ``start``-``end``.
+
+    The one formula behind segments, pieces, segment records and exported schedules.
+    """
+    return curve_lr(shape, lr_from, lr_to, start + (end - start) * j / max(steps, 1))
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A stretch of a planned LR curve over global steps ``[start_step, start_step + steps)``.
+
+    Attributes:
+        start_step: Global step (of the job) of the piece's first step.
+        steps: Steps the piece covers.
+        shape: LR shape, see the module docstring.
+        curve_from: LR at curve position 0.
+        curve_to: LR at curve position 1.
+        curve_start: Curve position at the first step.
+        curve_end: Curve position after the last step.
+    """
+
+    start_step: int
+    steps: int
+    shape: Shape = "constant"
+    curve_from: float = 0.0
+    curve_to: float = 0.0
+    curve_start: float = 0.0
+    curve_end: float = 1.0
+
+    def lr_at(self, j: int) -> float:
+        """Return the LR of 0-based step ``j`` of the piece."""
+        return stretch_lr(self.shape, self.curve_from, self.curve_to, self.curve_start, self.curve_end, self.steps, j)
+
+    @property
+    def end_step(self) -> int:
+        """Global step after the piece's last step."""
+        return self.start_step + self.steps
+
+    def tail(self, step: int) -> Piece:
+        """The rest of the piece from global step ``step`` on (``start_step <= step < end_step``)."""
+        j = step - self.start_step
+        if j <= 0:
+            return self
+        span = self.curve_end - self.curve_start
+        return dataclasses.replace(
+            self, start_step=step, steps=self.steps - j, curve_start=self.curve_start + span * j / self.steps
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Piece:
+        """Inverse of :meth:`to_dict` (unknown keys are ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class OfflinePiece(Piece):
+    """Steps a worker ran on a :class:`Piece` while it could not reach the service.
+
+    Attributes:
+        ran: Steps of the piece that ran, from its first: ``1 <= ran <= steps``.
+    """
+
+    ran: int = 1
 
 
 @dataclass(frozen=True)
@@ -82,6 +159,7 @@ class Segment:
             window as ``guard_window``.
         replay: Candidates of one stage should see the same batches (restart the stage's batch sequence).
         done: The budget is spent; nothing more to run.
+        then: The planned continuation after this segment, up to the end of the budget (empty when ``done``).
     """
 
     segment_id: int
@@ -103,12 +181,12 @@ class Segment:
     abort_above: float | None = None
     replay: bool = False
     done: bool = False
+    then: tuple[Piece, ...] = field(default_factory=tuple)
 
     def lr_at(self, step: int) -> float:
         """Return the LR of 0-based step ``step`` of this segment."""
-        n = max(self.steps, 1)
-        p = self.curve_start + (self.curve_end - self.curve_start) * step / n
-        return curve_lr(self.shape, self.curve_from, self.curve_to, p)
+        f, t = self.curve_from, self.curve_to
+        return stretch_lr(self.shape, f, t, self.curve_start, self.curve_end, self.steps, step)
 
     @property
     def lr(self) -> float:
@@ -129,6 +207,7 @@ class Segment:
         """Return a JSON-safe dict, ``lr`` and ``lr_end`` included for readers that do not compute them."""
         out = dataclasses.asdict(self)
         out["drop"] = list(self.drop)
+        out["then"] = [p.to_dict() for p in self.then]
         out["lr"] = self.lr
         out["lr_end"] = self.lr_end
         out["guard_window"] = GUARD_WINDOW
@@ -140,6 +219,7 @@ class Segment:
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in names}
         kwargs["drop"] = tuple(kwargs.get("drop", ()))
+        kwargs["then"] = tuple(Piece.from_dict(p) for p in kwargs.get("then", ()))
         return cls(**kwargs)
 
 

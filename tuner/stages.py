@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy as _copy
 import dataclasses
 import hashlib
-import itertools
 import json
 import math
 import time
@@ -36,11 +35,13 @@ from tuner.errors import (
 )
 from tuner.forecast import forecast_loss
 from tuner.online import OnlinePlanning
+from tuner.outage import Outages, parse_offline
+from tuner.records import mean as _mean
+from tuner.records import segment_record
 from tuner.search import Observation, Surrogate, from_unit, to_unit
-from tuner.segment import Segment, diverged
+from tuner.segment import OfflinePiece, Segment, diverged
 
 SCHEMA_VERSION = 1
-_CURVE_POINTS = 32  # binned loss points kept per segment
 _MAX_KEPT = 2  # candidate end states held at once in keep-winner mode
 _SWITCH_MARGIN = 2.0  # standard errors of the difference by which a challenger must beat the incumbent
 _CARRY_NOISE = 1.0  # carried points get extra noise of this times their spread: a weak prior, not a verdict
@@ -50,7 +51,7 @@ _SWEEP_HEADROOM = 3.0  # the first stage searches at least this factor below the
 _Z90 = 1.6448536269514722
 
 
-class Tuner(OnlinePlanning):
+class Tuner(OnlinePlanning, Outages):
     """An LR tuning job: hands out segments and takes their losses.
 
     Args:
@@ -112,15 +113,19 @@ class Tuner(OnlinePlanning):
         segment_id: int,
         losses: Sequence[float | None],
         val_losses: Sequence[float | None] | None = None,
+        offline: Sequence[OfflinePiece | dict[str, Any]] | None = None,
     ) -> Segment:
         """Record the losses of the open segment and return the next one.
 
         Args:
-            segment_id: Id of the segment that ran.
+            segment_id: Id of the segment that ran (with ``offline``: the open segment, which did not run).
             losses: Shape (steps,). Training loss after each step; ``None``, NaN or inf mark a diverged step.
-                A candidate (``explore``) segment may be cut short once it diverged.
+                A candidate (``explore``) segment may be cut short once it diverged. With ``offline``: one loss
+                per offline step.
             val_losses: Shape (steps // eval_every,). Validation losses, required when the segment set
                 ``eval_every``.
+            offline: The steps the worker ran instead of the open segment, while it could not reach the service
+                (see :mod:`tuner.outage`): pieces that follow each other from the step the job had used.
 
         Returns:
             The next segment. Reporting the last reported segment again with the same losses changes nothing
@@ -135,7 +140,8 @@ class Tuner(OnlinePlanning):
         self.last_suggest_s = 0.0
         train = _as_floats(losses, "losses")
         val = None if val_losses is None else _as_floats(val_losses, "val_losses")
-        digest = _digest(segment_id, train, val)
+        pieces = None if offline is None else parse_offline(offline)
+        digest = _digest(segment_id, train, val, pieces)
         last = self._s["last_report"]
         if last is not None and segment_id == last["segment_id"]:
             if digest != last["digest"]:
@@ -150,10 +156,16 @@ class Tuner(OnlinePlanning):
             )
         if seg["done"]:
             raise InvalidReportError("the job is done: its budget is spent and there is nothing to report")
-        self._validate(seg, train, val)
-        self._apply(seg, train, val)
+        if pieces is not None:
+            if val:
+                raise InvalidReportError("a report of offline steps has no validation losses")
+            nxt = self._skip(seg, pieces, train)
+        else:
+            self._validate(seg, train, val)
+            self._apply(seg, train, val)
+            nxt = self._plan()
         self._s["last_report"] = {"segment_id": segment_id, "digest": digest}
-        self._open(self._plan())
+        self._open(nxt)
         return self.next_segment()
 
     def dump(self, copy: bool = True) -> dict[str, Any]:
@@ -245,13 +257,14 @@ class Tuner(OnlinePlanning):
     def export(self) -> dict[str, Any]:
         """Return the realized LR trajectory of the final model, to replay without the service.
 
-        Rolled-back segments are left out, so step 0 of the export is the first step the final weights saw.
-        See :func:`tuner.schedules.export_lr` for evaluating it.
+        The segments on the line of the weights the worker holds now (followed back through the snapshots each
+        segment started from), so rolled-back branches are left out and step 0 of the export is the first step the
+        final weights saw. See :func:`tuner.schedules.export_lr` for evaluating it.
         """
         pieces: list[dict[str, Any]] = []
         at = 0
-        for rec in self._s["segments"]:
-            if rec["rolled_back"] or rec["steps"] == 0:
+        for rec in self._line_records():
+            if rec["steps"] == 0:
                 continue
             pieces.append(
                 {
@@ -268,6 +281,17 @@ class Tuner(OnlinePlanning):
             at += rec["steps"]
         base_lr = max([max(p["curve_from"], p["curve_to"]) for p in pieces], default=self.settings.max_lr)
         return {"format": "lrtune.schedule/v1", "base_lr": base_lr, "steps": at, "pieces": pieces}
+
+    def _line_records(self) -> list[dict[str, Any]]:
+        """The records from the initial weights to the state the worker holds, first first."""
+        s = self._s
+        by_id = {int(r["segment_id"]): r for r in s["segments"]}
+        chain: list[dict[str, Any]] = []
+        sid = s.get("line")
+        while sid is not None and sid in by_id:
+            chain.append(by_id[sid])
+            sid = by_id[sid].get("parent")
+        return chain[::-1]
 
     def posterior(self, stage: int | None = None, points: int = 64) -> dict[str, Any] | None:
         """Return the GP posterior over log10-LR for a stage (default: the latest with observations).
@@ -351,7 +375,7 @@ class Tuner(OnlinePlanning):
         s = self._s
         n = len(train)
         s["step"] += n
-        rec = _segment_record(seg, train, val)
+        rec = segment_record(seg, train, val)
         rec["parent"] = self._lineage(seg)
         s["segments"].append(rec)
         phase = seg["phase"]
@@ -368,6 +392,11 @@ class Tuner(OnlinePlanning):
                 return
             self._observe_candidate(seg, train, val, rec)
             return
+        self._remember(train)
+
+    def _remember(self, train: list[float]) -> None:
+        """Keep the recent losses of the line the worker holds: the divergence guard's reference."""
+        s = self._s
         recent = [*s["recent_losses"], *(v for v in train[-_RECENT:] if math.isfinite(v))][-_RECENT:]
         if recent:
             s["recent_losses"] = recent
@@ -473,7 +502,7 @@ class Tuner(OnlinePlanning):
     # ------------------------------------------------------------------ planning
 
     def _open(self, seg: Segment) -> None:
-        self._s["open"] = seg.to_dict()
+        self._s["open"] = dataclasses.replace(seg, then=self._continuation(seg)).to_dict()
 
     def _new_id(self) -> int:
         sid = int(self._s["next_id"])
@@ -595,6 +624,9 @@ class Tuner(OnlinePlanning):
 
     def _stage_segment(self, step: int, main_end: int) -> Segment:
         stages = self._s["stages"]
+        last = stages[-1] if stages else None
+        if last is not None and last["status"] == "exploit" and step >= (last["exploit_end"] or math.inf):
+            last["status"] = "done"  # offline steps ran past its end
         if not stages or stages[-1]["status"] == "done":
             stages.append(self._new_stage(step, main_end))
         stage = stages[-1]
@@ -1098,8 +1130,13 @@ def _as_floats(values: Sequence[float | None], name: str) -> list[float]:
     return out
 
 
-def _digest(segment_id: int, train: list[float], val: list[float] | None) -> str:
-    payload = json.dumps([segment_id, [repr(v) for v in train], None if val is None else [repr(v) for v in val]])
+def _digest(
+    segment_id: int, train: list[float], val: list[float] | None, offline: list[OfflinePiece] | None = None
+) -> str:
+    values = [segment_id, [repr(v) for v in train], None if val is None else [repr(v) for v in val]]
+    if offline is not None:
+        values.append([repr(dataclasses.astuple(p)) for p in offline])
+    payload = json.dumps(values)
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
@@ -1107,56 +1144,6 @@ def _spread(values: list[float]) -> float:
     """Standard deviation of the finite values (0 with fewer than two)."""
     finite = [v for v in values if math.isfinite(v)]
     return float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0
-
-
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
-
-
-def _finite_or_none(v: float) -> float | None:
-    return v if math.isfinite(v) else None
-
-
-def _bin(values: list[float], offset: int, points: int) -> list[list[float | None]]:
-    """Downsample a per-step series to at most ``points`` [step, mean] pairs (step counted from 1)."""
-    n = len(values)
-    if n == 0:
-        return []
-    edges = np.linspace(0, n, min(points, n) + 1).round().astype(int)
-    out: list[list[float | None]] = []
-    for a, b in itertools.pairwise(edges):
-        chunk = [v for v in values[a:b] if math.isfinite(v)]
-        out.append([float(offset + b), _mean(chunk) if len(chunk) == b - a else None])
-    return out
-
-
-def _segment_record(seg: dict[str, Any], train: list[float], val: list[float] | None) -> dict[str, Any]:
-    n = len(train)
-    planned = seg["steps"]
-    start = seg["start_step"]
-    every = seg["eval_every"]
-    span = seg["curve_end"] - seg["curve_start"]
-    return {
-        "segment_id": seg["segment_id"],
-        "phase": seg["phase"],
-        "stage": seg["stage"],
-        "candidate": seg["candidate"],
-        "start_step": start,
-        "steps": n,
-        "planned_steps": planned,
-        "shape": seg["shape"],
-        "curve_from": seg["curve_from"],
-        "curve_to": seg["curve_to"],
-        "curve_start": seg["curve_start"],
-        "curve_end": seg["curve_start"] + span * n / planned,
-        "curve_end_planned": seg["curve_end"],
-        "lr": seg["lr"],
-        "lr_end": Segment.from_dict(seg).lr_at(n - 1),
-        "rolled_back": False,
-        "diverged": any(not math.isfinite(v) for v in train),
-        "curve": _bin(train, start, _CURVE_POINTS),
-        "val": [[float(start + every * (i + 1)), _finite_or_none(v)] for i, v in enumerate(val or [])] if every else [],
-    }
 
 
 def _obs_dict(o: Observation) -> dict[str, float]:

@@ -17,6 +17,7 @@ from client.protocol import API_PREFIX, ErrorBody, LeaseRequest, WireReport, Wir
 from server.deps import JobCredential, RuntimeDep
 from server.errors import ReportTooLargeError, StaleLeaseError
 from server.routes import JobId
+from tuner.segment import MAX_OFFLINE_PIECES
 
 router = APIRouter(prefix=f"{API_PREFIX}/jobs/{{job_id}}", tags=["segments"])
 _ERRORS: dict[int | str, dict[str, object]] = {
@@ -27,6 +28,8 @@ PRECHECK_BYTES = 256 * 1024
 #: Bytes a report may spend per loss: the longest JSON float (``-2.2250738585072014e-308``) with a separator
 #: and some whitespace.
 BYTES_PER_LOSS = 32
+#: Bytes a report of offline steps may spend per piece (a piece's JSON is under 300 bytes).
+BYTES_PER_PIECE = 400
 #: Bytes a report may spend on everything but its losses.
 REPORT_OVERHEAD_BYTES = 64 * 1024
 _REPORT_BODY: dict[str, Any] = {
@@ -38,11 +41,19 @@ _REPORT_BODY: dict[str, Any] = {
 
 
 def report_limit_bytes(open_segment: dict[str, Any]) -> int:
-    """The most bytes a valid report of ``open_segment`` can take: its losses and validation losses, generously."""
+    """The most bytes a valid report of ``open_segment`` can take, generously.
+
+    Its losses and validation losses, or (a report of offline steps run instead of it) one loss per step left in
+    the budget and the pieces those steps ran on.
+    """
     steps = max(int(open_segment.get("steps") or 0), 0)
     every = open_segment.get("eval_every")
     val = steps // every + 1 if isinstance(every, int) and every > 0 else 0
-    return REPORT_OVERHEAD_BYTES + BYTES_PER_LOSS * (steps + val)
+    start = int(open_segment.get("start_step") or 0)
+    then = open_segment.get("then") or []
+    left = max(int(then[-1]["start_step"]) + int(then[-1]["steps"]) - start, steps) if then else steps
+    offline = BYTES_PER_LOSS * left + BYTES_PER_PIECE * MAX_OFFLINE_PIECES
+    return REPORT_OVERHEAD_BYTES + max(BYTES_PER_LOSS * (steps + val), offline)
 
 
 def parse_report(raw: bytes) -> WireReport:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import time
 from typing import Any
 
 import pytest
@@ -57,16 +58,22 @@ def test_an_outage_mid_run_buffers_the_report_and_the_job_completes(
 
     sched = _job(app_client, cb)
     assert cb.done and sched["done"] and sched["steps_used"] == 200  # every segment reported
-    assert cb.offline_steps > 0 and len(run.lrs) == 200 + cb.offline_steps
+    assert cb.offline_steps > 0 and len(run.lrs) == 200  # the budget is the user's, outage or not
+    assert cb.offline_reported == cb.offline_steps  # every offline step was reported once the service was back
     assert len(_warnings(caplog)) == 1  # one warning for the whole outage, not one per step or retry
     assert any("is back" in r.getMessage() for r in caplog.records)
     assert link.failed > 1  # it did retry
-    # While offline it held the last good LR: the LR of the last non-candidate segment.
-    offline = [lr for lr, sid in zip(run.lrs, run.segment_ids, strict=True) if sid is None]
-    last_train = [s for s in cb.history if s.segment_id < min(sid for sid in run.segment_ids[outage.stop :] if sid)]
-    good = [s for s in last_train if s.phase != "explore"]
-    expected = good[-1].lr_end if good else math.sqrt(1e-3 * 1.0)
-    assert offline and all(lr == expected for lr in offline)
+    # While offline it followed the plan the last segment it ran carried, step for step.
+    first = run.segment_ids.index(None)
+    ended = next(s for s in cb.history if s.segment_id == run.segment_ids[first - 1])
+    assert ended.then and ended.then[0].start_step == first
+    offline = [(g, lr) for g, (lr, sid) in enumerate(zip(run.lrs, run.segment_ids, strict=True)) if sid is None]
+    planned = {g: p.lr_at(g - p.start_step) for p in ended.then for g in range(p.start_step, p.end_step)}
+    assert offline and all(lr == planned[g] for g, lr in offline)
+    # The job counts the offline steps as segments of their own, with the LRs they ran at.
+    records = [r for r in sched["segments"] if r["phase"] == "offline"]
+    assert sum(r["steps"] for r in records) == len(offline)
+    assert all(r["lr"] == planned[r["start_step"]] for r in records)
     # Every step that ran inside a segment used that segment's LR.
     steps = steps_by_segment(sched)
     tuned = [lr for lr, sid in zip(run.lrs, run.segment_ids, strict=True) if sid is not None]
@@ -91,7 +98,9 @@ def test_service_down_at_start_trains_at_the_fallback_then_joins(
     assert len(_warnings(caplog)) == 1
 
 
-def test_never_back_finishes_the_budget_on_the_fallback_schedule(link: Link, caplog: pytest.LogCaptureFixture) -> None:
+def test_never_back_finishes_the_budget_on_the_planned_continuation(
+    link: Link, caplog: pytest.LogCaptureFixture
+) -> None:
     model, opt, cb = _cb(link, total=120, fallback="cosine")
 
     def before_step(step: int) -> None:
@@ -101,10 +110,36 @@ def test_never_back_finishes_the_budget_on_the_fallback_schedule(link: Link, cap
     with caplog.at_level(logging.WARNING, logger="lrtune.client"):
         run = train(cb, model, opt, make_batches(), before_step=before_step)
     assert cb.done and cb.step == 120 and len(run.lrs) == 120
+    first = run.segment_ids.index(None)
+    ended = next(s for s in cb.history if s.segment_id == run.segment_ids[first - 1])
+    planned = [p.lr_at(j) for p in ended.then for j in range(p.steps)]
     offline = [lr for lr, sid in zip(run.lrs, run.segment_ids, strict=True) if sid is None]
-    assert all(a > b for a, b in zip(offline, offline[1:], strict=False)) and offline[-1] < offline[0] / 2
+    assert offline == planned and offline[-1] < offline[0] / 10  # the final anneal, not a held LR
     assert len(_warnings(caplog)) == 1
-    cb.on_train_end()  # one last try to deliver the report, which fails quietly
+    with caplog.at_level(logging.WARNING, logger="lrtune.client"):
+        cb.on_train_end()  # one last try to deliver the report
+    assert "did not take the last report" in _warnings(caplog)[-1]
+
+
+def test_without_a_plan_yet_the_fallback_cosine_runs_to_the_end_of_the_budget(
+    link: Link, app_client: TestClient
+) -> None:
+    link.mode = "down"
+    model, opt, cb = _cb(link, total=120, fallback="cosine")
+
+    def before_step(step: int) -> None:
+        if step == 40:
+            link.mode = "up"
+
+    run = train(cb, model, opt, make_batches(), before_step=before_step)
+    cb.on_train_end()
+    head = run.lrs[:40]
+    assert all(a > b for a, b in zip(head, head[1:], strict=False))  # the cosine from the middle of the range
+    assert head[0] == pytest.approx(math.sqrt(1e-3 * 1.0))
+    sched = _job(app_client, cb)
+    assert cb.done and sched["done"] and sched["steps_used"] == 120 and len(run.lrs) == 120
+    records = [r for r in sched["segments"] if r["phase"] == "offline"]
+    assert records and records[0]["start_step"] == 0 and records[0]["shape"] == "cosine"
 
 
 def test_a_deleted_job_detaches_with_one_warning_and_no_more_requests(
@@ -163,7 +198,7 @@ def test_a_segment_taken_over_by_another_worker_is_left_to_it(caplog: pytest.Log
         sched = _job(app_client, cb)
     assert cb.done and sched["done"] and sched["steps_used"] == 200
     ids = [s.segment_id for s in cb.history]
-    assert taken and ids.count(taken[0]) == 1 and ids[ids.index(taken[0]) + 1] == taken[0] + 1
+    assert taken and ids.count(taken[0]) == 1 and ids[ids.index(taken[0]) + 1] > taken[0]
     record = next(r for r in sched["segments"] if r["segment_id"] == taken[0])
     assert {p[1] for p in record["curve"]} == {1.0}  # the other worker's report stands, ours was dropped
     msgs = _warnings(caplog)
@@ -264,3 +299,26 @@ def test_long_segments_renew_their_lease_halfway() -> None:
     assert src.keepalive(first) is None and len(leases) == 2  # renewed, same epoch
     clock.now += 5.1
     assert src.keepalive(first) == 2 and len(leases) == 3  # the new epoch goes into the report
+
+
+def test_a_service_back_only_at_the_end_gets_the_offline_steps_in_the_final_flush(
+    link: Link, app_client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    model, opt, cb = _cb(link, total=120)
+
+    def before_step(step: int) -> None:
+        if step == 45:
+            link.mode = "down"
+
+    with caplog.at_level(logging.WARNING, logger="lrtune.client"):
+        run = train(cb, model, opt, make_batches(), before_step=before_step)
+        assert cb.done and len(run.lrs) == 120
+        link.mode = "up"
+        started = time.monotonic()
+        cb.on_train_end()
+        assert time.monotonic() - started < cb.max_stall_s
+    sched = _job(app_client, cb)
+    assert sched["done"] and sched["steps_used"] == 120  # the job is finished, not left running
+    offline = [r for r in sched["segments"] if r["phase"] == "offline"]
+    assert sum(r["steps"] for r in offline) == cb.offline_steps == cb.offline_reported > 0
+    assert not any("did not take" in m for m in _warnings(caplog))

@@ -80,10 +80,16 @@ def test_redis_backed_service_killed_mid_run(
         service.stop()
     assert cb.done and cb.offline_steps > 0
     assert sched["done"] and sched["steps_used"] == 200
-    # The job's records are complete: every segment the worker ran was recorded, in order, and nothing else.
-    assert [r["segment_id"] for r in sched["segments"]] == [s.segment_id for s in cb.history]
-    assert sum(r["steps"] for r in sched["segments"]) == 200
-    assert len(run.lrs) == 200 + cb.offline_steps
+    # The job's records are complete: every segment the worker ran was recorded, in order, and so was every step
+    # it ran while the service was down, at the LR it ran at.
+    online = [r for r in sched["segments"] if r["phase"] != "offline"]
+    assert [r["segment_id"] for r in online] == [s.segment_id for s in cb.history]
+    assert sum(r["steps"] for r in sched["segments"]) == 200 == len(run.lrs)  # the budget is the user's
+    offline = [r for r in sched["segments"] if r["phase"] == "offline"]
+    assert sum(r["steps"] for r in offline) == cb.offline_steps == cb.offline_reported
+    for r in offline:  # each at the LRs those steps really ran at
+        first, last = r["start_step"], r["start_step"] + r["steps"] - 1
+        assert run.segment_ids[first] is None and (r["lr"], r["lr_end"]) == (run.lrs[first], run.lrs[last])
     assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1
 
 

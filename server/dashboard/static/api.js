@@ -130,6 +130,7 @@ export function int(n) {
 
 export const PHASE_COLORS = {
   warmup: "#8a8f98", explore: "#e8871e", train: "#2f6fdd", anneal: "#8e44ad", schedule: "#1a9c8c", done: "#59606b",
+  offline: "#c0392b",
 };
 
 export function phaseBadge(phase) {
