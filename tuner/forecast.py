@@ -32,7 +32,7 @@ _EXPONENTS: NDArray[np.float64] = np.logspace(math.log10(0.05), math.log10(4.0),
 _OFFSETS: NDArray[np.float64] = np.array([0.01, 0.05, 0.2, 1.0])
 FAMILIES: tuple[str, ...] = ("exp", "power")
 _HUBER_K = 1.5
-_Z90 = 1.6448536269514722
+Z90 = 1.6448536269514722
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class Forecast:
 
     def interval(self, level: float = 0.9) -> tuple[float, float]:
         """Return the central interval holding the truth with probability ``level`` (Gaussian)."""
-        z = _Z90 if level == 0.9 else _normal_quantile(0.5 + level / 2)
+        z = Z90 if level == 0.9 else _normal_quantile(0.5 + level / 2)
         return self.mean - z * self.std, self.mean + z * self.std
 
     def to_dict(self) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from typing import Any
 
 from tuner import schedules
 from tuner.errors import InvalidReportError
+from tuner.parts import TunerParts
 from tuner.planner import Plan
 from tuner.records import segment_record
 from tuner.segment import MAX_OFFLINE_PIECES, SHAPES, OfflinePiece, Piece, Segment
@@ -90,30 +91,8 @@ def plan_pieces(plan: Plan, step: int) -> list[Piece]:
     return out
 
 
-class Outages:
+class Outages(TunerParts):
     """The continuation and the offline-step reports, mixed into :class:`tuner.stages.Tuner`."""
-
-    _s: dict[str, Any]
-    settings: Any
-
-    # hooks the tuner provides
-    def _new_id(self) -> int:  # pragma: no cover - provided by Tuner
-        raise NotImplementedError
-
-    def _plan(self) -> Segment:  # pragma: no cover - provided by Tuner
-        raise NotImplementedError
-
-    def _warm_start(self) -> int:  # pragma: no cover - provided by Tuner
-        raise NotImplementedError
-
-    def _start_lr(self) -> float:  # pragma: no cover - provided by Tuner
-        raise NotImplementedError
-
-    def _planned_lr(self, step: int) -> float:  # pragma: no cover - provided by Tuner
-        raise NotImplementedError
-
-    def _remember(self, train: list[float]) -> None:  # pragma: no cover - provided by Tuner
-        raise NotImplementedError
 
     # ------------------------------------------------------------------ the continuation
 

@@ -26,6 +26,12 @@ def mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def spread(values: list[float]) -> float:
+    """Standard deviation of the finite values (0 with fewer than two)."""
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0
+
+
 def _finite_or_none(v: float) -> float | None:
     return v if math.isfinite(v) else None
 

@@ -91,7 +91,7 @@ def test_arbitrary_losses_never_break_later_valid_reports(poisons: dict[int, lis
 
 def test_huge_losses_are_diverged_points() -> None:
     """Magnitudes above the bound (either sign) read as NaN, like a diverged step; tiny ones are kept."""
-    from tuner.stages import _as_floats
+    from tuner.reports import as_floats as _as_floats
 
     got = _as_floats([1e31, -1e31, 1e30, -1e30, 5e-324, None, math.inf, 0.5], "losses")
     assert [math.isnan(v) for v in got] == [True, True, False, False, False, True, True, False]

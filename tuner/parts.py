@@ -1,0 +1,83 @@
+"""What the parts of :class:`tuner.stages.Tuner` know of each other: its state and the methods they call across.
+
+Each concept of the tuner is a module with a mixin (:mod:`tuner.candidates`, :mod:`tuner.greedy`,
+:mod:`tuner.online`, :mod:`tuner.outage`, :mod:`tuner.views`), combined into one class in :mod:`tuner.stages`.
+:class:`TunerParts` declares, for the type checker only, the state they share and the methods one calls on
+another; at run time it adds nothing, so no declaration here can shadow an implementation.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tuner.config import Settings, TunerConfig
+    from tuner.lossmodel import Fit
+    from tuner.search import Observation, Surrogate
+    from tuner.segment import Segment
+
+
+class TunerParts:
+    """The shared state (``_s``: the whole JSON-safe job state) and the cross-module methods."""
+
+    config: TunerConfig
+    settings: Settings
+    last_suggest_s: float
+    _s: dict[str, Any]
+    _fits: dict[tuple[Observation, ...], Surrogate]
+
+    if TYPE_CHECKING:
+
+        @property
+        def done(self) -> bool:
+            """True once the whole budget is spent."""
+            ...
+
+        def _new_id(self) -> int: ...
+
+        def _plan(self) -> Segment: ...
+
+        def _chunk(self, step: int, end: int) -> int: ...
+
+        def _start_lr(self) -> float: ...
+
+        def _warm_start(self) -> int: ...
+
+        def _remember(self, train: list[float]) -> None: ...
+
+        def _plan_view(self, points: int = 32) -> dict[str, Any] | None: ...
+
+        def _planned_lr(self, step: int) -> float: ...
+
+        def _model(self, record: bool = True) -> Fit | None: ...
+
+        def _candidate(
+            self,
+            stage: dict[str, Any],
+            step: int,
+            lr: float,
+            x: float,
+            keep: str | None,
+            eval_every: int | None,
+            drop: tuple[str, ...] = (),
+        ) -> Segment: ...
+
+        def _probe(self, stage: dict[str, Any], cand: dict[str, Any], step: int) -> Segment: ...
+
+        def _probe_steps(self, cand_steps: int) -> int: ...
+
+        def _wants_probe(self, cand: dict[str, Any]) -> bool: ...
+
+        def _propose(self, stage: dict[str, Any], i: int) -> float: ...
+
+        def _surrogate(self, obs: list[Observation]) -> Surrogate: ...
+
+        def _observations(
+            self, stage: dict[str, Any], carried: bool = False, failed: bool = True
+        ) -> list[Observation]: ...
+
+        def _scores(self, stage: dict[str, Any]) -> tuple[dict[int, tuple[float, float]], bool]: ...
+
+        def _ranking(self, stage: dict[str, Any], kept_only: bool = False) -> list[int]: ...
+
+        def _drops(self, stage: dict[str, Any]) -> list[str]: ...
