@@ -11,8 +11,10 @@ free port; the shared Redis on 6379 is never touched) and the real client callba
   huge values stored.
 * ``create_delete``: 10,000 job create/delete cycles on the embedded store (the service's own objects, a 60 s
   deletion retention, 10 cycles per simulated second): jobs and bytes the store holds at the peak and after.
-* ``large_bodies``: ``/healthz`` p50/p99 idle and while a client process sends 8 MB bodies back to back; the
-  time to refuse a report of 10^6 losses.
+* ``large_bodies``: ``/healthz`` p50/p99 idle and while a client process sends 8 MB bodies back to back (at
+  niceness 19, then 0: see :data:`FLOOD_NICE`), probed by a plain socket (the service's latency) and by httpx in
+  turn; what a body costs the service and the sender in CPU; the time to refuse a report of 10^6 losses; the
+  slowest ``/healthz`` while a valid report of 10^6 losses is taken.
 
 Run: ``.venv/bin/python -m benchmarks.reliability_faults [--fault-s 3]``; it prints a Markdown table and
 writes ``benchmarks/results/reliability_faults.json``.
@@ -26,13 +28,17 @@ import json
 import logging
 import os
 import platform
+import resource
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -231,10 +237,12 @@ def create_delete(cycles: int) -> dict[str, Any]:
     }
 
 
-#: A client process that sends 8 MB bodies back to back (to the report route and to job creation) for a while.
+#: A client process that sends 8 MB bodies back to back (to the report route and to job creation) for a while, at
+#: the niceness it is given. Arguments: url, report path, token, seconds, niceness; it prints the status codes.
 FLOOD = """
-import sys, time, httpx
+import os, sys, time, httpx
 url, report_path, token, seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+os.nice(int(sys.argv[5]))
 body = b'{"worker_id":"w","lease_epoch":1,"losses":[' + b"0.5, " * 1599987 + b"0.5]}"
 headers = {"Authorization": "Bearer " + token, "content-type": "application/json"}
 statuses = []
@@ -245,27 +253,234 @@ with httpx.Client(base_url=url, timeout=30.0) as http:
             statuses.append(http.post(path, content=body, headers=headers).status_code)
 print(" ".join(map(str, statuses)))
 """
+#: Niceness of the flood's sender by default. Clients of the service run on other machines; here the sender shares
+#: this machine's cores with the service and spends about as much CPU per body as the service does (see
+#: ``flood_cpu_ms_per_body``), so at the same priority it delays the service by taking its core, not by anything
+#: the service does. At niceness 19 it takes the CPU the service and the probe leave, and still sends about as
+#: many bodies.
+FLOOD_NICE = 19
 
 
-def probe(http: httpx.Client, seconds: float) -> list[float]:
-    """Latencies of ``/healthz`` probes sent every 10 ms for ``seconds``, in seconds each.
+class HealthProbe:
+    """``GET /healthz`` on one kept-alive connection, written and read on a plain socket.
+
+    A full HTTP client spends a millisecond or more of its own CPU on each request, and a loaded machine stretches
+    that into the tail it reports; this one writes a fixed request and reads the answer by its ``Content-Length``,
+    so what it times is the service (its event loop, the loopback and the scheduler), not itself.
+
+    Args:
+        url: The service, ``http://host:port``.
+        timeout_s: Longest wait for any answer.
+    """
+
+    def __init__(self, url: str, timeout_s: float = 10.0) -> None:
+        host, _, port = url.removeprefix("http://").rstrip("/").rpartition(":")
+        self.request = f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+        self.sock = socket.create_connection((host, int(port)), timeout=timeout_s)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def get(self) -> int:
+        """Send one probe and read its whole answer; return the status code."""
+        self.sock.sendall(self.request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += self._recv()
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        length = next(int(v) for k, _, v in (x.partition(b":") for x in lines[1:]) if k.lower() == b"content-length")
+        while len(body) < length:
+            body += self._recv()
+        return int(lines[0].split()[1])
+
+    def _recv(self) -> bytes:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the service closed the probe's connection")
+        return chunk
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.sock.close()
+
+
+def probe(clients: dict[str, Callable[[], int]], seconds: float) -> dict[str, list[float]]:
+    """Latencies of ``/healthz`` probes, one every 10 ms for ``seconds``, the clients taking turns.
+
+    Args:
+        clients: Name to a call that sends one probe and returns its status code.
+        seconds: How long to probe.
+
+    Returns:
+        Name to the latencies of that client's probes, in seconds each.
 
     Raises:
         RuntimeError: A probe did not answer 200.
     """
-    out = []
+    out: dict[str, list[float]] = {name: [] for name in clients}
+    turns = list(clients.items())
     deadline = time.monotonic() + seconds
+    i = 0
     while time.monotonic() < deadline:
+        name, send = turns[i % len(turns)]
         started = time.perf_counter()
-        status = http.get("/healthz").status_code
-        out.append(time.perf_counter() - started)
+        status = send()
+        out[name].append(time.perf_counter() - started)
         if status != 200:
-            raise RuntimeError(f"/healthz answered {status}")
+            raise RuntimeError(f"/healthz answered {status} to the {name} probe")
+        i += 1
         time.sleep(0.01)
     return out
 
 
-def large_bodies(url: str, seconds: float) -> dict[str, Any]:
+def percentile_ms(xs: list[float], p: int) -> float:
+    """The ``p``-th percentile of latencies ``xs`` (seconds), in milliseconds, rounded to 0.01."""
+    return round(1000 * statistics.quantiles(xs, n=100, method="inclusive")[p - 1], 2)
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user and system) process ``pid`` has used so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_s() -> float:
+    """CPU seconds used by this process's children that have been waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass
+class Flood:
+    """What one flood of 8 MB bodies did, and what the probes saw meanwhile.
+
+    Attributes:
+        latencies: Probe client name to its ``/healthz`` latencies during the flood, in seconds.
+        statuses: The status code of every body sent.
+        seconds: How long the flood ran.
+        server_cpu_s: CPU seconds the service used meanwhile (0 when its process id was not given).
+        sender_cpu_s: CPU seconds the sending process used.
+        load_average: This machine's 1, 5 and 15 minute load averages at its end.
+    """
+
+    latencies: dict[str, list[float]]
+    statuses: list[int]
+    seconds: float
+    server_cpu_s: float
+    sender_cpu_s: float
+    load_average: list[float]
+
+
+def flood(
+    url: str,
+    report_path: str,
+    token: str,
+    clients: dict[str, Callable[[], int]],
+    seconds: float,
+    nice: int = FLOOD_NICE,
+    server_pid: int | None = None,
+) -> Flood:
+    """Probe ``/healthz`` with ``clients`` for ``seconds`` while a process sends 8 MB bodies back to back.
+
+    Args:
+        url: The service.
+        report_path: The report route of an open segment (its bodies are refused 422 before parsing, job creations
+            413 on their declared length).
+        token: That job's token.
+        clients: The probes (see :func:`probe`).
+        seconds: How long to probe; the flood starts 0.3 s before and ends 0.2 s after.
+        nice: The sender's niceness (see :data:`FLOOD_NICE`).
+        server_pid: The service's process id, to measure its CPU time.
+    """
+    argv = [sys.executable, "-c", FLOOD, url, report_path, token, str(seconds + 0.5), str(nice)]
+    server_cpu = cpu_s(server_pid) if server_pid else 0.0
+    sender_cpu = children_cpu_s()
+    started = time.monotonic()
+    sender = subprocess.Popen(argv, stdout=subprocess.PIPE)
+    time.sleep(0.3)  # the first bodies are on their way
+    latencies = probe(clients, seconds)
+    statuses = [int(s) for s in sender.communicate(timeout=120)[0].split()]
+    return Flood(
+        latencies=latencies,
+        statuses=statuses,
+        seconds=time.monotonic() - started,
+        server_cpu_s=cpu_s(server_pid) - server_cpu if server_pid else 0.0,
+        sender_cpu_s=children_cpu_s() - sender_cpu,
+        load_average=[round(v, 2) for v in os.getloadavg()],
+    )
+
+
+def latency_figures(xs: list[float], idle: list[float]) -> dict[str, Any]:
+    """p50, p99 and max of ``xs`` in ms, with the p50 and p99 over those of ``idle``."""
+    p50, p99 = percentile_ms(xs, 50), percentile_ms(xs, 99)
+    return {
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "max_ms": round(1000 * max(xs), 2),
+        "p50_over_idle": round(p50 / percentile_ms(idle, 50), 2),
+        "p99_over_idle": round(p99 / percentile_ms(idle, 99), 2),
+        "probes": len(xs),
+    }
+
+
+#: A client process that posts the body in file ``argv[3]`` to ``argv[1]`` with token ``argv[2]``; it prints the status
+#: code and the seconds the answer took.
+POST_FILE = """
+import sys, time, httpx
+body = open(sys.argv[3], "rb").read()
+headers = {"Authorization": "Bearer " + sys.argv[2], "content-type": "application/json"}
+started = time.perf_counter()
+resp = httpx.post(sys.argv[1], content=body, headers=headers, timeout=120.0)
+print(resp.status_code, time.perf_counter() - started)
+"""
+
+
+def valid_report(url: str, tmp: Path) -> dict[str, Any]:
+    """``/healthz`` (socket probe, every 5 ms) while the service takes one valid report of 10^6 losses.
+
+    The job's first segment is 10^6 steps (a warmup that long, no sweep); the report, about 7.8 MB, is sent by a
+    process of its own.
+    """
+    config = {"min_lr": 1e-4, "max_lr": 1.0, "total_steps": 3_000_000, "warmup_steps": 1_000_000,
+              "max_segment_steps": 1_000_000, "sweep_fraction": 0}  # fmt: skip
+    created = httpx.post(f"{url}/v1/jobs", json={"config": config}).json()
+    token, job = created["token"], created["job_id"]
+    auth = {"Authorization": f"Bearer {token}"}
+    seg = httpx.post(f"{url}/v1/jobs/{job}/lease", json={"worker_id": "w"}, headers=auth).json()
+    losses = [round(0.5 + 0.4 * ((i * 7919) % 1000) / 1000, 4) for i in range(seg["steps"])]
+    path = tmp / "valid_report.json"
+    path.write_bytes(json.dumps({"worker_id": "w", "lease_epoch": seg["lease_epoch"], "losses": losses}).encode())
+    target = f"{url}/v1/jobs/{job}/segments/{seg['segment_id']}/report"
+    raw = HealthProbe(url)
+    raw.get()
+    sender = subprocess.Popen([sys.executable, "-c", POST_FILE, target, token, str(path)], stdout=subprocess.PIPE)
+    latencies = []
+    while sender.poll() is None:
+        started = time.perf_counter()
+        raw.get()
+        latencies.append(time.perf_counter() - started)
+        time.sleep(0.005)
+    raw.close()
+    status, took_s = sender.communicate()[0].split()
+    return {
+        "losses": len(losses),
+        "report_bytes": path.stat().st_size,
+        "status": int(status),
+        "report_s": round(float(took_s), 2),
+        "healthz_p50_ms": percentile_ms(latencies, 50),
+        "healthz_max_ms": round(1000 * max(latencies), 1),
+        "probes": len(latencies),
+    }
+
+
+def large_bodies(
+    url: str, seconds: float, server_pid: int | None = None, nices: tuple[int, ...] = (19, 0)
+) -> dict[str, Any]:
+    """``/healthz`` idle and under floods of 8 MB bodies, from a socket probe and an httpx probe in turn.
+
+    The headline ``healthz_*`` figures are the socket probe's (the service's own latency) under the flood sent at
+    ``nices[0]``; ``idle``, ``floods`` and ``healthz_httpx_*`` hold every probe's figures, and what a body cost the
+    service and its sender in CPU, for each sender niceness in ``nices``.
+    """
     config = {"min_lr": 1e-4, "max_lr": 1.0, "total_steps": 160, **SMALL}
     created = httpx.post(f"{url}/v1/jobs", json={"config": config}).json()
     token, job = created["token"], created["job_id"]
@@ -273,36 +488,52 @@ def large_bodies(url: str, seconds: float) -> dict[str, Any]:
     seg = httpx.post(f"{url}/v1/jobs/{job}/lease", json={"worker_id": "w"}, headers=auth).json()
     path = f"/v1/jobs/{job}/segments/{seg['segment_id']}/report"
     million = json.dumps({"worker_id": "w", "lease_epoch": seg["lease_epoch"], "losses": [0.5] * 10**6}).encode()
+    load_before = [round(v, 2) for v in os.getloadavg()]
+    raw = HealthProbe(url)
     with httpx.Client(base_url=url, timeout=30.0) as http:
-        http.get("/healthz")
-        idle = probe(http, seconds)
-        flood = subprocess.Popen(
-            [sys.executable, "-c", FLOOD, url, path, token, str(seconds + 0.5)], stdout=subprocess.PIPE
-        )
-        time.sleep(0.3)
-        loaded = probe(http, seconds)
-        statuses = [int(s) for s in flood.communicate(timeout=120)[0].split()]
+        clients: dict[str, Callable[[], int]] = {"socket": raw.get, "httpx": lambda: http.get("/healthz").status_code}
+        for send in clients.values():
+            send()
+        idle = probe(clients, seconds)
+        floods = {nice: flood(url, path, token, clients, seconds, nice, server_pid) for nice in nices}
         refusals = []
         for _ in range(7):
             started = time.perf_counter()
             resp = http.post(path, content=million, headers=auth)
             refusals.append(time.perf_counter() - started)
             assert resp.status_code == 422, resp.text
-
-    def q(xs: list[float], p: int) -> float:
-        return round(1000 * statistics.quantiles(xs, n=100, method="inclusive")[p - 1], 2)
-
+    raw.close()
+    per_flood: dict[str, Any] = {}
+    for nice, f in floods.items():
+        per_flood[f"sender_nice_{nice}"] = {
+            **{name: latency_figures(f.latencies[name], idle[name]) for name in clients},
+            "bodies_8mb": len(f.statuses),
+            "bodies_per_s": round(len(f.statuses) / f.seconds, 1),
+            "body_statuses": sorted(set(f.statuses)),
+            "server_cpu_ms_per_body": round(1000 * f.server_cpu_s / len(f.statuses), 2) if server_pid else None,
+            "sender_cpu_ms_per_body": round(1000 * f.sender_cpu_s / len(f.statuses), 2),
+            "load_average_at_end": f.load_average,
+        }
+    head = per_flood[f"sender_nice_{nices[0]}"]
     return {
-        "healthz_idle_p50_ms": q(idle, 50),
-        "healthz_idle_p99_ms": q(idle, 99),
-        "healthz_p50_ms": q(loaded, 50),
-        "healthz_p99_ms": q(loaded, 99),
-        "healthz_max_ms": round(1000 * max(loaded), 1),
-        "healthz_probes_idle_loaded": [len(idle), len(loaded)],
-        "bodies_8mb": len(statuses),
-        "body_statuses": sorted(set(statuses)),
+        "healthz_idle_p50_ms": percentile_ms(idle["socket"], 50),
+        "healthz_idle_p99_ms": percentile_ms(idle["socket"], 99),
+        "healthz_p50_ms": head["socket"]["p50_ms"],
+        "healthz_p99_ms": head["socket"]["p99_ms"],
+        "healthz_p99_over_idle": head["socket"]["p99_over_idle"],
+        "healthz_httpx_idle_p99_ms": percentile_ms(idle["httpx"], 99),
+        "healthz_httpx_p99_ms": head["httpx"]["p99_ms"],
+        "bodies_8mb": head["bodies_8mb"],
+        "body_statuses": head["body_statuses"],
         "refuse_1e6_losses_median_ms": round(1000 * statistics.median(refusals), 1),
         "report_bytes_1e6_losses": len(million),
+        "probe_s": seconds,
+        "idle": {
+            name: {"p50_ms": percentile_ms(xs, 50), "p99_ms": percentile_ms(xs, 99), "probes": len(xs)}
+            for name, xs in idle.items()
+        },
+        "floods": per_flood,
+        "load_average_before": load_before,
     }
 
 
@@ -323,7 +554,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--fault-s", type=float, default=3.0, help="how long each SIGSTOP lasts")
     ap.add_argument("--cycles", type=int, default=10_000, help="job create/delete cycles")
-    ap.add_argument("--probe-s", type=float, default=4.0, help="seconds of /healthz probing, idle and under load")
+    ap.add_argument("--probe-s", type=float, default=6.0, help="seconds of /healthz probing, idle and under load")
     ap.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated subset of {', '.join(FAULTS)}")
     ap.add_argument("--out", type=Path, default=RESULTS / "reliability_faults.json", help="where the JSON goes")
     args = ap.parse_args()
@@ -347,7 +578,8 @@ def main() -> None:
                 results["poison"] = poison(embedded.url)
             if "large_bodies" in chosen:
                 print("8 MB bodies ...", flush=True)
-                results["large_bodies"] = large_bodies(embedded.url, args.probe_s)
+                results["large_bodies"] = large_bodies(embedded.url, args.probe_s, embedded.proc.pid)
+                results["large_bodies"]["valid_report_1e6_losses"] = valid_report(embedded.url, tmp)
         finally:
             embedded.stop()
     if "redis_stopped" in chosen:
@@ -396,7 +628,35 @@ def summary(results: dict[str, Any], fault_s: float) -> list[tuple[str, str]]:
     if "large_bodies" in results:
         b = results["large_bodies"]
         rows.append(("/healthz p99 idle / under 8 MB bodies", f"{b['healthz_idle_p99_ms']} / {b['healthz_p99_ms']} ms"))
+        idle = b.get("idle", {})
+        if idle:
+            rows.append(
+                (
+                    "/healthz p50 / p99 idle: socket probe; httpx probe",
+                    f"{idle['socket']['p50_ms']} / {idle['socket']['p99_ms']} ms; "
+                    f"{idle['httpx']['p50_ms']} / {idle['httpx']['p99_ms']} ms",
+                )
+            )
+        for name, f in b.get("floods", {}).items():
+            raw, lib = f["socket"], f["httpx"]
+            rows.append(
+                (
+                    f"/healthz p50 / p99 under 8 MB bodies, {name.replace('_', ' ')}: socket probe; httpx probe",
+                    f"{raw['p50_ms']} / {raw['p99_ms']} ms ({raw['p99_over_idle']}x idle p99); "
+                    f"{lib['p50_ms']} / {lib['p99_ms']} ms ({lib['p99_over_idle']}x); {f['bodies_per_s']} bodies/s, "
+                    f"{f['server_cpu_ms_per_body']} ms service CPU and {f['sender_cpu_ms_per_body']} ms sender CPU "
+                    "per body",
+                )
+            )
         rows.append(("refusing a 10^6-loss report", f"{b['refuse_1e6_losses_median_ms']} ms"))
+        if "valid_report_1e6_losses" in b:
+            v = b["valid_report_1e6_losses"]
+            rows.append(
+                (
+                    f"/healthz while a valid 10^6-loss report ({v['report_bytes'] / 1e6:.1f} MB) is taken",
+                    f"p50 {v['healthz_p50_ms']} ms, max {v['healthz_max_ms']} ms over {v['report_s']} s",
+                )
+            )
     return rows
 
 

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
-from benchmarks.reliability_faults import FLOOD
-from benchmarks.reliability_faults import probe as probe_healthz
+from benchmarks.reliability_faults import HealthProbe, flood, percentile_ms, probe
 from tests.reliability.harness import Service, create_job, record_result
 from tests.server.helpers import SMALL_CONFIG, run_segment
 
@@ -31,8 +29,8 @@ LIGHT = {**SMALL_CONFIG, "total_steps": 160, "k": 2, "k_warm": 2}
 POISONED_JOB = {**LIGHT, "total_steps": 480}
 
 
-#: Seconds of /healthz probing, idle and then under the flood of large bodies.
-PROBE_S = 2.5
+#: Seconds of /healthz probing, idle and then under the flood of large bodies (the two probes take turns).
+PROBE_S = 3.0
 
 
 @pytest.mark.parametrize("name", list(POISONS))
@@ -73,47 +71,60 @@ def test_poisoned_reports_never_give_a_500_nor_break_later_reports(shared_servic
 def test_large_bodies_never_stall_the_event_loop_and_a_huge_report_is_refused_fast(tmp_path: Path) -> None:
     service = Service({"LRTUNE_REDIS_URL": ""}, tmp_path)
     service.start()
+    assert service.proc is not None
+    raw: HealthProbe | None = None
     try:
         job, token = create_job(service.url, LIGHT, "bodies")
         auth = {"Authorization": f"Bearer {token}"}
         seg = httpx.post(f"{service.url}/v1/jobs/{job}/lease", json={"worker_id": "w"}, headers=auth).json()
         report_path = f"/v1/jobs/{job}/segments/{seg['segment_id']}/report"
         million = json.dumps({"worker_id": "w", "lease_epoch": seg["lease_epoch"], "losses": [0.5] * 10**6}).encode()
-        with httpx.Client(base_url=service.url, timeout=10.0) as probe:
-            probe.get("/healthz")
-            idle = probe_healthz(probe, PROBE_S)  # this machine's own noise, for comparison
-            flooder = subprocess.Popen(
-                [sys.executable, "-c", FLOOD, service.url, report_path, token, str(PROBE_S + 0.5)],
-                stdout=subprocess.PIPE,
-            )
-            time.sleep(0.3)  # the first bodies are on their way
-            latencies = probe_healthz(probe, PROBE_S)
-            out, _ = flooder.communicate(timeout=60)
-            sent = [int(s) for s in out.split()]
+        raw = HealthProbe(service.url)
+        with httpx.Client(base_url=service.url, timeout=10.0) as http:
+            # The socket probe times the service; the httpx one what a Python client sees, for the record.
+            clients: dict[str, Callable[[], int]] = {
+                "socket": raw.get,
+                "httpx": lambda: http.get("/healthz").status_code,
+            }
+            for send in clients.values():
+                send()
+            idle = probe(clients, PROBE_S)  # this machine's own noise, for comparison
+            flooded = flood(service.url, report_path, token, clients, PROBE_S, server_pid=service.proc.pid)
             refusals = []
             for _ in range(5):
                 started = time.perf_counter()
-                resp = probe.post(report_path, content=million, headers={**auth, "content-type": "application/json"})
+                resp = http.post(report_path, content=million, headers={**auth, "content-type": "application/json"})
                 refusals.append(time.perf_counter() - started)
                 assert (resp.status_code, resp.json()["code"]) == (422, "invalid_report"), resp.text
             # The job is unharmed: the real report of that segment is still taken.
             good = {"worker_id": "w", "lease_epoch": seg["lease_epoch"], **run_segment(seg)}
-            assert probe.post(report_path, json=good, headers=auth).status_code == 200
+            assert http.post(report_path, json=good, headers=auth).status_code == 200
     finally:
+        if raw is not None:
+            raw.close()
         service.stop()
-    p99_ms = 1000 * statistics.quantiles(latencies, n=100)[98]
-    idle_p99_ms = 1000 * statistics.quantiles(idle, n=100)[98]
+    sent = flooded.statuses
+    p99_ms = percentile_ms(flooded.latencies["socket"], 99)
+    idle_p99_ms = percentile_ms(idle["socket"], 99)
     refuse_ms = 1000 * statistics.median(refusals)
-    assert len(sent) >= 4 and set(sent) <= {413, 422}, sent  # refused, never parsed, never a 500
-    # At most 10 ms over what this machine gives an idle service (a loaded machine alone adds several ms); a body
-    # parsed on the event loop stalls it for hundreds of milliseconds.
-    assert p99_ms <= 10.0 + idle_p99_ms, f"/healthz p99 {p99_ms:.1f} ms under 8 MB bodies, {idle_p99_ms:.1f} idle"
+    assert len(sent) >= 10 and set(sent) <= {413, 422}, sent  # refused, never parsed, never a 500
+    # The requirement is 10 ms. A machine so loaded that an idle service already answers near that gets 5 ms over
+    # its idle p99; a body parsed on the event loop stalls it for hundreds of milliseconds either way.
+    limit_ms = max(10.0, idle_p99_ms + 5.0)
+    assert p99_ms <= limit_ms, (
+        f"/healthz p99 {p99_ms:.1f} ms under 8 MB bodies ({len(sent)} sent), {idle_p99_ms:.1f} ms idle; "
+        f"load average {flooded.load_average}"
+    )
     assert refuse_ms <= 100.0, f"a 10^6-loss report took {refuse_ms:.0f} ms to refuse"
     record_result(
         "large_bodies",
-        healthz_p99_ms=round(p99_ms, 2),
-        healthz_idle_p99_ms=round(idle_p99_ms, 2),
-        probes=len(latencies),
+        healthz_p99_ms=p99_ms,
+        healthz_idle_p99_ms=idle_p99_ms,
+        healthz_httpx_p99_ms=percentile_ms(flooded.latencies["httpx"], 99),
+        healthz_httpx_idle_p99_ms=percentile_ms(idle["httpx"], 99),
+        probes=len(flooded.latencies["socket"]),
         bodies_8mb=len(sent),
+        server_cpu_ms_per_body=round(1000 * flooded.server_cpu_s / len(sent), 2),
+        load_average=flooded.load_average,
         refuse_1e6_losses_ms=round(refuse_ms, 1),
     )
