@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from client.distributed import resolve_comm
-from client.errors import LrtuneClientError
+from client.errors import LrtuneClientError, ServiceUnavailableError
 from client.fallback import FallbackSpec, check_fallback
 from client.http import HTTPClient
 from client.offline import Course, OfflineLog
@@ -32,6 +32,7 @@ from client.remote import RemoteSource, RetryPolicy
 from client.replay import ReplayLoader
 from client.snapshot import SnapshotStore, Stateful
 from client.source import LocalSource, SegmentSource
+from client.summary import RunStats, run_log, summary
 from client.validation import check_options
 from tuner.segment import Piece
 
@@ -90,6 +91,8 @@ class AutoLRSCallback:
         offline_sync_steps: Steps between the ranks' checks for a new segment while none is open (DDP only).
         checkpoint_snapshots: Include the held snapshots in :meth:`state_dict`, so a resumed run can still
             restore them (costs their size in the checkpoint).
+        strict: Raise :class:`client.errors.ServiceUnavailableError` instead of training on without a segment
+            when the service does not answer (at construction, or at a segment's end), or is gone.
 
     Raises:
         TypeError: An argument of the wrong type.
@@ -129,6 +132,7 @@ class AutoLRSCallback:
         guard_every: int = 8,
         offline_sync_steps: int = 16,
         checkpoint_snapshots: bool = True,
+        strict: bool = False,
     ) -> None:
         job_config = check_options(
             model,
@@ -153,6 +157,7 @@ class AutoLRSCallback:
             fallback=fallback,
             guard_every=guard_every,
             offline_sync_steps=offline_sync_steps,
+            strict=strict,
         )
         assert min_lr is not None and max_lr is not None and total_steps is not None
 
@@ -168,12 +173,15 @@ class AutoLRSCallback:
         self.offline_sync_steps = offline_sync_steps
         self.checkpoint_snapshots = checkpoint_snapshots
         self.max_stall_s = float(max_stall_s)
+        self.strict = strict
+        self.stats = RunStats()  # what ran, for the summary at the end
         self.mode = "local" if server_url is None and http_client is None else "remote"
         self.snapshots = SnapshotStore(model, optimizer, scaler, extra_state)
         self.comm = resolve_comm(process_group, distributed)
         self.history: list[WireSegment] = []  # segments begun since construction (or load_state_dict), in order
         self.offline_steps = 0  # steps run with no segment open
-        self.offline_reported = 0  # of those, steps reported to the job as run instead of a segment
+        # Of those, the steps the job counts: reported to it, or run before a replacement job's start.
+        self.offline_reported = 0
 
         self._seg: WireSegment | None = None
         self._j = 0  # steps run in the open segment
@@ -192,8 +200,10 @@ class AutoLRSCallback:
         self._course: Course | None = None  # what steps follow while no segment is open
         self._log = OfflineLog()  # offline steps the job has not counted yet
         self._off_next: Piece | None = None  # the course piece the next offline step runs on
+        self._accounted_upto = 0  # global step up to which offline steps were reported or left out of the job
         self._stranded = False  # the job refused the offline steps: finish on the course, ask no more
         self._warned: set[str] = set()
+        self._summarized = False
         self._device: torch.device | None = None
         self._seg_started = time.monotonic()
 
@@ -294,9 +304,26 @@ class AutoLRSCallback:
             src.close()
         if not self._done:
             log.info("lrtune: training ended after %d steps, before the budget of %d", self._step, self.total_steps)
+        if self.comm.is_leader and not self._summarized:
+            self._summarized = True
+            run_log.warning(self.summary())
         self.snapshots.clear()
         if self.loader is not None:
             self.loader.stop()
+
+    def summary(self) -> str:
+        """One paragraph on what the run did: steps, exploration share, LRs, outages, bad losses."""
+        src = self.source
+        return summary(
+            job=self.job_id or "(none)",
+            steps=self._step,
+            total_steps=self.total_steps,
+            stats=self.stats,
+            outages=int(getattr(src, "outages", 0)),
+            offline_steps=self.offline_steps,
+            offline_reported=self.offline_reported,
+            final_lr=self._lr,
+        )
 
     def state_dict(self) -> dict[str, Any]:
         """Return what a resumed run needs to continue the same job where this one is.
@@ -454,6 +481,7 @@ class AutoLRSCallback:
                 f"worker is at step {self._step - self._base} of it (resumed from another checkpoint?); running it "
                 "from here",
             )
+        self._account_log()  # what is left ran before this (replacement) job's step 0: its budget left it out
         self._log.clear()
         if seg.steps < 1:
             self._warn_once("empty", f"lrtune: segment {seg.segment_id} has no steps; training at the fallback LR")
@@ -508,6 +536,7 @@ class AutoLRSCallback:
         if seg.phase != "explore" and losses:
             self._good_lr = seg.lr_at(len(losses) - 1)
         report = [v if math.isfinite(v) else None for v in losses]
+        self.stats.add(seg, report)
         val_report = None if val is None else [v if math.isfinite(v) else None for v in val]
         self._begin(self._exchange(lambda: self._leader().report(seg, report, val_report)))
 
@@ -545,6 +574,12 @@ class AutoLRSCallback:
 
     def _go_offline(self) -> None:
         """Train on without a segment: on the continuation of the segment that just ended, or the fallback."""
+        if self.strict and self.mode == "remote" and self._step < self.total_steps:
+            where = getattr(getattr(self.source, "api", None), "where", "the service")
+            raise ServiceUnavailableError(
+                f"lrtune: {where} did not answer within max_stall_s={self.max_stall_s} s (or the job is gone), and "
+                "strict=True makes that an error instead of training on without a segment"
+            )
         ended = self._seg
         if ended is not None or self._course is None:
             self._offline_from = self._step
@@ -603,13 +638,24 @@ class AutoLRSCallback:
     def _offline_report(self, seg: WireSegment) -> tuple[list[Any], list[float | None]]:
         """The logged offline steps from where the job's count of steps stands, with their (rank-averaged) losses."""
         pieces, losses = self._log.take(self._base + seg.start_step, self._base)
+        self._account_log()
         values = self._mean_over_ranks(losses)
-        return pieces, [v if math.isfinite(v) else None for v in values]
+        out = [v if math.isfinite(v) else None for v in values]
+        self.stats.losses += len(out)
+        self.stats.bad_losses += sum(v is None for v in out)
+        return pieces, out
+
+    def _account_log(self) -> None:
+        """Count the logged steps not counted yet as accounted for (reported now, or left out of the job)."""
+        start, end = self._log.start, self._log.end
+        if start is None or end is None:
+            return
+        self.offline_reported += max(0, end - max(start, self._accounted_upto))
+        self._accounted_upto = max(self._accounted_upto, end)
 
     def _report_offline(self, seg: WireSegment) -> None:
         """Report the offline steps instead of running ``seg``, and apply the answer."""
         pieces, losses = self._offline_report(seg)
-        self.offline_reported += len(losses)
         nxt = self._exchange(lambda: self._leader().report(seg, losses, None, offline=pieces))
         if nxt is not None and not nxt.done and nxt.segment_id == seg.segment_id:
             # The job refused the offline steps (the reason was logged): keep the course to the end of the budget.
@@ -637,7 +683,6 @@ class AutoLRSCallback:
         if seg is None or seg.done or self._step <= self._base + seg.start_step:
             return
         pieces, losses = self._offline_report(seg)
-        self.offline_reported += len(losses)
         left = deadline - time.monotonic()
         if left <= 0 or src.report(seg, losses, None, offline=pieces, wait_s=left) is None:
             src.flush(deadline)

@@ -47,6 +47,7 @@ from client.errors import (
 )
 from client.http import ServiceClient
 from client.protocol import JobConfig, OfflinePiece, WireReport, WireSegment
+from client.summary import run_log
 
 log = logging.getLogger("lrtune.client")
 
@@ -194,6 +195,7 @@ class RemoteSource:
         self.requests = 0  # requests attempted (for tests and logs)
         self.replaced = 0  # jobs replaced after the service came back without them
         self.job_base = 0  # the worker's step at which the job's step 0 sits (later for a replacement job)
+        self.outages = 0  # times the service stopped answering
         self.answer: WireSegment | None = None  # the last segment the service handed this worker
         self._rng = random.Random(seed)
         self._worker = _Worker()
@@ -435,6 +437,7 @@ class RemoteSource:
         if not _wait(future, wait_s):
             if self._outage_since is None:
                 self._outage_since = self.clock()
+                self.outages += 1
                 log.warning(
                     "lrtune: the service at %s has not answered within %.1f s; training goes on at the fallback LR, "
                     "the %s is kept and retried in the background (logged once per outage)",
@@ -470,6 +473,7 @@ class RemoteSource:
             created = self.api.create_job(self.config, self.name)
             self.job_id, self.token, self.created = created.job_id, created.token, True
             log.info("lrtune: created job %s on %s", self.job_id, self.api.where)
+            run_log.warning("lrtune: job %s; watch it at %s/jobs/%s", self.job_id, self.api.where, self.job_id)
         if p.op in ("create", "lease"):
             return self._lease()
         assert p.segment is not None and p.report is not None
@@ -561,6 +565,7 @@ class RemoteSource:
         self._delay = min(self._delay * self.retry.factor, self._backoff_cap())
         if self._outage_since is None:
             self._outage_since = now
+            self.outages += 1
             what = (
                 "another worker holds the open segment's lease"
                 if isinstance(exc, SegmentLeasedError)

@@ -39,6 +39,7 @@ def check_options(
     fallback: object = "hold",
     guard_every: object = 8,
     offline_sync_steps: object = 16,
+    strict: object = False,
     **_: Any,
 ) -> JobConfig:
     """Check the callback's arguments; return the job config they make.
@@ -84,6 +85,8 @@ def check_options(
                 raise TypeError(f"extra_state[{key!r}] has no state_dict()/load_state_dict()")
     check_http_client(http_client)
     check_fallback(fallback)
+    if not isinstance(strict, bool):
+        raise TypeError(f"strict must be True or False, got {type(strict).__name__}")
     if (job_id is None) != (token is None):
         raise ValueError("attach to a job with both job_id and token (or neither, to create a job)")
     if job_id is not None and server_url is None and http_client is None:
