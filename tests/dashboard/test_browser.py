@@ -289,6 +289,161 @@ def test_a_plan_preset_job_shows_its_plan_and_the_predicted_loss(service: str, b
     worker.close()
 
 
+def path_vertices(driver: Any, chart: str, series: str) -> list[list[tuple[float, float]]]:
+    """The vertices (pixels) of each path a series drew, one list per path."""
+    runs: list[list[list[float]]] = driver.execute_script(
+        "const g = `svg[data-chart='${arguments[0]}'] g[data-series='${arguments[1]}'] path`;"
+        "return [...document.querySelectorAll(g)]"
+        ".map((p) => [...p.getAttribute('d').matchAll(/[ML](-?[0-9.]+),(-?[0-9.]+)/g)].map((m) => [+m[1], +m[2]]));",
+        chart,
+        series,
+    )
+    return [[(x, y) for x, y in run] for run in runs]
+
+
+def x_window(driver: Any, chart: str) -> tuple[float, float]:
+    """The steps a chart shows, from its first to its last."""
+    return float(attr(driver, f'svg[data-chart="{chart}"]', "data-x0") or "nan"), float(
+        attr(driver, f'svg[data-chart="{chart}"]', "data-x1") or "nan"
+    )
+
+
+def offset_of_step(driver: Any, chart: str, step: float) -> tuple[int, int]:
+    """Where step ``step`` is on a chart, mid-height of its plot, as an offset from the chart's centre (Selenium's)."""
+    box: dict[str, float] = driver.execute_script(
+        "const s = document.querySelector(`svg[data-chart='${arguments[0]}']`);"
+        "const f = s.querySelector('rect.frame');"
+        "return {w: +s.getAttribute('width'), h: +s.getAttribute('height'), x: +f.getAttribute('x'),"
+        " y: +f.getAttribute('y'), fw: +f.getAttribute('width'), fh: +f.getAttribute('height')};",
+        chart,
+    )
+    x0, x1 = x_window(driver, chart)
+    px = box["x"] + (step - x0) / (x1 - x0) * box["fw"]
+    return round(px - box["w"] / 2), round(box["y"] + box["fh"] / 2 - box["h"] / 2)
+
+
+def hover(driver: Any, chart: str, step: float) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    dx, dy = offset_of_step(driver, chart, step)
+    ActionChains(driver).move_to_element_with_offset(css(driver, f'svg[data-chart="{chart}"]')[0], dx, dy).perform()
+
+
+def readout(driver: Any, chart: str) -> tuple[int | None, str]:
+    """The step and text of a chart's readout, (None, '') while it is hidden."""
+    shown: list[Any] = driver.execute_script(
+        "const r = document.querySelector(`#chart-${arguments[0]} .readout`);"
+        "return r && !r.hidden ? [Number(r.dataset.step), r.textContent] : [null, ''];",
+        chart,
+    )
+    return shown[0], shown[1]
+
+
+def total_variation(vertices: list[tuple[float, float]]) -> float:
+    return sum(abs(b[1] - a[1]) for a, b in zip(vertices, vertices[1:], strict=False))
+
+
+def test_the_loss_and_lr_charts_zoom_read_out_hide_series_and_smooth(service: str, browser: Any) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.support.ui import Select
+
+    worker = Worker(service, name="digits-zoom")
+    worker.run()  # finished: the page stays as it is while the test works it
+    sched = worker.http.get(f"/v1/jobs/{worker.job_id}/schedule").json()
+    segments = sched["segments"]
+    browser.get(f"{service}/jobs/{worker.job_id}")
+    wait(browser, lambda d: attr(d, ".job", "data-status") == "done" and points(d, "loss") > 0, "the job page")
+    assert x_window(browser, "loss") == (0, JOB_TOTAL) and x_window(browser, "lr") == (0, JOB_TOTAL)
+
+    # Rolled-back stretches are drawn apart: one path each (dashed on the LR chart, faded on the loss chart), and
+    # the kept line has no vertex inside any of them (it is never joined across them).
+    rolled = [s for s in segments if s["rolled_back"] and any(p[1] is not None for p in s["curve"])]
+    assert len(rolled) >= 3
+    stretches = path_vertices(browser, "loss", "rolled-back")
+    assert len(stretches) == len(rolled)
+    ran = sum(s["rolled_back"] and s["steps"] > 0 for s in segments)
+    assert len(path_vertices(browser, "lr", "rolled-back")) == ran
+    assert attr(browser, 'svg[data-chart="lr"] g[data-series="rolled-back"] path', "stroke-dasharray")
+    assert float(attr(browser, 'svg[data-chart="loss"] g[data-series="rolled-back"] path', "opacity") or 1) < 1
+    kept_x = [x for run in path_vertices(browser, "loss", "train") for x, _ in run]
+    for run in stretches:
+        lo, hi = min(x for x, _ in run), max(x for x, _ in run)
+        assert not [x for x in kept_x if lo + 0.5 < x < hi - 0.5], "the kept line runs through a rolled-back stretch"
+
+    # Hovering shows the step and each series' value there, on both charts (they share the step axis).
+    last = segments[-1]
+    step = last["start_step"] + last["steps"] // 2
+    hover(browser, "loss", step)
+    wait(browser, lambda d: readout(d, "loss")[0] is not None, "no readout on the loss chart")
+    at, shown = readout(browser, "loss")
+    assert at is not None and abs(at - step) <= 2 and f"step {at}" in shown and "training loss" in shown
+    at_lr, shown_lr = readout(browser, "lr")
+    assert at_lr == at and f"LR ({last['phase']})" in shown_lr
+    candidate = next(s for s in rolled if s["stage"] is not None and s["steps"] >= 8)
+    hover(browser, "loss", candidate["start_step"] + candidate["steps"] / 2)
+    wait(browser, lambda d: "rolled back: " in readout(d, "loss")[1], "the readout does not name a rolled-back stretch")
+    assert f"stage {candidate['stage']} candidate #{candidate['candidate']}" in readout(browser, "loss")[1]
+
+    # Drag across the loss chart to zoom: both charts show those steps; their tick labels say so.
+    plot = css(browser, 'svg[data-chart="loss"]')[0]
+    (x_from, y_mid), (x_to, _) = offset_of_step(browser, "loss", 150), offset_of_step(browser, "loss", 300)
+    ActionChains(browser).move_to_element_with_offset(plot, x_from, y_mid).click_and_hold().move_by_offset(
+        x_to - x_from, 0
+    ).release().perform()
+    wait(browser, lambda d: attr(d, 'svg[data-chart="loss"]', "data-zoomed") == "true", "the drag did not zoom")
+    for chart in ("loss", "lr"):
+        lo, hi = x_window(browser, chart)
+        assert abs(lo - 150) < 4 and abs(hi - 300) < 4, (chart, lo, hi)
+        ticks = browser.execute_script(
+            "const q = `svg[data-chart='${arguments[0]}'] g.axes text.tick[text-anchor='middle']`;"
+            "return [...document.querySelectorAll(q)]"
+            ".map((t) => Number(t.textContent))",
+            chart,
+        )
+        assert len(ticks) >= 3 and all(lo <= t <= hi for t in ticks), (chart, ticks)
+    assert count(browser, "#chart-loss button.reset-zoom") == 1
+    # Double-click zooms out to the whole budget (the zoom drew a new chart).
+    plot = css(browser, 'svg[data-chart="loss"]')[0]
+    ActionChains(browser).move_to_element_with_offset(plot, 0, y_mid).double_click().perform()
+    wait(browser, lambda d: x_window(d, "loss") == (0, JOB_TOTAL), "double-click did not reset the zoom")
+    assert x_window(browser, "lr") == (0, JOB_TOTAL) and count(browser, "button.reset-zoom") == 0
+
+    # A legend entry hides its series, and shows it again; the readout leaves a hidden series out.
+    toggle = 'ul.legend[data-chart="loss"] button[data-series="rolled-back"]'
+    click(browser, toggle)
+    layer = 'svg[data-chart="loss"] g[data-series="rolled-back"]'
+    wait(browser, lambda d: attr(d, layer, "data-hidden") == "true", "the series was not hidden")
+    assert series_points(browser, "loss", "rolled-back") == 0 and not path_vertices(browser, "loss", "rolled-back")
+    assert attr(browser, toggle, "aria-pressed") == "false"
+    assert series_points(browser, "lr", "rolled-back") > 0  # the other chart keeps its own
+    hover(browser, "loss", candidate["start_step"] + candidate["steps"] / 2)
+    wait(browser, lambda d: readout(d, "loss")[0] is not None, "no readout")
+    assert "rolled back: " not in readout(browser, "loss")[1]
+    click(browser, toggle)
+    wait(browser, lambda d: len(path_vertices(d, "loss", "rolled-back")) == len(rolled), "not shown again")
+    assert attr(browser, toggle, "aria-pressed") == "true"
+
+    # Smoothing (off by default) draws the loss as an EMA over the faint raw line; each stretch on its own.
+    smoothing = Select(css(browser, "#loss-smoothing")[0])
+    assert smoothing.first_selected_option.get_attribute("value") == "0"
+    raw = path_vertices(browser, "loss", "train")
+    smoothing.select_by_value("0.9")
+    wait(browser, lambda d: series_points(d, "loss", "train-raw") > 0, "smoothing drew no raw line")
+    smoothed = path_vertices(browser, "loss", "train")
+    # (as many vertices or more: on a log axis a loss of 0 has none, its average has one)
+    assert smoothed != raw and sum(map(len, smoothed)) >= sum(map(len, raw))
+    assert path_vertices(browser, "loss", "train-raw") == raw
+    assert total_variation([v for r in smoothed for v in r]) < 0.6 * total_variation([v for r in raw for v in r])
+    assert len(path_vertices(browser, "loss", "rolled-back")) == len(rolled)
+    assert "EMA 0.9" in text(browser, 'svg[data-chart="loss"] g[data-series="train"] path title')
+    screenshot(browser, "job-smoothed")
+    Select(css(browser, "#loss-smoothing")[0]).select_by_value("0")
+    wait(browser, lambda d: path_vertices(d, "loss", "train") == raw, "smoothing off did not restore the line")
+    assert count(browser, 'svg[data-chart="loss"] g[data-series="train-raw"]') == 0
+    assert not severe_console_errors(browser)
+    worker.close()
+
+
 def test_a_thousand_jobs_page_and_sort_quickly(service: str, browser: Any) -> None:
     with httpx.Client(base_url=service, timeout=30) as http:  # one after the other: creation order is known
         for i in range(1000):

@@ -1,6 +1,7 @@
 // Small SVG charts for the lrtune dashboard: linear or log axes; lines, bands, points and error bars.
-// No dependencies. Every chart is an <svg data-chart="NAME" data-points="N"> whose layers are
-// <g data-series="..." data-n="..."> groups, so tests and people can tell what was drawn.
+// No dependencies. Every chart is an <svg data-chart="NAME" data-points="N" data-x0="..." data-x1="..."> whose
+// layers are <g data-series="..." data-n="..."> groups, so tests and people can tell what was drawn.
+// Zoom, the hover readout and legend toggles are in zoom.js.
 
 const NS = "http://www.w3.org/2000/svg";
 let clipCounter = 0;
@@ -82,6 +83,12 @@ export class Scale {
     return this.range[0] + t * (this.range[1] - this.range[0]);
   }
 
+  /** The domain value at pixel `px`. */
+  invert(px) {
+    const u = this.a + ((px - this.range[0]) / (this.range[1] - this.range[0] || 1)) * this.span;
+    return this.log ? 10 ** u : u;
+  }
+
   ticks(count) {
     const [lo, hi] = this.domain;
     if (!this.log) return linearTicks(lo, hi, count).map((v) => ({ v, label: fmtTick(v) }));
@@ -93,14 +100,19 @@ function finite(v, log) {
   return v !== null && v !== undefined && Number.isFinite(v) && (!log || v > 0);
 }
 
-/** The [min, max] of the values `pick` yields from every layer (finite, positive on a log axis). */
-function extent(layers, pick, log) {
+/** The [min, max] of the values `pick` yields from every layer (finite, positive on a log axis), from the
+ * points whose x lies in `xWindow` when one is given. */
+function extent(layers, pick, log, xWindow = null) {
   let lo = Infinity;
   let hi = -Infinity;
   for (const layer of layers) {
     if (layer.noExtent) continue;
-    for (const p of layer.points) {
+    const pts = layer.points;
+    const joined = layer.kind === "line" || layer.kind === "area";
+    for (let i = 0; i < pts.length; i += 1) {
+      const p = pts[i];
       if (!p) continue;
+      if (xWindow && !inWindow(pts, i, joined, xWindow)) continue;
       for (const v of pick(p, layer)) {
         if (finite(v, log)) {
           lo = Math.min(lo, v);
@@ -110,6 +122,14 @@ function extent(layers, pick, log) {
     }
   }
   return lo <= hi ? [lo, hi] : null;
+}
+
+/** Point i lies in the x window, or (`joined`: a line or band) one of its neighbours is across the window. */
+function inWindow(pts, i, joined, w) {
+  const x = pts[i][0];
+  if (x >= w[0] && x <= w[1]) return true;
+  if (!joined) return false;
+  return [pts[i - 1], pts[i + 1]].some((q) => q && Math.min(q[0], x) <= w[1] && Math.max(q[0], x) >= w[0]);
 }
 
 function pad(domain, log, frac) {
@@ -135,12 +155,16 @@ const Y_OF = {
 /**
  * Draw a chart into `host` (its previous content is replaced) and return the <svg>.
  *
- * spec: {name, height, x: {label, log, domain}, y: {label, log, domain}, layers: [...], empty: "message"}
+ * spec: {name, height, x: {label, log, domain, zoom}, y: {label, log, domain}, layers: [...], hidden, empty: "message"}
+ *   x.zoom: [lo, hi] shown instead of the whole domain; the y axis then frames only the points inside it.
+ *   hidden: a Set of layer names left undrawn (their group stays, with data-hidden and data-n="0").
  * layers: {kind: "line"|"area"|"points"|"errorbars"|"vlines", name, color, points, width, dash, opacity, r,
  *          title(p) -> tooltip text, cls, noExtent (the layer does not widen the axes),
+ *          split (line: one <path> per stretch between nulls), label (its name in tooltips and the readout),
  *          labelAnchor: "end" (vlines: labels left of their line)}
  *   line: [[x, y] | null ...] (null breaks the line); area: [[x, lo, hi]]; points: [[x, y]];
  *   errorbars: [[x, y, lo, hi]]; vlines: [[x, label]].
+ * The returned <svg> carries `geometry` ({xs, ys, m, plotW, plotH, layers}) unless nothing was drawn.
  */
 export function drawChart(host, spec) {
   host.replaceChildren();
@@ -151,11 +175,15 @@ export function drawChart(host, spec) {
     class: "chart", width, height, viewBox: `0 0 ${width} ${height}`, role: "img",
     "aria-label": spec.title || spec.name, "data-chart": spec.name,
   }, host);
-  const layers = (spec.layers || []).filter((l) => l.points && l.points.length);
+  const hidden = spec.hidden || new Set();
+  const all = (spec.layers || []).filter((l) => l.points && l.points.length);
+  const layers = all.filter((l) => !hidden.has(l.name));
   const xLog = !!spec.x.log;
   const yLog = !!spec.y.log;
-  const xDom = spec.x.domain || extent(layers, (p, l) => X_OF[l.kind](p), xLog);
-  let yDom = spec.y.domain || extent(layers, (p, l) => Y_OF[l.kind](p), yLog);
+  const zoom = spec.x.zoom || null;
+  const xDom = zoom || spec.x.domain || extent(layers, (p, l) => X_OF[l.kind](p), xLog);
+  let yDom = spec.y.domain || (zoom && extent(layers, (p, l) => Y_OF[l.kind](p), yLog, zoom)) ||
+    extent(layers, (p, l) => Y_OF[l.kind](p), yLog);
   if (yDom && !spec.y.domain) yDom = pad(yDom, yLog, spec.y.pad ?? 0.06);
   const plotW = width - m.left - m.right;
   const plotH = height - m.top - m.bottom;
@@ -168,6 +196,8 @@ export function drawChart(host, spec) {
   }
   const xs = new Scale(xDom, [m.left, m.left + plotW], xLog);
   const ys = new Scale(yDom, [m.top + plotH, m.top], yLog);
+  root.setAttribute("data-x0", String(+xDom[0].toPrecision(6)));
+  root.setAttribute("data-x1", String(+xDom[1].toPrecision(6)));
 
   // grid and axes
   const axes = svg("g", { class: "axes" }, root);
@@ -203,26 +233,31 @@ export function drawChart(host, spec) {
   const Y = (v) => ys.map(v);
   const ok = (x, y) => finite(x, xLog) && finite(y, yLog);
 
-  for (const layer of layers) {
+  for (const layer of all) {
     const g = svg("g", { class: `layer ${layer.kind} ${layer.cls || ""}`.trim(), "data-series": layer.name }, plot);
     const color = layer.color || "#333";
     let n = 0;
-    if (layer.kind === "line") {
-      let d = "";
+    if (hidden.has(layer.name)) {
+      g.setAttribute("data-hidden", "true");
+    } else if (layer.kind === "line") {
+      const runs = [""];
       let pen = false;
       for (const p of layer.points) {
         if (!p || !ok(p[0], p[1])) {
+          if (pen && layer.split) runs.push("");
           pen = false;
           continue;
         }
-        d += `${pen ? "L" : "M"}${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`;
+        runs[runs.length - 1] += `${pen ? "L" : "M"}${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`;
         pen = true;
         n += 1;
       }
-      const path = svg("path", { d, fill: "none", stroke: color, "stroke-width": layer.width || 1.6,
-        "stroke-dasharray": layer.dash, opacity: layer.opacity, "stroke-linejoin": "round",
-        "stroke-linecap": "round", class: "series" }, g);
-      if (layer.label) svg("title", {}, path).textContent = layer.label;
+      for (const d of runs.filter((r, i) => r || i === 0)) {
+        const path = svg("path", { d, fill: "none", stroke: color, "stroke-width": layer.width || 1.6,
+          "stroke-dasharray": layer.dash, opacity: layer.opacity, "stroke-linejoin": "round",
+          "stroke-linecap": "round", class: "series" }, g);
+        if (layer.label) svg("title", {}, path).textContent = layer.label;
+      }
     } else if (layer.kind === "area") {
       const pts = layer.points.filter((p) => p && finite(p[0], xLog) && finite(p[1], yLog) && finite(p[2], yLog));
       if (pts.length) {
@@ -279,15 +314,43 @@ export function drawChart(host, spec) {
     drawn += n;
   }
   root.setAttribute("data-points", String(drawn));
+  root.geometry = { xs, ys, m, plotW, plotH, layers };
   return root;
 }
 
-/** An HTML legend: [{label, color, kind: "line"|"dash"|"dot"|"band"|"ring"}]. */
-export function legend(items) {
+/**
+ * An HTML legend: [{label, color, kind: "line"|"dash"|"dot"|"band"|"ring", series}].
+ * With `toggle` ({hidden: Set of layer names, onToggle()}), an item that names its layers (`series`) is a button
+ * that hides or shows them.
+ */
+export function legend(items, toggle = null) {
   const ul = document.createElement("ul");
   ul.className = "legend";
   for (const item of items) {
     const li = document.createElement("li");
+    if (toggle && item.series && item.series.length) {
+      const btn = document.createElement("button");
+      btn.type = "button";
+      btn.className = "legend-key";
+      btn.dataset.series = item.series.join(" ");
+      const sync = () => {
+        const off = item.series.every((s) => toggle.hidden.has(s));
+        btn.setAttribute("aria-pressed", String(!off));
+        btn.title = off ? `show ${item.label}` : `hide ${item.label}`;
+        li.classList.toggle("off", off);
+      };
+      btn.addEventListener("click", () => {
+        const off = item.series.every((s) => toggle.hidden.has(s));
+        for (const s of item.series) {
+          if (off) toggle.hidden.delete(s);
+          else toggle.hidden.add(s);
+        }
+        sync();
+        toggle.onToggle();
+      });
+      sync();
+      li.appendChild(btn);
+    }
     const sw = svg("svg", { width: 22, height: 12, class: "swatch", "aria-hidden": "true" });
     const c = item.color || "#333";
     if (item.kind === "dot") svg("circle", { cx: 11, cy: 6, r: 4, fill: c }, sw);
@@ -299,7 +362,7 @@ export function legend(items) {
       svg("line", { x1: 1, x2: 21, y1: 6, y2: 6, stroke: c, "stroke-width": 2.2,
         "stroke-dasharray": item.kind === "dash" ? "4 3" : null, opacity: item.opacity }, sw);
     }
-    li.append(sw, document.createTextNode(item.label));
+    (li.firstChild || li).append(sw, document.createTextNode(item.label));
     ul.appendChild(li);
   }
   return ul;

@@ -1,15 +1,30 @@
 // One job: loss and LR over the steps, the exploration split, every stage's candidates with forecasts and
 // bands, and the GP posterior over log-LR; for a job that plans its budget (the plan preset), the current
 // plan: the loss model's fit, its predicted loss under the plan with a 90% band, and the planned LR.
-// Polls the job's head and refetches the rest when it changed.
+// Polls the job's head and refetches the rest when it changed. The loss and LR charts share a step axis that
+// zooms, reads out and toggles series (zoom.js); the loss chart can be smoothed.
 
 import { drawChart, fmtNum, legend, ramp } from "./charts.js";
+import { SharedAxis, ZoomChart, smooth } from "./zoom.js";
 import { ApiError, PHASE_COLORS, Poller, age, api, download, el, int, pct, phaseBadge, progress, statusBadge } from "./api.js";
 
 const RUNNING_MS = 1500;
 const FINISHED_MS = 6000;
 const Z90 = 1.6448536;
 const COLORS = { train: "#2f6fdd", val: "#d6336c", rolled: "#e8871e", bound: "#9aa1ab", next: "#59606b", model: "#1b8a4a" };
+/** EMA weights per step the loss chart offers (0: off, the default). */
+const SMOOTHING = [[0, "off"], [0.8, "0.8 (~5 steps)"], [0.9, "0.9 (~10 steps)"], [0.95, "0.95 (~20 steps)"],
+  [0.98, "0.98 (~50 steps)"], [0.99, "0.99 (~100 steps)"]];
+
+/** What a rolled-back stretch was, for the readout: "stage 2 candidate #1, LR 0.05". */
+function rolledLabel(s) {
+  const known = (v) => v !== null && v !== undefined;
+  const cooldown = s.shape !== "constant" && s.curve_to === 0 ? "cooldown probe of " : "";
+  const what = known(s.stage) && known(s.candidate) ? `${cooldown}stage ${s.stage} candidate #${s.candidate}`
+    : !known(s.stage) && s.phase === "explore" ? "LR range sweep" : s.phase;
+  const lr = s.shape === "constant" ? fmtNum(s.lr) : `${fmtNum(s.lr)}→${fmtNum(s.lr_end)}`;
+  return `rolled back: ${what}, LR ${lr}`;
+}
 
 /** The LR at step j (0..n) of a realized segment record, or of the open segment. */
 function lrAt(seg, j) {
@@ -68,6 +83,10 @@ export class JobView {
     this.posteriorKey = null;
     this.pinnedStage = null;
     this.logLoss = localStorage.getItem("lrtune.logLoss");
+    this.smoothing = SMOOTHING.some(([w]) => String(w) === localStorage.getItem("lrtune.smoothing"))
+      ? Number(localStorage.getItem("lrtune.smoothing")) : 0;
+    this.stepAxis = new SharedAxis(); // the loss and LR charts' zoom and hover, kept across re-renders
+    this.hidden = { loss: new Set(), lr: new Set() }; // the series the user hid
     this.poller = new Poller(() => this.refresh(), () => (this.info && this.info.status !== "running" ? FINISHED_MS : RUNNING_MS));
     this.onResize = () => {
       clearTimeout(this.resizeTimer);
@@ -166,6 +185,7 @@ export class JobView {
     document.title = `${info.name || info.job_id} · lrtune`;
     const keepScroll = window.scrollY;
     this.charts = [];
+    this.stepAxis.charts = [];
     const exports = el("div", { class: "exports" }, el("span", { class: "muted small" }, "Export"),
       ...[["JSON", "json", "schedule.json"], ["CSV", "csv", "schedule.csv"], ["LambdaLR", "lambdalr", "lambdalr.json"]].map(
         ([label, fmt, suffix]) => el("button", { type: "button", "data-export": fmt,
@@ -242,8 +262,10 @@ export class JobView {
     let keptEnd = null;
     for (const s of segs) {
       const pts = s.curve.filter((p) => p[1] !== null);
-      if (s.rolled_back) rolled.push(...pts, null);
-      else if (pts.length) {
+      if (s.rolled_back) {
+        const label = rolledLabel(s);
+        if (pts.length) rolled.push(...pts.map((p) => [p[0], p[1], label]), null);
+      }      else if (pts.length) {
         const last = kept.length ? kept[kept.length - 1] : null;
         if (last && keptEnd !== null && s.start_step > keptEnd) {
           kept.push(null);
@@ -262,13 +284,22 @@ export class JobView {
     const logLoss = this.logLoss === null ? autoLog : this.logLoss === "1";
     const toggle = el("label", { class: "toggle small" }, el("input", { type: "checkbox", checked: logLoss,
       onchange: (e) => { this.logLoss = e.target.checked ? "1" : "0"; localStorage.setItem("lrtune.logLoss", this.logLoss); this.render(); } }), " log loss axis");
+    const smoothing = this.smoothing;
+    const smoother = el("label", { class: "toggle small", title: "exponential moving average of the training loss over steps; each stretch is smoothed on its own" },
+      "smoothing ", el("select", { id: "loss-smoothing", onchange: (e) => {
+        this.smoothing = Number(e.target.value);
+        localStorage.setItem("lrtune.smoothing", String(this.smoothing));
+        this.render();
+      } }, ...SMOOTHING.map(([w, label]) => el("option", { value: w, selected: w === smoothing }, label))));
 
     // LR: one line per phase; rolled-back candidates dashed; the open segment dotted.
     const byPhase = {};
     const rolledLr = [];
     for (const s of segs) {
-      if (s.rolled_back) rolledLr.push(...lrPoints(s));
-      else (byPhase[s.phase] ||= []).push(...lrPoints(s));
+      if (s.rolled_back) {
+        const label = rolledLabel(s);
+        rolledLr.push(...lrPoints(s).map((p) => p && [p[0], p[1], label]));
+      } else (byPhase[s.phase] ||= []).push(...lrPoints(s));
     }
     const open = sched.open && !sched.open.done ? lrPoints(sched.open) : [];
     const cfg = info.config;
@@ -287,64 +318,71 @@ export class JobView {
       // On a log axis a band that reaches the floor (0) runs off the bottom of the chart.
       const low = (p) => (logLoss && !(p[2] > 0) ? p[1] * 1e-3 : p[2]);
       lossPlan.push(
-        { kind: "area", name: "plan-band", color: COLORS.model, opacity: 0.14, noExtent: true, points: predicted.map((p) => [p[0], low(p), p[3]]) },
+        { kind: "area", name: "plan-band", color: COLORS.model, opacity: 0.14, noExtent: true, points: predicted.map((p) => [p[0], low(p), p[3]]),
+          label: "90% band" },
         { kind: "line", name: "plan-fitted", color: COLORS.model, width: 1.3, opacity: 0.95, points: fitted, label: "loss model fitted along the kept line" },
         { kind: "line", name: "plan-predicted", color: COLORS.model, width: 2, dash: "6 4", points: [...joint, ...predicted.map((p) => [p[0], p[1]])],
           label: "predicted loss under the plan" },
         { kind: "points", name: "plan-final", color: COLORS.model, r: 3.2, points: predicted.length ? [predicted[predicted.length - 1]] : [],
           title: (p) => `step ${int(p[0])}: predicted final loss ${finalText(plan)}` },
       );
-      lrPlan.push({ kind: "line", name: "plan-lr", color: COLORS.model, dash: "6 4", width: 2,
+      lrPlan.push({ kind: "line", name: "plan-lr", color: COLORS.model, dash: "6 4", width: 2, digits: 3,
         points: plan.lr.length ? [...plan.lr, [plan.end, plan.lr[plan.lr.length - 1][1]]] : [], label: "planned LR for the rest of the budget" });
       stageMarks.push([plan.start, "plan"]);
     }
     const lossHost = el("div", { class: "chart-host", id: "chart-loss" });
     const lrHost = el("div", { class: "chart-host", id: "chart-lr" });
     const margin = { left: 70, right: 18 };
-    this.charts.push(
-      () => drawChart(lossHost, {
-        name: "loss", height: 290, margin, title: "training and validation loss against step",
-        x: { domain: [0, total], label: "gradient steps used (exploration included)" }, y: { label: "loss", log: logLoss },
-        empty: "no losses reported yet",
-        layers: [
-          { kind: "vlines", name: "stages", color: "#b6bcc6", points: stageMarks },
-          { kind: "line", name: "rolled-back", color: COLORS.rolled, opacity: 0.55, width: 1.3, points: rolled, label: "rolled-back candidates" },
-          { kind: "line", name: "resume", color: COLORS.train, width: 1.2, dash: "1 3", opacity: 0.8, points: jumps },
-          { kind: "line", name: "train", color: COLORS.train, width: 1.8, points: kept, label: "training loss" },
-          { kind: "line", name: "val-line", color: COLORS.val, width: 1.2, opacity: 0.7, points: val },
-          { kind: "points", name: "val", color: COLORS.val, r: 2.6, points: val, title: (p) => `step ${p[0]}: validation loss ${fmtNum(p[1], 4)}` },
-          ...lossPlan,
-        ],
-      }),
-      () => drawChart(lrHost, {
-        name: "lr", height: 210, margin, title: "learning rate against step, log scale",
-        x: { domain: [0, total], label: "gradient steps used (exploration included)" }, y: { label: "learning rate", log: true, pad: 0.08 },
-        empty: "no segments yet",
-        layers: [
-          { kind: "line", name: "bounds", color: COLORS.bound, dash: "2 4", width: 1, points: bounds, label: "LR search range" },
-          { kind: "vlines", name: "stages", color: "#b6bcc6", points: stageMarks.map(([x]) => [x, ""]) },
-          { kind: "line", name: "rolled-back", color: COLORS.rolled, dash: "4 3", width: 1.4, opacity: 0.8, points: rolledLr, label: "rolled-back candidates" },
-          ...lrPlan,
-          ...phases.map((ph) => ({ kind: "line", name: `lr-${ph}`, color: PHASE_COLORS[ph] || "#333", width: 2.2, points: byPhase[ph], label: ph })),
-          { kind: "line", name: "open", color: COLORS.next, dash: "1 3", width: 2, points: open, label: "next segment (proposed)" },
-        ],
-      }),
-    );
-    const lossLegend = legend([
-      { label: "training loss (kept)", color: COLORS.train },
-      ...(jumps.length ? [{ label: "resumes after rollback", color: COLORS.train, kind: "dash" }] : []),
-      { label: "rolled-back candidates", color: COLORS.rolled, opacity: 0.6 },
-      { label: "validation loss", color: COLORS.val, kind: "dot" },
-      ...(plan ? [{ label: "loss model fit", color: COLORS.model }, { label: "predicted under the plan", color: COLORS.model, kind: "dash" },
-        { label: "90% band", color: COLORS.model, kind: "band" }] : []),
-      { label: "stage start", color: "#b6bcc6", kind: "dash" },
+    const lossChart = new ZoomChart(lossHost, {
+      name: "loss", height: 290, margin, title: "training and validation loss against step",
+      x: { domain: [0, total], label: "gradient steps used (exploration included)" }, y: { label: "loss", log: logLoss },
+      empty: "no losses reported yet",
+      layers: [
+        { kind: "vlines", name: "stages", color: "#b6bcc6", points: stageMarks },
+        // every rolled-back stretch is its own path, smoothed on its own: never joined to the kept line
+        { kind: "line", name: "rolled-back", color: COLORS.rolled, opacity: 0.55, width: 1.3, split: true, points: smooth(rolled, smoothing),
+          label: "rolled-back candidates" },
+        { kind: "line", name: "resume", color: COLORS.train, width: 1.2, dash: "1 3", opacity: 0.8, points: jumps },
+        ...(smoothing ? [{ kind: "line", name: "train-raw", color: COLORS.train, width: 1, opacity: 0.28, points: kept, label: "training loss (raw)" }] : []),
+        { kind: "line", name: "train", color: COLORS.train, width: 1.8, points: smooth(kept, smoothing),
+          label: smoothing ? `training loss (EMA ${smoothing})` : "training loss" },
+        { kind: "line", name: "val-line", color: COLORS.val, width: 1.2, opacity: 0.7, points: val },
+        { kind: "points", name: "val", color: COLORS.val, r: 2.6, points: val, label: "validation loss",
+          title: (p) => `step ${p[0]}: validation loss ${fmtNum(p[1], 4)}` },
+        ...lossPlan,
+      ],
+    }, this.stepAxis, this.hidden.loss);
+    const lrChart = new ZoomChart(lrHost, {
+      name: "lr", height: 210, margin, title: "learning rate against step, log scale",
+      x: { domain: [0, total], label: "gradient steps used (exploration included)" }, y: { label: "learning rate", log: true, pad: 0.08 },
+      empty: "no segments yet",
+      layers: [
+        { kind: "line", name: "bounds", color: COLORS.bound, dash: "2 4", width: 1, points: bounds, label: "LR search range", readout: false },
+        { kind: "vlines", name: "stages", color: "#b6bcc6", points: stageMarks.map(([x]) => [x, ""]) },
+        { kind: "line", name: "rolled-back", color: COLORS.rolled, dash: "4 3", width: 1.4, opacity: 0.8, split: true, points: rolledLr,
+          label: "rolled-back candidates", digits: 3 },
+        ...lrPlan,
+        ...phases.map((ph) => ({ kind: "line", name: `lr-${ph}`, color: PHASE_COLORS[ph] || "#333", width: 2.2, points: byPhase[ph], label: `LR (${ph})`, digits: 3 })),
+        { kind: "line", name: "open", color: COLORS.next, dash: "1 3", width: 2, points: open, label: "next segment (proposed)", digits: 3 },
+      ],
+    }, this.stepAxis, this.hidden.lr);
+    this.charts.push(() => lossChart.draw(), () => lrChart.draw());
+    const lossLegend = lossChart.legend([
+      { label: smoothing ? "training loss (kept, smoothed)" : "training loss (kept)", color: COLORS.train, series: ["train", "train-raw"] },
+      ...(jumps.length ? [{ label: "resumes after rollback", color: COLORS.train, kind: "dash", series: ["resume"] }] : []),
+      { label: "rolled-back candidates", color: COLORS.rolled, opacity: 0.6, series: ["rolled-back"] },
+      { label: "validation loss", color: COLORS.val, kind: "dot", series: ["val", "val-line"] },
+      ...(plan ? [{ label: "loss model fit", color: COLORS.model, series: ["plan-fitted"] },
+        { label: "predicted under the plan", color: COLORS.model, kind: "dash", series: ["plan-predicted", "plan-final"] },
+        { label: "90% band", color: COLORS.model, kind: "band", series: ["plan-band"] }] : []),
+      { label: "stage start", color: "#b6bcc6", kind: "dash", series: ["stages"] },
     ]);
-    const lrLegend = legend([
-      ...phases.map((ph) => ({ label: ph === "explore" ? "explore (winner kept)" : ph, color: PHASE_COLORS[ph] })),
-      { label: "rolled-back candidates", color: COLORS.rolled, kind: "dash" },
-      ...(open.length ? [{ label: "next segment", color: COLORS.next, kind: "dash" }] : []),
-      ...(plan ? [{ label: "planned LR (rest of budget)", color: COLORS.model, kind: "dash" }] : []),
-      { label: "search range", color: COLORS.bound, kind: "dash" },
+    const lrLegend = lrChart.legend([
+      ...phases.map((ph) => ({ label: ph === "explore" ? "explore (winner kept)" : ph, color: PHASE_COLORS[ph], series: [`lr-${ph}`] })),
+      { label: "rolled-back candidates", color: COLORS.rolled, kind: "dash", series: ["rolled-back"] },
+      ...(open.length ? [{ label: "next segment", color: COLORS.next, kind: "dash", series: ["open"] }] : []),
+      ...(plan ? [{ label: "planned LR (rest of budget)", color: COLORS.model, kind: "dash", series: ["plan-lr"] }] : []),
+      { label: "search range", color: COLORS.bound, kind: "dash", series: ["bounds"] },
     ]);
     const planLine = !plan ? null : el("p", { class: "plan-line small", "data-plan-start": plan.start, "data-plan-end": plan.end },
       ...(sched.done ? [el("strong", {}, "Last plan"), `, from step ${int(plan.start)}: the LR `]
@@ -354,7 +392,9 @@ export class JobView {
         `; the loss model predicts a final loss of ${finalText(plan)}. The dashed lines are predictions, not observations.`);
     return el("div", { class: "timeline" },
       planLine,
-      el("div", { class: "chart-head" }, el("h3", {}, "Loss"), lossLegend, el("span", { class: "spacer" }), toggle), lossHost,
+      el("p", { class: "muted small chart-hint" }, "Drag across a chart to zoom into those steps (both charts follow), double-click to zoom out; ",
+        "hover for the values at a step; click a legend entry to hide or show it."),
+      el("div", { class: "chart-head" }, el("h3", {}, "Loss"), lossLegend, el("span", { class: "spacer" }), smoother, toggle), lossHost,
       el("div", { class: "chart-head" }, el("h3", {}, "Learning rate (log scale)"), lrLegend), lrHost);
   }
 
