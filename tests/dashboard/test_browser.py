@@ -581,7 +581,8 @@ def test_with_an_admin_key_the_dashboard_shows_nothing_until_given_the_key(keyed
 
 @pytest.mark.skipif(os.environ.get("LRTUNE_DOCS_SCREENSHOTS") != "1", reason="set LRTUNE_DOCS_SCREENSHOTS=1")
 def test_docs_screenshots(service: str, browser: Any) -> None:
-    """Refresh ``docs/images/dashboard-job.png`` (a plan-preset job halfway, on its plan) and ``-list.png``."""
+    """Refresh ``docs/images/dashboard-job.png`` (a plan-preset job halfway, on its plan, the pointer on its loss
+    chart) and ``-list.png``."""
     Worker(service, name="digits-mlp-greedy", config=GREEDY_DOCS_CONFIG, label_noise=0.3).run()
     Worker(service, name="digits-mlp", config=DOCS_CONFIG, label_noise=0.3).run()
     running = Worker(service, name="digits-mlp-seed1", config={**DOCS_CONFIG, "seed": 1}, label_noise=0.3)
@@ -596,6 +597,8 @@ def test_docs_screenshots(service: str, browser: Any) -> None:
     wait(browser, lambda d: points(d, "posterior") > 0 and series_points(d, "loss", "plan-predicted") > 0, "job page")
     fit_page(browser)
     wait(browser, lambda d: points(d, "posterior") > 0, "job page after resize")
+    hover(browser, "loss", 560)  # the readout, at a step the job has run
+    wait(browser, lambda d: readout(d, "loss")[0] is not None, "job page readout")
     browser.save_screenshot(str(images / "dashboard-job.png"))
     browser.set_window_size(1400, 1000)
 
