@@ -11,6 +11,11 @@ free port; the shared Redis on 6379 is never touched) and the real client callba
   huge values stored.
 * ``create_delete``: 10,000 job create/delete cycles on the embedded store (the service's own objects, a 60 s
   deletion retention, 10 cycles per simulated second): jobs and bytes the store holds at the peak and after.
+* ``service_killed``: a 4,000-step job whose service is SIGKILLed 6 s into the run and started again 3 s later, on
+  its Redis (the job survives) and on the embedded store (it does not): steps run against the budget, the job's
+  status and steps at the end, and whether the job's records hold the LR every step really ran at.
+* ``probe_after_outage``: the service hangs for ``--fault-s`` seconds just as a candidate with a cooldown probe
+  to come ends: whether that probe then ran on weights with the offline steps on them.
 * ``large_bodies``: ``/healthz`` p50/p99 idle and while a client process sends 8 MB bodies back to back (at
   niceness 19, then 0: see :data:`FLOOD_NICE`), probed by a plain socket (the service's latency) and by httpx in
   turn; what a body costs the service and the sender in CPU; the time to refuse a report of 10^6 losses; the
@@ -52,6 +57,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SMALL: dict[str, Any] = {"tau": 20, "k": 3, "k_warm": 2, "max_segment_steps": 40}
 #: Simulated compute per step of the training loop, in seconds.
 STEP_S = 0.02
+#: The same for the runs of thousands of steps (4,000 of them last about 20 s).
+FAST_STEP_S = 0.004
 POISONS: dict[str, list[float]] = {
     "[1e155] + [0.5] * 9": [1e155] + [0.5] * 9,
     "all 1e308": [1e308],
@@ -537,6 +544,144 @@ def large_bodies(
     }
 
 
+def _lr_run(optimizer: torch.optim.Optimizer) -> list[float]:
+    """Record the LR of param group 0 at every optimizer step (a step pre-hook)."""
+    lrs: list[float] = []
+    optimizer.register_step_pre_hook(lambda opt, args, kwargs: lrs.append(float(opt.param_groups[0]["lr"])))
+    return lrs
+
+
+def _recorded_lrs(schedule: dict[str, Any]) -> list[float]:
+    """The LR of every step the job's records hold, in the order they ran (one worker: the order reported)."""
+    from tuner import export_lr
+
+    out: list[float] = []
+    for r in schedule["segments"]:
+        keys = ("shape", "curve_from", "curve_to", "curve_start", "planned_steps")
+        piece = {"start": 0, "steps": r["steps"], "curve_end": r["curve_end_planned"], **{k: r[k] for k in keys}}
+        out += [export_lr({"pieces": [piece], "base_lr": 1.0}, j) for j in range(r["steps"])]
+    return out
+
+
+def killed_run(env: dict[str, str], tmp: Path, total: int, kill_at_s: float, down_s: float) -> dict[str, Any]:
+    """Train ``total`` steps against a service that is SIGKILLed ``kill_at_s`` into the run, back ``down_s`` later."""
+    from client import AutoLRSCallback
+
+    server = Server(env, tmp)
+    port = server.port
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    lrs = _lr_run(opt)
+    cb = AutoLRSCallback(model, opt, server.url, 1e-3, 1.0, total, config=SMALL)
+    first_job = cb.job_id
+    x, y = torch.randn(16, 8), torch.randn(16, 1)
+    started = time.monotonic()
+    killed_at: float | None = None
+    back = False
+    try:
+        while not cb.done and cb.step < 3 * total:
+            now = time.monotonic() - started
+            if killed_at is None and now >= kill_at_s:
+                server.proc.kill()
+                server.proc.wait()
+                killed_at = now
+            elif killed_at is not None and not back and now - killed_at >= down_s:
+                server.proc = start_local(port, {"LRTUNE_LOG_LEVEL": "warning", **env}, tmp / f"server-{port}-2.log")
+                back = True
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            time.sleep(FAST_STEP_S)
+            cb.on_train_batch_end(loss)
+        steps_when_done = cb.step
+        cb.on_train_end()
+        src: Any = cb.source
+        auth = {"Authorization": f"Bearer {src.token}"}
+        wait_ready(server.url, server.proc)
+        info = httpx.get(f"{server.url}/v1/jobs/{src.job_id}", headers=auth, timeout=10).json()
+        sched = httpx.get(f"{server.url}/v1/jobs/{src.job_id}/schedule", headers=auth, timeout=10).json()
+        if "segments" not in sched:  # the job is not on the service (any more)
+            info, sched = {"status": info.get("code"), "steps_used": None, "total_steps": None}, {"segments": []}
+    finally:
+        server.stop()
+    recorded = _recorded_lrs(sched)
+    ran = lrs[-len(recorded) :] if src.job_id != first_job else lrs  # a fresh job holds the steps after its start
+    return {
+        "total_steps": total,
+        "steps_run": steps_when_done,
+        "fresh_job": src.job_id != first_job,
+        "job_status": info["status"],
+        "job_steps_used": info["steps_used"],
+        "job_total_steps": info["total_steps"],
+        "offline_steps": cb.offline_steps,
+        "offline_reported": getattr(cb, "offline_reported", 0),
+        "recorded_steps": len(recorded),
+        "recorded_lr_mismatches": sum(a != b for a, b in zip(ran, recorded, strict=False))
+        + abs(len(ran) - len(recorded)),
+        "last_step_lr": lrs[-1],
+    }
+
+
+def service_killed(tmp: Path) -> dict[str, Any]:
+    """The issue's run: 4,000 steps, the service SIGKILLed at 6 s and back 3 s later; on Redis and embedded."""
+    store = Redis(tmp)
+    try:
+        on_redis = killed_run({REDIS_URL_ENV: store.url, REDIS_PREFIX_ENV: "killed"}, tmp, 4000, 6.0, 3.0)
+    finally:
+        store.stop()
+    embedded = killed_run({REDIS_URL_ENV: ""}, tmp, 4000, 6.0, 3.0)
+    return {"redis": on_redis, "embedded": embedded}
+
+
+def probe_after_outage(url: str, fault: Any, fault_s: float) -> dict[str, Any]:
+    """Hang the service as a candidate ends whose cooldown probe comes next; did the probe run on other weights?"""
+    from client import AutoLRSCallback
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    cb = AutoLRSCallback(model, opt, url, 1e-3, 1.0, 1500, preset="greedy", config=SMALL)
+    x, y = torch.randn(16, 8), torch.randn(16, 1)
+    stopped_at: float | None = None
+    resumed = False
+    cut: dict[str, Any] | None = None  # the candidate the outage cut off, and what ran after it
+    foreign = 0
+    after: list[str] = []
+    while not cb.done:
+        seg = cb.segment
+        if seg is not None and cut is not None and seg.segment_id != cut["segment_id"] and not after:
+            is_probe = seg.phase == "explore" and seg.shape == "linear" and seg.restore is None
+            after.append("its probe" if is_probe and seg.candidate == cut["candidate"] else seg.phase)
+            if is_probe and cb.offline_steps > cut["offline_before"]:
+                foreign += 1
+        is_candidate = (
+            seg is not None and seg.phase == "explore" and seg.shape == "constant" and seg.candidate is not None
+        )
+        if stopped_at is None and is_candidate and seg is not None and cb.step == seg.start_step + seg.steps - 1:
+            cut = {"segment_id": seg.segment_id, "candidate": seg.candidate, "offline_before": cb.offline_steps}
+            fault.send_signal(signal.SIGSTOP)
+            stopped_at = time.monotonic()
+        elif stopped_at is not None and not resumed and time.monotonic() - stopped_at > fault_s:
+            fault.send_signal(signal.SIGCONT)
+            resumed = True
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        time.sleep(FAST_STEP_S)
+        cb.on_train_batch_end(loss)
+    cb.on_train_end()
+    fault.send_signal(signal.SIGCONT)
+    return {
+        "offline_steps_after_the_candidate": cb.offline_steps - (cut or {}).get("offline_before", 0),
+        "next_segment_after_the_outage": after[0] if after else None,
+        "probes_run_on_other_weights": foreign,
+        "steps_run": cb.step,
+    }
+
+
 def machine() -> dict[str, Any]:
     return {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -547,7 +692,16 @@ def machine() -> dict[str, Any]:
     }
 
 
-FAULTS = ("service_stopped", "final_flush", "poison", "large_bodies", "redis_stopped", "create_delete")
+FAULTS = (
+    "service_stopped",
+    "final_flush",
+    "poison",
+    "large_bodies",
+    "redis_stopped",
+    "create_delete",
+    "service_killed",
+    "probe_after_outage",
+)
 
 
 def main() -> None:
@@ -564,7 +718,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="lrtune-faults-"))
     command = " ".join(["python -m benchmarks.reliability_faults", *sys.argv[1:]])
     results: dict[str, Any] = {"machine_before": machine(), "command": command}
-    if {"service_stopped", "final_flush", "poison", "large_bodies"} & set(chosen):
+    if {"service_stopped", "final_flush", "poison", "large_bodies", "probe_after_outage"} & set(chosen):
         embedded = Server({REDIS_URL_ENV: ""}, tmp)
         try:
             if "service_stopped" in chosen:
@@ -573,6 +727,9 @@ def main() -> None:
             if "final_flush" in chosen:
                 print("final flush with the service hung ...", flush=True)
                 results["final_flush"] = timed_run(embedded.url, 80, embedded.proc, 79, args.fault_s, resume=False)
+            if "probe_after_outage" in chosen:
+                print("service hung as a candidate ends ...", flush=True)
+                results["probe_after_outage"] = probe_after_outage(embedded.url, embedded.proc, args.fault_s)
             if "poison" in chosen:
                 print("poisoned reports ...", flush=True)
                 results["poison"] = poison(embedded.url)
@@ -591,6 +748,9 @@ def main() -> None:
         finally:
             on_redis.stop()
             store.stop()
+    if "service_killed" in chosen:
+        print("service SIGKILLed and restarted ...", flush=True)
+        results["service_killed"] = service_killed(tmp)
     if "create_delete" in chosen:
         print("create/delete cycles ...", flush=True)
         results["create_delete"] = create_delete(args.cycles)
@@ -612,6 +772,22 @@ def summary(results: dict[str, Any], fault_s: float) -> list[tuple[str, str]]:
             rows.append((f"longest callback call, {what} SIGSTOPped", f"{results[key]['longest_step_call_s']} s"))
     if "final_flush" in results:
         rows.append(("on_train_end with the service hung", f"{results['final_flush']['on_train_end_s']} s"))
+    for store, k in results.get("service_killed", {}).items():
+        rows.append(
+            (
+                f"service SIGKILLed and restarted ({store}): steps run / budget; job; LRs recorded wrong",
+                f"{k['steps_run']} / {k['total_steps']}; {k['job_status']} at {k['job_steps_used']} of "
+                f"{k['job_total_steps']}{' (a fresh job)' if k['fresh_job'] else ''}; {k['recorded_lr_mismatches']}",
+            )
+        )
+    if "probe_after_outage" in results:
+        p = results["probe_after_outage"]
+        rows.append(
+            (
+                "outage as a candidate ends: next segment; probes run on other weights",
+                f"{p['next_segment_after_the_outage']}; {p['probes_run_on_other_weights']}",
+            )
+        )
     if "poison" in results:
         p = results["poison"].values()
         errors, refused = sum(x["server_errors"] for x in p), sum(x["later_valid_refused"] for x in p)
