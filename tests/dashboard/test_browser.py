@@ -182,13 +182,24 @@ def test_a_running_job_in_the_list_and_on_its_page(service: str, browser: Any, d
     )
     screenshot(browser, "job-running")
 
-    # A report made after the page loaded shows up without a reload.
+    # A report made after the page loaded shows up without a reload, and keeps the zoom and the hidden series.
+    drag(browser, "lr", 60, 200)
+    wait(browser, lambda d: attr(d, 'svg[data-chart="loss"]', "data-zoomed") == "true", "the drag did not zoom")
+    zoomed = x_window(browser, "loss")
+    click(browser, 'ul.legend[data-chart="lr"] button[data-series="bounds"]')
+    wait(browser, lambda d: series_points(d, "lr", "bounds") == 0, "the search range was not hidden")
     used = int(attr(browser, ".job", "data-steps-used") or 0)
     segments = int(attr(browser, ".job", "data-segments") or 0)
     ran = worker.step()
     wait(browser, lambda d: int(attr(d, ".job", "data-segments") or 0) > segments, "the page did not update")
     assert int(attr(browser, ".job", "data-steps-used") or 0) == used + ran.steps
     assert browser.execute_script("return window.notReloaded") is True
+    assert x_window(browser, "loss") == zoomed == x_window(browser, "lr")
+    assert attr(browser, 'svg[data-chart="lr"] g[data-series="bounds"]', "data-hidden") == "true"
+    click(browser, "#chart-lr button.reset-zoom")
+    wait(browser, lambda d: x_window(d, "loss") == (0, JOB_TOTAL), "Reset zoom did not zoom out")
+    click(browser, 'ul.legend[data-chart="lr"] button[data-series="bounds"]')
+    wait(browser, lambda d: series_points(d, "lr", "bounds") == 4, "the search range did not come back")
 
     # To the end: the page follows, and the last stage's posterior is shown.
     worker.run()
@@ -309,9 +320,12 @@ def x_window(driver: Any, chart: str) -> tuple[float, float]:
 
 
 def offset_of_step(driver: Any, chart: str, step: float) -> tuple[int, int]:
-    """Where step ``step`` is on a chart, mid-height of its plot, as an offset from the chart's centre (Selenium's)."""
+    """Where step ``step`` is on a chart, mid-height of its plot, as an offset from the chart's centre (Selenium's);
+    scrolls the chart into view."""
     box: dict[str, float] = driver.execute_script(
         "const s = document.querySelector(`svg[data-chart='${arguments[0]}']`);"
+        "if (s.getBoundingClientRect().bottom > innerHeight || s.getBoundingClientRect().top < 0)"
+        " s.scrollIntoView({block: 'center'});"
         "const f = s.querySelector('rect.frame');"
         "return {w: +s.getAttribute('width'), h: +s.getAttribute('height'), x: +f.getAttribute('x'),"
         " y: +f.getAttribute('y'), fw: +f.getAttribute('width'), fh: +f.getAttribute('height')};",
@@ -327,6 +341,17 @@ def hover(driver: Any, chart: str, step: float) -> None:
 
     dx, dy = offset_of_step(driver, chart, step)
     ActionChains(driver).move_to_element_with_offset(css(driver, f'svg[data-chart="{chart}"]')[0], dx, dy).perform()
+
+
+def drag(driver: Any, chart: str, from_step: float, to_step: float) -> None:
+    """Press the mouse at one step of a chart, move to another, release."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    (x_from, y_mid), (x_to, _) = offset_of_step(driver, chart, from_step), offset_of_step(driver, chart, to_step)
+    plot = css(driver, f'svg[data-chart="{chart}"]')[0]
+    ActionChains(driver).move_to_element_with_offset(plot, x_from, y_mid).click_and_hold().move_by_offset(
+        x_to - x_from, 0
+    ).release().perform()
 
 
 def readout(driver: Any, chart: str) -> tuple[int | None, str]:
@@ -385,11 +410,7 @@ def test_the_loss_and_lr_charts_zoom_read_out_hide_series_and_smooth(service: st
     assert f"stage {candidate['stage']} candidate #{candidate['candidate']}" in readout(browser, "loss")[1]
 
     # Drag across the loss chart to zoom: both charts show those steps; their tick labels say so.
-    plot = css(browser, 'svg[data-chart="loss"]')[0]
-    (x_from, y_mid), (x_to, _) = offset_of_step(browser, "loss", 150), offset_of_step(browser, "loss", 300)
-    ActionChains(browser).move_to_element_with_offset(plot, x_from, y_mid).click_and_hold().move_by_offset(
-        x_to - x_from, 0
-    ).release().perform()
+    drag(browser, "loss", 150, 300)
     wait(browser, lambda d: attr(d, 'svg[data-chart="loss"]', "data-zoomed") == "true", "the drag did not zoom")
     for chart in ("loss", "lr"):
         lo, hi = x_window(browser, chart)
@@ -404,7 +425,9 @@ def test_the_loss_and_lr_charts_zoom_read_out_hide_series_and_smooth(service: st
     assert count(browser, "#chart-loss button.reset-zoom") == 1
     # Double-click zooms out to the whole budget (the zoom drew a new chart).
     plot = css(browser, 'svg[data-chart="loss"]')[0]
-    ActionChains(browser).move_to_element_with_offset(plot, 0, y_mid).double_click().perform()
+    ActionChains(browser).move_to_element_with_offset(
+        plot, 0, offset_of_step(browser, "loss", 0)[1]
+    ).double_click().perform()
     wait(browser, lambda d: x_window(d, "loss") == (0, JOB_TOTAL), "double-click did not reset the zoom")
     assert x_window(browser, "lr") == (0, JOB_TOTAL) and count(browser, "button.reset-zoom") == 0
 
