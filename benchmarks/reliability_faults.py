@@ -113,15 +113,32 @@ class Redis:
         self.proc.wait()
 
 
+class Tiny:
+    """What every fault trains: a tiny model, its optimizer and one batch (seeded)."""
+
+    def __init__(self) -> None:
+        torch.manual_seed(0)
+        self.model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.1)
+        self.x, self.y = torch.randn(16, 8), torch.randn(16, 1)
+
+    def step(self, compute_s: float) -> torch.Tensor:
+        """One optimizer step, then ``compute_s`` seconds of the rest of a real step's compute."""
+        loss = torch.nn.functional.mse_loss(self.model(self.x), self.y)
+        self.opt.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        self.opt.step()
+        time.sleep(compute_s)
+        return loss
+
+
 def timed_run(url: str, total: int, fault: Any, fault_at: int, fault_s: float, resume: bool = True) -> dict[str, Any]:
     """Train a tiny model with the callback; SIGSTOP ``fault`` at step ``fault_at`` for ``fault_s`` seconds."""
     from client import AutoLRSCallback
 
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    tiny = Tiny()
+    model, opt = tiny.model, tiny.opt
     cb = AutoLRSCallback(model, opt, url, 1e-3, 1.0, total, config=SMALL)
-    x, y = torch.randn(16, 8), torch.randn(16, 1)
     calls: list[float] = []
     stopped_at: float | None = None
     resumed = False
@@ -132,11 +149,7 @@ def timed_run(url: str, total: int, fault: Any, fault_at: int, fault_s: float, r
         elif resume and stopped_at is not None and not resumed and time.monotonic() - stopped_at > fault_s:
             fault.send_signal(signal.SIGCONT)
             resumed = True
-        loss = torch.nn.functional.mse_loss(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        time.sleep(STEP_S)
+        loss = tiny.step(STEP_S)
         started = time.monotonic()
         cb.on_train_batch_end(loss)
         calls.append(time.monotonic() - started)
@@ -569,13 +582,11 @@ def killed_run(env: dict[str, str], tmp: Path, total: int, kill_at_s: float, dow
 
     server = Server(env, tmp)
     port = server.port
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    tiny = Tiny()
+    model, opt = tiny.model, tiny.opt
     lrs = _lr_run(opt)
     cb = AutoLRSCallback(model, opt, server.url, 1e-3, 1.0, total, config=SMALL)
     first_job = cb.job_id
-    x, y = torch.randn(16, 8), torch.randn(16, 1)
     started = time.monotonic()
     killed_at: float | None = None
     back = False
@@ -589,11 +600,7 @@ def killed_run(env: dict[str, str], tmp: Path, total: int, kill_at_s: float, dow
             elif killed_at is not None and not back and now - killed_at >= down_s:
                 server.proc = start_local(port, {"LRTUNE_LOG_LEVEL": "warning", **env}, tmp / f"server-{port}-2.log")
                 back = True
-            loss = torch.nn.functional.mse_loss(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            time.sleep(FAST_STEP_S)
+            loss = tiny.step(FAST_STEP_S)
             cb.on_train_batch_end(loss)
         steps_when_done = cb.step
         cb.on_train_end()
@@ -639,11 +646,9 @@ def probe_after_outage(url: str, fault: Any, fault_s: float) -> dict[str, Any]:
     """Hang the service as a candidate ends whose cooldown probe comes next; did the probe run on other weights?"""
     from client import AutoLRSCallback
 
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    tiny = Tiny()
+    model, opt = tiny.model, tiny.opt
     cb = AutoLRSCallback(model, opt, url, 1e-3, 1.0, 1500, preset="greedy", config=SMALL)
-    x, y = torch.randn(16, 8), torch.randn(16, 1)
     stopped_at: float | None = None
     resumed = False
     cut: dict[str, Any] | None = None  # the candidate the outage cut off, and what ran after it
@@ -666,11 +671,7 @@ def probe_after_outage(url: str, fault: Any, fault_s: float) -> dict[str, Any]:
         elif stopped_at is not None and not resumed and time.monotonic() - stopped_at > fault_s:
             fault.send_signal(signal.SIGCONT)
             resumed = True
-        loss = torch.nn.functional.mse_loss(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        time.sleep(FAST_STEP_S)
+        loss = tiny.step(FAST_STEP_S)
         cb.on_train_batch_end(loss)
     cb.on_train_end()
     fault.send_signal(signal.SIGCONT)
