@@ -24,6 +24,7 @@ class LrtuneHTTPError(LrtuneClientError):
         detail: The body's ``detail`` field, if any.
         retry_after_s: The answer's ``Retry-After`` in seconds (429 and 503 carry one), or None.
         store_id: The ``Lrtune-Store-Id`` header of the answer: which store instance answered, or None.
+        reason: The service's own message (the error body's ``message``), or None.
     """
 
     def __init__(
@@ -35,8 +36,10 @@ class LrtuneHTTPError(LrtuneClientError):
         detail: Any = None,
         retry_after_s: float | None = None,
         store_id: str | None = None,
+        reason: str | None = None,
     ):
         super().__init__(message)
+        self.reason = reason
         self.status = status
         self.code = code
         self.detail = detail

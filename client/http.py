@@ -9,7 +9,8 @@ typed errors of :mod:`client.errors`; it never retries and never sleeps (retryin
 from __future__ import annotations
 
 import sys
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
+from urllib.parse import urlencode
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -36,6 +37,8 @@ from client.protocol import (
 )
 
 M = TypeVar("M", bound=BaseModel)
+#: How a route's answer is returned: parsed JSON, text, or the raw bytes.
+Body = Literal["json", "text", "bytes"]
 
 
 class HTTPClient(Protocol):
@@ -164,9 +167,25 @@ class ServiceClient:
         """``GET /v1/jobs/{job_id}``: the job's status and progress."""
         return _parse(JobInfo, self._call("GET", f"{API_PREFIX}/jobs/{job_id}", token, None, on_4xx=LrtuneHTTPError))
 
-    def delete_job(self, job_id: str, token: str) -> None:
-        """``DELETE /v1/jobs/{job_id}``: end the job."""
-        self._call("DELETE", f"{API_PREFIX}/jobs/{job_id}", token, None, on_4xx=LrtuneHTTPError)
+    def delete_job(self, job_id: str, token: str, purge: bool = False) -> None:
+        """``DELETE /v1/jobs/{job_id}``: end the job (``purge``: remove it entirely)."""
+        path = f"{API_PREFIX}/jobs/{job_id}" + ("?purge=true" if purge else "")
+        self._call("DELETE", path, token, None, on_4xx=LrtuneHTTPError)
+
+    def get(self, path: str, token: str | None, params: dict[str, Any] | None = None, as_: Body = "json") -> Any:
+        """``GET path`` (any read route: listings, the dashboard's job views, exports).
+
+        Args:
+            path: Route, with its leading slash.
+            token: Bearer token (admin key or job token), or None.
+            params: Query parameters.
+            as_: ``json`` (parsed), ``text`` or ``bytes`` (the raw body).
+
+        Raises:
+            LrtuneHTTPError: Its typed subclasses as for every route (``JobGoneError``, ``AuthError``, ...).
+        """
+        query = "" if not params else "?" + urlencode(params)
+        return self._call("GET", path + query, token, None, LrtuneHTTPError, as_=as_)
 
     def schedule(self, job_id: str, token: str, fmt: str = "json") -> Any:
         """``GET /v1/jobs/{job_id}/schedule``: the realized schedule, its export, or its segments as CSV text.
@@ -177,7 +196,7 @@ class ServiceClient:
             fmt: ``json`` (the schedule, parsed), ``lambdalr`` (the replay form, parsed) or ``csv`` (text).
         """
         path = f"{API_PREFIX}/jobs/{job_id}/schedule?format={fmt}"
-        return self._call("GET", path, token, None, LrtuneHTTPError, text=fmt == "csv")
+        return self._call("GET", path, token, None, LrtuneHTTPError, as_="text" if fmt == "csv" else "json")
 
     # ------------------------------------------------------------------ plumbing
 
@@ -188,7 +207,7 @@ class ServiceClient:
         token: str | None,
         body: BaseModel | None,
         on_4xx: type[LrtuneHTTPError],
-        text: bool = False,
+        as_: Body = "json",
     ) -> Any:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         # A report without offline steps leaves the field out: services older than it refuse unknown fields.
@@ -202,9 +221,11 @@ class ServiceClient:
             raise ServiceUnavailableError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
         if resp.is_success:
             self.store_id = _header(resp, STORE_ID_HEADER) or self.store_id
+            if as_ == "bytes":
+                return resp.content
             if resp.status_code == 204 or not resp.content:
                 return None
-            if text:
+            if as_ == "text":
                 return resp.text
             try:
                 return resp.json()
@@ -254,6 +275,7 @@ def _error(method: str, path: str, resp: Any, on_4xx: type[LrtuneHTTPError]) -> 
         "detail": detail,
         "retry_after_s": retry_after(_header(resp, "retry-after")),
         "store_id": _header(resp, STORE_ID_HEADER),
+        "reason": message,
     }
     if status >= 500 or status in _TRANSIENT_STATUS:
         return ServiceUnavailableError(text, **kw)

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import shutil
 import sys
 import textwrap
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -25,6 +27,8 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import httpx
 import typer
 
+from client.errors import JobGoneError, LrtuneHTTPError
+from client.http import ServiceClient
 from client.protocol import JOB_STATUSES
 
 EXIT_REFUSED = 1
@@ -34,6 +38,8 @@ EXIT_AUTH = 4
 EXIT_NOT_FOUND = 5
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+#: The narrowest a cut table cell gets, in characters.
+_MIN_CELL = 8
 _JOB_ID = re.compile(r"^[0-9a-f]{16}$")
 
 app = typer.Typer(help="Inspect the jobs of a running lrtune service.", no_args_is_help=True)
@@ -98,7 +104,7 @@ class CliError(Exception):
 
 
 class JobsClient:
-    """The few read-only calls the commands make.
+    """The calls the commands make, through the client package's :class:`client.http.ServiceClient`.
 
     Args:
         url: Base URL of the service.
@@ -112,6 +118,7 @@ class JobsClient:
         self.url = url.rstrip("/")
         self.key = key or None
         self._http = http or httpx.Client(timeout=httpx.Timeout(30.0, connect=3.0))
+        self.api = ServiceClient(self.url, http_client=self._http)
 
     def close(self) -> None:
         """Close the connections."""
@@ -121,38 +128,35 @@ class JobsClient:
         """Where one job's views live: the token-scoped API with a key, the open dashboard views without."""
         return f"/v1/jobs/{job_id}" if self.key else f"/dashboard/api/jobs/{job_id}"
 
-    def get(self, path: str, params: dict[str, Any] | None = None) -> httpx.Response:
-        """GET ``path``; return a successful response or raise :class:`CliError`."""
-        headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
-        try:
-            resp = self._http.get(self.url + path, params=params, headers=headers)
-        except httpx.TransportError as exc:
-            raise CliError(
-                f"cannot reach the lrtune service at {self.url} ({type(exc).__name__}: {exc}); is `lrtune serve` "
-                "running there? Set --url or LRTUNE_URL.",
-                EXIT_UNREACHABLE,
-            ) from exc
-        if resp.is_success:
-            return resp
-        raise self._refusal(resp)
+    def get(self, path: str, params: dict[str, Any] | None = None) -> bytes:
+        """GET ``path``; return the body of a successful answer or raise :class:`CliError`."""
+        body: bytes = self._do(lambda: self.api.get(path, self.key, params, as_="bytes"))
+        return body
 
     def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
         """GET ``path`` and decode its JSON."""
-        resp = self.get(path, params)
-        try:
-            return resp.json()
-        except ValueError as exc:
-            raise CliError(f"{self.url}{path} did not answer JSON: is this an lrtune service?", EXIT_REFUSED) from exc
+        return self._do(lambda: self.api.get(path, self.key, params))
 
-    def _refusal(self, resp: httpx.Response) -> CliError:
-        code, message = "", resp.reason_phrase
+    def delete(self, job_id: str, purge: bool) -> None:
+        """End a job (``purge``: remove it entirely)."""
+        self._do(lambda: self.api.delete_job(job_id, self.key or "", purge=purge))
+
+    def _do(self, call: Callable[[], Any]) -> Any:
         try:
-            body = resp.json()
-            if isinstance(body, dict):
-                code, message = str(body.get("code", "")), str(body.get("message", message))
-        except ValueError:
-            pass
-        status = resp.status_code
+            return call()
+        except LrtuneHTTPError as exc:
+            raise self._refusal(exc) from exc
+
+    def _refusal(self, exc: LrtuneHTTPError) -> CliError:
+        status, code, message = exc.status, exc.code or "", exc.reason or str(exc)
+        if status is None:
+            return CliError(
+                f"cannot reach the lrtune service at {self.url} ({exc}); is `lrtune serve` running there? Set --url "
+                "or LRTUNE_URL.",
+                EXIT_UNREACHABLE,
+            )
+        if 200 <= status < 300:
+            return CliError(f"{self.url} did not answer JSON: is this an lrtune service? ({exc})", EXIT_REFUSED)
         if status == 401:
             hint = "the key was not accepted" if self.key else "the service wants a key"
             return CliError(
@@ -161,11 +165,10 @@ class JobsClient:
             )
         if status == 403:
             return CliError(f"refused (403 {code}): {message}", EXIT_AUTH)
-        if code in ("job_not_found", "job_deleted") or status == 410:
+        if isinstance(exc, JobGoneError):
             return CliError(f"{message} ({status} {code})", EXIT_NOT_FOUND)
         if status == 404:
-            where = resp.request.url.path
-            return CliError(f"{self.url} answered 404 for {where}: is it an lrtune service?", EXIT_REFUSED)
+            return CliError(f"{self.url} answered 404 ({exc}): is it an lrtune service?", EXIT_REFUSED)
         return CliError(f"the service refused the request ({status} {code}): {message}", EXIT_REFUSED)
 
     def resolve(self, job: str) -> str:
@@ -218,12 +221,46 @@ def fmt_age(t: float, now: float | None = None) -> str:
     return f"{int(s // 86400)} d"
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: frozenset[int] = frozenset()) -> str:
-    """Render rows as columns aligned under their headers (columns in ``right`` right-aligned)."""
+def terminal_width() -> int | None:
+    """Columns to fit tables in: ``COLUMNS``, else the terminal's width; None when output is not a terminal."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    return shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+
+
+def table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    right: frozenset[int] = frozenset(),
+    shrink: Sequence[int] = (),
+    width: int | None = None,
+) -> str:
+    """Render rows as columns aligned under their headers (columns in ``right`` right-aligned).
+
+    Args:
+        headers: Column headers.
+        rows: Cells, one list per row.
+        right: Columns to right-align.
+        shrink: Columns that may be cut (with ``…``), in the order they give way, to fit ``width``.
+        width: Characters a line may take (None: as wide as the cells need).
+    """
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    if width is not None:
+        for i in shrink:
+            excess = sum(widths) + 2 * (len(widths) - 1) - width
+            if excess <= 0:
+                break
+            widths[i] = max(len(headers[i]), _MIN_CELL, widths[i] - excess)
+
+    def cut(cell: str, w: int) -> str:
+        return cell if len(cell) <= w else cell[: w - 1] + "…"
 
     def line(cells: Sequence[str]) -> str:
-        out = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
+        out = [
+            cut(c, w).rjust(w) if i in right else cut(c, w).ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ]
         return "  ".join(out).rstrip()
 
     return "\n".join([line(headers), *(line(r) for r in rows)])
@@ -249,7 +286,8 @@ def jobs_table(jobs: list[dict[str, Any]], now: float | None = None) -> str:
                 fmt_age(j["created_at"], now),
             ]
         )
-    return table(headers, rows, right=frozenset({3, 5, 6, 7, 8, 9}))
+    # Names give way first, then ids (a prefix still opens the job in show, watch and export).
+    return table(headers, rows, right=frozenset({3, 5, 6, 7, 8, 9}), shrink=(1, 0), width=terminal_width())
 
 
 def fmt_band(band: Sequence[float] | None, floor: float | None = None) -> str:
@@ -500,7 +538,7 @@ def export(
     client = _client(url, key)
     try:
         job_id = client.resolve(job)
-        body = client.get(f"{client.job_path(job_id)}/schedule", {"format": fmt.value}).content
+        body = client.get(f"{client.job_path(job_id)}/schedule", {"format": fmt.value})
     except CliError as err:
         _fail(err)
     finally:
@@ -515,6 +553,100 @@ def export(
         typer.echo(f"lrtune jobs: cannot write {output}: {exc.strerror or exc}", err=True)
         raise typer.Exit(EXIT_REFUSED) from exc
     typer.echo(f"wrote {output} ({len(body)} bytes, {fmt.value})", err=True)
+
+
+@app.command()
+def delete(
+    job: Annotated[str, typer.Argument(help="Job id, id prefix, or exact name.")],
+    url: Url = DEFAULT_URL,
+    key: Key = None,
+    purge: Annotated[
+        bool, typer.Option("--purge", help="Remove the job entirely instead of marking it deleted.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a job (its worker's next report is refused); with --purge, remove every trace of it."""
+    client = _client(url, key)
+    try:
+        job_id = client.resolve(job)
+        info = client.get_json(client.job_path(job_id))
+        what = f"job {job_id} ({info.get('name') or 'unnamed'}, {info['status']}, {info['steps_used']} steps)"
+        if not yes:
+            if not sys.stdin.isatty():
+                raise CliError(f"not deleting {what} without --yes (no terminal to ask on)", EXIT_USAGE)
+            if not typer.confirm(f"{'Purge' if purge else 'Delete'} {what}?", default=False):
+                raise CliError("nothing deleted", EXIT_REFUSED)
+        client.delete(job_id, purge)
+    except CliError as err:
+        _fail(err)
+    finally:
+        client.close()
+    typer.echo(f"{'purged' if purge else 'deleted'} {what}")
+
+
+@app.command()
+def watch(
+    job: Annotated[str, typer.Argument(help="Job id, id prefix, or exact name.")],
+    url: Url = DEFAULT_URL,
+    key: Key = None,
+    interval: Annotated[float, typer.Option(min=0.05, help="Seconds between updates.")] = 2.0,
+    timeout: Annotated[float | None, typer.Option(min=0.0, help="Stop watching after this many seconds.")] = None,
+) -> None:
+    """Follow a job live until it is done: progress, phase, LR, exploration, last loss, the current plan.
+
+    On a terminal the view updates in place; otherwise one line is printed whenever the job moves on.
+    """
+    client = _client(url, key)
+    started = time.monotonic()
+    live = sys.stdout.isatty()
+    last = ""
+    try:
+        job_id = client.resolve(job)
+        while True:
+            info = client.get_json(client.job_path(job_id))
+            sched = client.get_json(f"{client.job_path(job_id)}/schedule")
+            text = watch_view(info, sched) if live else watch_line(info)
+            if text != last:
+                if live:
+                    typer.echo("\x1b[H\x1b[2J" + text)  # clear the screen, then draw
+                else:
+                    typer.echo(text)
+                last = text
+            if info["status"] in ("done", "deleted"):
+                break
+            if timeout is not None and time.monotonic() - started >= timeout:
+                typer.echo(f"stopped watching after {timeout:g} s; the job is {info['status']}", err=True)
+                break
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        typer.echo("", err=True)
+    except CliError as err:
+        _fail(err)
+    finally:
+        client.close()
+
+
+def watch_line(info: dict[str, Any]) -> str:
+    """One line of a job's progress (``lrtune jobs watch`` without a terminal)."""
+    used, total = info["steps_used"], info["total_steps"]
+    stage = "" if info.get("stage") is None else f" stage {info['stage']}"
+    return (
+        f"{info['job_id']} {info['status']} {used}/{total} ({fmt_pct(used / total if total else 0.0)}) "
+        f"{info['phase']}{stage} lr {fmt_num(info.get('lr'), 3)} explore {fmt_pct(info.get('explore_share'))} "
+        f"last loss {fmt_num(info.get('last_loss'))}"
+    )
+
+
+def watch_view(info: dict[str, Any], sched: dict[str, Any], width: int | None = None) -> str:
+    """A job's live view: a progress bar, then the summary lines of ``lrtune jobs show``."""
+    width = width or terminal_width() or 100
+    used, total = info["steps_used"], info["total_steps"]
+    share = used / total if total else 0.0
+    bar = max(10, min(width, 100) - 20)
+    filled = round(share * bar)
+    head = f"[{'#' * filled}{'.' * (bar - filled)}] {fmt_pct(share):>6}  {info['status']}"
+    report = job_report(info, sched).split("\n\n")[0]  # the summary block, without the stage tables
+    return "\n".join([head, report])
 
 
 def _client(url: str, key: str | None) -> JobsClient:

@@ -1,8 +1,9 @@
 """``lrtune demo``: tune a small model against the service, over HTTP, and print the schedule it found.
 
 The service runs in the background on the embedded store.
-The training loop talks to the service with plain httpx and the wire models of :mod:`client.protocol`: create
-a job, poll once, then run each segment and report it, the report's answer being the next segment.
+Without torch's callback the training loop talks to the service through the client package's typed HTTP client
+(:class:`client.http.ServiceClient`) and the wire models of :mod:`client.protocol`: create a job, poll once, then run
+each segment and report it, the report's answer being the next segment.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
-import httpx
 import torch
 
-from client.protocol import JobConfig, JobCreate, JobCreated, LeaseRequest, WireReport, WireSegment
+from client.http import ServiceClient
+from client.protocol import JobConfig, WireReport, WireSegment
 from server.demo_train import Digits, SegmentRunner, train_constant
 from server.embedded import BackgroundServer
 
@@ -35,25 +36,20 @@ def train_over_http(
     Returns:
         The job id and its token.
     """
-    with httpx.Client(base_url=base_url, timeout=60.0) as http:
-        resp = http.post("/v1/jobs", json=JobCreate(name="digits-mlp", config=config).model_dump())
-        resp.raise_for_status()
-        created = JobCreated.model_validate(resp.json())
-        http.headers["Authorization"] = f"Bearer {created.token}"
-        jobs = f"/v1/jobs/{created.job_id}"
-        resp = http.post(f"{jobs}/lease", json=LeaseRequest(worker_id=worker_id).model_dump())
-        resp.raise_for_status()
-        seg = WireSegment.model_validate(resp.json())
+    api = ServiceClient(base_url, timeout_s=60.0)
+    try:
+        created = api.create_job(config, "digits-mlp")
+        seg = api.lease(created.job_id, created.token, worker_id)
         started = time.perf_counter()
         while not seg.done:
             losses, vals = runner.run(seg)
             echo(_progress_line(seg, losses, config.total_steps))
             report = WireReport(worker_id=worker_id, lease_epoch=seg.lease_epoch, losses=losses, val_losses=vals)
-            resp = http.post(f"{jobs}/segments/{seg.segment_id}/report", json=report.model_dump())
-            resp.raise_for_status()
-            seg = WireSegment.model_validate(resp.json())
+            seg = api.report(created.job_id, created.token, seg.segment_id, report)
         echo(f"done: {config.total_steps} steps in {time.perf_counter() - started:.1f} s")
         return created.job_id, created.token
+    finally:
+        api.close()
 
 
 def train_with_callback(
@@ -200,17 +196,20 @@ def run_demo(
     with BackgroundServer(port=port) as srv:
         echo(f"lrtune service running at {srv.url} (embedded in-memory store)")
         echo(f"training a 64-128-10 MLP on digits for {config.total_steps} steps, LR in [{config.min_lr}, "
-             f"{config.max_lr}], with {'AutoLRSCallback' if loop == 'callback' else 'a plain httpx loop'}")  # fmt: skip
+             f"{config.max_lr}], with {'AutoLRSCallback' if loop == 'callback' else 'a plain HTTP loop'}")  # fmt: skip
         if loop == "callback":
             job_id, token, runner = train_with_callback(srv.url, config, data, echo)
         else:
             runner = SegmentRunner(data, config.seed)
             job_id, token = train_over_http(srv.url, config, runner, echo)
-        resp = httpx.get(f"{srv.url}/v1/jobs/{job_id}/schedule", headers={"Authorization": f"Bearer {token}"})
-        resp.raise_for_status()
+        api = ServiceClient(srv.url)
+        try:
+            schedule = api.schedule(job_id, token)
+        finally:
+            api.close()
         echo("")
         echo("tuned schedule")
-        echo(format_schedule(resp.json()))
+        echo(format_schedule(schedule))
         out = {"val_loss": runner.val_loss(), "val_accuracy": runner.val_accuracy()}
         echo(f"final validation loss {out['val_loss']:.4f}, accuracy {100 * out['val_accuracy']:.1f}%")
         if baseline:

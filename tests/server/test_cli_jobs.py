@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -237,3 +238,59 @@ def test_formatting_helpers() -> None:
     row = jobs_table([info], now=30.0).splitlines()[1]
     cells = ["0123456789abcdef", "-", "running", "5/10", "50.0%", "explore", "0", "0.01", "50.0%", "-", "30", "s"]
     assert row.split() == cells
+
+
+def test_list_fits_the_terminal_width(open_url: str, jobs: dict[str, str]) -> None:
+    create(open_url, "a-run-with-a-very-long-name-that-would-not-fit-in-a-narrow-terminal", run=False)
+    wide = lrtune("jobs", "list", "--url", open_url, env={"COLUMNS": "400"}).stdout.splitlines()
+    narrow = lrtune("jobs", "list", "--url", open_url, env={"COLUMNS": "100"}).stdout.splitlines()
+    assert max(len(line) for line in wide) > 100
+    rows = narrow[: narrow.index("")]  # the table, then a blank line and the page line
+    assert rows[0].startswith("ID") and all(len(line) <= 100 for line in rows), narrow
+    row = next(line for line in rows if "a-run-" in line)
+    assert "…" in row  # the long name gave way
+    # A cut id is still a prefix that opens the job.
+    assert lrtune("jobs", "show", row.split()[0].rstrip("…"), "--url", open_url).returncode == 0
+
+
+def test_delete_asks_first_then_ends_the_job_and_purge_removes_it(open_url: str) -> None:
+    job, token = create(open_url, "to-delete", run=False)
+    auth = {"LRTUNE_KEY": token}
+    out = lrtune("jobs", "delete", job, "--url", open_url, env=auth)
+    assert out.returncode == 2 and "without --yes" in out.stderr  # no terminal to ask on
+    out = lrtune("jobs", "delete", job, "--yes", "--url", open_url)
+    assert out.returncode == 4 and "pass --key" in out.stderr  # deleting takes the job's token or the admin key
+    out = lrtune("jobs", "delete", job, "--yes", "--url", open_url, env=auth)
+    assert out.returncode == 0 and f"deleted job {job} (to-delete, running" in out.stdout
+    assert json.loads(lrtune("jobs", "show", job, "--json", "--url", open_url).stdout)["job"]["status"] == "deleted"
+    out = lrtune("jobs", "delete", job, "--purge", "-y", "--url", open_url, env=auth)
+    assert out.returncode == 0 and out.stdout.startswith("purged")
+    assert lrtune("jobs", "show", job, "--url", open_url).returncode == 5
+
+
+def test_watch_follows_a_job_to_its_end(open_url: str, jobs: dict[str, str]) -> None:
+    out = lrtune("jobs", "watch", jobs["finished"], "--url", open_url)
+    assert out.returncode == 0 and out.stdout.count("\n") == 1 and " done " in out.stdout
+    out = lrtune("jobs", "watch", "fresh-run", "--url", open_url, "--interval", "0.1", "--timeout", "0.5")
+    assert out.returncode == 0 and " running 0/" in out.stdout and "stopped watching after 0.5 s" in out.stderr
+    job, token = create(open_url, "watched-run", run=False)
+    watcher = subprocess.Popen(
+        [local_program(), "jobs", "watch", job, "--url", open_url, "--interval", "0.05", "--timeout", "60"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert watcher.stdout is not None
+    first = watcher.stdout.readline()  # it is watching: now train the job
+    with httpx.Client(base_url=open_url, timeout=60.0, headers={"Authorization": f"Bearer {token}"}) as http:
+        seg = http.post(f"/v1/jobs/{job}/lease", json={"worker_id": "w"}).json()
+        while not seg["done"]:
+            body = {"worker_id": "w", "lease_epoch": seg["lease_epoch"], **run_segment(seg)}
+            seg = http.post(f"/v1/jobs/{job}/segments/{seg['segment_id']}/report", json=body).json()
+            time.sleep(0.1)  # a segment's training
+    stdout, stderr = watcher.communicate(timeout=60)
+    assert watcher.returncode == 0, stderr
+    lines = [first, *stdout.splitlines()]
+    assert len(lines) >= 2 and " done " in lines[-1] and "stopped watching" not in stderr
+    used = [int(line.split()[2].split("/")[0]) for line in lines]
+    assert used == sorted(used)  # progress only moves on
