@@ -33,6 +33,7 @@ from client.replay import ReplayLoader
 from client.snapshot import SnapshotStore, Stateful
 from client.source import LocalSource, SegmentSource
 from client.summary import RunStats, run_log, summary
+from client.tracking import Lineage, LogFn, SegmentLog
 from client.validation import check_options
 from tuner.segment import Piece
 
@@ -93,6 +94,10 @@ class AutoLRSCallback:
             restore them (costs their size in the checkpoint).
         strict: Raise :class:`client.errors.ServiceUnavailableError` instead of training on without a segment
             when the service does not answer (at construction, or at a segment's end), or is gone.
+        log_fn: Called on rank 0 with a :class:`client.tracking.SegmentLog` at the end of every segment (its
+            steps, LRs and losses, from the one device sync the segment end makes anyway) and of every stretch of
+            offline steps once reported, and once more with ``rolled_back=True`` when a later segment discards
+            its steps; e.g. :class:`client.tracking.TensorBoardLog`.
 
     Raises:
         TypeError: An argument of the wrong type.
@@ -133,6 +138,7 @@ class AutoLRSCallback:
         offline_sync_steps: int = 16,
         checkpoint_snapshots: bool = True,
         strict: bool = False,
+        log_fn: LogFn | None = None,
     ) -> None:
         job_config = check_options(
             model,
@@ -160,6 +166,8 @@ class AutoLRSCallback:
             strict=strict,
         )
         assert min_lr is not None and max_lr is not None and total_steps is not None
+        if log_fn is not None and not callable(log_fn):
+            raise TypeError(f"log_fn must be a function of a SegmentLog, got {type(log_fn).__name__}")
 
         self.model = model
         self.optimizer = optimizer
@@ -208,6 +216,8 @@ class AutoLRSCallback:
         self._seg_started = time.monotonic()
 
         self.source: SegmentSource | None = None
+        self.log_fn = log_fn
+        self._lineage: Lineage | None = None if log_fn is None else Lineage(log_fn)
 
         def start() -> WireSegment | None:  # on rank 0: a failure here reaches every rank
             self.source = self._make_source(
@@ -308,6 +318,8 @@ class AutoLRSCallback:
             self._summarized = True
             run_log.warning(self.summary())
         self.snapshots.clear()
+        if self._lineage is not None:
+            self._lineage.cleared()
         if self.loader is not None:
             self.loader.stop()
 
@@ -377,6 +389,8 @@ class AutoLRSCallback:
             self._course = Course.from_dict(course, self.fallback, self.total_steps, self.min_lr)
         self._log = OfflineLog.from_dict(state["offline_log"]) if state.get("offline_log") else OfflineLog()
         self.snapshots.clear()  # those of the job this object started with are not the resumed job's
+        if self._lineage is not None:  # what ran before the checkpoint was logged by the run that saved it
+            self._lineage = Lineage(self._lineage.log_fn)
         if state.get("snapshots") is not None:
             self.snapshots.load_state_dict(state["snapshots"])
         if self.loader is not None:
@@ -492,10 +506,16 @@ class AutoLRSCallback:
                 "restore",
                 f"lrtune: snapshot {seg.restore!r} is not held (lost in a restart?); continuing from the current state",
             )
+        elif seg.restore is not None and self._lineage is not None:
+            self._lineage.restored(seg.restore)
         for name in seg.drop:
             self.snapshots.drop(name)
+            if self._lineage is not None:
+                self._lineage.dropped(name)
         if seg.snapshot is not None:
             self.snapshots.save(seg.snapshot)
+            if self._lineage is not None:
+                self._lineage.saved(seg.snapshot)
         if self.loader is not None:
             self.loader.on_segment(seg)
         self.history.append(seg)
@@ -531,8 +551,12 @@ class AutoLRSCallback:
         merged = self._mean_over_ranks(self._pending + self._val)
         losses = self._synced + merged[:n_new]
         val = merged[n_new:] if seg.eval_every is not None else None
+        if self._lineage is not None and self.comm.is_leader:
+            self._lineage.ended(SegmentLog.of_segment(seg, self._step, losses, val))
         if seg.keep is not None:
             self.snapshots.save(seg.keep)
+            if self._lineage is not None:
+                self._lineage.saved(seg.keep)
         if seg.phase != "explore" and losses:
             self._good_lr = seg.lr_at(len(losses) - 1)
         report = [v if math.isfinite(v) else None for v in losses]
@@ -640,6 +664,8 @@ class AutoLRSCallback:
         pieces, losses = self._log.take(self._base + seg.start_step, self._base)
         self._account_log()
         values = self._mean_over_ranks(losses)
+        if self._lineage is not None and self.comm.is_leader and values:
+            self._lineage.ended(_offline_record(pieces, values, self._base))
         out = [v if math.isfinite(v) else None for v in values]
         self.stats.losses += len(out)
         self.stats.bad_losses += sum(v is None for v in out)
@@ -690,6 +716,8 @@ class AutoLRSCallback:
     def _finish(self, message: str) -> None:
         self._done = True
         self.snapshots.clear()
+        if self._lineage is not None:
+            self._lineage.cleared()
         if self.loader is not None:
             self.loader.stop()
         log.info(message)
@@ -744,6 +772,17 @@ class AutoLRSCallback:
         if key not in self._warned:
             self._warned.add(key)
             log.warning(message)
+
+
+def _offline_record(pieces: Sequence[Piece], losses: list[float], base: int) -> SegmentLog:
+    """The log of reported offline steps: ``pieces`` (in the job's numbering, each with ``ran``) and their losses."""
+    steps: list[int] = []
+    lrs: list[float] = []
+    for p in pieces:
+        ran = int(getattr(p, "ran", p.steps))
+        steps += range(base + p.start_step + 1, base + p.start_step + ran + 1)
+        lrs += [p.lr_at(k) for k in range(ran)]
+    return SegmentLog(None, "offline", None, None, tuple(steps), tuple(lrs), tuple(losses))
 
 
 def _param_device(model: torch.nn.Module) -> torch.device:
