@@ -19,6 +19,11 @@ LightningModule, the optimizer and, with ``16-mixed`` precision, the precision p
 goes into Lightning checkpoints, so ``trainer.fit(..., ckpt_path=...)`` continues the same job. Under DDP every
 rank runs its own callback; rank 0 talks to the service (see :mod:`client.distributed`). For batch replay,
 return a :class:`client.ReplayLoader` from ``train_dataloader()`` and pass the same object as ``loader=``.
+
+What lrtune does goes to the trainer's loggers (``trainer.loggers``: TensorBoard, CSV, W&B, ...), every
+``log_every_n_steps`` steps at the step Lightning logs that batch's own metrics at: ``lrtune/lr`` (the LR the step
+ran at), ``lrtune/phase`` (:data:`client.tracking.PHASE_CODES`; 5 is exploration) and ``lrtune/rolled_back``
+(steps rolled back so far). These are numbers the callback holds on the host: logging them costs no device sync.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import lightning.pytorch as pl
 import torch
 
 from client.callback import AutoLRSCallback, Loss
+from client.tracking import SegmentLog, phase_code
 from client.validation import check_adapter_options
 
 
@@ -43,7 +49,8 @@ class AutoLRSLightningCallback(pl.Callback):
         total_steps: Step budget (optimizer steps), exploration included.
         val_fn: Returns the validation loss, if the objective needs one (see :class:`client.AutoLRSCallback`).
         **options: Any other keyword argument of :class:`client.AutoLRSCallback` (``config``, ``preset``,
-            ``seed``, ``loader``, ``fallback``, ``http_client``, ...).
+            ``seed``, ``loader``, ``fallback``, ``http_client``, ``log_fn``, ...).
+        log_to_trainer: Log ``lrtune/lr``, ``lrtune/phase`` and ``lrtune/rolled_back`` to the trainer's loggers.
 
     Raises:
         TypeError, ValueError: Invalid arguments (checked here, before any training).
@@ -56,6 +63,8 @@ class AutoLRSLightningCallback(pl.Callback):
         max_lr: float | None = None,
         total_steps: int | None = None,
         val_fn: Callable[[], Loss] | None = None,
+        *,
+        log_to_trainer: bool = True,
         **options: Any,
     ) -> None:
         check_adapter_options(server_url, min_lr, max_lr, total_steps, val_fn, options, ("scaler",))
@@ -65,7 +74,12 @@ class AutoLRSLightningCallback(pl.Callback):
         self.total_steps = total_steps
         self.val_fn = val_fn
         self.options = options
+        self.log_to_trainer = log_to_trainer
         self.core: AutoLRSCallback | None = None
+        self.rolled_back_steps = 0  # steps of this fit reported rolled back so far
+        self._user_log_fn: Callable[[SegmentLog], Any] | None = options.pop("log_fn", None)
+        if self._user_log_fn is not None and not callable(self._user_log_fn):
+            raise TypeError(f"log_fn must be a function of a SegmentLog, got {type(self._user_log_fn).__name__}")
         self._resume: Mapping[str, Any] | None = None
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -94,6 +108,7 @@ class AutoLRSLightningCallback(pl.Callback):
                 self.total_steps,
                 self.val_fn,
                 scaler=scaler,
+                log_fn=self._on_segment_log,
                 **self.options,
             )
         if self._resume is not None:
@@ -120,7 +135,18 @@ class AutoLRSLightningCallback(pl.Callback):
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if not isinstance(loss, torch.Tensor | float | int):
             raise ValueError("training_step must return the loss (a tensor, or a dict with 'loss') for lrtune")
+        seg = self.core.segment
+        lr, phase = self.core.lr, None if seg is None else seg.phase  # of the step that just ran
         self.core.on_train_batch_end(loss)
+        every = max(int(getattr(trainer, "log_every_n_steps", 1)), 1)
+        if self.log_to_trainer and trainer.loggers and trainer.global_step % every == 0:
+            metrics = {
+                "lrtune/lr": lr,
+                "lrtune/phase": float(phase_code(phase)),
+                "lrtune/rolled_back": float(self.rolled_back_steps),
+            }
+            for logger in trainer.loggers:  # at the step Lightning logs this batch's metrics at
+                logger.log_metrics(metrics, step=trainer.global_step - 1)
         if self.core.done:
             trainer.should_stop = True
 
@@ -134,6 +160,12 @@ class AutoLRSLightningCallback(pl.Callback):
         if self.core is not None:
             self.core.on_train_end()
 
+    def _on_segment_log(self, record: SegmentLog) -> None:
+        if record.rolled_back:
+            self.rolled_back_steps += len(record.steps)
+        if self._user_log_fn is not None:
+            self._user_log_fn(record)
+
     @property
     def done(self) -> bool:
         """True once the step budget is spent."""
@@ -141,12 +173,16 @@ class AutoLRSLightningCallback(pl.Callback):
 
     def state_dict(self) -> dict[str, Any]:
         """The core callback's state, saved in Lightning checkpoints."""
-        return {} if self.core is None else self.core.state_dict()
+        if self.core is None:
+            return {}
+        return {**self.core.state_dict(), "rolled_back_steps": self.rolled_back_steps}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Continue the job of a checkpoint (applied when fitting starts if the core does not exist yet)."""
         if not state_dict:
             return
+        state_dict = dict(state_dict)
+        self.rolled_back_steps = int(state_dict.pop("rolled_back_steps", 0))
         if self.core is None:
             self._resume = state_dict
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from client.lightning import AutoLRSLightningCallback
+from client.tracking import PHASE_CODES
 from tests.client.helpers import SMALL, make_batches, make_model, prescribed_lrs, steps_by_segment
 
 
@@ -105,3 +107,49 @@ def test_a_fit_resumed_from_its_checkpoint_continues_the_same_job(tmp_path: Path
     # Across both fits, every step used the LR its segment prescribed.
     history = cb.core.history + [s for s in resumed.core.history if s.segment_id not in before]
     assert first.lrs + second.lrs == prescribed_lrs(history, steps_by_segment(sched))
+
+
+class LoggingModule(Module):
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss = super().training_step(batch, batch_idx)
+        self.log("train_loss", loss)
+        return loss
+
+
+def test_the_trainers_logger_gets_lr_phase_and_rolled_back_steps_beside_the_users_metrics(tmp_path: Path) -> None:
+    from lightning.pytorch.loggers import CSVLogger
+
+    module = LoggingModule()
+    seen: list[Any] = []
+    cb = AutoLRSLightningCallback(None, 1e-3, 1.0, 160, config=SMALL, log_fn=seen.append)
+    logger = CSVLogger(tmp_path)
+    trainer = pl.Trainer(
+        callbacks=[cb],
+        accelerator="cpu",
+        devices=1,
+        max_epochs=-1,
+        max_steps=10_000,
+        logger=logger,
+        log_every_n_steps=2,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    trainer.fit(module, _loader())
+    with open(Path(logger.log_dir) / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    ours = {int(r["step"]): r for r in rows if r["lrtune/lr"]}
+    theirs = {int(r["step"]) for r in rows if r["train_loss"]}
+    assert set(ours) == theirs  # the same steps, the same cadence as the user's own metrics
+    assert cb.core is not None
+    explore = {s.segment_id for s in cb.core.history if s.phase == "explore"}
+    sched = cb.core.tuner.schedule()
+    segment_at = [rec["segment_id"] for rec in sched["segments"] for _ in range(rec["steps"])]
+    for step, row in ours.items():  # Lightning's step k is optimizer step k + 1
+        assert float(row["lrtune/lr"]) == pytest.approx(module.lrs[step], rel=1e-6)
+        assert (float(row["lrtune/phase"]) == PHASE_CODES["explore"]) == (segment_at[step] in explore)
+    rolled = [float(r["lrtune/rolled_back"]) for r in ours.values()]
+    assert rolled == sorted(rolled)  # steps rolled back so far
+    wasted = sum(rec["steps"] for rec in sched["segments"] if rec["rolled_back"])
+    assert wasted > 0 and cb.rolled_back_steps == wasted and rolled[-1] == wasted
+    assert any(r.rolled_back for r in seen)  # the user's own log_fn gets the segment logs too
