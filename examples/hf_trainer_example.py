@@ -3,8 +3,10 @@
     lrtune serve &
     python examples/hf_trainer_example.py           # --url http://127.0.0.1:8000
     python examples/hf_trainer_example.py --local   # the tuner in this process
+    python examples/hf_trainer_example.py --local --report-to tensorboard --output-dir runs/hf
 
-``callback.attach(trainer)`` hooks the loss of every step and keeps the Trainer's scheduler from touching the LR.
+``callback.attach(trainer)`` hooks the loss of every step and keeps the Trainer's scheduler from touching the LR;
+every reporter of ``report_to`` gets ``lrtune/lr``, ``lrtune/phase`` and ``lrtune/rolled_back`` with the loss.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ def main(argv: list[str] | None = None) -> float:
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="the lrtune service")
     parser.add_argument("--local", action="store_true", help="run the tuner in this process, no service")
     parser.add_argument("--steps", type=int, default=3000, help="step budget, exploration included")
+    parser.add_argument("--report-to", default="none", help="the Trainer's reporters, e.g. tensorboard or wandb")
+    parser.add_argument("--output-dir", help="the Trainer's output (default: a temporary directory)")
     args = parser.parse_args(argv)
 
     torch.manual_seed(0)
@@ -60,13 +64,13 @@ def main(argv: list[str] | None = None) -> float:
     train_set, val_set = digits()
     rows = [{"x": x, "labels": y} for x, y in zip(*train_set.tensors, strict=True)]
     model = DigitsClassifier()
-    with tempfile.TemporaryDirectory() as out:
+    with tempfile.TemporaryDirectory() as scratch:
         training_args = TrainingArguments(
-            output_dir=out,
+            output_dir=args.output_dir or scratch,
             max_steps=args.steps,
             per_device_train_batch_size=64,
             learning_rate=0.1,  # replaced by the tuned LR from the first step on
-            report_to=[],
+            report_to=[] if args.report_to == "none" else args.report_to.split(","),
             save_strategy="no",
             logging_steps=max(args.steps // 10, 1),
             disable_tqdm=True,

@@ -3,8 +3,11 @@
     lrtune serve &
     python examples/lightning_example.py           # --url http://127.0.0.1:8000
     python examples/lightning_example.py --local   # the tuner in this process
+    python examples/lightning_example.py --local --logdir runs/lightning   # lrtune/* beside train_loss (CSV)
 
-The module configures one optimizer and no LR scheduler: the callback sets the LR of every step.
+The module configures one optimizer and no LR scheduler: the callback sets the LR of every step. With a logger,
+the callback logs ``lrtune/lr``, ``lrtune/phase`` and ``lrtune/rolled_back`` next to the module's own metrics
+(any Lightning logger works the same: ``TensorBoardLogger``, ``WandbLogger``, ...).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.loggers import CSVLogger
 from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -45,7 +49,9 @@ class DigitsModule(pl.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch
-        return torch.nn.functional.cross_entropy(self.net(x), y)
+        loss = torch.nn.functional.cross_entropy(self.net(x), y)
+        self.log("train_loss", loss)
+        return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)  # no scheduler: lrtune is the scheduler
@@ -57,6 +63,7 @@ def main(argv: list[str] | None = None) -> float:
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="the lrtune service")
     parser.add_argument("--local", action="store_true", help="run the tuner in this process, no service")
     parser.add_argument("--steps", type=int, default=3000, help="step budget, exploration included")
+    parser.add_argument("--logdir", help="log the metrics, lrtune's included, to a CSV logger here")
     args = parser.parse_args(argv)
 
     torch.manual_seed(0)
@@ -73,7 +80,8 @@ def main(argv: list[str] | None = None) -> float:
         callbacks=[tuner],
         accelerator="cpu",
         devices=1,
-        logger=False,
+        logger=CSVLogger(args.logdir, name="digits") if args.logdir else False,
+        log_every_n_steps=10,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,

@@ -3,6 +3,7 @@
     lrtune serve &                                 # the service, in-memory store, http://127.0.0.1:8000
     python examples/plain_pytorch.py               # train against it (--url to point elsewhere)
     python examples/plain_pytorch.py --local       # no service: the tuner runs in this process
+    python examples/plain_pytorch.py --local --tensorboard runs/plain   # then: tensorboard --logdir runs
 
 Runs in well under two minutes on a laptop CPU. No download: the digits ship with scikit-learn.
 """
@@ -16,6 +17,7 @@ from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader, TensorDataset
 
 from client import AutoLRSCallback, ReplayLoader
+from client.tracking import TensorBoardLog
 
 
 def digits(seed: int = 0) -> tuple[TensorDataset, TensorDataset]:
@@ -39,6 +41,7 @@ def main(argv: list[str] | None = None) -> float:
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="the lrtune service")
     parser.add_argument("--local", action="store_true", help="run the tuner in this process, no service")
     parser.add_argument("--steps", type=int, default=3000, help="step budget, exploration included")
+    parser.add_argument("--tensorboard", metavar="DIR", help="write lrtune/lr, lrtune/phase and the loss here")
     args = parser.parse_args(argv)
 
     torch.manual_seed(0)
@@ -48,6 +51,8 @@ def main(argv: list[str] | None = None) -> float:
     model = mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     x_val, y_val = val_set.tensors
+    # The LR, the phase and the loss of every step, written at segment ends; rolled-back steps under their own tag.
+    tensorboard = TensorBoardLog(args.tensorboard) if args.tensorboard else None
 
     cb = AutoLRSCallback(
         model,
@@ -57,6 +62,7 @@ def main(argv: list[str] | None = None) -> float:
         max_lr=1.0,
         total_steps=args.steps,
         loader=data,
+        log_fn=tensorboard,
     )
     while not cb.done:
         for x, y in data:
@@ -68,6 +74,8 @@ def main(argv: list[str] | None = None) -> float:
             if cb.done:
                 break
     cb.on_train_end()
+    if tensorboard is not None:
+        tensorboard.close()
 
     with torch.no_grad():
         accuracy = (model(x_val).argmax(1) == y_val).float().mean().item()
