@@ -2,10 +2,16 @@
 
 ``import client`` needs only torch, httpx and pydantic; the in-process tuner (``server_url=None``) is imported
 when a callback first needs it, and the Lightning and Hugging Face adapters live in :mod:`client.lightning` and
-:mod:`client.hf`.
+:mod:`client.hf`. The errors are imported here at once; the names that need torch or httpx
+(:class:`AutoLRSCallback`, :class:`ServiceClient`, ...) on first access, so that ``import client.protocol``
+(the wire models, all the service itself needs of this package) loads neither.
 """
 
-from client.callback import AutoLRSCallback
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from client.errors import (
     AuthError,
     ConfigRejectedError,
@@ -17,10 +23,22 @@ from client.errors import (
     ServiceUnavailableError,
     StaleLeaseError,
 )
-from client.http import ServiceClient
-from client.remote import RetryPolicy
-from client.replay import ReplayLoader
-from client.snapshot import SnapshotStore
+
+if TYPE_CHECKING:
+    from client.callback import AutoLRSCallback
+    from client.http import ServiceClient
+    from client.remote import RetryPolicy
+    from client.replay import ReplayLoader
+    from client.snapshot import SnapshotStore
+
+#: Names imported on first access, and the module each lives in.
+_LAZY = {
+    "AutoLRSCallback": "client.callback",
+    "ServiceClient": "client.http",
+    "RetryPolicy": "client.remote",
+    "ReplayLoader": "client.replay",
+    "SnapshotStore": "client.snapshot",
+}
 
 __all__ = [
     "AuthError",
@@ -38,3 +56,17 @@ __all__ = [
     "SnapshotStore",
     "StaleLeaseError",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a heavy name on first access (PEP 562)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'client' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

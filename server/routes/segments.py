@@ -10,12 +10,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
-from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
 
 from client.protocol import API_PREFIX, ErrorBody, LeaseRequest, WireReport, WireSegment
 from server.deps import JobCredential, RuntimeDep
 from server.errors import ReportTooLargeError, StaleLeaseError
+from server.parsing import parse_report
 from server.routes import JobId
 from tuner.segment import MAX_OFFLINE_PIECES
 
@@ -54,18 +53,6 @@ def report_limit_bytes(open_segment: dict[str, Any]) -> int:
     left = max(int(then[-1]["start_step"]) + int(then[-1]["steps"]) - start, steps) if then else steps
     offline = BYTES_PER_LOSS * left + BYTES_PER_PIECE * MAX_OFFLINE_PIECES
     return REPORT_OVERHEAD_BYTES + max(BYTES_PER_LOSS * (steps + val), offline)
-
-
-def parse_report(raw: bytes) -> WireReport:
-    """Parse and validate a report body (in a worker thread).
-
-    Raises:
-        RequestValidationError: Not JSON, or not a report (answered 422 ``invalid_request``).
-    """
-    try:
-        return WireReport.model_validate_json(raw)
-    except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False, include_context=True)) from exc
 
 
 @router.post("/lease", response_model=WireSegment, responses=_ERRORS)
