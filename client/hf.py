@@ -47,7 +47,13 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from transformers import DefaultFlowCallback, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+try:
+    from transformers import DefaultFlowCallback, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+except ImportError as exc:  # pragma: no cover - depends on the installation
+    raise ImportError(
+        f"client.hf needs Hugging Face transformers, which is not installed ({exc}): pip install 'lrtune[hf]'"
+    ) from exc
 
 from client.callback import AutoLRSCallback, Loss
 from client.tracking import SegmentLog, phase_code

@@ -31,8 +31,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
+
+try:
+    import lightning.pytorch as pl
+except ImportError as exc:  # pragma: no cover - depends on the installation
+    raise ImportError(
+        f"client.lightning needs PyTorch Lightning, which is not installed ({exc}): pip install 'lrtune[lightning]'"
+    ) from exc
 
 from client.callback import AutoLRSCallback, Loss
 from client.tracking import SegmentLog, phase_code
