@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from tuner.segment import Segment
+from tuner.segment import Segment, stretch_lr
 
 #: Binned loss points kept per segment.
 CURVE_POINTS = 32
@@ -24,6 +24,26 @@ CURVE_POINTS = 32
 def mean(values: list[float]) -> float | None:
     """Mean of ``values``, or None when there are none."""
     return sum(values) / len(values) if values else None
+
+
+#: LR points a shaped (not constant) stretch is drawn with.
+LR_POINTS = 24
+
+
+def lr_points(rec: dict[str, Any]) -> list[list[float]]:
+    """``[step, lr]`` points along a segment record or a segment (``Segment.to_dict()``), for drawing its LR.
+
+    Two points for a constant LR, else :data:`LR_POINTS` + 1 evenly spaced over its steps; the step of each is
+    the job's, from the segment's start to its end.
+    """
+    n = int(rec["steps"])
+    if n <= 0:
+        return []
+    planned = int(rec.get("planned_steps") or n)
+    end = rec.get("curve_end_planned", rec["curve_end"])
+    geometry = (rec["shape"], rec["curve_from"], rec["curve_to"], rec["curve_start"], end, planned)
+    k = 1 if rec["shape"] == "constant" else min(n, LR_POINTS)
+    return [[rec["start_step"] + n * i / k, stretch_lr(*geometry, min(n * i / k, n - 1))] for i in range(k + 1)]
 
 
 def spread(values: list[float]) -> float:

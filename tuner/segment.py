@@ -60,7 +60,7 @@ def curve_lr(shape: str, lr_from: float, lr_to: float, p: float) -> float:
     return lr_to + (lr_from - lr_to) * shape_factor(shape, p)
 
 
-def stretch_lr(shape: str, lr_from: float, lr_to: float, start: float, end: float, steps: int, j: int) -> float:
+def stretch_lr(shape: str, lr_from: float, lr_to: float, start: float, end: float, steps: int, j: float) -> float:
     """Return the LR of 0-based step ``j`` of a stretch of ``steps`` steps covering curve positions ``start``-``end``.
 
     The one formula behind segments, pieces, segment records and exported schedules.

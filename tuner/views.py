@@ -13,6 +13,7 @@ import numpy as np
 
 from tuner.forecast import Z90
 from tuner.parts import TunerParts
+from tuner.records import lr_points
 from tuner.search import from_unit
 
 
@@ -59,8 +60,8 @@ class Views(TunerParts):
             "wasted_share": s["wasted_steps"] / total,
             "winner_lr": s["winner_lr"],
             "done": self.done,
-            "open": self._s["open"],
-            "segments": _copy.deepcopy(s["segments"]),
+            "open": {**self._s["open"], "lr_points": lr_points(self._s["open"])},
+            "segments": [{**_copy.deepcopy(r), "lr_points": lr_points(r)} for r in s["segments"]],
             "stages": [_stage_summary(st) for st in s["stages"]],
             "sweep": _sweep_summary(s.get("sweep")),
             "plan": self._plan_view() if self.settings.planner else None,

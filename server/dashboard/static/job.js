@@ -26,27 +26,10 @@ function rolledLabel(s) {
   return `rolled back: ${what}, LR ${lr}`;
 }
 
-/** The LR at step j (0..n) of a realized segment record, or of the open segment. */
-function lrAt(seg, j) {
-  const planned = Math.max(seg.planned_steps || seg.steps, 1);
-  const end = seg.curve_end_planned ?? seg.curve_end;
-  const p = Math.min(Math.max(seg.curve_start + ((end - seg.curve_start) * j) / planned, 0), 1);
-  if (seg.shape === "exp") return seg.curve_from * Math.pow(seg.curve_to / seg.curve_from, p);
-  let g = 1;
-  if (seg.shape === "linear") g = 1 - p;
-  else if (seg.shape === "cosine") g = 0.5 * (1 + Math.cos(Math.PI * p));
-  else if (seg.shape === "rex") g = (1 - p) / (1 - 0.5 * p);
-  return seg.curve_to + (seg.curve_from - seg.curve_to) * g;
-}
-
-/** [[step, lr], ...] over a segment (two points when constant), then a null to break the line. */
+/** [[step, lr], ...] over a segment (the service's own points: two when constant), then a null to break the line. */
 function lrPoints(seg) {
-  const n = seg.steps;
-  if (!n) return [];
-  const k = seg.shape === "constant" ? 1 : Math.min(n, 24);
-  const pts = [];
-  for (let i = 0; i <= k; i += 1) pts.push([seg.start_step + (n * i) / k, lrAt(seg, Math.min((n * i) / k, n - 1))]);
-  pts.push(null);
+  const pts = (seg.lr_points || []).map((p) => [p[0], p[1]]);
+  if (pts.length) pts.push(null);
   return pts;
 }
 
