@@ -4,14 +4,15 @@ The body limit is enforced on the declared length and on the bytes actually rece
 large (``LRTUNE_MAX_BODY_BYTES``); every other request body is capped at :data:`SMALL_BODY_BYTES`, so that no
 route parses a large body on the event loop (the report route parses its body in a worker thread, after checking
 its size against the open segment, see :mod:`server.routes.segments`). The rate limit (off unless
-``LRTUNE_RATE_LIMIT_PER_S`` is set, see :mod:`server.quotas`) is checked first, so a client over its rate costs
-the service no body reading and no store access.
+``LRTUNE_RATE_LIMIT_PER_S`` is set, see :mod:`server.quotas`; shared through Redis when the store is there) is
+checked first, so a client over its rate costs the service no body reading and no store access.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.errors import BodyTooLargeError, RateLimitedError, error_response
@@ -42,7 +43,8 @@ class BodyLimitMiddleware:
     Args:
         app: The wrapped app.
         max_bytes: Largest body accepted, in bytes.
-        rate_limiter: The per-client rate limit; None to take it from the app's settings.
+        rate_limiter: The per-client rate limit; None to take it from the app's settings (on the store's Redis
+            when there is one).
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int, rate_limiter: RateLimiter | None = None) -> None:
@@ -59,7 +61,10 @@ class BodyLimitMiddleware:
                 return self.rate_limiter, None  # no lifespan yet: nothing configured to enforce
             self._settings = settings
             if self.rate_limiter is None and settings.rate_limit_per_s > 0:
-                self.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+                self.rate_limiter = RateLimiter(
+                    settings.rate_limit_per_s, settings.rate_limit_burst, settings.redis_url, settings.redis_prefix
+                )
+                scope["app"].state.rate_limiter = self.rate_limiter  # the lifespan closes it
         return self.rate_limiter, self._settings
 
     async def _rate_limited(self, scope: Scope, receive: Receive, send: Send) -> bool:
@@ -72,7 +77,9 @@ class BodyLimitMiddleware:
         if settings is not None and is_admin(auth, settings):
             return False
         client = scope.get("client")
-        wait_s = limiter.acquire(client_key(client[0] if client else None))
+        key = client_key(client[0] if client else None)
+        # In memory the count is a few microseconds; on Redis it is a round trip, kept off the event loop.
+        wait_s = await anyio.to_thread.run_sync(limiter.acquire, key) if limiter.shared else limiter.acquire(key)
         if wait_s <= 0:
             return False
         exc = RateLimitedError(

@@ -12,14 +12,17 @@ that carry the admin key are never limited. Addresses are kept only as truncated
   store), so every process of a deployment enforces the same count. Finished and stalled jobs free their slot
   (lazily, when a client reaches its limit), deleted ones once the store dropped them, and a purged job
   :data:`RESERVATION_GRACE_S` after its creation.
-* The **rate limit** is a token bucket per client and per process: ``rate_limit_per_s`` requests per second on
-  average, ``rate_limit_burst`` at once. Health, readiness and metrics probes are exempt.
+* The **rate limit** is a moving window per client (:class:`RateLimiter`): ``rate_limit_per_s`` requests per
+  second on average, ``rate_limit_burst`` at once. With Redis configured the windows live there, so every
+  process of a deployment enforces one limit; with the embedded store, in process memory. Health, readiness
+  and metrics probes are exempt.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import math
 import threading
 import time
@@ -33,6 +36,8 @@ from server.deps import Runtime
 from server.errors import TooManyJobsError
 from server.settings import Settings
 from server.store import JobNotFoundError, JobStore, StoreUnavailableError
+
+log = logging.getLogger("lrtune.server")
 
 #: Paths never rate-limited: probes must see the service as it is, not as a busy client made it.
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -59,14 +64,23 @@ def is_admin(authorization: str | None, settings: Settings) -> bool:
 
 
 class RateLimiter:
-    """A token bucket per client, in process memory.
+    """A moving-window request limit per client, in process memory or shared by every process on one Redis.
+
+    At most ``limit`` requests of one client are admitted in any window of ``window_s`` seconds. The window is
+    ``burst / rate_per_s`` rounded up to whole seconds (at least 1), and ``limit`` is ``burst``, raised when
+    rounding made the window longer so that the sustained rate stays ``rate_per_s``: ``rate_per_s=1, burst=6``
+    admits 6 requests in any 6 seconds, ``rate_per_s=100`` (burst 1000) 1000 in any 10 seconds. The windows
+    are kept by the ``limits`` library: in Redis (one Lua script per request, atomic across processes) when
+    ``redis_url`` is given, so that N service processes enforce one limit and not N times it; in this process's
+    memory otherwise. A Redis that cannot be reached admits the request (the store then answers for itself) and
+    is logged at most once a minute.
 
     Args:
-        rate_per_s: Tokens added per second (the sustained request rate); must be positive.
-        burst: Bucket size (requests allowed at once); 0 means ``10 * rate_per_s`` (at least 1).
-        clock: Monotonic seconds (tests inject a fake one).
-        max_clients: Buckets kept at most; beyond it, full buckets (clients idle long enough) are forgotten,
-            which changes nothing they are allowed.
+        rate_per_s: Sustained requests per second; must be positive and finite.
+        burst: Requests admitted at once; 0 means ``10 * rate_per_s`` (at least 1).
+        redis_url: The store's Redis URL; None keeps the windows in process memory.
+        prefix: The deployment's Redis key prefix (the windows live under ``<prefix>:ratelimit:``).
+        timeout_s: Redis connect and read timeout in seconds.
 
     Raises:
         ValueError: ``rate_per_s`` is not a positive finite number.
@@ -76,43 +90,64 @@ class RateLimiter:
         self,
         rate_per_s: float,
         burst: int = 0,
-        clock: Callable[[], float] = time.monotonic,
-        max_clients: int = 10_000,
+        redis_url: str | None = None,
+        prefix: str = "lrtune",
+        timeout_s: float = 1.0,
     ) -> None:
+        from limits import RateLimitItemPerSecond
+        from limits.storage import MemoryStorage, RedisStorage, Storage
+        from limits.strategies import MovingWindowRateLimiter
+
         if not (math.isfinite(rate_per_s) and rate_per_s > 0):
             raise ValueError(f"rate_per_s must be positive and finite, got {rate_per_s}")
         self.rate_per_s = rate_per_s
-        self.burst = float(burst or max(1, math.ceil(10 * rate_per_s)))
-        self.clock = clock
-        self.max_clients = max_clients
-        self._lock = threading.Lock()
-        self._buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, time of last refill)
+        burst = burst or max(1, math.ceil(10 * rate_per_s))
+        self.window_s = max(1, math.ceil(burst / rate_per_s - 1e-9))
+        self.limit = max(burst, math.floor(rate_per_s * self.window_s + 1e-9))
+        self.shared = redis_url is not None
+        storage: Storage
+        if redis_url is not None:
+            uri = "redis+unix://" + redis_url.removeprefix("unix://") if redis_url.startswith("unix://") else redis_url
+            storage = RedisStorage(
+                uri,
+                key_prefix=f"{prefix}:ratelimit",
+                wrap_exceptions=True,
+                socket_timeout=timeout_s,
+                socket_connect_timeout=timeout_s,
+            )
+        else:
+            storage = MemoryStorage()
+        self._storage = storage
+        self._item = RateLimitItemPerSecond(self.limit, self.window_s)
+        self._windows = MovingWindowRateLimiter(storage)
+        self._warned_at = -math.inf
 
     def acquire(self, client: str) -> float:
-        """Take one token for ``client``.
+        """Count one request of ``client`` (blocks on Redis when shared: call it off the event loop then).
 
         Returns:
-            0.0 when the request may go ahead, else the seconds until it would be admitted (nothing is taken).
+            0.0 when the request may go ahead, else the seconds until it would be admitted (nothing is counted).
         """
-        now = self.clock()
-        with self._lock:
-            tokens, then = self._buckets.get(client, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - then) * self.rate_per_s)
-            if tokens >= 1.0:
-                self._buckets[client] = (tokens - 1.0, now)
-                if len(self._buckets) > self.max_clients:
-                    self._forget_full(now)
+        from limits.errors import StorageError
+
+        try:
+            if self._windows.hit(self._item, client):
                 return 0.0
-            self._buckets[client] = (tokens, now)
-            return (1.0 - tokens) / self.rate_per_s
+            reset_at = self._windows.get_window_stats(self._item, client).reset_time
+        except StorageError as exc:
+            now = time.monotonic()
+            if now - self._warned_at > 60:
+                self._warned_at = now
+                log.warning("rate limit: redis unreachable, admitting requests meanwhile: %s", exc)
+            return 0.0
+        return max(0.001, reset_at - time.time())
 
-    def _forget_full(self, now: float) -> None:
-        full = [c for c, (t, then) in self._buckets.items() if t + (now - then) * self.rate_per_s >= self.burst]
-        for c in full:
-            del self._buckets[c]
-
-    def __len__(self) -> int:
-        return len(self._buckets)
+    def close(self) -> None:
+        """Release the Redis connection, if any."""
+        conn = getattr(self._storage, "storage", None)
+        close = getattr(conn, "close", None)
+        if self.shared and callable(close):
+            close()
 
 
 class JobLedger(ABC):

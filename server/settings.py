@@ -34,11 +34,13 @@ class Settings(BaseSettings):
         max_jobs_per_client: Most running jobs one client (network address) may have at once; creating one more
             gets 429 ``too_many_jobs``. 0 means no limit. Requests with the admin key are exempt.
         jobs_retry_after_s: ``Retry-After`` of a ``too_many_jobs`` answer, in seconds.
-        rate_limit_per_s: Sustained requests per second one client (network address) may send, counted per
-            process; more get 429 ``rate_limited``. 0 means no limit. Health, readiness and metrics probes and
-            requests with the admin key are exempt.
-        rate_limit_burst: Requests a client may send at once above the sustained rate (the bucket size); 0 means
-            ten seconds' worth of ``rate_limit_per_s`` (at least 1).
+        rate_limit_per_s: Sustained requests per second one client (network address) may send, counted over
+            every process sharing ``redis_url`` (in process memory with the embedded store); more get 429
+            ``rate_limited``. 0 means no limit. Health, readiness and metrics probes and requests with the admin
+            key are exempt. See :class:`server.quotas.RateLimiter` for the window.
+        rate_limit_burst: Requests a client may send at once (the most in any window of
+            ``rate_limit_burst / rate_limit_per_s`` seconds); 0 means ten seconds' worth of ``rate_limit_per_s``
+            (at least 1).
         allowed_hosts: Values of the ``Host`` header the service answers (without the port); any other gets 400
             ``host_not_allowed``, so that a web page cannot reach a loopback service through DNS rebinding.
             ``*.example.com`` matches subdomains, ``*`` anything. The host ``lrtune serve`` binds is added when it

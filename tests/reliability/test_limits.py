@@ -5,6 +5,7 @@ The job quota is on by default (100 jobs per client), the rate limit off.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -13,10 +14,12 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from server.app import create_app
+from server.launch import wait_ready
 from server.quotas import RESERVATION_GRACE_S, MemoryLedger, RateLimiter
 from server.settings import Settings
 from server.store import MemoryStore
@@ -126,20 +129,49 @@ def test_job_quota_is_shared_by_processes_on_one_redis(redis_url: str) -> None:
             s.close()
 
 
-def test_rate_limiter_refills_and_forgets_idle_clients() -> None:
-    clock = FakeClock(100.0)
-    limiter = RateLimiter(rate_per_s=2.0, burst=3, clock=clock, max_clients=4)
-    assert [limiter.acquire("a") for _ in range(3)] == [0.0, 0.0, 0.0]
-    assert limiter.acquire("a") == pytest.approx(0.5)  # one token per half second
-    assert limiter.acquire("b") == 0.0  # clients do not share buckets
-    clock.advance(0.5)
-    assert limiter.acquire("a") == 0.0 and limiter.acquire("a") > 0
-    for n in range(10):  # many clients, long idle: the table stays bounded
-        clock.advance(10.0)
-        limiter.acquire(f"c{n}")
-    assert len(limiter) <= 5
+def test_rate_limiter_window_admits_the_burst_then_the_rate() -> None:
+    limiter = RateLimiter(rate_per_s=2.0, burst=2)
+    assert (limiter.window_s, limiter.limit) == (1, 2)
+    assert [limiter.acquire("a") for _ in range(2)] == [0.0, 0.0]
+    wait_s = limiter.acquire("a")
+    assert 0 < wait_s <= 1.0  # the oldest of the two leaves the window within a second
+    assert limiter.acquire("b") == 0.0  # clients do not share windows
+    time.sleep(wait_s + 0.05)
+    assert limiter.acquire("a") == 0.0
+    # The window is burst / rate, in whole seconds; the count keeps the sustained rate when rounding lengthened it.
+    assert (RateLimiter(1.0, 6).window_s, RateLimiter(1.0, 6).limit) == (6, 6)
+    assert (RateLimiter(100.0).window_s, RateLimiter(100.0).limit) == (10, 1000)
+    assert (RateLimiter(100.0, 5).window_s, RateLimiter(100.0, 5).limit) == (1, 100)
+    assert (RateLimiter(0.5, 4).window_s, RateLimiter(0.5, 4).limit) == (8, 4)
     with pytest.raises(ValueError):
         RateLimiter(rate_per_s=0.0)
+
+
+def test_rate_limiters_on_one_redis_share_the_windows(redis_url: str, redis_prefix: str) -> None:
+    """Two limiters on one Redis prefix stand for two processes: one count, even when they race."""
+    limiters = [RateLimiter(1.0, 10, redis_url, redis_prefix) for _ in range(2)]
+    other = RateLimiter(1.0, 10, redis_url, redis_prefix + "-other")
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            waits = list(pool.map(lambda i: limiters[i % 2].acquire("c"), range(16)))
+        assert waits.count(0.0) == 10  # exactly the burst, over both
+        assert all(0 < w <= 10.0 for w in waits if w)
+        assert other.acquire("c") == 0.0  # another deployment's prefix has its own windows
+        # The windows live under the deployment's prefix, so purging the prefix drops them.
+        assert any(limiters[0]._storage.storage.scan_iter(f"{redis_prefix}:ratelimit:*"))  # type: ignore[attr-defined]
+    finally:
+        for limiter in [*limiters, other]:
+            limiter.close()
+        db = redis.Redis.from_url(redis_url)
+        for key in db.scan_iter(f"{redis_prefix}-other:*"):
+            db.delete(key)
+        db.close()
+
+
+def test_rate_limit_admits_requests_when_redis_is_unreachable(caplog: pytest.LogCaptureFixture) -> None:
+    limiter = RateLimiter(1.0, 1, "redis://127.0.0.1:1/0", "lrtune-down", timeout_s=0.2)
+    assert [limiter.acquire("c") for _ in range(3)] == [0.0] * 3  # fails open: the store answers 503 itself
+    assert sum("rate limit: redis unreachable" in r.message for r in caplog.records) == 1  # warned once
 
 
 def test_rate_limit_per_client_with_exempt_probes_and_admin() -> None:
@@ -174,3 +206,37 @@ def test_limits_from_the_environment_on_a_real_process(limited_service: Service)
         assert limited.status_code == 429 and limited.json()["code"] == "rate_limited"
         assert int(limited.headers["Retry-After"]) >= 1
         assert http.get("/healthz").status_code == 200
+
+
+@pytest.fixture
+def two_limited_services(redis_url: str, redis_prefix: str, tmp_path: Path) -> Iterator[list[Service]]:
+    env = serve_env(redis_url, redis_prefix, LRTUNE_RATE_LIMIT_PER_S="0.5", LRTUNE_RATE_LIMIT_BURST="10")
+    services = [Service(env, tmp_path / f"s{i}") for i in range(2)]
+    for service in services:
+        service.log_dir.mkdir()
+        service.start(wait=False)
+    try:
+        for service in services:
+            assert service.proc is not None
+            wait_ready(service.url, service.proc)
+        yield services
+    finally:
+        for service in services:
+            service.stop()
+
+
+def test_two_processes_on_one_redis_share_one_rate_limit(two_limited_services: list[Service]) -> None:
+    """A client alternating between two service processes gets the limit once, not twice."""
+    clients = [httpx.Client(base_url=s.url, timeout=30.0) for s in two_limited_services]
+    try:
+        answers = [clients[i % 2].get("/v1/jobs") for i in range(16)]
+        codes = [r.status_code for r in answers]
+        assert codes.count(200) == 10, codes  # the burst of 10 over both processes (per process it would be 16)
+        refused = [r for r in answers if r.status_code == 429]
+        assert {r.json()["code"] for r in refused} == {"rate_limited"}
+        assert all(1 <= int(r.headers["Retry-After"]) <= 20 for r in refused)  # the window is 20 s
+        assert {r.url.port for r in refused} == {s.port for s in two_limited_services}  # both refuse
+        assert all(c.get("/healthz").status_code == 200 for c in clients)  # probes stay exempt
+    finally:
+        for c in clients:
+            c.close()
