@@ -15,7 +15,7 @@ import anyio
 import torch
 from fastapi import FastAPI
 
-from server import dashboard, errors
+from server import apidocs, dashboard, errors
 from server.deps import Runtime
 from server.door import DoorMiddleware
 from server.limits import BodyLimitMiddleware
@@ -134,12 +134,17 @@ def create_app(
             ledger = getattr(app.state, "job_ledger", None)  # the job quota's connection, opened on first use
             if ledger is not None:
                 ledger.close()
+            limiter = getattr(app.state, "rate_limiter", None)  # the rate limit's, made on the first request
+            if limiter is not None:
+                limiter.close()
 
     app = FastAPI(
         title="lrtune",
         version="1",
         summary="Online automatic learning-rate tuning (AutoLRS-style Bayesian optimization).",
         lifespan=lifespan,
+        docs_url=None,  # served by server.apidocs, from local assets
+        redoc_url=None,
     )
     errors.install(app)
     app.include_router(jobs.router)
@@ -147,6 +152,7 @@ def create_app(
     app.include_router(schedule.router)
     app.include_router(health.router)
     dashboard.install(app)
+    apidocs.install(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(DoorMiddleware, allowed_hosts=settings.host_patterns(), store_id=lambda: identity.get("id"))
     app.add_middleware(LatencyMiddleware, metrics=metrics)
