@@ -6,9 +6,13 @@ test checks that they do, so what the tests start is what the container runs.
 
 from __future__ import annotations
 
+import atexit
 import os
+import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,6 +24,10 @@ REDIS_PREFIX_ENV = "LRTUNE_REDIS_PREFIX"
 ADMIN_KEY_ENV = "LRTUNE_ADMIN_KEY"
 #: Port the container listens on.
 CONTAINER_PORT = 8000
+#: The Prometheus client's multiprocess folder (see :mod:`server.metrics`).
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: Names of the files the Prometheus client writes to that folder (``counter_<pid>.db``, ...).
+_METRICS_FILE = re.compile(r"^[a-z]+_\d+\.db$")
 
 
 def serve_argv(host: str, port: int, program: str = "lrtune") -> list[str]:
@@ -29,6 +37,37 @@ def serve_argv(host: str, port: int, program: str = "lrtune") -> list[str]:
 
 #: The container's command.
 CONTAINER_ARGV = serve_argv("0.0.0.0", CONTAINER_PORT)  # a container listens on every interface
+
+
+def prepare_metrics_dir(workers: int) -> str | None:
+    """Set up the Prometheus client's multiprocess mode for ``workers`` worker processes, before they start.
+
+    With more than one worker, every worker writes its metrics to files in one folder and a scrape of any of
+    them reads them all. The folder is ``PROMETHEUS_MULTIPROC_DIR`` when it is set (created if missing), or a
+    new temporary folder removed when this process exits; either way it is emptied of metrics files left by an
+    earlier run (whose counters would otherwise be added to this one's). With one worker the variable is
+    honoured if set (and emptied) but none is made up.
+
+    Args:
+        workers: Worker processes the service will run.
+
+    Returns:
+        The folder, now in this process's environment (which the workers inherit); None for one-process mode.
+    """
+    given = os.environ.get(MULTIPROC_DIR_ENV)
+    if not given and workers <= 1:
+        return None
+    if given:
+        folder = Path(given)
+        folder.mkdir(parents=True, exist_ok=True)
+        for path in folder.iterdir():
+            if _METRICS_FILE.match(path.name) and path.is_file():
+                path.unlink()
+    else:
+        folder = Path(tempfile.mkdtemp(prefix="lrtune-metrics-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    os.environ[MULTIPROC_DIR_ENV] = str(folder)
+    return str(folder)
 
 
 def local_program() -> str:

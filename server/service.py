@@ -11,6 +11,7 @@ import functools
 import hashlib
 import heapq
 import hmac
+import logging
 import math
 import secrets
 import time
@@ -23,6 +24,8 @@ from server import leases
 from server.errors import ForbiddenError, JobDeletedError
 from server.store import JobHead, JobNotFoundError, JobRecord, JobStatus, JobStore
 from tuner import Tuner, TunerConfig
+
+log = logging.getLogger("lrtune.server")
 
 #: What a job listing can be sorted by (``GET /v1/jobs?sort=``): ``created`` is the store's own order, the
 #: others scan every matching job's head, keeping only the ``offset + limit`` best in memory.
@@ -181,6 +184,15 @@ class JobService:
         )
         head.expires_at = self._expiry(head.status, now)
         self.store.create(JobRecord(head, tuner.dump()))
+        log.info(
+            "job %s created: name=%r, preset=%s, total_steps=%d, lr in [%g, %g]",
+            job_id,
+            (body.name or "")[:80],
+            config.preset,
+            config.total_steps,
+            config.min_lr,
+            config.max_lr,
+        )
         return token, job_info(head)
 
     def info(self, job_id: str, cred: Credential) -> JobInfo:
@@ -301,6 +313,7 @@ class JobService:
         """
         now = self.clock()
         parsed: list[WireReport] = [body] if isinstance(body, WireReport) else []
+        ended: list[tuple[Tuner, Any, bool]] = []  # (tuner, stage that ended or None, job finished): for the log
 
         def fn(rec: JobRecord) -> ReportOutcome:
             head = authorize(rec.head, cred)
@@ -311,6 +324,7 @@ class JobService:
             report = parsed[0]
             lease = leases.check_report(head, report.worker_id, report.lease_epoch)
             tuner = Tuner.recover(rec.tuner, copy=False)  # rec is this call's private, freshly decoded copy
+            stage_before, was_done = head.summary.get("stage"), head.status == "done"
             nxt = tuner.report(segment_id, report.losses, report.val_losses, report.offline)
             rec.tuner = tuner.dump(copy=False)
             head.summary = tuner.summary()
@@ -320,9 +334,14 @@ class JobService:
                 head.status = status
                 head.expires_at = self._expiry(status, now)
             leases.renew(head, lease, now, self.lease_ttl_s)
+            stage_ended = stage_before if stage_before is not None and head.summary["stage"] != stage_before else None
+            ended[:] = [(tuner, stage_ended, status == "done" and not was_done)]
             return ReportOutcome(_wire(job_id, segment, head, now), tuner.last_suggest_s)
 
         _, out = self.store.update(job_id, fn, now)
+        tuner, stage_ended, finished = ended[0]
+        if stage_ended is not None or finished:
+            _log_progress(job_id, tuner, stage_ended, finished)
         return out
 
     def open_segment(self, job_id: str, cred: Credential) -> dict[str, Any]:
@@ -385,6 +404,36 @@ class JobService:
 
     def _head(self, job_id: str, cred: Credential) -> JobHead:
         return authorize(self.store.get_head(job_id), cred)
+
+
+def _log_progress(job_id: str, tuner: Tuner, stage: Any, finished: bool) -> None:
+    """Log the stage a report ended (its winner LR, and the plan on the plan preset) and the job's end."""
+    if stage is not None:
+        schedule = tuner.schedule()
+        decided = next((s for s in schedule["stages"] if s["index"] == stage), None)
+        winner = decided.get("winner_lr") if decided else None
+        plan = schedule.get("plan")
+        chosen = ""
+        if plan and plan.get("lr"):
+            (start, lr_start), (_, lr_end) = plan["lr"][0], plan["lr"][-1]
+            final = plan.get("final_loss")
+            chosen = (
+                f"; plan from step {start} to {plan['end']}: LR {lr_start:.4g} -> {lr_end:.4g}, "
+                f"predicted final loss {'?' if final is None else format(final, '.4g')}"
+            )
+        lr = "none" if winner is None else format(winner, ".4g")
+        at = schedule["steps_used"]
+        log.info("job %s stage %s decided: winner LR %s at step %d%s", job_id, stage, lr, at, chosen)
+    if finished:
+        summary = tuner.summary()
+        last = summary.get("last_loss")
+        log.info(
+            "job %s finished: %d steps, exploration share %.0f%%, last loss %s",
+            job_id,
+            summary["steps_used"],
+            100 * summary["explore_share"],
+            "none" if last is None else format(last, ".4g"),
+        )
 
 
 def _sort_value(info: JobInfo, key: SortKey) -> Any:

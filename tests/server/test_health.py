@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -59,6 +60,37 @@ def test_metrics_expose_latency_bo_time_jobs_and_leases(client: TestClient) -> N
     assert float(count.split()[-1]) > 0
     assert "lrtune_lease_expiries_total 0.0" in text
     assert "lrtune_stale_reports_refused_total 0.0" in text
+
+
+def test_metrics_label_static_files_by_route_and_add_process_metrics(client: TestClient) -> None:
+    for name in ("app.js", "app.css", "no-such-file.js"):
+        client.get(f"/dashboard/static/{name}")
+    client.get("/docs")
+    client.get("/no/such/route")
+    text = client.get("/metrics").text
+    routes = {line.split('route="')[1].split('"')[0] for line in text.splitlines() if 'route="' in line}
+    assert "/dashboard/static/{path}" in routes and "/docs" in routes and "unmatched" in routes
+    assert not any("app.js" in r or "no-such" in r or "/no/such" in r for r in routes)  # the label set is bounded
+    assert 'route="/dashboard/static/{path}",status="404"' in text
+    assert "process_resident_memory_bytes " in text and "process_cpu_seconds_total " in text
+    assert "_created" not in text
+
+
+def test_the_log_has_one_line_per_job_created_stage_decided_and_job_finished(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="lrtune.server")
+    created = client.post("/v1/jobs", json={"name": "logged", "config": {**SMALL_CONFIG, "preset": "plan"}}).json()
+    job, auth = created["job_id"], {"Authorization": f"Bearer {created['token']}"}
+    run_to_end(client, job, auth)
+    lines = [r.getMessage() for r in caplog.records if job in r.getMessage()]
+    assert lines[0].startswith(f"job {job} created: name='logged', preset=plan, total_steps=240")
+    schedule = client.get(f"/v1/jobs/{job}/schedule", headers=auth).json()
+    decided = [ln for ln in lines if " decided: " in ln]
+    assert len(decided) == len([s for s in schedule["stages"] if s["winner_lr"] is not None]) >= 1
+    assert all("plan from step" in ln and "predicted final loss" in ln for ln in decided)  # the plan chosen
+    assert lines[-1].startswith(f"job {job} finished: 240 steps, exploration share")
+    assert len(lines) == 2 + len(decided)
 
 
 def test_reports_that_ran_bo_say_so_in_server_timing(client: TestClient) -> None:
