@@ -1,4 +1,6 @@
-# lrtune service image: `docker compose up` runs it with Redis (see docker-compose.yml and docs/service.md).
+# lrtune service image: `docker compose up` runs it with Redis (see docker-compose.yml and docs/service.md);
+# `./dev image` builds it. It listens on 0.0.0.0 inside the container, so it refuses to start without
+# LRTUNE_ADMIN_KEY.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -26,24 +26,38 @@ from server.settings import Settings, is_loopback
 from server.store import JobStore, StoreError, open_store
 
 log = logging.getLogger("lrtune.server")
+#: The service's log line format.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 #: Longest pause between two janitor passes (stalled jobs, retention), in seconds.
 JANITOR_MAX_INTERVAL_S = 30.0
 
 
+#: How to make an admin key, for the messages that ask for one.
+KEY_RECIPE = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
+def public_bind_error(settings: Settings) -> str | None:
+    """Why these settings must not start a service, or None when they may.
+
+    Binding anything but loopback without an admin key would let every machine that reaches the port create
+    jobs (job creation needs no token), so ``lrtune serve`` refuses it.
+    """
+    if settings.admin_key_value is not None or is_loopback(settings.host):
+        return None
+    return (
+        f"refusing to listen on {settings.host} without an admin key: anyone who can reach this port could create "
+        f"jobs. Set LRTUNE_ADMIN_KEY to a long random secret (e.g. the output of {KEY_RECIPE}), "
+        "or listen on loopback only (--host 127.0.0.1)."
+    )
+
+
 def security_warnings(settings: Settings) -> list[str]:
     """Return what a start-up with these settings should warn about (empty when nothing)."""
     out = []
-    if settings.admin_key_value is None:
-        if is_loopback(settings.host):
-            out.append("no LRTUNE_ADMIN_KEY set: job listing is open to clients on this machine")
-        else:
-            out.append(
-                "!!! no LRTUNE_ADMIN_KEY set while bound to "
-                f"{settings.host}: anyone who can reach this port can create jobs; listing is refused to "
-                "non-loopback clients until an admin key is set. Set LRTUNE_ADMIN_KEY. !!!"
-            )
+    if settings.admin_key_value is None and is_loopback(settings.host):
+        out.append("no LRTUNE_ADMIN_KEY set: job listing is open to clients on this machine")
     if not is_loopback(settings.host) and "*" not in settings.allowed_hosts:
         out.append(
             f"bound to {settings.host}: only the host names {', '.join(settings.host_patterns())} are answered "
@@ -166,7 +180,10 @@ def app_from_env() -> FastAPI:
     modules: about a million objects) out of the garbage collector's sight, so that full collections take a
     millisecond instead of stalling every request for a hundred, and it shortens the GIL switch interval.
     """
-    app = create_app(Settings())
+    settings = Settings()
+    if not logging.getLogger().handlers:  # a worker process of `lrtune serve --workers N`: log as the first one
+        logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    app = create_app(settings)
     gc.collect()
     gc.freeze()
     # Tuner threads hold the GIL for long stretches of Python; a shorter switch interval lets the event loop

@@ -11,7 +11,7 @@ import typer
 from pydantic import ValidationError
 
 from server.cli_jobs import app as jobs_app
-from server.launch import ADMIN_KEY_ENV, REDIS_URL_ENV
+from server.launch import ADMIN_KEY_ENV, REDIS_URL_ENV, prepare_metrics_dir
 from server.settings import ENV_PREFIX, Settings
 from server.transport import PROTOCOL
 
@@ -40,7 +40,7 @@ def serve(
     """Run the service (every setting is also an LRTUNE_* environment variable, see docs/service.md)."""
     import uvicorn
 
-    from server.app import security_warnings
+    from server.app import LOG_FORMAT, public_bind_error, security_warnings
 
     given = {
         "host": host,
@@ -59,12 +59,17 @@ def serve(
     if settings.workers > 1 and not settings.redis_url:
         typer.echo("lrtune serve: --workers > 1 needs --redis-url (the in-memory store is per process)", err=True)
         raise typer.Exit(2)
+    refusal = public_bind_error(settings)
+    if refusal is not None:
+        typer.echo(f"lrtune serve: {refusal}", err=True)
+        raise typer.Exit(2)
     for warning in security_warnings(settings):
         typer.echo(warning, err=True)
     for name, value in overrides.items():
         os.environ[ENV_PREFIX + name.upper()] = value  # the app factory (in every worker process) reads these
+    prepare_metrics_dir(settings.workers)  # several workers: one set of metrics over all of them
     level = settings.log_level.lower()
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
     uvicorn.run(
         "server.app:app_from_env",
         factory=True,

@@ -1,6 +1,6 @@
 """Nobody gets in: job tokens open only their own job on every route, admin routes refuse job tokens, tokens are
 random, stored hashed, compared in constant time, never logged nor shown twice; a public bind without an admin
-key warns loudly; the deployment documentation covers every setting."""
+key refuses to start; the deployment documentation covers every setting."""
 
 from __future__ import annotations
 
@@ -241,13 +241,14 @@ def serve_output(env: dict[str, str], until: Callable[[str], bool], timeout_s: f
     return out.decode(errors="replace")
 
 
-def test_public_bind_without_admin_key_warns_loudly_and_with_one_keeps_quiet() -> None:
-    loud = serve_output({}, lambda text: "!!!" in text)
-    warning = next(line for line in loud.splitlines() if "!!!" in line)
-    assert "0.0.0.0" in warning and "LRTUNE_ADMIN_KEY" in warning
+def test_public_bind_without_admin_key_refuses_to_start_and_with_one_starts_quietly() -> None:
+    refused = serve_output({}, lambda text: False)  # until it exits
+    line = next(line for line in refused.splitlines() if "refusing" in line)
+    assert "0.0.0.0" in line and "LRTUNE_ADMIN_KEY" in line and "127.0.0.1" in line  # what to set, or to bind
+    assert "Uvicorn running" not in refused and "startup" not in refused
     key = "k3y-" + "z" * 40
     quiet = serve_output({"LRTUNE_ADMIN_KEY": key}, lambda text: "Uvicorn running" in text or "startup" in text)
-    assert "!!!" not in quiet and key not in quiet
+    assert "refusing" not in quiet and key not in quiet
     assert "Uvicorn running" in quiet or "startup" in quiet
 
 
