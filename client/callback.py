@@ -52,7 +52,7 @@ class AutoLRSCallback:
     Args:
         model: The model being trained (a module, or its DDP wrapper).
         optimizer: Its optimizer (anything with ``param_groups``, ``state_dict`` and ``load_state_dict``).
-        server_url: URL of the lrtune service; None runs the tuner in this process (needs the ``[server]``
+        server_url: URL of the lrtune service; None runs the tuner in this process (needs the ``[tuner]``
             extra).
         min_lr: Lower end of the LR range.
         max_lr: Upper end of the LR range.

@@ -1,7 +1,7 @@
 """Where segments come from: the interface the callback drives, and the in-process tuner behind it.
 
 Two sources implement :class:`SegmentSource`: :class:`LocalSource` runs a ``tuner.Tuner`` in this process
-(imported lazily: only this mode needs the ``[server]`` extra's botorch), :class:`client.remote.RemoteSource`
+(imported lazily: only this mode needs the ``[tuner]`` extra's botorch), :class:`client.remote.RemoteSource`
 talks to the service and fails open. Both hand out :class:`client.protocol.WireSegment` objects.
 """
 
@@ -82,7 +82,7 @@ class LocalSource:
         config: A job config as a dict of ``tuner.TunerConfig`` fields.
 
     Raises:
-        ImportError: The tuner's dependencies (botorch; the ``[server]`` extra) are not installed.
+        ImportError: The tuner's dependencies (botorch; the ``[tuner]`` extra) are not installed.
         ValueError: The config is invalid (``tuner.InvalidConfigError``).
     """
 
@@ -93,8 +93,8 @@ class LocalSource:
             from tuner import Tuner, TunerConfig
         except ImportError as exc:  # pragma: no cover - depends on the installation
             raise ImportError(
-                "server_url=None runs the tuner in this process, which needs the [server] extra "
-                f"(pip install 'lrtune[server]'): {exc}"
+                "server_url=None runs the tuner in this process, which needs the [tuner] extra "
+                f"(pip install 'lrtune[tuner]'): {exc}"
             ) from exc
         self.tuner: Tuner = Tuner(TunerConfig.from_dict(dict(config)))
 

@@ -36,6 +36,7 @@ from server.deps import Runtime
 from server.errors import TooManyJobsError
 from server.settings import Settings
 from server.store import JobNotFoundError, JobStore, StoreUnavailableError
+from server.store.keys import Keys
 
 log = logging.getLogger("lrtune.server")
 
@@ -110,7 +111,7 @@ class RateLimiter:
             uri = "redis+unix://" + redis_url.removeprefix("unix://") if redis_url.startswith("unix://") else redis_url
             storage = RedisStorage(
                 uri,
-                key_prefix=f"{prefix}:ratelimit",
+                key_prefix=Keys(prefix).rate_limit(),
                 wrap_exceptions=True,
                 socket_timeout=timeout_s,
                 socket_connect_timeout=timeout_s,

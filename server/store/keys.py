@@ -8,6 +8,8 @@ Layout, for a prefix ``P`` (``LRTUNE_REDIS_PREFIX``, default ``lrtune``)::
     P:quota:{client}    zset   ids of the jobs a client created that may still be running, by admission time
     P:expiry            zset   ids of jobs that will be dropped, scored by when (``head.expires_at``)
     P:store_id          string a random id of this store, made by the first process that opened it
+    P:ratelimit:...     the request rate limit's moving windows, one per client (kept by the ``limits``
+                        library, which builds the rest of the key: :meth:`Keys.rate_limit` is its prefix)
 """
 
 from __future__ import annotations
@@ -58,6 +60,10 @@ class Keys:
     def store_id(self) -> str:
         """String holding the store's random id (the same for every process sharing this prefix)."""
         return f"{self.prefix}:store_id"
+
+    def rate_limit(self) -> str:
+        """Prefix of the request rate limit's keys (the ``limits`` library appends the rest)."""
+        return f"{self.prefix}:ratelimit"
 
     def pattern(self) -> str:
         """Glob matching every key under the prefix (for cleanup tools and tests)."""
