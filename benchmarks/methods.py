@@ -29,6 +29,10 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "no-batch-replay": {"replay_batches": False},
     "no-lr-sweep": {"sweep_fraction": 0.0},
     "no-cooldown-probe": {"probe_fraction": 0.0},
+    "probe-all": {"probe_all": True},
+    "robust-plan": {"robust_plan": True},
+    "probe-judge": {"probe_all": True, "probe_judge": True},
+    "probe-judge-robust": {"probe_all": True, "probe_judge": True, "robust_plan": True},
 }
 
 

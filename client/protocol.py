@@ -96,6 +96,9 @@ class JobConfig(BaseModel):
         default=None, ge=1.5, le=1e6, description="Fit only losses below this factor times the lowest one."
     )
     plan_pieces: int | None = Field(default=None, ge=2, le=64, description="Knots of a plan.")
+    probe_all: bool | None = Field(default=None, description="A cooldown probe after every candidate of a search.")
+    robust_plan: bool | None = Field(default=None, description="Plan against a rival model whose decay pays slowly.")
+    probe_judge: bool | None = Field(default=None, description="Pick the search's winner by its cooldown-probe loss.")
 
 
 class JobCreate(BaseModel):

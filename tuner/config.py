@@ -90,6 +90,15 @@ class TunerConfig:
         model_window: ``plan`` preset: the loss model fits only losses below this factor times the lowest one
             observed (it is a local model of where training is now).
         plan_pieces: ``plan`` preset: knots of a plan (the LR moves log-linearly between them).
+        probe_all: ``plan`` preset: a cooldown probe after every candidate of a search, not only after the
+            incumbent: each shows the loss drop a decay from its own LR buys, which is what the loss model needs to
+            tell how a decay pays off (and how much of a high LR's loss is noise).
+        robust_plan: ``plan`` preset: fit a rival loss model whose decay pays off slowly (its noise-response
+            exponent held at 0.5) and, while it explains the data about as well as the best fit, plan against the
+            worse of the two readings (the largest relative regret) instead of betting on the best fit alone.
+        probe_judge: ``plan`` preset, with ``probe_all``: the search's winner is the candidate with the lowest
+            loss after its cooldown probe (what was observed) instead of the lowest predicted final loss (what
+            the model extrapolates); the plan from the winner is still the model's.
     """
 
     min_lr: float
@@ -129,6 +138,9 @@ class TunerConfig:
     plan_shape: PlanShape | None = None
     model_window: float | None = None
     plan_pieces: int | None = None
+    probe_all: bool | None = None
+    robust_plan: bool | None = None
+    probe_judge: bool | None = None
 
     def __post_init__(self) -> None:
         """Validate every field and raise :class:`InvalidConfigError` with what to fix."""
@@ -240,6 +252,9 @@ def _validate(c: TunerConfig) -> None:
         "replan",
         "later_searches",
         "tied_kernel",
+        "probe_all",
+        "robust_plan",
+        "probe_judge",
     )
     for name in flags:
         v = getattr(c, name)
@@ -290,6 +305,9 @@ class Settings:
     plan_shape: str = "free"
     model_window: float = 10.0
     plan_pieces: int = 12
+    probe_all: bool = False
+    robust_plan: bool = False
+    probe_judge: bool = False
 
 
 def resolve(config: TunerConfig) -> Settings:
@@ -379,6 +397,9 @@ def resolve(config: TunerConfig) -> Settings:
         plan_shape=c.plan_shape or "free",
         model_window=float(c.model_window if c.model_window is not None else 10.0),
         plan_pieces=c.plan_pieces or 12,
+        probe_all=_flag(c.probe_all, False),
+        robust_plan=_flag(c.robust_plan, False),
+        probe_judge=_flag(c.probe_judge, False),
     )
 
 

@@ -380,6 +380,7 @@ def fit(
     window: float | None = None,
     start: Params | None = None,
     tied: bool = False,
+    beta: float | None = None,
 ) -> Fit | None:
     """Fit the loss model to the runs.
 
@@ -392,6 +393,9 @@ def fit(
             picture of training (exact on a noisy quadratic) the loss relaxes after an LR change through the same
             spectrum that sets its progress, so the well-observed progress tells how slowly a decay pays off,
             which short cooldown probes alone cannot. Two shape parameters instead of four.
+        beta: Hold the noise response's exponent at this value (untied kernels only; None: fit it). How slowly
+            a decay pays off at long range is what short decays show least; a fit with the exponent held is a
+            rival reading of the same data (see :func:`tuner.planner.optimize`).
 
     Returns:
         The fit, or None when the runs hold too few finite observations to tell anything yet.
@@ -400,8 +404,13 @@ def fit(
     if len(d.y) < _MIN_POINTS or float(np.ptp(d.y)) <= 0.0:
         return None
 
+    held = beta is not None and not tied
+    n_shape = 2 if tied else 3 if held else 4
+
     def full(v: NDArray[np.float64]) -> NDArray[np.float64]:
-        return np.array([v[0], v[1], -v[1], v[0]]) if tied else v
+        if tied:
+            return np.array([v[0], v[1], -v[1], v[0]])
+        return np.array([v[0], v[1], v[2], beta]) if held else v
 
     memo: _Columns = {}
 
@@ -409,18 +418,18 @@ def fit(
         _, r = _solve_linear(_features(d, full(v), memo), d.y, d.weight, loss_floor)
         return r
 
-    lower, upper = (_LOWER[:2], _UPPER[:2]) if tied else (_LOWER, _UPPER)
+    lower, upper = _LOWER[:n_shape], _UPPER[:n_shape]
     best = None
-    starts: tuple[NDArray[np.float64], ...] = _TIED_STARTS if tied else _STARTS
+    starts: tuple[NDArray[np.float64], ...] = _TIED_STARTS if tied else tuple(s[:n_shape] for s in _STARTS)
     if start is not None:
         x0 = np.array([start.alpha, math.log10(start.s_w / d.scale), math.log10(start.c * d.scale), start.beta])
-        starts = (np.clip(x0[:2] if tied else x0, lower + 1e-9, upper - 1e-9),)
+        starts = (np.clip(x0[:n_shape], lower + 1e-9, upper - 1e-9),)
     for x0 in starts:
         res = least_squares(
             residual,
             x0,
             bounds=(lower, upper),
-            x_scale=[0.3, 1.0] if tied else [0.3, 1.0, 1.0, 0.3],
+            x_scale=[0.3, 1.0, 1.0, 0.3][:n_shape],
             max_nfev=25 if start else 60,
         )
         if best is None or res.cost < best.cost:
@@ -439,7 +448,7 @@ def fit(
     )
     dof = max(len(d.y) - 7, 1)
     rel_noise = float(math.sqrt(float(resid @ resid) / dof))
-    cov = _covariance(d, params, rel_noise, tied)
+    cov = _covariance(d, params, rel_noise, tied, held)
     return Fit(params=params, cov=cov, rel_noise=rel_noise, points=len(d.y), loss_floor=loss_floor, tied=tied)
 
 
@@ -488,12 +497,14 @@ def _predict_design(d: _Design, p: Params) -> NDArray[np.float64]:
     return np.asarray(p.l0 + p.a * np.power(1.0 + d.obs_area / p.s_w, -p.alpha) + p.b * noise, dtype=float)
 
 
-def _covariance(d: _Design, p: Params, rel_noise: float, tied: bool = False) -> NDArray[np.float64] | None:
+def _covariance(
+    d: _Design, p: Params, rel_noise: float, tied: bool = False, held_beta: bool = False
+) -> NDArray[np.float64] | None:
     """Gauss-Newton covariance of the unconstrained parameters from the relative residuals."""
     u0 = _unconstrained(p)
     # A parameter at zero (A or B) is held there: its log has no finite neighbourhood. Tied ones follow others.
     noise_shape = p.b > 1e-200 and not tied
-    free = np.array([True, p.a > 1e-200, True, True, p.b > 1e-200, noise_shape, noise_shape])
+    free = np.array([True, p.a > 1e-200, True, True, p.b > 1e-200, noise_shape, noise_shape and not held_beta])
     rel = d.weight / np.maximum(np.abs(d.y), 1e-12)
     base = _predict_design(d, p) * rel
     cols = []

@@ -44,6 +44,12 @@ _EDGE = 3.0  # candidates go no higher than the LR where the sweep's loss bottom
 _UP, _DOWN = 3.0, 1.0 / 3.0  # the first stage's challengers, relative to the incumbent, before a model exists
 _LCB = 1.0  # standard deviations subtracted from a candidate's predicted final loss when proposing
 _PROPOSALS = 25  # LRs the proposal scores
+#: The rival fit's noise-response exponent: how slowly a decay keeps paying off at long range. Short decays cannot
+#: tell it apart from a fast one; the closed form of a noisy quadratic puts it near 0.5-0.6 (1 - (1 + C x)^-beta
+#: fitted to its relaxation spectrum), and so do the multi-power law's fits to language-model runs.
+RIVAL_BETA = 0.5
+#: The rival counts while the RMS of its relative residuals is within this factor of the better fit's.
+RIVAL_TOL = 1.2
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,8 @@ class Knobs:
         search: Search beyond the first stage when it pays.
         free_shape: Plans of any non-increasing shape (else only a cosine from the plan's first LR).
         tied: The loss model's noise response shares its progress kernel (see :func:`tuner.lossmodel.fit`).
+        rival_beta: Also fit the model with its noise-response exponent held at this value and plan against the
+            worse of the two readings (see :func:`best_plan`); None: plan on the best fit alone.
     """
 
     window: float
@@ -66,6 +74,7 @@ class Knobs:
     search: bool
     free_shape: bool
     tied: bool = False
+    rival_beta: float | None = None
 
 
 def record_lrs(rec: dict[str, Any]) -> NDArray[np.float64]:
@@ -195,6 +204,7 @@ def fit_model(
     objective: str,
     start: lossmodel.Params | None = None,
     memo: RecordMemo | None = None,
+    beta: float | None = None,
 ) -> Fit | None:
     """Fit the loss model to every reported segment (None while it cannot tell yet).
 
@@ -205,9 +215,10 @@ def fit_model(
         objective: ``train`` or ``val``.
         start: A previous fit's parameters to start a short search from (None: the multi-start search).
         memo: Reuse the runs built on earlier calls.
+        beta: Hold the noise-response exponent at this value (the rival fit), or None.
     """
     runs, _ = runs_of(records, objective, memo)
-    return lossmodel.fit(runs, loss_floor=floor, window=knobs.window, start=start, tied=knobs.tied)
+    return lossmodel.fit(runs, loss_floor=floor, window=knobs.window, start=start, tied=knobs.tied, beta=beta)
 
 
 def best_plan(
@@ -218,15 +229,29 @@ def best_plan(
     lr_min: float,
     lr_max: float,
     knobs: Knobs,
+    rival: Fit | None = None,
 ) -> Plan:
-    """The plan for the rest of the budget from a history, with its predicted final loss and uncertainty."""
-    if knobs.free_shape:
+    """The plan for the rest of the budget from a history, with its predicted final loss and uncertainty.
+
+    With a ``rival`` fit that explains the data about as well (the RMS of its relative residuals within
+    ``RIVAL_TOL`` of the better one's), the plan minimises the worse of the two readings' relative regret (see
+    :func:`tuner.planner.optimize`): the data rarely tell how long a decay keeps paying off, and a plan that bets
+    on one reading (hold the LR, decay late and fast) loses badly when the other one is right. The predicted
+    final loss and its uncertainty are always ``fit``'s.
+    """
+    if not knobs.free_shape:
+        plan = _best_cosine(fit, history, start, steps, lr_min, lr_max, knobs.pieces)
+    elif rival is None or max(fit.rel_noise, rival.rel_noise) > RIVAL_TOL * min(fit.rel_noise, rival.rel_noise):
         plan = planner.optimize(fit.params, history, start, steps, lr_min, lr_max, pieces=knobs.pieces)
     else:
-        plan = _best_cosine(fit, history, start, steps, lr_min, lr_max, knobs.pieces)
+        main, other = (fit, rival) if fit.rel_noise <= rival.rel_noise else (rival, fit)
+        ref = planner.optimize(other.params, history, start, steps, lr_min, lr_max, pieces=knobs.pieces)
+        rivals = [(other.params, float(ref.final_loss))] if ref.final_loss is not None and ref.final_loss > 0 else []
+        plan = planner.optimize(main.params, history, start, steps, lr_min, lr_max, pieces=knobs.pieces, rivals=rivals)
     seg_steps, lrs = plan.pieces()
+    mean = float(lossmodel.final_losses(fit.params, history, seg_steps, lrs[None, :])[0])
     std = lossmodel.final_loss_std(fit, history, seg_steps, lrs)
-    return Plan(plan.start, plan.steps, plan.knots, plan.final_loss, std)
+    return Plan(plan.start, plan.steps, plan.knots, mean, std)
 
 
 def _best_cosine(fit: Fit, history: History, start: int, steps: int, lo: float, hi: float, pieces: int) -> Plan:
@@ -245,7 +270,14 @@ def _best_cosine(fit: Fit, history: History, start: int, steps: int, lo: float, 
 
 
 def exploration_pays(
-    fit: Fit, history: History, plan: Plan, cost_steps: int, lo: float, hi: float, knobs: Knobs
+    fit: Fit,
+    history: History,
+    plan: Plan,
+    cost_steps: int,
+    lo: float,
+    hi: float,
+    knobs: Knobs,
+    rival: Fit | None = None,
 ) -> bool:
     """Whether a search costing ``cost_steps`` rolled-back steps is worth it now.
 
@@ -254,7 +286,7 @@ def exploration_pays(
     """
     if plan.final_loss is None or plan.final_std is None or cost_steps >= plan.steps:
         return False
-    shorter = best_plan(fit, history, plan.start, plan.steps - cost_steps, lo, hi, knobs)
+    shorter = best_plan(fit, history, plan.start, plan.steps - cost_steps, lo, hi, knobs, rival)
     cost = (shorter.final_loss or plan.final_loss) - plan.final_loss
     return plan.final_std > max(cost, 0.0)
 
@@ -310,6 +342,7 @@ class OnlinePlanning:
     settings: Any
     _model_memo: tuple[int, Fit | None] | None
     _record_memo: RecordMemo | None  # per-record values the model derives (never in the state)
+    _rival_memo: tuple[int, Fit | None] | None = None  # the rival fit, per number of reports (never in the state)
     last_suggest_s: float  # seconds the last report spent refitting, planning and proposing
 
     # hooks the tuner provides
@@ -345,22 +378,34 @@ class OnlinePlanning:
     def _knobs(self) -> Knobs:
         st = self.settings
         return Knobs(
-            st.model_window, st.plan_pieces, st.replan, st.later_searches, st.plan_shape == "free", st.tied_kernel
+            st.model_window,
+            st.plan_pieces,
+            st.replan,
+            st.later_searches,
+            st.plan_shape == "free",
+            st.tied_kernel,
+            RIVAL_BETA if st.robust_plan and not st.tied_kernel else None,
         )
+
+    def _bounds(self) -> tuple[float, float]:
+        """The stability cap and the candidates' edge from the LR range sweep (``max_lr`` for both without one)."""
+        st = self.settings
+        sweep = self._s.get("sweep")
+        cap = edge = st.max_lr
+        if sweep is not None and sweep["lr"] is not None:
+            # Plan a safe factor below the LR where the sweep's loss bottomed out (ten times its suggestion);
+            # candidates may go up to that LR itself, where the divergence guard watches them.
+            bottom = min(st.max_lr, max(st.min_lr, float(sweep["lr"]) * 10.0))
+            edge = min(bottom, max(st.min_lr, bottom / _EDGE))
+            cap = min(edge, max(st.min_lr, bottom / 3.0))
+        return cap, edge
 
     def _online(self) -> dict[str, Any]:
         """The planner's state, created on first use (after the sweep and the warmup)."""
         o = self._s.get("online")
         if o is None:
             st = self.settings
-            sweep = self._s.get("sweep")
-            cap = edge = st.max_lr
-            if sweep is not None and sweep["lr"] is not None:
-                # Plan a safe factor below the LR where the sweep's loss bottomed out (ten times its suggestion);
-                # candidates may go up to that LR itself, where the divergence guard watches them.
-                bottom = min(st.max_lr, max(st.min_lr, float(sweep["lr"]) * 10.0))
-                edge = min(bottom, max(st.min_lr, bottom / _EDGE))
-                cap = min(edge, max(st.min_lr, bottom / 3.0))
+            cap, edge = self._bounds()
             o = {
                 "plan": None,
                 "cap": cap,
@@ -406,6 +451,31 @@ class OnlinePlanning:
         o["fit"] = None if fit is None else fit.to_dict()
         return fit
 
+    def _rival(self) -> Fit | None:
+        """The rival fit (the noise-response exponent held at ``RIVAL_BETA``), or None when planning needs none.
+
+        Fitted like :meth:`_model`: a multi-start search every eighth report, else a short one from the rival's
+        last parameters, which the state keeps (``online.rival``) so that a recovered tuner fits exactly alike.
+        """
+        beta = self._knobs().rival_beta
+        if beta is None:
+            return None
+        n = len(self._s["segments"])
+        memo = self._rival_memo
+        if memo is not None and memo[0] == n:
+            return memo[1]
+        o = self._online()
+        prev = o.get("rival")
+        start = lossmodel.Params(**prev["params"]) if prev is not None and n % 8 != 0 else None
+        records = self._record_memo
+        if records is None:
+            records = self._record_memo = RecordMemo()
+        st = self.settings
+        fit = fit_model(self._s["segments"], self._knobs(), st.loss_floor, self._objective(), start, records, beta)
+        self._rival_memo = (n, fit)
+        o["rival"] = None if fit is None else fit.to_dict()
+        return fit
+
     def _objective(self) -> str:
         """What the plan minimises at the end of the budget: ``val`` loss when the job asks for it, else ``train``."""
         return "val" if self.settings.objective == "val" else "train"
@@ -432,7 +502,8 @@ class OnlinePlanning:
         if fit is None or step >= st.total_steps:
             return None
         history = self._history(self._s.get("line"))
-        plan = best_plan(fit, history, step, st.total_steps - step, st.min_lr, self._cap(history), self._knobs())
+        cap = self._cap(history)
+        plan = best_plan(fit, history, step, st.total_steps - step, st.min_lr, cap, self._knobs(), self._rival())
         o["plan"] = plan.to_dict()
         o["plan_from"] = self._s.get("line")
         self.last_suggest_s = time.perf_counter() - started
@@ -454,10 +525,15 @@ class OnlinePlanning:
         return None if o["plan"] is None else Plan.from_dict(o["plan"])
 
     def _planned_lr(self, step: int) -> float:
+        o = self._s.get("online")
+        if o is None:
+            # Asked before planning started (the continuation of the sweep or the warmup): the state is created
+            # only once the sweep has set the cap and the first search's step.
+            return float(min(self._start_lr(), self._bounds()[0]))
         plan = self._current_plan()
         if plan is not None:
             return plan.lr_at(step)
-        return float(min(self._start_lr(), float(self._online()["cap"])))
+        return float(min(self._start_lr(), float(o["cap"])))
 
     # ------------------------------------------------------------------ views
 
@@ -568,7 +644,8 @@ class OnlinePlanning:
         """Steps per candidate and rolled-back steps of the next search."""
         st = self.settings
         n = max(st.min_candidate_steps, round(st.candidate_fraction * st.tau))
-        return n, (self._stage_k() - 1) * n + self._probe_steps(n)
+        k = self._stage_k()
+        return n, (k - 1) * n + (k if st.probe_all else 1) * self._probe_steps(n)
 
     def _search_pays(self, step: int) -> bool:
         """Search now? Only with room under the cap and budget after it; later searches only when they pay."""
@@ -588,7 +665,8 @@ class OnlinePlanning:
         if fit is None or plan is None:
             return True
         history = self._history(self._s.get("line"))
-        return exploration_pays(fit, history, plan, wasted, st.min_lr, self._cap(history), self._knobs())
+        cap = self._cap(history)
+        return exploration_pays(fit, history, plan, wasted, st.min_lr, cap, self._knobs(), self._rival())
 
     def _online_stage(self, step: int) -> dict[str, Any]:
         st = self.settings
@@ -628,15 +706,16 @@ class OnlinePlanning:
 
         st = self.settings
         cands = stage["candidates"]
-        first = cands[0] if cands else None
+        # The incumbent's cooldown probe, and with ``probe_all`` every other candidate's (right after it ran).
+        last = cands[-1] if cands and (len(cands) == 1 or st.probe_all) else None
         if (
-            first is not None
+            last is not None
             and st.probe_fraction > 0
-            and first["steps_run"] > 0
-            and not first["diverged"]
-            and first.get("probe") is None
+            and last["steps_run"] > 0
+            and not last["diverged"]
+            and last.get("probe") is None
         ):
-            return self._probe(stage, first, step)
+            return self._probe(stage, last, step)
         i = len(cands)
         n = stage["cand_steps"]
         if i >= stage["k"]:
@@ -653,7 +732,7 @@ class OnlinePlanning:
                 rest = st.total_steps - step - n
                 after = base.extend(np.array([float(n)]), np.array([stage["incumbent_lr"]]))
                 cap = min(o["edge"], after.last_lr)
-                plan = best_plan(fit, after, step + n, rest, st.min_lr, cap, self._knobs())
+                plan = best_plan(fit, after, step + n, rest, st.min_lr, cap, self._knobs(), self._rival())
             edge = o["edge"]
             lr = propose(fit, base, plan, stage["incumbent_lr"], [c["lr"] for c in cands], n, st.min_lr, edge)
             self.last_suggest_s = time.perf_counter() - started
@@ -674,7 +753,8 @@ class OnlinePlanning:
             if fit is not None:
                 history = self._history(c["segment_id"])
                 cap = min(o["edge"], history.last_lr)
-                plan = best_plan(fit, history, step, st.total_steps - step, st.min_lr, cap, self._knobs())
+                rest = st.total_steps - step
+                plan = best_plan(fit, history, step, rest, st.min_lr, cap, self._knobs(), self._rival())
                 c["forecast"], c["std"] = plan.final_loss, plan.final_std
                 c["plan"] = plan.to_dict()
                 value = plan.final_loss if plan.final_loss is not None else math.inf
@@ -682,6 +762,11 @@ class OnlinePlanning:
                 value = c["last_loss"] if c["last_loss"] is not None else math.inf
             if value < best_loss:
                 best, best_loss = c, value
+        usable = [c for c in stage["candidates"] if c["steps_run"] > 0 and not c["diverged"]]
+        probed = [c for c in usable if c.get("probe") and c["probe"].get("loss") is not None]
+        if st.probe_judge and len(usable) > 1 and len(probed) == len(usable):
+            # Judged by what was seen: the loss each candidate reached after its own short decay.
+            best = min(probed, key=lambda c: float(c["probe"]["loss"]))
         drop = [c["kept"] for c in stage["candidates"] if c["kept"]]
         ids = {c["segment_id"] for c in stage["candidates"]}
         ids |= {c["probe"]["segment_id"] for c in stage["candidates"] if c.get("probe")}

@@ -13,6 +13,7 @@ Pure and deterministic: a plan is a function of the model parameters, the histor
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,10 +115,14 @@ def optimize(
     lr_max: float,
     pieces: int = 12,
     first_lr: float | None = None,
+    rivals: Sequence[tuple[Params, float]] = (),
 ) -> Plan:
     """The non-increasing plan over ``steps`` steps that minimises the predicted final loss.
 
-    The plan ends at least ``MIN_DECAY`` times below its first LR (or at ``lr_min``).
+    The plan ends at least ``MIN_DECAY`` times below its first LR (or at ``lr_min``). With ``rivals`` (other
+    models the data cannot rule out, each with the lowest final loss it predicts for its own best plan) the plan
+    minimises the worst relative regret instead: the largest ``log(loss / best)`` over ``params`` and the rivals,
+    so that it does not bet the run on a part of the model the data leave open (how long a decay takes to pay).
 
     Args:
         params: Fitted loss model.
@@ -128,9 +133,10 @@ def optimize(
         lr_max: Highest LR of the plan (the stability cap).
         pieces: Knots of the plan.
         first_lr: Where the search starts (default: the history's last LR).
+        rivals: Other plausible models and their best predicted final losses (loss units, above 0).
 
     Returns:
-        The best plan found, with its predicted final loss.
+        The best plan found, with its predicted final loss under ``params``.
     """
     if steps <= 0:
         return Plan(start, 0, (lr_min,), None, None)
@@ -142,9 +148,24 @@ def optimize(
     x = np.maximum(np.linspace(x[0], lo, pieces), lo)
     decay = math.log(MIN_DECAY) if pieces > 1 else 0.0
 
-    def evaluate(rows: NDArray[np.float64]) -> NDArray[np.float64]:
+    def predicted(rows: NDArray[np.float64]) -> NDArray[np.float64]:
         seg_steps, lrs = _discretize(np.exp(rows), steps, 4)
         return final_losses(params, history, seg_steps, lrs)
+
+    def evaluate(rows: NDArray[np.float64]) -> NDArray[np.float64]:
+        if not rivals:
+            return predicted(rows)
+        seg_steps, lrs = _discretize(np.exp(rows), steps, 4)
+        own = final_losses(params, history, seg_steps, lrs)
+        worst = np.log(np.maximum(own, 1e-300) / max(reference, 1e-300))
+        for p, ref in rivals:
+            other = final_losses(p, history, seg_steps, lrs)
+            worst = np.maximum(worst, np.log(np.maximum(other, 1e-300) / max(ref, 1e-300)))
+        return np.asarray(worst, dtype=float)
+
+    reference = 1.0
+    if rivals:
+        reference = optimize(params, history, start, steps, lr_min, lr_max, pieces, first_lr).final_loss or 1.0
 
     best = float(evaluate(x[None, :])[0])
     for _ in range(_SWEEPS):
@@ -168,4 +189,5 @@ def optimize(
                 improved = True
         if not improved:
             break
-    return Plan(start, steps, tuple(float(v) for v in np.exp(x)), best, None)
+    final = float(predicted(x[None, :])[0]) if rivals else best
+    return Plan(start, steps, tuple(float(v) for v in np.exp(x)), final, None)

@@ -73,3 +73,16 @@ def test_rolled_back_branches_share_their_parents_prefix() -> None:
     orphans = fit([runs[0], *(Run(None, r.lrs, r.points) for r in runs[1:])], loss_floor=0.0, window=10.0)
     assert f is not None and orphans is not None
     assert f.rel_noise < 0.5 * orphans.rel_noise
+
+
+def test_a_held_exponent_is_a_rival_reading_of_the_same_runs() -> None:
+    runs, _, _ = job_runs()
+    free = fit(runs)
+    held = fit(runs, beta=0.5)
+    assert free is not None and held is not None
+    assert held.params.beta == 0.5
+    # It explains the runs nearly as well, and its covariance holds the exponent fixed.
+    assert held.rel_noise < 3 * free.rel_noise + 0.01
+    assert held.cov is not None and held.cov[6, 6] == 0.0
+    again = fit(runs, beta=0.5, start=held.params)
+    assert again is not None and again.params.beta == 0.5

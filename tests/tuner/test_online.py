@@ -74,3 +74,36 @@ def test_schedule_shows_the_plan_and_candidates_judged_by_predicted_final_loss()
     assert plan is not None and plan["lr"] and plan["predicted"]
     lrs = [lr for _, lr in plan["lr"]]
     assert all(a >= b - 1e-12 for a, b in zip(lrs, lrs[1:], strict=False))
+
+
+def test_the_sweeps_continuation_leaves_the_planner_state_for_after_the_sweep() -> None:
+    # The continuation of the sweep segment asks for the planned LR; the cap and the first search's step must
+    # still come from the sweep's result, not from before it.
+    result = run_tuner(LAND, TOTAL, seed=0, preset="plan", keep_state=True)
+    state = result["state"]
+    sweep_lr = state["sweep"]["lr"]
+    assert state["online"]["cap"] <= sweep_lr * 10.0 / 3.0 + 1e-12
+    assert state["stages"][0]["start_step"] >= state["sweep"]["steps_run"] + round(0.06 * TOTAL)
+
+
+@pytest.mark.parametrize(
+    "switches",
+    [
+        {"probe_all": True},
+        {"probe_all": True, "probe_judge": True},
+        {"robust_plan": True},
+    ],
+)
+def test_switches_keep_the_budget_and_the_exploration_cap(switches: dict[str, bool]) -> None:
+    result = run_tuner(LAND, TOTAL, seed=0, preset="plan", keep_state=True, **switches)
+    assert result["steps"] == TOTAL
+    assert float(result["wasted"]) <= 0.15 + 1e-9
+    stage = result["state"]["stages"][0]
+    probes = [c for c in stage["candidates"] if c.get("probe")]
+    assert len(probes) == (len(stage["candidates"]) if switches.get("probe_all") else 1)
+    if switches.get("probe_judge"):
+        usable = [c for c in stage["candidates"] if c["steps_run"] and not c["diverged"]]
+        best = min(usable, key=lambda c: c["probe"]["loss"])
+        assert stage["winner"] == best["index"]
+    if switches.get("robust_plan"):
+        assert result["state"]["online"]["rival"]["params"]["beta"] == 0.5

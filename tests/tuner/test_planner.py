@@ -1,6 +1,7 @@
 """The planner: the rest of the budget's schedule that minimises the model's predicted final loss."""
 
 import numpy as np
+import pytest
 
 from tuner.lossmodel import History, Params, final_losses
 from tuner.planner import Plan, optimize
@@ -35,3 +36,25 @@ def test_plan_round_trips_through_json() -> None:
     again = Plan.from_dict(plan.to_dict())
     assert again == plan
     assert again.lr_at(1000) == plan.knots[0]
+
+
+def test_a_rival_reading_hedges_the_plan_against_a_late_fast_decay() -> None:
+    # The best fit says a decay pays off at once (beta 3): hold the LR and drop it at the end. A rival that fits as
+    # well says it pays off slowly (beta 0.5). Planning against both costs the best fit little and the rival much
+    # less than the best fit's own plan does.
+    fast = Params(l0=0.0, a=5.0, alpha=1.0, s_w=1.0, b=0.02, c=1.0, beta=3.0)
+    slow = Params(**{**fast.__dict__, "c": 0.05, "beta": 0.5})
+    own = optimize(fast, HISTORY, 1000, 19_000, 1e-3, 0.5)
+    rival_best = optimize(slow, HISTORY, 1000, 19_000, 1e-3, 0.5)
+    assert own.final_loss is not None and rival_best.final_loss is not None
+    hedged = optimize(fast, HISTORY, 1000, 19_000, 1e-3, 0.5, rivals=[(slow, rival_best.final_loss)])
+
+    def under(p: Params, plan: Plan) -> float:
+        steps, lrs = plan.pieces()
+        return float(final_losses(p, HISTORY, steps, lrs[None, :])[0])
+
+    regret_own = max(1.0, under(slow, own) / rival_best.final_loss)
+    regret_hedged = max(under(fast, hedged) / own.final_loss, under(slow, hedged) / rival_best.final_loss)
+    assert regret_hedged < regret_own
+    assert hedged.final_loss == pytest.approx(under(fast, hedged))  # the prediction stays the best fit's
+    assert all(a >= b for a, b in zip(hedged.knots, hedged.knots[1:], strict=False))
