@@ -37,6 +37,7 @@ from numpy.typing import NDArray
 
 from tuner import lossmodel, planner
 from tuner.lossmodel import Fit, History, Run
+from tuner.parts import TunerParts
 from tuner.planner import Plan
 from tuner.segment import Segment, curve_lr
 
@@ -329,7 +330,7 @@ def propose(
     return float(grid[int(np.argmin(means - _LCB * stds))])
 
 
-class OnlinePlanning:
+class OnlinePlanning(TunerParts):
     """The ``plan`` preset's stage sequencing, mixed into :class:`tuner.stages.Tuner`.
 
     It reads and writes the tuner's state dict: ``online`` (the current plan, the next decision point, the
@@ -338,40 +339,9 @@ class OnlinePlanning:
     best plan, and ``std`` that prediction's uncertainty.
     """
 
-    _s: dict[str, Any]
-    settings: Any
     _model_memo: tuple[int, Fit | None] | None
     _record_memo: RecordMemo | None  # per-record values the model derives (never in the state)
     _rival_memo: tuple[int, Fit | None] | None = None  # the rival fit, per number of reports (never in the state)
-    last_suggest_s: float  # seconds the last report spent refitting, planning and proposing
-
-    # hooks the tuner provides
-    def _new_id(self) -> int:  # pragma: no cover - provided by Tuner
-        raise NotImplementedError
-
-    def _chunk(self, step: int, end: int) -> int:  # pragma: no cover - provided by Tuner
-        raise NotImplementedError
-
-    def _start_lr(self) -> float:  # pragma: no cover - provided by Tuner
-        raise NotImplementedError
-
-    def _candidate(
-        self,
-        stage: dict[str, Any],
-        step: int,
-        lr: float,
-        x: float,
-        keep: str | None,
-        eval_every: int | None,
-        drop: tuple[str, ...] = (),
-    ) -> Segment:  # pragma: no cover - provided by Tuner
-        raise NotImplementedError
-
-    def _probe(self, stage: dict[str, Any], cand: dict[str, Any], step: int) -> Segment:  # pragma: no cover
-        raise NotImplementedError
-
-    def _probe_steps(self, cand_steps: int) -> int:  # pragma: no cover - provided by Tuner
-        raise NotImplementedError
 
     # ------------------------------------------------------------------ state
 
