@@ -2,6 +2,7 @@
 
     python -m benchmarks.nqm                         # 3 landscapes x 20k and 100k steps x 3 seeds
     python -m benchmarks.nqm --budgets 20000 --seeds 1 --presets default
+    python -m benchmarks.nqm --presets plan plan:robust_plan plan:probe_all,probe_judge   # switches turned on
 
 The landscape is SGD on ``0.5 * sum_i h_i x_i^2`` with gradient noise of covariance ``sigma2 * H``. With
 ``m_i = E[x_i^2]`` one step at LR ``lr`` maps ``m_i -> (1 - lr h_i)^2 m_i + lr^2 sigma2 h_i``, so the expected loss
@@ -11,6 +12,7 @@ Every method gets the same budget of steps, and every step lrtune spends (the ra
 rolled back or not) counts. Reported: the final expected loss as a multiple of the optimum, the best schedule of
 ``--pieces`` equal constant pieces found by coordinate descent in log-LR on the closed form. Next to lrtune's
 presets: a cosine to zero whose peak was picked in hindsight (the best of a fine grid) and the best constant LR.
+A preset written ``NAME:SWITCH,SWITCH`` runs with those config switches set to true (an ablation column).
 Results go to ``benchmarks/results/nqm.md`` and ``nqm.json``.
 """
 
@@ -231,13 +233,21 @@ def run_tuner(
     }
 
 
+def preset_switches(name: str) -> tuple[str, dict[str, Any]]:
+    """The preset and the switches of a ``--presets`` entry: ``plan:probe_all,probe_judge`` turns both on."""
+    preset, _, flags = name.partition(":")
+    return preset, {flag: True for flag in flags.split(",") if flag}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print and save the table; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.nqm", description=__doc__.split("\n")[0])
     parser.add_argument("--landscapes", nargs="+", default=list(LANDSCAPES), choices=sorted(LANDSCAPES))
     parser.add_argument("--budgets", nargs="+", type=int, default=[20_000, 100_000])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--presets", nargs="+", default=["plan", "greedy", "paper"])
+    parser.add_argument(
+        "--presets", nargs="+", default=["plan", "greedy", "paper"], help="presets, or PRESET:SWITCH,... to turn on"
+    )
     parser.add_argument("--pieces", type=int, default=40, help="pieces of the optimal schedule")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--switch", action="append", default=[], help="KEY=JSON config switch for every preset")
@@ -271,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
             for preset in args.presets:
                 runs = []
                 for seed in range(args.seeds):
-                    r = run_tuner(land, total, seed, preset, **switches)
+                    name, extra = preset_switches(preset)
+                    r = run_tuner(land, total, seed, name, **switches, **extra)
                     r["ratio"] = r["final"] / opt
                     r.pop("export")
                     r.pop("reports")
