@@ -23,6 +23,7 @@ from client.errors import (
     ServiceUnavailableError,
     StaleLeaseError,
 )
+from client.prior import prior_config
 
 if TYPE_CHECKING:
     from client.callback import AutoLRSCallback
@@ -55,6 +56,7 @@ __all__ = [
     "ServiceUnavailableError",
     "SnapshotStore",
     "StaleLeaseError",
+    "prior_config",
 ]
 
 

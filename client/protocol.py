@@ -71,6 +71,9 @@ class JobConfig(BaseModel):
     val_samples: int = Field(default=16, ge=2, le=10_000)
     warmup_steps: int = Field(default=0, ge=0, le=10**9)
     warmup_lr: float | None = Field(default=None, gt=0)
+    prior_lr: float | None = Field(
+        default=None, gt=0, description="An LR a previous job found to work: the first search centres on it."
+    )
     explore_cap: float | None = Field(default=None, ge=0, le=1, description="Largest share of steps spent exploring.")
     anneal_fraction: float | None = Field(default=None, ge=0, le=0.9)
     noise_from_forecast: bool | None = None

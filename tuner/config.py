@@ -54,8 +54,11 @@ class TunerConfig:
         objective: ``"train"`` or ``"val"`` loss, or ``"auto"`` (train until tau reaches tau_max, then val).
         val_samples: Validation evaluations per candidate when the objective is validation loss.
         warmup_steps: Linear warmup steps before the search (or the schedule) starts.
-        warmup_lr: LR the warmup ends at (None: the LR range sweep's suggestion, or without a sweep the geometric
-            middle of the range; for the standard schedules ``max_lr``).
+        warmup_lr: LR the warmup ends at (None: the LR range sweep's suggestion, or ``prior_lr``, or without either
+            the geometric middle of the range; for the standard schedules ``max_lr``).
+        prior_lr: An LR a previous job found to work (its winner: ``client.prior_config`` reads it from that job's
+            schedule). It takes the place of the LR range sweep's suggestion: the first search is centred on it,
+            the plan's stability cap is set from it, and the sweep is skipped unless ``sweep_fraction`` is set.
         explore_cap: Largest share of ``total_steps`` spent exploring: the LR range sweep, candidates and their probes.
         anneal_fraction: Share of ``total_steps`` at the end that decays the LR linearly towards zero.
         noise_from_forecast: Pass each forecast's uncertainty to the GP as observation noise.
@@ -117,6 +120,7 @@ class TunerConfig:
     val_samples: int = 16
     warmup_steps: int = 0
     warmup_lr: float | None = None
+    prior_lr: float | None = None
     explore_cap: float | None = None
     anneal_fraction: float | None = None
     noise_from_forecast: bool | None = None
@@ -222,6 +226,10 @@ def _validate(c: TunerConfig) -> None:
         raise bad(f"warmup_steps must be an integer in [0, total_steps), got {c.warmup_steps!r}")
     if c.warmup_lr is not None and (not _is_number(c.warmup_lr) or not math.isfinite(c.warmup_lr) or c.warmup_lr <= 0):
         raise bad(f"warmup_lr must be a positive finite number or null, got {c.warmup_lr!r}")
+    if c.prior_lr is not None and (
+        not _is_number(c.prior_lr) or not math.isfinite(c.prior_lr) or not c.min_lr <= c.prior_lr <= c.max_lr
+    ):
+        raise bad(f"prior_lr must be a number in [min_lr, max_lr] = [{c.min_lr}, {c.max_lr}], got {c.prior_lr!r}")
     for name, lo, hi in (
         ("candidate_fraction", 0.0, 1.0),
         ("explore_cap", 0.0, 1.0),
@@ -338,7 +346,8 @@ def resolve(config: TunerConfig) -> Settings:
     anneal_steps = round(anneal_fraction * total)
     if c.strategy == "autolrs":
         anneal_steps = min(anneal_steps, total - c.warmup_steps - 1)
-    sweep_fraction = c.sweep_fraction if c.sweep_fraction is not None else (0.0 if paper else 0.04)
+    # A prior LR takes the place of the sweep's suggestion: no sweep unless asked for.
+    sweep_fraction = c.sweep_fraction if c.sweep_fraction is not None else (0.0 if paper or c.prior_lr else 0.04)
     explore_cap = float(c.explore_cap if c.explore_cap is not None else (1.0 if paper else 0.15 if plan else 0.25))
     sweep_steps = min(round(sweep_fraction * total), math.floor(explore_cap * total)) if c.strategy == "autolrs" else 0
     if sweep_steps < _MIN_SWEEP_STEPS or total - c.warmup_steps - anneal_steps - sweep_steps < 2 * _MIN_SWEEP_STEPS:

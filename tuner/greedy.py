@@ -86,11 +86,10 @@ class GreedyStages(TunerParts):
         objective = "val" if st.objective == "val" or (st.objective == "auto" and tau >= st.tau_max) else "train"
         prev = stages[-1] if stages else None
         warm = bool(st.carry_observations and prev is not None and prev["winner_lr"] is not None)
-        # The incumbent: the last winner, or for the first stage the LR range sweep's suggestion.
+        # The incumbent: the last winner, or for the first stage the LR range sweep's suggestion (or the prior LR).
         incumbent = prev["winner_lr"] if prev is not None else None
-        sweep = self._s.get("sweep")
-        if prev is None and sweep is not None and sweep["lr"] is not None:
-            incumbent = sweep["lr"]
+        if prev is None:
+            incumbent = self._suggested_lr()
         centred = warm or (prev is None and incumbent is not None)
         k = st.k_warm if centred else st.k
         cand = max(st.min_candidate_steps, round(st.candidate_fraction * tau))

@@ -358,14 +358,15 @@ class OnlinePlanning(TunerParts):
         )
 
     def _bounds(self) -> tuple[float, float]:
-        """The stability cap and the candidates' edge from the LR range sweep (``max_lr`` for both without one)."""
+        """The stability cap and the candidates' edge from the LR range sweep, or the prior LR (else ``max_lr``)."""
         st = self.settings
-        sweep = self._s.get("sweep")
+        suggested = self._suggested_lr()
         cap = edge = st.max_lr
-        if sweep is not None and sweep["lr"] is not None:
+        if suggested is not None:
             # Plan a safe factor below the LR where the sweep's loss bottomed out (ten times its suggestion);
-            # candidates may go up to that LR itself, where the divergence guard watches them.
-            bottom = min(st.max_lr, max(st.min_lr, float(sweep["lr"]) * 10.0))
+            # candidates may go up to that LR itself, where the divergence guard watches them. A prior LR stands
+            # in for the suggestion.
+            bottom = min(st.max_lr, max(st.min_lr, suggested * 10.0))
             edge = min(bottom, max(st.min_lr, bottom / _EDGE))
             cap = min(edge, max(st.min_lr, bottom / 3.0))
         return cap, edge

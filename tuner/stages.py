@@ -314,11 +314,18 @@ class Tuner(Views, GreedyStages, Candidates, OnlinePlanning, Outages):
         return int(sweep["steps_run"]) if sweep is not None else 0
 
     def _start_lr(self) -> float:
-        """The LR the search starts from: the sweep's suggestion unless the user set ``warmup_lr``."""
-        sweep = self._s.get("sweep")
-        if sweep is not None and sweep["lr"] is not None and self.config.warmup_lr is None:
-            return float(sweep["lr"])
+        """The LR the search starts from: the suggested LR (:meth:`_suggested_lr`) unless the user set ``warmup_lr``."""
+        suggested = self._suggested_lr()
+        if suggested is not None and self.config.warmup_lr is None:
+            return suggested
         return self.settings.warmup_lr
+
+    def _suggested_lr(self) -> float | None:
+        """The LR the first search centres on: the LR range sweep's suggestion, else the config's ``prior_lr``."""
+        sweep = self._s.get("sweep")
+        if sweep is not None and sweep["lr"] is not None:
+            return float(sweep["lr"])
+        return None if self.config.prior_lr is None else float(self.config.prior_lr)
 
     def _sweep(self, step: int) -> Segment:
         """The LR range sweep: LR rising log-linearly over the whole range, from a snapshot restored afterwards."""
