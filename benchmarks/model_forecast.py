@@ -2,12 +2,16 @@
 
     python -m benchmarks.model_forecast                   # 3 noisy-quadratic landscapes x 20k steps x 5 seeds
     python -m benchmarks.model_forecast --seeds 2 --budgets 20000 100000
+    python -m benchmarks.model_forecast --workloads --seeds 3   # also the four benchmark networks
 
 Each run is a ``plan``-preset job on a noisy quadratic (:mod:`benchmarks.nqm`). The model is fitted to every
 segment reported until the kept line reached half of its steps; it then predicts the final loss of the
 continuation the job really ran (the kept line's LR, step by step), which is compared with the truth (the closed
 form's expected loss of the final weights). Reported: the median absolute relative error and how often the truth
-falls inside the stated 90% band (aim: 80-95%). Results go to ``benchmarks/results/model_forecast.md``.
+falls inside the stated 90% band (aim: 80-95%). With ``--workloads`` also ``plan``-preset runs on the benchmark
+networks, each checked against what the job itself measured at its end (its objective's last observation on the
+kept line: the validation loss, since the benchmark gives ``val_fn``). Results go to
+``benchmarks/results/model_forecast.md``.
 """
 
 from __future__ import annotations
@@ -26,14 +30,21 @@ from typing import Any
 import numpy as np
 
 from benchmarks.nqm import LANDSCAPES, run_tuner
+from benchmarks.workloads import SHORT_WORKLOADS
 from tuner import lossmodel
 from tuner.config import TunerConfig, resolve
 from tuner.lossmodel import History
 from tuner.online import Knobs, fit_model, record_lrs
 
 
-def forecast_case(state: dict[str, Any], final: float) -> dict[str, float] | None:
-    """Fit on the first half of a dumped job and predict its final loss; None when the model cannot tell."""
+def forecast_case(state: dict[str, Any], final: float | None = None) -> dict[str, float] | None:
+    """Fit on the first half of a dumped job and predict its final loss; None when the model cannot tell.
+
+    Args:
+        state: The job's ``Tuner.dump()``.
+        final: The true final loss; None takes the job's own last observation of its objective on the kept line
+            (the last binned training loss, or the last validation loss: on a real network, the truth as measured).
+    """
     records = state["segments"]
     by_id = {int(r["segment_id"]): r for r in records}
     path: list[dict[str, Any]] = []
@@ -55,9 +66,15 @@ def forecast_case(state: dict[str, Any], final: float) -> dict[str, float] | Non
     knobs = Knobs(
         st.model_window, st.plan_pieces, st.replan, st.later_searches, st.plan_shape == "free", st.tied_kernel
     )
-    fit = fit_model(seen, knobs, st.loss_floor, "train")
+    objective = "val" if st.objective == "val" else "train"
+    fit = fit_model(seen, knobs, st.loss_floor, objective)
     if fit is None:
         return None
+    if final is None:
+        points = [p[1] for r in path for p in (r["val"] if objective == "val" else r["curve"]) if p[1] is not None]
+        if not points:
+            return None
+        final = float(points[-1])
     history = History.of([record_lrs(r) for r in path[: cut + 1]])
     rest = np.concatenate([record_lrs(r) for r in path[cut + 1 :]]) if cut + 1 < len(path) else np.zeros(0)
     if not rest.size:
@@ -77,6 +94,40 @@ def forecast_case(state: dict[str, Any], final: float) -> dict[str, float] | Non
     }
 
 
+def workload_rows(names: list[str], seeds: int, threads: int) -> list[dict[str, Any]]:
+    """Plan-preset runs on benchmark networks, each job's own model checked against what the job then measured."""
+    import torch
+
+    from benchmarks import run as runner
+    from benchmarks.methods import all_methods
+    from benchmarks.workloads import WORKLOADS
+
+    torch.set_num_threads(threads)
+    method = next(m for m in all_methods(ablations=False) if m.name == "lrtune-plan")
+    rows = []
+    for name in names:
+        workload = WORKLOADS[name]()
+        cases = []
+        for seed in range(seeds):
+            states: list[dict[str, Any]] = []
+            runner.STATE_HOOK.append(states.append)
+            try:
+                runner.run(workload, method, seed)
+            finally:
+                runner.STATE_HOOK.pop()
+            case = forecast_case(states[-1]) if states else None
+            if case is not None:
+                cases.append(case)
+                where = "inside" if case["inside"] else "outside"
+                print(
+                    f"{name} seed {seed}: predicted {case['predicted']:.4g} ± {case['std']:.2g}, measured "
+                    f"{case['truth']:.4g} ({case['rel_error']:.0%} off, {where} the band)",
+                    flush=True,
+                )
+        rows.append({"landscape": name, "budget": workload.steps, "cases": cases})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run, print and save the table; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.model_forecast", description=__doc__.split("\n")[0])
@@ -84,9 +135,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budgets", nargs="+", type=int, default=[20_000])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument(
+        "--workloads",
+        nargs="*",
+        default=None,
+        help="also the benchmark networks (names, or none for the four short ones): plan-preset runs, truth measured",
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for the network runs")
     args = parser.parse_args(argv)
     load = os.getloadavg()[0]
     rows = []
+    if args.workloads is not None:
+        rows += workload_rows(args.workloads or list(SHORT_WORKLOADS), args.seeds, args.threads)
     for name in args.landscapes:
         for total in args.budgets:
             cases = []
@@ -109,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores; load average {load:.1f} at the start  ",
         f"Date: {dt.date.today().isoformat()}",
         "",
-        "| landscape | budget | runs | median abs error | truth inside the 90% band |",
+        "| landscape or network | budget | runs | median abs error | truth inside the 90% band |",
         "|---|---:|---:|---:|---:|",
     ]
     everything = []
