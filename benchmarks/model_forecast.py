@@ -94,6 +94,19 @@ def forecast_case(state: dict[str, Any], final: float | None = None) -> dict[str
     }
 
 
+def _keep(cases: list[dict[str, float]], case: dict[str, float] | None, label: str, truth: str) -> None:
+    """Add a case (when the model could tell) and print its line."""
+    if case is None:
+        return
+    cases.append(case)
+    where = "inside" if case["inside"] else "outside"
+    print(
+        f"{label}: predicted {case['predicted']:.4g} ± {case['std']:.2g}, {truth} {case['truth']:.4g} "
+        f"({case['rel_error']:.0%} off, {where} the band)",
+        flush=True,
+    )
+
+
 def workload_rows(names: list[str], seeds: int, threads: int) -> list[dict[str, Any]]:
     """Plan-preset runs on benchmark networks, each job's own model checked against what the job then measured."""
     import torch
@@ -115,15 +128,7 @@ def workload_rows(names: list[str], seeds: int, threads: int) -> list[dict[str, 
                 runner.run(workload, method, seed)
             finally:
                 runner.STATE_HOOK.pop()
-            case = forecast_case(states[-1]) if states else None
-            if case is not None:
-                cases.append(case)
-                where = "inside" if case["inside"] else "outside"
-                print(
-                    f"{name} seed {seed}: predicted {case['predicted']:.4g} ± {case['std']:.2g}, measured "
-                    f"{case['truth']:.4g} ({case['rel_error']:.0%} off, {where} the band)",
-                    flush=True,
-                )
+            _keep(cases, forecast_case(states[-1]) if states else None, f"{name} seed {seed}", "measured")
         rows.append({"landscape": name, "budget": workload.steps, "cases": cases})
     return rows
 
@@ -153,14 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             for seed in range(args.seeds):
                 result = run_tuner(LANDSCAPES[name], total, seed, "plan", keep_state=True)
                 case = forecast_case(result["state"], result["final"])
-                if case is not None:
-                    cases.append(case)
-                    where = "inside" if case["inside"] else "outside"
-                    print(
-                        f"{name} {total} seed {seed}: predicted {case['predicted']:.4g} ± {case['std']:.2g}, truth "
-                        f"{case['truth']:.4g} ({case['rel_error']:.0%} off, {where} the band)",
-                        flush=True,
-                    )
+                _keep(cases, case, f"{name} {total} seed {seed}", "truth")
             rows.append({"landscape": name, "budget": total, "cases": cases})
     lines = [
         "# Loss model: predicted final loss from the first half of a run",

@@ -35,7 +35,7 @@ from client.source import LocalSource, SegmentSource
 from client.summary import RunStats, run_log, summary
 from client.tracking import Lineage, LogFn, SegmentLog
 from client.validation import check_options
-from tuner.segment import Piece
+from tuner.segment import OfflinePiece, Piece
 
 log = logging.getLogger("lrtune.client")
 
@@ -164,10 +164,9 @@ class AutoLRSCallback:
             guard_every=guard_every,
             offline_sync_steps=offline_sync_steps,
             strict=strict,
+            log_fn=log_fn,
         )
         assert min_lr is not None and max_lr is not None and total_steps is not None
-        if log_fn is not None and not callable(log_fn):
-            raise TypeError(f"log_fn must be a function of a SegmentLog, got {type(log_fn).__name__}")
 
         self.model = model
         self.optimizer = optimizer
@@ -659,7 +658,7 @@ class AutoLRSCallback:
             )
         return piece.lr_at(self._step - piece.start_step)
 
-    def _offline_report(self, seg: WireSegment) -> tuple[list[Any], list[float | None]]:
+    def _offline_report(self, seg: WireSegment) -> tuple[list[OfflinePiece], list[float | None]]:
         """The logged offline steps from where the job's count of steps stands, with their (rank-averaged) losses."""
         pieces, losses = self._log.take(self._base + seg.start_step, self._base)
         self._account_log()
@@ -667,8 +666,7 @@ class AutoLRSCallback:
         if self._lineage is not None and self.comm.is_leader and values:
             self._lineage.ended(_offline_record(pieces, values, self._base))
         out = [v if math.isfinite(v) else None for v in values]
-        self.stats.losses += len(out)
-        self.stats.bad_losses += sum(v is None for v in out)
+        self.stats.add_losses(out)
         return pieces, out
 
     def _account_log(self) -> None:
@@ -774,14 +772,13 @@ class AutoLRSCallback:
             log.warning(message)
 
 
-def _offline_record(pieces: Sequence[Piece], losses: list[float], base: int) -> SegmentLog:
+def _offline_record(pieces: Sequence[OfflinePiece], losses: list[float], base: int) -> SegmentLog:
     """The log of reported offline steps: ``pieces`` (in the job's numbering, each with ``ran``) and their losses."""
     steps: list[int] = []
     lrs: list[float] = []
     for p in pieces:
-        ran = int(getattr(p, "ran", p.steps))
-        steps += range(base + p.start_step + 1, base + p.start_step + ran + 1)
-        lrs += [p.lr_at(k) for k in range(ran)]
+        steps += range(base + p.start_step + 1, base + p.start_step + p.ran + 1)
+        lrs += [p.lr_at(k) for k in range(p.ran)]
     return SegmentLog(None, "offline", None, None, tuple(steps), tuple(lrs), tuple(losses))
 
 

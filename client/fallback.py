@@ -55,11 +55,3 @@ def fallback_piece(
     if spec == "hold":
         return Piece(anchor_step, steps, "constant", anchor_lr, anchor_lr)
     return Piece(anchor_step, steps, "cosine", anchor_lr, min_lr)
-
-
-def fallback_lr(
-    spec: FallbackSpec, step: int, anchor_lr: float, anchor_step: int, min_lr: float, total_steps: int
-) -> float:
-    """Return the fallback LR of global step ``step`` (arguments as for :func:`fallback_piece`)."""
-    piece = fallback_piece(spec, step, anchor_lr, anchor_step, min_lr, total_steps)
-    return piece.lr_at(step - piece.start_step)

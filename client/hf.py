@@ -120,9 +120,7 @@ class AutoLRSTrainerCallback(TrainerCallback, ExportableState):
         **options: Any,
     ) -> None:
         check_adapter_options(server_url, min_lr, max_lr, total_steps, val_fn, options, ("scaler", "loader"))
-        user_log_fn = options.pop("log_fn", None)
-        if user_log_fn is not None and not callable(user_log_fn):
-            raise TypeError(f"log_fn must be a function of a SegmentLog, got {type(user_log_fn).__name__}")
+        user_log_fn = options.pop("log_fn", None)  # checked with the options above
         self.server_url = server_url
         self.min_lr = min_lr
         self.max_lr = max_lr

@@ -83,9 +83,8 @@ class AutoLRSLightningCallback(pl.Callback):
         self.log_to_trainer = log_to_trainer
         self.core: AutoLRSCallback | None = None
         self.rolled_back_steps = 0  # steps of this fit reported rolled back so far
+        # Checked with the options above.
         self._user_log_fn: Callable[[SegmentLog], Any] | None = options.pop("log_fn", None)
-        if self._user_log_fn is not None and not callable(self._user_log_fn):
-            raise TypeError(f"log_fn must be a function of a SegmentLog, got {type(self._user_log_fn).__name__}")
         self._resume: Mapping[str, Any] | None = None
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

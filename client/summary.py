@@ -32,11 +32,15 @@ class RunStats:
     bad_losses: int = 0
     lrs: list[float] = field(default_factory=list)
 
+    def add_losses(self, losses: list[float | None]) -> None:
+        """Count reported losses (``None``: non-finite)."""
+        self.losses += len(losses)
+        self.bad_losses += sum(v is None for v in losses)
+
     def add(self, seg: WireSegment, losses: list[float | None]) -> None:
         """Count a segment that ran with these (rank-averaged) losses."""
         n = len(losses)
-        self.losses += n
-        self.bad_losses += sum(v is None for v in losses)
+        self.add_losses(losses)
         if seg.phase == "explore":
             self.explore_steps += n
         elif n:

@@ -40,6 +40,7 @@ def check_options(
     guard_every: object = 8,
     offline_sync_steps: object = 16,
     strict: object = False,
+    log_fn: object = None,
     **_: Any,
 ) -> JobConfig:
     """Check the callback's arguments; return the job config they make.
@@ -87,6 +88,8 @@ def check_options(
     check_fallback(fallback)
     if not isinstance(strict, bool):
         raise TypeError(f"strict must be True or False, got {type(strict).__name__}")
+    if log_fn is not None and not callable(log_fn):
+        raise TypeError(f"log_fn must be a function of a SegmentLog, got {type(log_fn).__name__}")
     if (job_id is None) != (token is None):
         raise ValueError("attach to a job with both job_id and token (or neither, to create a job)")
     if job_id is not None and server_url is None and http_client is None:

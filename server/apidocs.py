@@ -80,7 +80,8 @@ def security_scheme() -> dict[str, Any]:
     }
 
 
-def _dependency_calls(route: Any) -> Iterator[Callable[..., Any]]:
+def dependency_calls(route: Any) -> Iterator[Callable[..., Any]]:
+    """Every dependency callable of a route, recursively."""
     stack = list(getattr(getattr(route, "dependant", None), "dependencies", []))
     while stack:
         dep = stack.pop()
@@ -88,7 +89,8 @@ def _dependency_calls(route: Any) -> Iterator[Callable[..., Any]]:
         stack += dep.dependencies
 
 
-def _routes(app: FastAPI) -> list[Any]:
+def all_routes(app: FastAPI) -> list[Any]:
+    """Every route of the app, with routers included (however this FastAPI version nests them)."""
     try:
         from fastapi.routing import iter_route_contexts
     except ImportError:  # older FastAPI: included routes are plain routes
@@ -100,12 +102,12 @@ def add_security(schema: dict[str, Any], app: FastAPI) -> None:
     """Declare :data:`BEARER` in ``schema`` and on every operation of ``app`` that takes a token."""
     schema.setdefault("components", {}).setdefault("securitySchemes", {})[BEARER] = security_scheme()
     needed: list[dict[str, list[str]]] = [{BEARER: []}]
-    for route in _routes(app):
+    for route in all_routes(app):
         path = getattr(route, "path_format", None) or getattr(route, "path", None)
         operations = schema.get("paths", {}).get(path)
         if not operations:
             continue
-        guarded = any(call in (job_credential, require_admin) for call in _dependency_calls(route))
+        guarded = any(call in (job_credential, require_admin) for call in dependency_calls(route))
         for method in getattr(route, "methods", None) or ():
             op = operations.get(method.lower())
             if op is None:

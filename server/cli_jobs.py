@@ -11,6 +11,7 @@ Exit codes: 0 success, 1 the service refused the request, 2 bad usage, 3 the ser
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -19,7 +20,7 @@ import shutil
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -55,6 +56,7 @@ Key = Annotated[
     ),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the service's JSON instead of a table.")]
+JobRef = Annotated[str, typer.Argument(help="Job id, id prefix, or exact name.")]
 
 
 class SortKey(StrEnum):
@@ -478,13 +480,8 @@ def list_jobs(
         params["status"] = status.value
     if query:
         params["q"] = query
-    client = _client(url, key)
-    try:
+    with _session(url, key) as client:
         page = client.get_json("/v1/jobs", params)
-    except CliError as err:
-        _fail(err)
-    finally:
-        client.close()
     if as_json:
         typer.echo(json.dumps(page, indent=2))
         return
@@ -499,22 +496,17 @@ def list_jobs(
 
 @app.command()
 def show(
-    job: Annotated[str, typer.Argument(help="Job id, id prefix, or exact name.")],
+    job: JobRef,
     url: Url = DEFAULT_URL,
     key: Key = None,
     segments: Annotated[bool, typer.Option("--segments", help="Also list every realized segment.")] = False,
     as_json: AsJson = False,
 ) -> None:
     """Show a job: progress, LR, exploration, and every stage's candidates with forecasts."""
-    client = _client(url, key)
-    try:
+    with _session(url, key) as client:
         job_id = client.resolve(job)
         info = client.get_json(client.job_path(job_id))
         sched = client.get_json(f"{client.job_path(job_id)}/schedule")
-    except CliError as err:
-        _fail(err)
-    finally:
-        client.close()
     if as_json:
         typer.echo(json.dumps({"job": info, "schedule": sched}, indent=2))
         return
@@ -523,7 +515,7 @@ def show(
 
 @app.command()
 def export(
-    job: Annotated[str, typer.Argument(help="Job id, id prefix, or exact name.")],
+    job: JobRef,
     fmt: Annotated[
         ExportFormat,
         typer.Option("--format", "-f", help="json: the realized schedule; csv: its segments; lambdalr: replay form."),
@@ -535,14 +527,9 @@ def export(
     key: Key = None,
 ) -> None:
     """Export a job's schedule: JSON, CSV, or the form a LambdaLR replays without the service."""
-    client = _client(url, key)
-    try:
+    with _session(url, key) as client:
         job_id = client.resolve(job)
         body = client.get(f"{client.job_path(job_id)}/schedule", {"format": fmt.value})
-    except CliError as err:
-        _fail(err)
-    finally:
-        client.close()
     if output is None:
         sys.stdout.buffer.write(body if body.endswith(b"\n") else body + b"\n")
         sys.stdout.flush()
@@ -557,7 +544,7 @@ def export(
 
 @app.command()
 def delete(
-    job: Annotated[str, typer.Argument(help="Job id, id prefix, or exact name.")],
+    job: JobRef,
     url: Url = DEFAULT_URL,
     key: Key = None,
     purge: Annotated[
@@ -566,8 +553,7 @@ def delete(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete a job (its worker's next report is refused); with --purge, remove every trace of it."""
-    client = _client(url, key)
-    try:
+    with _session(url, key) as client:
         job_id = client.resolve(job)
         info = client.get_json(client.job_path(job_id))
         what = f"job {job_id} ({info.get('name') or 'unnamed'}, {info['status']}, {info['steps_used']} steps)"
@@ -577,16 +563,12 @@ def delete(
             if not typer.confirm(f"{'Purge' if purge else 'Delete'} {what}?", default=False):
                 raise CliError("nothing deleted", EXIT_REFUSED)
         client.delete(job_id, purge)
-    except CliError as err:
-        _fail(err)
-    finally:
-        client.close()
     typer.echo(f"{'purged' if purge else 'deleted'} {what}")
 
 
 @app.command()
 def watch(
-    job: Annotated[str, typer.Argument(help="Job id, id prefix, or exact name.")],
+    job: JobRef,
     url: Url = DEFAULT_URL,
     key: Key = None,
     interval: Annotated[float, typer.Option(min=0.05, help="Seconds between updates.")] = 2.0,
@@ -596,16 +578,17 @@ def watch(
 
     On a terminal the view updates in place; otherwise one line is printed whenever the job moves on.
     """
-    client = _client(url, key)
     started = time.monotonic()
     live = sys.stdout.isatty()
     last = ""
-    try:
+    with _session(url, key) as client, contextlib.suppress(KeyboardInterrupt):
         job_id = client.resolve(job)
         while True:
             info = client.get_json(client.job_path(job_id))
-            sched = client.get_json(f"{client.job_path(job_id)}/schedule")
-            text = watch_view(info, sched) if live else watch_line(info)
+            if live:  # the full view needs the schedule; a line does not
+                text = watch_view(info, client.get_json(f"{client.job_path(job_id)}/schedule"))
+            else:
+                text = watch_line(info)
             if text != last:
                 if live:
                     typer.echo("\x1b[H\x1b[2J" + text)  # clear the screen, then draw
@@ -618,12 +601,6 @@ def watch(
                 typer.echo(f"stopped watching after {timeout:g} s; the job is {info['status']}", err=True)
                 break
             time.sleep(interval)
-    except KeyboardInterrupt:
-        typer.echo("", err=True)
-    except CliError as err:
-        _fail(err)
-    finally:
-        client.close()
 
 
 def watch_line(info: dict[str, Any]) -> str:
@@ -649,8 +626,16 @@ def watch_view(info: dict[str, Any], sched: dict[str, Any], width: int | None = 
     return "\n".join([head, report])
 
 
-def _client(url: str, key: str | None) -> JobsClient:
+@contextlib.contextmanager
+def _session(url: str, key: str | None) -> Iterator[JobsClient]:
+    """A client for one command: a :class:`CliError` ends the command with its one line and exit code."""
     try:
-        return JobsClient(url, key)
+        client = JobsClient(url, key)
     except CliError as err:
         _fail(err)
+    try:
+        yield client
+    except CliError as err:
+        _fail(err)
+    finally:
+        client.close()

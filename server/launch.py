@@ -27,7 +27,8 @@ CONTAINER_PORT = 8000
 #: The Prometheus client's multiprocess folder (see :mod:`server.metrics`).
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: Names of the files the Prometheus client writes to that folder (``counter_<pid>.db``, ...).
-_METRICS_FILE = re.compile(r"^[a-z]+_\d+\.db$")
+#: A multiprocess metrics file of the Prometheus client: ``<kind>_<pid>.db``.
+METRICS_FILE = re.compile(r"^[a-z]+_(\d+)\.db$")
 
 
 def serve_argv(host: str, port: int, program: str = "lrtune") -> list[str]:
@@ -61,7 +62,7 @@ def prepare_metrics_dir(workers: int) -> str | None:
         folder = Path(given)
         folder.mkdir(parents=True, exist_ok=True)
         for path in folder.iterdir():
-            if _METRICS_FILE.match(path.name) and path.is_file():
+            if METRICS_FILE.match(path.name) and path.is_file():
                 path.unlink()
     else:
         folder = Path(tempfile.mkdtemp(prefix="lrtune-metrics-"))

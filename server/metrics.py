@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -37,14 +36,13 @@ from prometheus_client.registry import Collector
 from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.launch import MULTIPROC_DIR_ENV
+from server.launch import METRICS_FILE, MULTIPROC_DIR_ENV
 
 log = logging.getLogger("lrtune.server")
 
 _LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)
 _SUGGEST_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 #: Files of the multiprocess mode are named ``<kind>_<pid>.db``.
-_PID_FILE = re.compile(r"^[a-z]+_(\d+)\.db$")
 
 # A ``_created`` sample per series doubles the exposition for a figure nobody graphs.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -93,7 +91,7 @@ class WorkerProcesses(Collector):
 
     def pids(self) -> list[int]:
         """The pids of the live processes that wrote metrics to the folder."""
-        found = {int(m.group(1)) for f in self.path.iterdir() if (m := _PID_FILE.match(f.name))}
+        found = {int(m.group(1)) for f in self.path.iterdir() if (m := METRICS_FILE.match(f.name))}
         return sorted(pid for pid in found if psutil.pid_exists(pid))
 
     def collect(self) -> Iterable[Metric]:

@@ -10,7 +10,6 @@ losses back as one float64 array (``NaN`` for ``null``), which costs a copy, not
 from __future__ import annotations
 
 import atexit
-import math
 import multiprocessing
 import threading
 from concurrent.futures import ProcessPoolExecutor
@@ -60,7 +59,7 @@ def parse_in_helper(raw: bytes) -> tuple[str, Any]:
 
 
 def _array(values: list[float | None]) -> np.ndarray[Any, np.dtype[np.float64]]:
-    return np.array([math.nan if v is None else v for v in values], dtype=np.float64)
+    return np.array(values, dtype=np.float64)  # None -> NaN
 
 
 def _helper() -> ProcessPoolExecutor:

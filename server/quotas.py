@@ -31,6 +31,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from fastapi import Request
+from limits import RateLimitItemPerSecond
+from limits.errors import StorageError
+from limits.storage import MemoryStorage, RedisStorage, Storage
+from limits.strategies import MovingWindowRateLimiter
 
 from server.deps import Runtime
 from server.errors import TooManyJobsError
@@ -95,10 +99,6 @@ class RateLimiter:
         prefix: str = "lrtune",
         timeout_s: float = 1.0,
     ) -> None:
-        from limits import RateLimitItemPerSecond
-        from limits.storage import MemoryStorage, RedisStorage, Storage
-        from limits.strategies import MovingWindowRateLimiter
-
         if not (math.isfinite(rate_per_s) and rate_per_s > 0):
             raise ValueError(f"rate_per_s must be positive and finite, got {rate_per_s}")
         self.rate_per_s = rate_per_s
@@ -129,8 +129,6 @@ class RateLimiter:
         Returns:
             0.0 when the request may go ahead, else the seconds until it would be admitted (nothing is counted).
         """
-        from limits.errors import StorageError
-
         try:
             if self._windows.hit(self._item, client):
                 return 0.0

@@ -313,7 +313,8 @@ class JobService:
         """
         now = self.clock()
         parsed: list[WireReport] = [body] if isinstance(body, WireReport) else []
-        ended: list[tuple[Tuner, Any, bool]] = []  # (tuner, stage that ended or None, job finished): for the log
+        # (tuner, stage that ended or None, the summary when the report finished the job): for the log
+        ended: list[tuple[Tuner, Any, dict[str, Any] | None]] = []
 
         def fn(rec: JobRecord) -> ReportOutcome:
             head = authorize(rec.head, cred)
@@ -335,12 +336,12 @@ class JobService:
                 head.expires_at = self._expiry(status, now)
             leases.renew(head, lease, now, self.lease_ttl_s)
             stage_ended = stage_before if stage_before is not None and head.summary["stage"] != stage_before else None
-            ended[:] = [(tuner, stage_ended, status == "done" and not was_done)]
+            ended[:] = [(tuner, stage_ended, head.summary if status == "done" and not was_done else None)]
             return ReportOutcome(_wire(job_id, segment, head, now), tuner.last_suggest_s)
 
         _, out = self.store.update(job_id, fn, now)
         tuner, stage_ended, finished = ended[0]
-        if stage_ended is not None or finished:
+        if stage_ended is not None or finished is not None:
             _log_progress(job_id, tuner, stage_ended, finished)
         return out
 
@@ -406,26 +407,28 @@ class JobService:
         return authorize(self.store.get_head(job_id), cred)
 
 
-def _log_progress(job_id: str, tuner: Tuner, stage: Any, finished: bool) -> None:
-    """Log the stage a report ended (its winner LR, and the plan on the plan preset) and the job's end."""
+def _log_progress(job_id: str, tuner: Tuner, stage: Any, summary: dict[str, Any] | None) -> None:
+    """Log the stage a report ended (its winner LR, and the plan on the plan preset) and the job's end.
+
+    Args:
+        job_id: The job.
+        tuner: Its tuner after the report.
+        stage: Index of the stage the report ended, or None.
+        summary: The job's summary (``Tuner.summary()``) when the report finished the job, else None.
+    """
     if stage is not None:
-        schedule = tuner.schedule()
-        decided = next((s for s in schedule["stages"] if s["index"] == stage), None)
-        winner = decided.get("winner_lr") if decided else None
-        plan = schedule.get("plan")
+        outcome = tuner.stage_outcome(int(stage))
+        winner, plan = outcome["winner_lr"], outcome["plan"]
         chosen = ""
-        if plan and plan.get("lr"):
-            (start, lr_start), (_, lr_end) = plan["lr"][0], plan["lr"][-1]
-            final = plan.get("final_loss")
+        if plan is not None:
+            final = plan["final_loss"]
             chosen = (
-                f"; plan from step {start} to {plan['end']}: LR {lr_start:.4g} -> {lr_end:.4g}, "
-                f"predicted final loss {'?' if final is None else format(final, '.4g')}"
+                f"; plan from step {plan['start']} to {plan['end']}: LR {plan['lr_start']:.4g} -> "
+                f"{plan['lr_end']:.4g}, predicted final loss {'?' if final is None else format(final, '.4g')}"
             )
         lr = "none" if winner is None else format(winner, ".4g")
-        at = schedule["steps_used"]
-        log.info("job %s stage %s decided: winner LR %s at step %d%s", job_id, stage, lr, at, chosen)
-    if finished:
-        summary = tuner.summary()
+        log.info("job %s stage %s decided: winner LR %s at step %d%s", job_id, stage, lr, outcome["step"], chosen)
+    if summary is not None:
         last = summary.get("last_loss")
         log.info(
             "job %s finished: %d steps, exploration share %.0f%%, last loss %s",

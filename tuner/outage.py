@@ -108,17 +108,15 @@ class Outages(TunerParts):
         w_end = w0 + st.warmup_steps
         if step < w_end:
             lr = self._start_lr()
-            warm = _positions(step, w_end, w0, w_end)
-            out.append(Piece(step, w_end - step, "linear", lr / st.warmup_steps, lr, *warm))
+            out.append(schedules.curve_piece(step, w_end - step, "linear", lr / st.warmup_steps, lr, w0, w_end))
             step = w_end
         if step >= total:
             return tuple(out)
         if st.strategy != "autolrs":
             while step < total:
-                curve = schedules.curve_at(st, step)
-                end = min(curve.end, total)
-                at = _positions(step, end, curve.start, curve.end)
-                out.append(Piece(step, end - step, curve.shape, curve.lr_from, curve.lr_to, *at))  # type: ignore[arg-type]
+                c = schedules.curve_at(st, step)
+                end = min(c.end, total)
+                out.append(schedules.curve_piece(step, end - step, c.shape, c.lr_from, c.lr_to, c.start, c.end))
                 step = end
             return tuple(out)
         if st.planner:
@@ -137,7 +135,7 @@ class Outages(TunerParts):
             out.append(Piece(step, main_end - step, "constant", lr, lr))
             step = main_end
         if step < total:
-            out.append(Piece(step, total - step, "linear", lr, 0.0, *_positions(step, total, main_end, total)))
+            out.append(schedules.curve_piece(step, total - step, "linear", lr, 0.0, main_end, total))
         return tuple(out)
 
     # ------------------------------------------------------------------ offline steps
@@ -224,9 +222,3 @@ class Outages(TunerParts):
             return nxt
         drop = tuple(dict.fromkeys((*seg["drop"], *nxt.drop)))
         return dataclasses.replace(nxt, restore=seg["restore"] or nxt.restore, drop=drop)
-
-
-def _positions(step: int, end: int, curve_start: int, curve_end: int) -> tuple[float, float]:
-    """Curve positions of global steps ``step`` and ``end`` on a curve over ``[curve_start, curve_end)``."""
-    span = max(curve_end - curve_start, 1)
-    return (step - curve_start) / span, (end - curve_start) / span

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tuner.config import Settings
-from tuner.segment import Phase, Segment, stretch_lr
+from tuner.segment import Phase, Piece, Segment, stretch_lr
 
 
 @dataclass(frozen=True)
@@ -49,10 +49,16 @@ def piece(
     **kw: Any,
 ) -> Segment:
     """Build the segment covering global steps ``[step, step + steps)`` of a curve over ``[curve_start, curve_end)``."""
+    p = curve_piece(step, steps, shape, lr_from, lr_to, curve_start, curve_end)
+    return Segment(segment_id, phase, step, steps, p.shape, lr_from, lr_to, p.curve_start, p.curve_end, **kw)
+
+
+def curve_piece(
+    step: int, steps: int, shape: str, lr_from: float, lr_to: float, curve_start: int, curve_end: int
+) -> Piece:
+    """The piece covering global steps ``[step, step + steps)`` of a curve over ``[curve_start, curve_end)``."""
     span = max(curve_end - curve_start, 1)
-    return Segment(
-        segment_id,
-        phase,
+    return Piece(
         step,
         steps,
         shape,  # type: ignore[arg-type]
@@ -60,7 +66,6 @@ def piece(
         lr_to,
         (step - curve_start) / span,
         (step + steps - curve_start) / span,
-        **kw,
     )
 
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from tuner.forecast import Z90
 from tuner.parts import TunerParts
+from tuner.planner import Plan
 from tuner.records import lr_points
 from tuner.search import from_unit
 
@@ -94,6 +95,30 @@ class Views(TunerParts):
             at += rec["steps"]
         base_lr = max([max(p["curve_from"], p["curve_to"]) for p in pieces], default=self.settings.max_lr)
         return {"format": "lrtune.schedule/v1", "base_lr": base_lr, "steps": at, "pieces": pieces}
+
+    def stage_outcome(self, stage: int) -> dict[str, Any]:
+        """What a stage decided, cheaply (no copies, no model): for the service's log line.
+
+        Returns:
+            ``winner_lr`` (None when the stage has none), ``step`` (steps used), and ``plan``: None, or the plan in
+            force as ``start``, ``end``, ``lr_start``, ``lr_end`` and ``final_loss``.
+        """
+        s = self._s
+        stages = s["stages"]
+        winner = stages[stage]["winner_lr"] if 0 <= stage < len(stages) else None
+        plan: dict[str, Any] | None = None
+        online = s.get("online") or {}
+        if online.get("plan") is not None:
+            p = Plan.from_dict(online["plan"])
+            last = max(p.end - 1, p.start)
+            plan = {
+                "start": p.start,
+                "end": p.end,
+                "lr_start": p.lr_at(p.start),
+                "lr_end": p.lr_at(last),
+                "final_loss": p.final_loss,
+            }
+        return {"winner_lr": winner, "step": s["step"], "plan": plan}
 
     def _line_records(self) -> list[dict[str, Any]]:
         """The records from the initial weights to the state the worker holds, first first."""

@@ -23,6 +23,8 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from client.protocol import LeaseRequest, WireReport
+from server.apidocs import all_routes
+from server.apidocs import dependency_calls as dependencies
 from server.app import create_app
 from server.deps import require_admin
 from server.launch import free_port, local_program
@@ -35,24 +37,6 @@ from tests.server.helpers import SMALL_CONFIG, run_segment
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN = "admin-" + "k" * 40
 VICTIM_NAME = "victim-job-name-0451"
-
-
-def all_routes(app: FastAPI) -> list[Any]:
-    """Every route of the app, with routers included (however this FastAPI version nests them)."""
-    try:
-        from fastapi.routing import iter_route_contexts
-    except ImportError:  # older FastAPI: included routes are plain routes
-        return list(app.routes)
-    return list(iter_route_contexts(app.routes))
-
-
-def dependencies(route: Any) -> Iterator[Callable[..., Any]]:
-    """Every dependency callable of a route, recursively."""
-    stack = list(getattr(getattr(route, "dependant", None), "dependencies", []))
-    while stack:
-        dep = stack.pop()
-        yield dep.call
-        stack += dep.dependencies
 
 
 def body_model(route: Any) -> Any:
