@@ -17,6 +17,8 @@ COPY pyproject.toml README.md ./
 COPY tuner ./tuner
 COPY client ./client
 COPY server ./server
+# The import names: lrtune/client, lrtune/server and lrtune/tuner link to the folders above.
+COPY lrtune ./lrtune
 RUN pip install ".[server]"
 
 RUN useradd --create-home --uid 10001 lrtune

@@ -9,7 +9,7 @@ Run: ``.venv/bin/python benchmarks/client_overhead.py [--steps 600] [--repeats 5
    report each) are part of the measurement. Snapshots and restores are excluded (a cosine schedule has none);
    they are measured apart. Reported: the time spent inside the callback per step (median and mean over all
    steps, segment ends included) as a share of the bare step, and the difference of the two loops' CPU time.
-2. Snapshot/restore: :class:`client.SnapshotStore` ``save`` and ``restore`` of an MLP with Adam state, for
+2. Snapshot/restore: :class:`lrtune.client.SnapshotStore` ``save`` and ``restore`` of an MLP with Adam state, for
    a few sizes of state, in milliseconds and milliseconds per MiB.
 """
 
@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from client import AutoLRSCallback, SnapshotStore
+from lrtune.client import AutoLRSCallback, SnapshotStore
 
 TARGET_SHARE = 0.01  # per-step overhead target: 1% of a 10 ms step
 REFERENCE_STEP_MS = 10.0

@@ -31,10 +31,10 @@ import numpy as np
 
 from benchmarks.nqm import LANDSCAPES, run_tuner
 from benchmarks.workloads import SHORT_WORKLOADS
-from tuner import lossmodel
-from tuner.config import TunerConfig, resolve
-from tuner.lossmodel import History
-from tuner.online import Knobs, fit_model, record_lrs
+from lrtune.tuner import lossmodel
+from lrtune.tuner.config import TunerConfig, resolve
+from lrtune.tuner.lossmodel import History
+from lrtune.tuner.online import Knobs, fit_model, record_lrs
 
 
 def forecast_case(state: dict[str, Any], final: float | None = None) -> dict[str, float] | None:

@@ -169,7 +169,7 @@ def run_tuner(
         segments reported before it, the segment's phase, milliseconds the report took); with ``keep_state`` also
         ``state``, the job's final dumped state.
     """
-    from tuner import Tuner, TunerConfig
+    from lrtune.tuner import Tuner, TunerConfig
 
     rng = np.random.default_rng(seed)
     if preset == "paper":

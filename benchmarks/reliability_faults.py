@@ -50,7 +50,7 @@ from typing import Any
 import httpx
 import torch
 
-from server.launch import REDIS_PREFIX_ENV, REDIS_URL_ENV, free_port, start_local, stop_local, wait_ready
+from lrtune.server.launch import REDIS_PREFIX_ENV, REDIS_URL_ENV, free_port, start_local, stop_local, wait_ready
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: A small job: a few stages with search, segments of at most 40 steps.
@@ -134,7 +134,7 @@ class Tiny:
 
 def timed_run(url: str, total: int, fault: Any, fault_at: int, fault_s: float, resume: bool = True) -> dict[str, Any]:
     """Train a tiny model with the callback; SIGSTOP ``fault`` at step ``fault_at`` for ``fault_s`` seconds."""
-    from client import AutoLRSCallback
+    from lrtune.client import AutoLRSCallback
 
     tiny = Tiny()
     model, opt = tiny.model, tiny.opt
@@ -222,9 +222,9 @@ def create_delete(cycles: int) -> dict[str, Any]:
     """Create and delete jobs on the embedded store with the service's own objects and a simulated clock."""
     import psutil
 
-    from client.protocol import JobConfig, JobCreate
-    from server.service import Credential, JobService
-    from server.store import MemoryStore
+    from lrtune.client.protocol import JobConfig, JobCreate
+    from lrtune.server.service import Credential, JobService
+    from lrtune.server.store import MemoryStore
 
     now = [1_800_000_000.0]
     store = MemoryStore()
@@ -579,7 +579,7 @@ def _lr_run(optimizer: torch.optim.Optimizer) -> list[float]:
 
 def _recorded_lrs(schedule: dict[str, Any]) -> list[float]:
     """The LR of every step the job's records hold, in the order they ran (one worker: the order reported)."""
-    from tuner import export_lr
+    from lrtune.tuner import export_lr
 
     out: list[float] = []
     for r in schedule["segments"]:
@@ -591,7 +591,7 @@ def _recorded_lrs(schedule: dict[str, Any]) -> list[float]:
 
 def killed_run(env: dict[str, str], tmp: Path, total: int, kill_at_s: float, down_s: float) -> dict[str, Any]:
     """Train ``total`` steps against a service that is SIGKILLed ``kill_at_s`` into the run, back ``down_s`` later."""
-    from client import AutoLRSCallback
+    from lrtune.client import AutoLRSCallback
 
     server = Server(env, tmp)
     port = server.port
@@ -657,7 +657,7 @@ def service_killed(tmp: Path) -> dict[str, Any]:
 
 def probe_after_outage(url: str, fault: Any, fault_s: float) -> dict[str, Any]:
     """Hang the service as a candidate ends whose cooldown probe comes next; did the probe run on other weights?"""
-    from client import AutoLRSCallback
+    from lrtune.client import AutoLRSCallback
 
     tiny = Tiny()
     model, opt = tiny.model, tiny.opt

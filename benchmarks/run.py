@@ -12,7 +12,7 @@ import torch
 
 from benchmarks.methods import WARMUP_SHARE, Method, make_optimizer
 from benchmarks.workloads import Workload
-from tuner import sweep_suggestion
+from lrtune.tuner import sweep_suggestion
 
 CURVE_POINTS = 30  # validation evaluations along a run (for curves and steps-to-target)
 
@@ -216,7 +216,7 @@ def _run_range_test(workload: Workload, method: Method, seed: int, started: floa
 
 
 def _run_callback(workload: Workload, method: Method, seed: int, model: torch.nn.Module, started: float) -> RunResult:
-    from client import AutoLRSCallback, ReplayLoader
+    from lrtune.client import AutoLRSCallback, ReplayLoader
 
     steps = workload.steps
     spec = dict(method.tuner or {})

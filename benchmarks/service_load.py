@@ -33,9 +33,9 @@ import httpx
 import psutil
 import redis
 
-from server.launch import REDIS_PREFIX_ENV, REDIS_URL_ENV, free_port, start_local, stop_local, wait_ready
-from server.store.redis import RedisStore
-from tuner.segment import Segment
+from lrtune.server.launch import REDIS_PREFIX_ENV, REDIS_URL_ENV, free_port, start_local, stop_local, wait_ready
+from lrtune.server.store.redis import RedisStore
+from lrtune.tuner.segment import Segment
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS_MS = {"report_bo_p99": 150.0, "report_plain_p99": 20.0, "healthz_p99": 10.0}
@@ -245,9 +245,9 @@ def run(
 
 def embedded_bytes_per_job(jobs: int = 8) -> float:
     """Bytes the in-memory store holds per finished job (run in this process, without HTTP)."""
-    from client.protocol import JobConfig, JobCreate, WireReport
-    from server.service import Credential, JobService
-    from server.store import MemoryStore
+    from lrtune.client.protocol import JobConfig, JobCreate, WireReport
+    from lrtune.server.service import Credential, JobService
+    from lrtune.server.store import MemoryStore
 
     store = MemoryStore()
     service = JobService(store, lease_ttl_s=120.0)

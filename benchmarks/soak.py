@@ -33,8 +33,8 @@ import psutil
 import redis
 
 from benchmarks.service_load import lr_at, pct, server_usage, sim_loss
-from server.launch import REDIS_PREFIX_ENV, REDIS_URL_ENV, free_port, start_local, stop_local, wait_ready
-from server.store.redis import RedisStore
+from lrtune.server.launch import REDIS_PREFIX_ENV, REDIS_URL_ENV, free_port, start_local, stop_local, wait_ready
+from lrtune.server.store.redis import RedisStore
 
 RESULTS = Path(__file__).resolve().parent / "results"
 JOB_CONFIG: dict[str, Any] = {"min_lr": 1e-4, "max_lr": 1.0, "warmup_steps": 50}

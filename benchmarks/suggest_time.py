@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from tuner.forecast import forecast_loss
-from tuner.search import Observation, Surrogate
+from lrtune.tuner.forecast import forecast_loss
+from lrtune.tuner.search import Observation, Surrogate
 
 
 def time_suggest(n: int, repeats: int, learn_noise: bool) -> list[float]:

@@ -1,9 +1,9 @@
 """lrtune trainer-side client: wire protocol, HTTP client and training-loop callback.
 
-``import client`` needs only torch, httpx and pydantic; the in-process tuner (``server_url=None``) is imported
-when a callback first needs it, and the Lightning and Hugging Face adapters live in :mod:`client.lightning` and
-:mod:`client.hf`. The errors are imported here at once; the names that need torch or httpx
-(:class:`AutoLRSCallback`, :class:`ServiceClient`, ...) on first access, so that ``import client.protocol``
+``import lrtune.client`` needs only torch, httpx and pydantic; the in-process tuner (``server_url=None``) is imported
+when a callback first needs it, and the Lightning and Hugging Face adapters live in :mod:`lrtune.client.lightning` and
+:mod:`lrtune.client.hf`. The errors are imported here at once; the names that need torch or httpx
+(:class:`AutoLRSCallback`, :class:`ServiceClient`, ...) on first access, so that ``import lrtune.client.protocol``
 (the wire models, all the service itself needs of this package) loads neither.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from client.errors import (
+from lrtune.client.errors import (
     AuthError,
     ConfigRejectedError,
     JobGoneError,
@@ -23,22 +23,22 @@ from client.errors import (
     ServiceUnavailableError,
     StaleLeaseError,
 )
-from client.prior import prior_config
+from lrtune.client.prior import prior_config
 
 if TYPE_CHECKING:
-    from client.callback import AutoLRSCallback
-    from client.http import ServiceClient
-    from client.remote import RetryPolicy
-    from client.replay import ReplayLoader
-    from client.snapshot import SnapshotStore
+    from lrtune.client.callback import AutoLRSCallback
+    from lrtune.client.http import ServiceClient
+    from lrtune.client.remote import RetryPolicy
+    from lrtune.client.replay import ReplayLoader
+    from lrtune.client.snapshot import SnapshotStore
 
 #: Names imported on first access, and the module each lives in.
 _LAZY = {
-    "AutoLRSCallback": "client.callback",
-    "ServiceClient": "client.http",
-    "RetryPolicy": "client.remote",
-    "ReplayLoader": "client.replay",
-    "SnapshotStore": "client.snapshot",
+    "AutoLRSCallback": "lrtune.client.callback",
+    "ServiceClient": "lrtune.client.http",
+    "RetryPolicy": "lrtune.client.remote",
+    "ReplayLoader": "lrtune.client.replay",
+    "SnapshotStore": "lrtune.client.snapshot",
 }
 
 __all__ = [

@@ -22,20 +22,20 @@ from typing import Any
 
 import torch
 
-from client.distributed import resolve_comm
-from client.errors import LrtuneClientError, ServiceUnavailableError
-from client.fallback import FallbackSpec, check_fallback
-from client.http import HTTPClient
-from client.offline import Course, OfflineLog
-from client.protocol import JobConfig, WireSegment
-from client.remote import RemoteSource, RetryPolicy
-from client.replay import ReplayLoader
-from client.snapshot import SnapshotStore, Stateful
-from client.source import LocalSource, SegmentSource
-from client.summary import RunStats, run_log, summary
-from client.tracking import Lineage, LogFn, SegmentLog
-from client.validation import check_options
-from tuner.segment import OfflinePiece, Piece
+from lrtune.client.distributed import resolve_comm
+from lrtune.client.errors import LrtuneClientError, ServiceUnavailableError
+from lrtune.client.fallback import FallbackSpec, check_fallback
+from lrtune.client.http import HTTPClient
+from lrtune.client.offline import Course, OfflineLog
+from lrtune.client.protocol import JobConfig, WireSegment
+from lrtune.client.remote import RemoteSource, RetryPolicy
+from lrtune.client.replay import ReplayLoader
+from lrtune.client.snapshot import SnapshotStore, Stateful
+from lrtune.client.source import LocalSource, SegmentSource
+from lrtune.client.summary import RunStats, run_log, summary
+from lrtune.client.tracking import Lineage, LogFn, SegmentLog
+from lrtune.client.validation import check_options
+from lrtune.tuner.segment import OfflinePiece, Piece
 
 log = logging.getLogger("lrtune.client")
 
@@ -61,17 +61,17 @@ class AutoLRSCallback:
             for, with the model in eval mode and gradients off. Needed when the objective is validation loss; with
             the ``plan`` preset and no ``objective`` in ``config``, giving it makes the objective the validation
             loss (the plan then minimises the validation loss at the end of the budget).
-        preset: ``"default"``, ``"plan"``, ``"greedy"`` or ``"paper"`` (see ``tuner.TunerConfig``).
+        preset: ``"default"``, ``"plan"``, ``"greedy"`` or ``"paper"`` (see ``lrtune.tuner.TunerConfig``).
         strategy: ``"autolrs"`` or a standard schedule (``"cosine"``, ...).
         seed: Seed of the tuner.
         config: More job config fields (``tau``, ``k``, ``warmup_steps``, ``objective``, ...; see
-            :class:`client.protocol.JobConfig`).
+            :class:`lrtune.client.protocol.JobConfig`).
         job_id: Attach to this existing job instead of creating one (with ``token``).
         token: The job's token.
         job_name: Label of a created job.
         api_key: Admin key for creating jobs, if the service requires one.
         scaler: The AMP grad scaler, saved and restored with each snapshot.
-        loader: A :class:`client.ReplayLoader` over the training batches, for batch replay.
+        loader: A :class:`lrtune.client.ReplayLoader` over the training batches, for batch replay.
         extra_state: More stateful objects (``state_dict``/``load_state_dict``) to snapshot, by name.
         http_client: An ``httpx.Client`` (or compatible, e.g. a ``fastapi.testclient.TestClient``) to talk to the
             service with; its ``base_url`` is used when ``server_url`` is None.
@@ -83,7 +83,7 @@ class AutoLRSCallback:
             and a call waits for an answer at most 90% of this (then training goes on at the fallback LR and the
             answer is picked up by a later step). The final flush retries within it.
         fallback: LR while no segment is open: ``"hold"``, ``"cosine"`` or ``f(step) -> lr``
-            (see :mod:`client.fallback`).
+            (see :mod:`lrtune.client.fallback`).
         worker_id: This worker's id in leases (default: host, pid and a random suffix).
         retry: Backoff of retries while the service is unreachable.
         process_group: Process group for DDP (None: the default group).
@@ -92,17 +92,17 @@ class AutoLRSCallback:
         offline_sync_steps: Steps between the ranks' checks for a new segment while none is open (DDP only).
         checkpoint_snapshots: Include the held snapshots in :meth:`state_dict`, so a resumed run can still
             restore them (costs their size in the checkpoint).
-        strict: Raise :class:`client.errors.ServiceUnavailableError` instead of training on without a segment
+        strict: Raise :class:`lrtune.client.errors.ServiceUnavailableError` instead of training on without a segment
             when the service does not answer (at construction, or at a segment's end), or is gone.
-        log_fn: Called on rank 0 with a :class:`client.tracking.SegmentLog` at the end of every segment (its
+        log_fn: Called on rank 0 with a :class:`lrtune.client.tracking.SegmentLog` at the end of every segment (its
             steps, LRs and losses, from the one device sync the segment end makes anyway) and of every stretch of
             offline steps once reported, and once more with ``rolled_back=True`` when a later segment discards
-            its steps; e.g. :class:`client.tracking.TensorBoardLog`.
+            its steps; e.g. :class:`lrtune.client.tracking.TensorBoardLog`.
 
     Raises:
         TypeError: An argument of the wrong type.
         ValueError: An invalid value or config (also when the service refuses the config).
-        client.errors.LrtuneHTTPError: The service refused the job (a missing job, a wrong token).
+        lrtune.client.errors.LrtuneHTTPError: The service refused the job (a missing job, a wrong token).
     """
 
     def __init__(
@@ -258,7 +258,7 @@ class AutoLRSCallback:
 
     @property
     def tuner(self) -> Any:
-        """The in-process ``tuner.Tuner`` (None with a service, or off rank 0)."""
+        """The in-process ``lrtune.tuner.Tuner`` (None with a service, or off rank 0)."""
         return self.source.tuner if isinstance(self.source, LocalSource) else None
 
     def on_train_batch_end(self, loss: Loss) -> None:
@@ -419,7 +419,7 @@ class AutoLRSCallback:
     ) -> SegmentSource:
         if self.mode == "local":
             return LocalSource(job_config.model_dump())
-        from client.http import ServiceClient
+        from lrtune.client.http import ServiceClient
 
         api = ServiceClient(server_url, http_client=http_client, timeout_s=timeout_s, api_key=api_key)
         wid = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -566,7 +566,7 @@ class AutoLRSCallback:
     def _diverged(self, seg: WireSegment) -> bool:
         """Sync the losses since the last check; tell whether the candidate tripped the divergence guard.
 
-        The same rule as ``tuner.segment.diverged``, on the numbers the report will carry.
+        The same rule as ``lrtune.tuner.segment.diverged``, on the numbers the report will carry.
         """
         self._synced += self._mean_over_ranks(self._pending)
         self._pending = []

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal, TypeAlias
 
-from tuner.segment import Piece
+from lrtune.tuner.segment import Piece
 
 FallbackSpec: TypeAlias = Literal["hold", "cosine"] | Callable[[int], float]
 

@@ -1,8 +1,8 @@
-"""Hugging Face ``Trainer`` adapter: a ``transformers.TrainerCallback`` around :class:`client.AutoLRSCallback`.
+"""Hugging Face ``Trainer`` adapter: a ``transformers.TrainerCallback`` around :class:`lrtune.client.AutoLRSCallback`.
 
 Usage::
 
-    from client.hf import AutoLRSTrainerCallback
+    from lrtune.client.hf import AutoLRSTrainerCallback
 
     tuner = AutoLRSTrainerCallback(server_url="http://127.0.0.1:8000", min_lr=1e-5, max_lr=1e-3, total_steps=2000)
     trainer = Trainer(model=model, args=TrainingArguments(..., max_steps=2000), train_dataset=ds)
@@ -26,7 +26,7 @@ Two things the ``Trainer`` does get in the way, and how the adapter handles them
 
 What lrtune does is added to the Trainer's logs (``on_log``), so every reporter (``report_to``: TensorBoard, W&B,
 ...) records it with the loss: ``lrtune/lr`` (the LR of the last step), ``lrtune/phase``
-(:data:`client.tracking.PHASE_CODES`; 5 is exploration) and ``lrtune/rolled_back`` (steps rolled back so far).
+(:data:`lrtune.client.tracking.PHASE_CODES`; 5 is exploration) and ``lrtune/rolled_back`` (steps rolled back so far).
 ``attach`` puts the callback before the reporters so they see these keys; a callback passed in
 ``callbacks=[...]`` runs after them, and its keys reach ``trainer.state.log_history`` only.
 
@@ -52,12 +52,12 @@ try:
     from transformers import DefaultFlowCallback, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError(
-        f"client.hf needs Hugging Face transformers, which is not installed ({exc}): pip install 'lrtune[hf]'"
+        f"lrtune.client.hf needs Hugging Face transformers, which is not installed ({exc}): pip install 'lrtune[hf]'"
     ) from exc
 
-from client.callback import AutoLRSCallback, Loss
-from client.tracking import SegmentLog, phase_code
-from client.validation import check_adapter_options
+from lrtune.client.callback import AutoLRSCallback, Loss
+from lrtune.client.tracking import SegmentLog, phase_code
+from lrtune.client.validation import check_adapter_options
 
 try:
     from transformers.trainer_callback import ExportableState
@@ -101,7 +101,7 @@ class AutoLRSTrainerCallback(TrainerCallback, ExportableState):
             ``max_steps``; it stops once the budget is spent.
         val_fn: Returns the validation loss, if the objective needs one.
         log_to_trainer: Add ``lrtune/lr``, ``lrtune/phase`` and ``lrtune/rolled_back`` to the Trainer's logs.
-        **options: Any other keyword argument of :class:`client.AutoLRSCallback` (``config``, ``seed``,
+        **options: Any other keyword argument of :class:`lrtune.client.AutoLRSCallback` (``config``, ``seed``,
             ``log_fn``, ...).
 
     Raises:

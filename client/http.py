@@ -1,9 +1,9 @@
 """A small typed client for lrtune's HTTP API (v1) over an injectable ``httpx.Client``.
 
-Each method makes exactly one request and either returns a :mod:`client.protocol` model or raises one of the
-typed errors of :mod:`client.errors`; it never retries and never sleeps (retrying is the caller's policy, see
-:mod:`client.remote`). Transient failures (no connection, timeouts, 5xx, 429, an unreadable answer) all become
-:class:`~client.errors.ServiceUnavailableError`.
+Each method makes exactly one request and either returns a :mod:`lrtune.client.protocol` model or raises one of the
+typed errors of :mod:`lrtune.client.errors`; it never retries and never sleeps (retrying is the caller's policy, see
+:mod:`lrtune.client.remote`). Transient failures (no connection, timeouts, 5xx, 429, an unreadable answer) all become
+:class:`~lrtune.client.errors.ServiceUnavailableError`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from client.errors import (
+from lrtune.client.errors import (
     AuthError,
     ConfigRejectedError,
     JobGoneError,
@@ -25,7 +25,7 @@ from client.errors import (
     ServiceUnavailableError,
     StaleLeaseError,
 )
-from client.protocol import (
+from lrtune.client.protocol import (
     API_PREFIX,
     JobConfig,
     JobCreate,
@@ -64,7 +64,7 @@ CONNECT_TIMEOUT_S = 2.0
 #: milliseconds); the callback never waits this long on a training step (see ``max_stall_s``), it only bounds
 #: how long one attempt against a hung service occupies the client's background thread.
 DEFAULT_TIMEOUT_S = 10.0
-#: Response header naming the store instance that answered (``server.door``): a different id for a job this
+#: Response header naming the store instance that answered (``lrtune.server.door``): a different id for a job this
 #: client saw means the service came back with a store that never held it (an embedded service restarted).
 STORE_ID_HEADER = "lrtune-store-id"
 #: Error codes that mean the job no longer exists.

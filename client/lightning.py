@@ -1,8 +1,8 @@
-"""PyTorch Lightning adapter: a ``lightning.pytorch.Callback`` around :class:`client.AutoLRSCallback`.
+"""PyTorch Lightning adapter: a ``lightning.pytorch.Callback`` around :class:`lrtune.client.AutoLRSCallback`.
 
 Usage::
 
-    from client.lightning import AutoLRSLightningCallback
+    from lrtune.client.lightning import AutoLRSLightningCallback
 
     tuner = AutoLRSLightningCallback(server_url="http://127.0.0.1:8000", min_lr=1e-4, max_lr=1e-1, total_steps=2000)
     trainer = lightning.pytorch.Trainer(max_steps=2000, callbacks=[tuner])
@@ -17,12 +17,12 @@ Rules (checked when fitting starts, with a clear error):
 The callback stops the trainer once the step budget is spent (``trainer.should_stop``). It snapshots the
 LightningModule, the optimizer and, with ``16-mixed`` precision, the precision plugin's grad scaler. Its state
 goes into Lightning checkpoints, so ``trainer.fit(..., ckpt_path=...)`` continues the same job. Under DDP every
-rank runs its own callback; rank 0 talks to the service (see :mod:`client.distributed`). For batch replay,
-return a :class:`client.ReplayLoader` from ``train_dataloader()`` and pass the same object as ``loader=``.
+rank runs its own callback; rank 0 talks to the service (see :mod:`lrtune.client.distributed`). For batch replay,
+return a :class:`lrtune.client.ReplayLoader` from ``train_dataloader()`` and pass the same object as ``loader=``.
 
 What lrtune does goes to the trainer's loggers (``trainer.loggers``: TensorBoard, CSV, W&B, ...), every
 ``log_every_n_steps`` steps at the step Lightning logs that batch's own metrics at: ``lrtune/lr`` (the LR the step
-ran at), ``lrtune/phase`` (:data:`client.tracking.PHASE_CODES`; 5 is exploration) and ``lrtune/rolled_back``
+ran at), ``lrtune/phase`` (:data:`lrtune.client.tracking.PHASE_CODES`; 5 is exploration) and ``lrtune/rolled_back``
 (steps rolled back so far). These are numbers the callback holds on the host: logging them costs no device sync.
 """
 
@@ -37,12 +37,13 @@ try:
     import lightning.pytorch as pl
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError(
-        f"client.lightning needs PyTorch Lightning, which is not installed ({exc}): pip install 'lrtune[lightning]'"
+        f"lrtune.client.lightning needs PyTorch Lightning, which is not installed ({exc}): "
+        "pip install 'lrtune[lightning]'"
     ) from exc
 
-from client.callback import AutoLRSCallback, Loss
-from client.tracking import SegmentLog, phase_code
-from client.validation import check_adapter_options
+from lrtune.client.callback import AutoLRSCallback, Loss
+from lrtune.client.tracking import SegmentLog, phase_code
+from lrtune.client.validation import check_adapter_options
 
 
 class AutoLRSLightningCallback(pl.Callback):
@@ -53,8 +54,8 @@ class AutoLRSLightningCallback(pl.Callback):
         min_lr: Lower end of the LR range.
         max_lr: Upper end of the LR range.
         total_steps: Step budget (optimizer steps), exploration included.
-        val_fn: Returns the validation loss, if the objective needs one (see :class:`client.AutoLRSCallback`).
-        **options: Any other keyword argument of :class:`client.AutoLRSCallback` (``config``, ``preset``,
+        val_fn: Returns the validation loss, if the objective needs one (see :class:`lrtune.client.AutoLRSCallback`).
+        **options: Any other keyword argument of :class:`lrtune.client.AutoLRSCallback` (``config``, ``preset``,
             ``seed``, ``loader``, ``fallback``, ``http_client``, ``log_fn``, ...).
         log_to_trainer: Log ``lrtune/lr``, ``lrtune/phase`` and ``lrtune/rolled_back`` to the trainer's loggers.
 

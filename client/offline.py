@@ -2,9 +2,9 @@
 
 While it cannot reach the service the callback follows a *course*: the continuation the last segment it ran
 carries (``then``: the rest of the budget as the service planned it), or, when it has none (the service never
-answered, or the job is new), the fallback of :mod:`client.fallback`. Every offline step is logged with the
+answered, or the job is new), the fallback of :mod:`lrtune.client.fallback`. Every offline step is logged with the
 piece of the course it ran on and its loss (kept on its device: no sync per step). When a segment arrives, the
-steps the job has not counted yet are reported instead of running it (see :mod:`tuner.outage`), as
+steps the job has not counted yet are reported instead of running it (see :mod:`lrtune.tuner.outage`), as
 ``OfflinePiece`` objects in the job's step numbering, so the job's schedule and export hold the LR every
 optimizer step really used.
 """
@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from client.fallback import FallbackSpec, fallback_piece
-from tuner.segment import MAX_OFFLINE_PIECES, OfflinePiece, Piece
+from lrtune.client.fallback import FallbackSpec, fallback_piece
+from lrtune.tuner.segment import MAX_OFFLINE_PIECES, OfflinePiece, Piece
 
 Loss = torch.Tensor | float
 

@@ -2,7 +2,7 @@
 
 ``config=prior_config(schedule)`` gives a new job the previous job's winning LR as ``prior_lr``: its first search
 is centred there (no LR range sweep), and the plan preset sets its stability cap from it. The schedule is what
-``GET /v1/jobs/{job_id}/schedule`` answers (``client.ServiceClient.schedule``, ``lrtune jobs show --json``), or
+``GET /v1/jobs/{job_id}/schedule`` answers (``lrtune.client.ServiceClient.schedule``, ``lrtune jobs show --json``), or
 an in-process job's ``cb.tuner.schedule()``.
 """
 

@@ -1,7 +1,7 @@
 """Wire format of lrtune's HTTP API (v1), shared by the service and the trainer-side client.
 
 It lives in the client package because trainer machines install only the client; it imports nothing but
-pydantic and the tuner's pure segment module (:mod:`tuner.segment`: phases, shapes, the LR formula and the
+pydantic and the tuner's pure segment module (:mod:`lrtune.tuner.segment`: phases, shapes, the LR formula and the
 continuation pieces; no torch or botorch behind it).
 
 Routes (JSON over HTTP; errors are :class:`ErrorBody` with a stable ``code``)::
@@ -32,7 +32,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tuner.segment import MAX_OFFLINE_PIECES, OfflinePiece, Phase, Piece, Shape, stretch_lr
+from lrtune.tuner.segment import MAX_OFFLINE_PIECES, OfflinePiece, Phase, Piece, Shape, stretch_lr
 
 API_PREFIX = "/v1"
 
@@ -47,7 +47,7 @@ JOB_STATUSES: tuple[JobStatus, ...] = get_args(JobStatus)
 
 
 class JobConfig(BaseModel):
-    """A job's tuning configuration; ``null`` fields take the preset's value (see ``tuner.TunerConfig``).
+    """A job's tuning configuration; ``null`` fields take the preset's value (see ``lrtune.tuner.TunerConfig``).
 
     Candidate counts are capped at 64: each candidate adds a point to a GP refitted on every report. Numbers
     must be finite.
@@ -114,7 +114,7 @@ class JobCreate(BaseModel):
 
 
 class WireSegment(BaseModel):
-    """A segment as sent to workers; see ``tuner.segment`` for the meaning of each field.
+    """A segment as sent to workers; see ``lrtune.tuner.segment`` for the meaning of each field.
 
     ``lease_epoch`` must be echoed in the report; ``lease_expires_in_s`` says how long the lease holds unless
     renewed by a poll or report. ``then`` is the rest of the budget's schedule as the service plans it now: a
@@ -156,7 +156,7 @@ class WireSegment(BaseModel):
         return self.start_step + self.steps
 
     def lr_at(self, step: int) -> float:
-        """Return the LR of 0-based step ``step`` of this segment (``tuner.segment.stretch_lr``)."""
+        """Return the LR of 0-based step ``step`` of this segment (``lrtune.tuner.segment.stretch_lr``)."""
         f, t = self.curve_from, self.curve_to
         return float(stretch_lr(self.shape, f, t, self.curve_start, self.curve_end, self.steps, step))
 

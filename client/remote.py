@@ -36,7 +36,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from client.errors import (
+from lrtune.client.errors import (
     AuthError,
     JobGoneError,
     LrtuneHTTPError,
@@ -45,9 +45,9 @@ from client.errors import (
     ServiceUnavailableError,
     StaleLeaseError,
 )
-from client.http import ServiceClient
-from client.protocol import JobConfig, OfflinePiece, WireReport, WireSegment
-from client.summary import run_log
+from lrtune.client.http import ServiceClient
+from lrtune.client.protocol import JobConfig, OfflinePiece, WireReport, WireSegment
+from lrtune.client.summary import run_log
 
 log = logging.getLogger("lrtune.client")
 

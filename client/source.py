@@ -1,8 +1,8 @@
 """Where segments come from: the interface the callback drives, and the in-process tuner behind it.
 
-Two sources implement :class:`SegmentSource`: :class:`LocalSource` runs a ``tuner.Tuner`` in this process
-(imported lazily: only this mode needs the ``[tuner]`` extra's botorch), :class:`client.remote.RemoteSource`
-talks to the service and fails open. Both hand out :class:`client.protocol.WireSegment` objects.
+Two sources implement :class:`SegmentSource`: :class:`LocalSource` runs a ``lrtune.tuner.Tuner`` in this process
+(imported lazily: only this mode needs the ``[tuner]`` extra's botorch), :class:`lrtune.client.remote.RemoteSource`
+talks to the service and fails open. Both hand out :class:`lrtune.client.protocol.WireSegment` objects.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from client.protocol import OfflinePiece, WireSegment
+from lrtune.client.protocol import OfflinePiece, WireSegment
 
 if TYPE_CHECKING:
-    from tuner import Segment, Tuner
+    from lrtune.tuner import Segment, Tuner
 
 #: Job id the in-process source gives its segments.
 LOCAL_JOB_ID = "local"
@@ -71,26 +71,26 @@ class SegmentSource(Protocol):
 
 
 def wire(segment: Segment, job_id: str = LOCAL_JOB_ID) -> WireSegment:
-    """Convert a ``tuner.Segment`` to the wire model."""
+    """Convert a ``lrtune.tuner.Segment`` to the wire model."""
     return WireSegment(job_id=job_id, **segment.to_dict())
 
 
 class LocalSource:
-    """Segments from a ``tuner.Tuner`` running in this process.
+    """Segments from a ``lrtune.tuner.Tuner`` running in this process.
 
     Args:
-        config: A job config as a dict of ``tuner.TunerConfig`` fields.
+        config: A job config as a dict of ``lrtune.tuner.TunerConfig`` fields.
 
     Raises:
         ImportError: The tuner's dependencies (botorch; the ``[tuner]`` extra) are not installed.
-        ValueError: The config is invalid (``tuner.InvalidConfigError``).
+        ValueError: The config is invalid (``lrtune.tuner.InvalidConfigError``).
     """
 
     detached = False
 
     def __init__(self, config: dict[str, Any]) -> None:
         try:
-            from tuner import Tuner, TunerConfig
+            from lrtune.tuner import Tuner, TunerConfig
         except ImportError as exc:  # pragma: no cover - depends on the installation
             raise ImportError(
                 "server_url=None runs the tuner in this process, which needs the [tuner] extra "
@@ -135,7 +135,7 @@ class LocalSource:
         Raises:
             ValueError: ``state`` is not a local source's state.
         """
-        from tuner import Tuner
+        from lrtune.tuner import Tuner
 
         if state.get("kind") != "local":
             raise ValueError(f"cannot resume an in-process tuner from a {state.get('kind')!r} source's state")

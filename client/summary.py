@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from client.protocol import WireSegment
+from lrtune.client.protocol import WireSegment
 
 #: The logger of the lines every run shows: the job's dashboard URL and the summary at the end.
 run_log = logging.getLogger("lrtune.client.run")

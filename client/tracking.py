@@ -1,7 +1,7 @@
 """What lrtune did, for the experiment tracker a user already has: segment logs, their fate, TensorBoard.
 
-:class:`client.AutoLRSCallback` takes ``log_fn``: a function it calls with a :class:`SegmentLog` once at the end of
-every segment, from the losses it syncs there anyway (no extra device sync), and once more, with ``rolled_back``
+:class:`lrtune.client.AutoLRSCallback` takes ``log_fn``: a function it calls with a :class:`SegmentLog` once at the
+end of every segment, from the losses it syncs there anyway (no extra device sync), and once more, with ``rolled_back``
 set, when a later segment discards that segment's steps. Whether a segment is rolled back is not known when it
 ends: a candidate LR is rolled back once the search picks another candidate (the next segment restores the stage
 snapshot or the winner's end state, and the candidate's end state is dropped). The callback follows the weights
@@ -22,7 +22,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
-from client.protocol import WireSegment
+from lrtune.client.protocol import WireSegment
 
 #: Numeric code of each phase, for trackers that plot only numbers (``lrtune/phase``). ``offline``: steps run
 #: while no segment was open (the service unreachable).

@@ -9,10 +9,10 @@ from typing import Any
 
 import torch
 
-from client.fallback import check_fallback
-from client.http import check_http_client
-from client.protocol import JobConfig
-from client.replay import ReplayLoader
+from lrtune.client.fallback import check_fallback
+from lrtune.client.http import check_http_client
+from lrtune.client.protocol import JobConfig
+from lrtune.client.replay import ReplayLoader
 
 
 def check_options(
@@ -160,7 +160,7 @@ def check_adapter_options(
         TypeError: An unknown or adapter-filled argument, or one of the wrong kind.
         ValueError: An invalid value.
     """
-    from client.callback import AutoLRSCallback
+    from lrtune.client.callback import AutoLRSCallback
 
     clash = sorted(set(taken) & set(options))
     if clash:

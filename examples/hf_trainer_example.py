@@ -19,7 +19,7 @@ from sklearn.datasets import load_digits
 from torch.utils.data import TensorDataset
 from transformers import Trainer, TrainingArguments
 
-from client.hf import AutoLRSTrainerCallback
+from lrtune.client.hf import AutoLRSTrainerCallback
 
 
 def digits(seed: int = 0) -> tuple[TensorDataset, TensorDataset]:

@@ -21,8 +21,8 @@ from lightning.pytorch.loggers import CSVLogger
 from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader, TensorDataset
 
-from client import ReplayLoader
-from client.lightning import AutoLRSLightningCallback
+from lrtune.client import ReplayLoader
+from lrtune.client.lightning import AutoLRSLightningCallback
 
 
 def digits(seed: int = 0) -> tuple[TensorDataset, TensorDataset]:

@@ -16,8 +16,8 @@ import torch
 from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader, TensorDataset
 
-from client import AutoLRSCallback, ReplayLoader
-from client.tracking import TensorBoardLog
+from lrtune.client import AutoLRSCallback, ReplayLoader
+from lrtune.client.tracking import TensorBoardLog
 
 
 def digits(seed: int = 0) -> tuple[TensorDataset, TensorDataset]:

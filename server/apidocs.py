@@ -17,8 +17,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from client.protocol import API_PREFIX
-from server.deps import job_credential, require_admin
+from lrtune.client.protocol import API_PREFIX
+from lrtune.server.deps import job_credential, require_admin
 
 #: Name of the security scheme in the spec.
 BEARER = "bearer"

@@ -15,15 +15,15 @@ import anyio
 import torch
 from fastapi import FastAPI
 
-from server import apidocs, dashboard, errors
-from server.deps import Runtime
-from server.door import DoorMiddleware
-from server.limits import BodyLimitMiddleware
-from server.metrics import LatencyMiddleware, ServiceMetrics
-from server.routes import health, jobs, schedule, segments
-from server.service import JobService
-from server.settings import Settings, is_loopback
-from server.store import JobStore, StoreError, open_store
+from lrtune.server import apidocs, dashboard, errors
+from lrtune.server.deps import Runtime
+from lrtune.server.door import DoorMiddleware
+from lrtune.server.limits import BodyLimitMiddleware
+from lrtune.server.metrics import LatencyMiddleware, ServiceMetrics
+from lrtune.server.routes import health, jobs, schedule, segments
+from lrtune.server.service import JobService
+from lrtune.server.settings import Settings, is_loopback
+from lrtune.server.store import JobStore, StoreError, open_store
 
 log = logging.getLogger("lrtune.server")
 #: The service's log line format.
@@ -174,7 +174,7 @@ def create_app(
 
 
 def app_from_env() -> FastAPI:
-    """Uvicorn factory: ``uvicorn --factory server.app:app_from_env`` (settings from the environment).
+    """Uvicorn factory: ``uvicorn --factory lrtune.server.app:app_from_env`` (settings from the environment).
 
     Being the whole process's app, it also moves every object alive after start-up (torch, botorch and their
     modules: about a million objects) out of the garbage collector's sight, so that full collections take a

@@ -10,10 +10,10 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from server.cli_jobs import app as jobs_app
-from server.launch import ADMIN_KEY_ENV, REDIS_URL_ENV, prepare_metrics_dir
-from server.settings import ENV_PREFIX, Settings
-from server.transport import PROTOCOL
+from lrtune.server.cli_jobs import app as jobs_app
+from lrtune.server.launch import ADMIN_KEY_ENV, REDIS_URL_ENV, prepare_metrics_dir
+from lrtune.server.settings import ENV_PREFIX, Settings
+from lrtune.server.transport import PROTOCOL
 
 app = typer.Typer(help="lrtune: online learning-rate tuning as a service.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
@@ -40,7 +40,7 @@ def serve(
     """Run the service (every setting is also an LRTUNE_* environment variable, see docs/service.md)."""
     import uvicorn
 
-    from server.app import LOG_FORMAT, public_bind_error, security_warnings
+    from lrtune.server.app import LOG_FORMAT, public_bind_error, security_warnings
 
     given = {
         "host": host,
@@ -71,7 +71,7 @@ def serve(
     level = settings.log_level.lower()
     logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
     uvicorn.run(
-        "server.app:app_from_env",
+        "lrtune.server.app:app_from_env",
         factory=True,
         host=settings.host,
         port=settings.port,
@@ -91,7 +91,7 @@ def demo(
     port: Annotated[int, typer.Option(help="Loopback port of the service (0: any free port).")] = 0,
 ) -> None:
     """Start the service in the background, tune a small MLP on digits over HTTP, print the schedule."""
-    from server.demo import run_demo
+    from lrtune.server.demo import run_demo
 
     if loop not in ("auto", "callback", "httpx"):
         typer.echo(f"lrtune demo: --loop must be auto, callback or httpx, got {loop!r}", err=True)

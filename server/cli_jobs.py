@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import httpx
 import typer
 
-from client.errors import JobGoneError, LrtuneHTTPError
-from client.http import ServiceClient
-from client.protocol import JOB_STATUSES
+from lrtune.client.errors import JobGoneError, LrtuneHTTPError
+from lrtune.client.http import ServiceClient
+from lrtune.client.protocol import JOB_STATUSES
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
@@ -83,7 +83,7 @@ class Order(StrEnum):
 if TYPE_CHECKING:
 
     class Status(StrEnum):
-        """Job statuses: the members of ``client.protocol.JOB_STATUSES``."""
+        """Job statuses: the members of ``lrtune.client.protocol.JOB_STATUSES``."""
 
 else:  # the one list of statuses, as choices of ``--status``
     Status = StrEnum("Status", [(s, s) for s in JOB_STATUSES])
@@ -106,7 +106,7 @@ class CliError(Exception):
 
 
 class JobsClient:
-    """The calls the commands make, through the client package's :class:`client.http.ServiceClient`.
+    """The calls the commands make, through the client package's :class:`lrtune.client.http.ServiceClient`.
 
     Args:
         url: Base URL of the service.

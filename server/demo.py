@@ -2,8 +2,8 @@
 
 The service runs in the background on the embedded store.
 Without torch's callback the training loop talks to the service through the client package's typed HTTP client
-(:class:`client.http.ServiceClient`) and the wire models of :mod:`client.protocol`: create a job, poll once, then run
-each segment and report it, the report's answer being the next segment.
+(:class:`lrtune.client.http.ServiceClient`) and the wire models of :mod:`lrtune.client.protocol`: create a job, poll
+once, then run each segment and report it, the report's answer being the next segment.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import Any, Literal
 
 import torch
 
-from client.http import ServiceClient
-from client.protocol import JobConfig, WireReport, WireSegment
-from server.demo_train import Digits, SegmentRunner, train_constant
-from server.embedded import BackgroundServer
+from lrtune.client.http import ServiceClient
+from lrtune.client.protocol import JobConfig, WireReport, WireSegment
+from lrtune.server.demo_train import Digits, SegmentRunner, train_constant
+from lrtune.server.embedded import BackgroundServer
 
 #: The demo job: SGD with momentum on an MLP, searched over three decades of LR.
 DEMO_CONFIG = JobConfig(min_lr=1e-3, max_lr=1.0, total_steps=3000, warmup_steps=100, seed=0)
@@ -62,7 +62,7 @@ def train_with_callback(
     """
     from torch.utils.data import DataLoader, TensorDataset
 
-    from client import AutoLRSCallback, ReplayLoader
+    from lrtune.client import AutoLRSCallback, ReplayLoader
 
     runner = SegmentRunner(data, config.seed)
     model, opt, loss_fn = runner.model, runner.opt, runner.loss_fn
@@ -161,7 +161,7 @@ def _num(v: float | None) -> str:
 def callback_available() -> bool:
     """Tell whether the client package's ``AutoLRSCallback`` can be imported."""
     try:
-        from client import AutoLRSCallback  # noqa: F401
+        from lrtune.client import AutoLRSCallback  # noqa: F401
     except ImportError:
         return False
     return True
@@ -181,7 +181,7 @@ def run_demo(
         echo: Prints one line.
         config: The job.
         baseline: Also train at a constant LR and compare.
-        loop: ``callback`` trains with ``client.AutoLRSCallback``; ``httpx`` with the plain loop of
+        loop: ``callback`` trains with ``lrtune.client.AutoLRSCallback``; ``httpx`` with the plain loop of
             :func:`train_over_http`; ``auto`` takes the callback when the client package is installed.
         serve: Keep serving after the demo (until interrupted), so the job can be looked at in the dashboard.
         port: Loopback port of the service (0: any free port).

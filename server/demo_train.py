@@ -1,6 +1,6 @@
 """The demo's training side: a small MLP on scikit-learn's digits, driven segment by segment.
 
-:class:`SegmentRunner` does what a worker must do with a segment (see :mod:`tuner.segment`): restore, drop
+:class:`SegmentRunner` does what a worker must do with a segment (see :mod:`lrtune.tuner.segment`): restore, drop
 and save snapshots in host memory, set the LR of every step, replay a stage's batches for its candidates,
 evaluate validation loss when asked, stop a diverging candidate early, and keep the end state.
 """
@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from client.protocol import WireSegment
+from lrtune.client.protocol import WireSegment
 
 
 @dataclass(frozen=True)

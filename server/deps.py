@@ -10,10 +10,10 @@ from typing import Annotated, TypeVar
 import anyio
 from fastapi import Depends, Request
 
-from server.errors import ForbiddenError, UnauthorizedError
-from server.metrics import ServiceMetrics
-from server.service import Credential, JobService
-from server.settings import Settings, is_loopback
+from lrtune.server.errors import ForbiddenError, UnauthorizedError
+from lrtune.server.metrics import ServiceMetrics
+from lrtune.server.service import Credential, JobService
+from lrtune.server.settings import Settings, is_loopback
 
 T = TypeVar("T")
 

@@ -6,7 +6,7 @@
   400 ``host_not_allowed``, before any route runs. Health, readiness and metrics probes are exempt, since
   orchestrators send them by address.
 * **Store identity.** Every answer carries ``Lrtune-Store-Id``, the id of the store instance behind the service
-  (:attr:`server.store.JobStore.store_id`). A client whose job is suddenly unknown can tell from it that the
+  (:attr:`lrtune.server.store.JobStore.store_id`). A client whose job is suddenly unknown can tell from it that the
   service came back with a store that never held the job (an embedded service restarted), rather than that the
   job was deleted.
 """
@@ -17,9 +17,9 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.errors import HostNotAllowedError, error_response
-from server.quotas import EXEMPT_PATHS
-from server.settings import host_allowed
+from lrtune.server.errors import HostNotAllowedError, error_response
+from lrtune.server.quotas import EXEMPT_PATHS
+from lrtune.server.settings import host_allowed
 
 #: Response header carrying the store's id (lower case, as ASGI wants it).
 STORE_ID_HEADER = b"lrtune-store-id"

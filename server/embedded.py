@@ -9,9 +9,9 @@ from types import TracebackType
 
 import uvicorn
 
-from server.app import create_app
-from server.settings import Settings
-from server.transport import NoDelayH11Protocol
+from lrtune.server.app import create_app
+from lrtune.server.settings import Settings
+from lrtune.server.transport import NoDelayH11Protocol
 
 
 class BackgroundServer:

@@ -1,6 +1,6 @@
 """Service errors, and the one place that maps every domain error to an HTTP status and JSON body.
 
-Every error response is :class:`client.protocol.ErrorBody`: ``{"code": ..., "message": ..., "detail": ...}``
+Every error response is :class:`lrtune.client.protocol.ErrorBody`: ``{"code": ..., "message": ..., "detail": ...}``
 with a stable ``code``. Nothing a client sends may produce a 500: bad input is 4xx, and anything unforeseen
 is logged and answered with ``internal`` (500) without leaking internals.
 """
@@ -16,10 +16,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from client.protocol import ErrorBody
-from server.store import StoreError
-from server.store.records import RecordDecodeError
-from tuner import TunerError
+from lrtune.client.protocol import ErrorBody
+from lrtune.server.store import StoreError
+from lrtune.server.store.records import RecordDecodeError
+from lrtune.tuner import TunerError
 
 log = logging.getLogger("lrtune.server")
 

@@ -24,7 +24,7 @@ REDIS_PREFIX_ENV = "LRTUNE_REDIS_PREFIX"
 ADMIN_KEY_ENV = "LRTUNE_ADMIN_KEY"
 #: Port the container listens on.
 CONTAINER_PORT = 8000
-#: The Prometheus client's multiprocess folder (see :mod:`server.metrics`).
+#: The Prometheus client's multiprocess folder (see :mod:`lrtune.server.metrics`).
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: Names of the files the Prometheus client writes to that folder (``counter_<pid>.db``, ...).
 #: A multiprocess metrics file of the Prometheus client: ``<kind>_<pid>.db``.

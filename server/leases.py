@@ -5,9 +5,9 @@ Rules (all times are Unix seconds):
 * A poll by the holder of a live lease renews it (same epoch, new expiry).
 * A poll when there is no lease, or the lease has lapsed, grants a new lease to the poller with the next
   epoch (``last_epoch + 1``); taking over a lapsed lease counts as a lease expiry.
-* A poll by anyone else while the lease is live is refused (:class:`~server.errors.SegmentLeasedError`).
+* A poll by anyone else while the lease is live is refused (:class:`~lrtune.server.errors.SegmentLeasedError`).
 * A report must come from the lease holder and carry the lease's epoch, else it is refused
-  (:class:`~server.errors.StaleLeaseError`) and nothing changes. A lapsed lease that nobody took over still
+  (:class:`~lrtune.server.errors.StaleLeaseError`) and nothing changes. A lapsed lease that nobody took over still
   lets its holder report: lapse only matters once another worker asks for the segment.
 * An accepted report leases the next segment to the reporter with the same epoch, so a repeated identical
   report passes the same check and gets the same answer.
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from server.errors import SegmentLeasedError, StaleLeaseError
-from server.store.records import JobHead, Lease
+from lrtune.server.errors import SegmentLeasedError, StaleLeaseError
+from lrtune.server.store.records import JobHead, Lease
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@
 The body limit is enforced on the declared length and on the bytes actually received. Only reports may be
 large (``LRTUNE_MAX_BODY_BYTES``); every other request body is capped at :data:`SMALL_BODY_BYTES`, so that no
 route parses a large body on the event loop (the report route parses its body in a worker thread, after checking
-its size against the open segment, see :mod:`server.routes.segments`). The rate limit (off unless
-``LRTUNE_RATE_LIMIT_PER_S`` is set, see :mod:`server.quotas`; shared through Redis when the store is there) is
+its size against the open segment, see :mod:`lrtune.server.routes.segments`). The rate limit (off unless
+``LRTUNE_RATE_LIMIT_PER_S`` is set, see :mod:`lrtune.server.quotas`; shared through Redis when the store is there) is
 checked first, so a client over its rate costs the service no body reading and no store access.
 """
 
@@ -15,9 +15,9 @@ from typing import Any
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.errors import BodyTooLargeError, RateLimitedError, error_response
-from server.quotas import EXEMPT_PATHS, RateLimiter, client_key, is_admin
-from server.settings import Settings
+from lrtune.server.errors import BodyTooLargeError, RateLimitedError, error_response
+from lrtune.server.quotas import EXEMPT_PATHS, RateLimiter, client_key, is_admin
+from lrtune.server.settings import Settings
 
 #: Largest body of any request but a report, in bytes (a job config or a lease request is well under 4 KiB).
 SMALL_BODY_BYTES = 64 * 1024

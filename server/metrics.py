@@ -3,7 +3,7 @@
 * **One process** (the default): a registry of the app's own (several apps can live in one process, as in
   tests), with the standard ``process_*`` metrics of this process.
 * **Several worker processes** (``lrtune serve --workers N`` with N > 1): the launcher sets
-  ``PROMETHEUS_MULTIPROC_DIR`` to an emptied folder before the workers start (see :mod:`server.launch`); every
+  ``PROMETHEUS_MULTIPROC_DIR`` to an emptied folder before the workers start (see :mod:`lrtune.server.launch`); every
   worker writes its counters and histograms to files there, and a scrape of any worker reads them all, so that
   ``/metrics`` answers the sum over the workers whichever worker a scrape reaches, and counters never go down
   between scrapes. The ``process_*`` metrics then come once per live worker, labelled by ``pid``.
@@ -36,7 +36,7 @@ from prometheus_client.registry import Collector
 from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.launch import METRICS_FILE, MULTIPROC_DIR_ENV
+from lrtune.server.launch import METRICS_FILE, MULTIPROC_DIR_ENV
 
 log = logging.getLogger("lrtune.server")
 

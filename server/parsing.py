@@ -19,7 +19,7 @@ import numpy as np
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from client.protocol import WireReport
+from lrtune.client.protocol import WireReport
 
 #: Bodies at least this large (in bytes; about 50,000 losses) are parsed in the helper process.
 LARGE_BODY_BYTES = 1 << 20

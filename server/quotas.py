@@ -36,11 +36,11 @@ from limits.errors import StorageError
 from limits.storage import MemoryStorage, RedisStorage, Storage
 from limits.strategies import MovingWindowRateLimiter
 
-from server.deps import Runtime
-from server.errors import TooManyJobsError
-from server.settings import Settings
-from server.store import JobNotFoundError, JobStore, StoreUnavailableError
-from server.store.keys import Keys
+from lrtune.server.deps import Runtime
+from lrtune.server.errors import TooManyJobsError
+from lrtune.server.settings import Settings
+from lrtune.server.store import JobNotFoundError, JobStore, StoreUnavailableError
+from lrtune.server.store.keys import Keys
 
 log = logging.getLogger("lrtune.server")
 
@@ -171,7 +171,8 @@ class JobLedger(ABC):
             client: The client's key (:func:`client_key`).
             job_id: The job about to be created.
             limit: Most running jobs the client may have (positive).
-            status: The stored status of a job (one of ``client.protocol.JOB_STATUSES``), None when it does not exist.
+            status: The stored status of a job (one of ``lrtune.client.protocol.JOB_STATUSES``), None when it does
+                not exist.
             now: Unix time in seconds.
 
         Returns:
@@ -258,7 +259,7 @@ class RedisLedger(JobLedger):
     def __init__(self, url: str, prefix: str, timeout_s: float = 5.0) -> None:
         import redis
 
-        from server.store.keys import Keys
+        from lrtune.server.store.keys import Keys
 
         self.keys = Keys(prefix)
         self._r = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)

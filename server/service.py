@@ -19,11 +19,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from client.protocol import JobConfig, JobCreate, JobInfo, WireReport, WireSegment
-from server import leases
-from server.errors import ForbiddenError, JobDeletedError
-from server.store import JobHead, JobNotFoundError, JobRecord, JobStatus, JobStore
-from tuner import Tuner, TunerConfig
+from lrtune.client.protocol import JobConfig, JobCreate, JobInfo, WireReport, WireSegment
+from lrtune.server import leases
+from lrtune.server.errors import ForbiddenError, JobDeletedError
+from lrtune.server.store import JobHead, JobNotFoundError, JobRecord, JobStatus, JobStore
+from lrtune.tuner import Tuner, TunerConfig
 
 log = logging.getLogger("lrtune.server")
 

@@ -37,7 +37,7 @@ class Settings(BaseSettings):
         rate_limit_per_s: Sustained requests per second one client (network address) may send, counted over
             every process sharing ``redis_url`` (in process memory with the embedded store); more get 429
             ``rate_limited``. 0 means no limit. Health, readiness and metrics probes and requests with the admin
-            key are exempt. See :class:`server.quotas.RateLimiter` for the window.
+            key are exempt. See :class:`lrtune.server.quotas.RateLimiter` for the window.
         rate_limit_burst: Requests a client may send at once (the most in any window of
             ``rate_limit_burst / rate_limit_per_s`` seconds); 0 means ten seconds' worth of ``rate_limit_per_s``
             (at least 1).

@@ -15,7 +15,7 @@ import socket
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 #: Import path of :class:`NoDelayH11Protocol`, for ``uvicorn.run(http=...)`` in worker processes.
-PROTOCOL = "server.transport:NoDelayH11Protocol"
+PROTOCOL = "lrtune.server.transport:NoDelayH11Protocol"
 
 
 class NoDelayH11Protocol(H11Protocol):

@@ -6,7 +6,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from server.launch import free_port, start_local, stop_local, wait_ready
+from lrtune.server.launch import free_port, start_local, stop_local, wait_ready
 
 
 class Service:

@@ -5,8 +5,8 @@ its whole state to a JSON-safe dict that :meth:`Tuner.recover` turns back into a
 
 The light modules (segments, config, errors, standard schedules) are imported here at once; the names that need
 torch, botorch or scipy (:class:`Tuner`, :data:`SCHEMA_VERSION`, :func:`sweep_suggestion`, :func:`forecast_loss`,
-:class:`Forecast`) are imported on first access, so ``import tuner.segment`` or ``import tuner.config`` stays
-cheap for the client.
+:class:`Forecast`) are imported on first access, so ``import lrtune.tuner.segment`` or ``import lrtune.tuner.config``
+stays cheap for the client.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from tuner.config import Settings, TunerConfig, resolve
-from tuner.errors import (
+from lrtune.tuner.config import Settings, TunerConfig, resolve
+from lrtune.tuner.errors import (
     ConflictingReportError,
     InvalidConfigError,
     InvalidReportError,
@@ -23,20 +23,20 @@ from tuner.errors import (
     TunerError,
     UnknownSegmentError,
 )
-from tuner.schedules import export_lr
-from tuner.segment import Segment
+from lrtune.tuner.schedules import export_lr
+from lrtune.tuner.segment import Segment
 
 if TYPE_CHECKING:
-    from tuner.forecast import Forecast, forecast_loss
-    from tuner.stages import SCHEMA_VERSION, Tuner, sweep_suggestion
+    from lrtune.tuner.forecast import Forecast, forecast_loss
+    from lrtune.tuner.stages import SCHEMA_VERSION, Tuner, sweep_suggestion
 
 #: Names imported on first access, and the module each lives in.
 _LAZY = {
-    "Forecast": "tuner.forecast",
-    "forecast_loss": "tuner.forecast",
-    "SCHEMA_VERSION": "tuner.stages",
-    "Tuner": "tuner.stages",
-    "sweep_suggestion": "tuner.stages",
+    "Forecast": "lrtune.tuner.forecast",
+    "forecast_loss": "lrtune.tuner.forecast",
+    "SCHEMA_VERSION": "lrtune.tuner.stages",
+    "Tuner": "lrtune.tuner.stages",
+    "sweep_suggestion": "lrtune.tuner.stages",
 }
 
 __all__ = [

@@ -3,7 +3,7 @@
 A candidate runs ``cand_steps`` steps at one LR from the stage snapshot (the first saves it, the others restore
 it); its losses are forecast to the stage horizon; an optional cooldown probe then decays its LR linearly to 0
 from its end state, so every candidate is judged as if annealed there. BO over normalized log10-LR (a GP on the
-candidates' scores, :mod:`tuner.search`) proposes the next one; the ranking leaves the incumbent only for a
+candidates' scores, :mod:`lrtune.tuner.search`) proposes the next one; the ranking leaves the incumbent only for a
 clearly better LR. The greedy, paper and plan presets all build their candidates here.
 """
 
@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from tuner.forecast import forecast_loss
-from tuner.parts import TunerParts
-from tuner.records import mean as _mean
-from tuner.records import spread as _spread
-from tuner.search import Observation, Surrogate, to_unit
-from tuner.segment import Segment, diverged
+from lrtune.tuner.forecast import forecast_loss
+from lrtune.tuner.parts import TunerParts
+from lrtune.tuner.records import mean as _mean
+from lrtune.tuner.records import spread as _spread
+from lrtune.tuner.search import Observation, Surrogate, to_unit
+from lrtune.tuner.segment import Segment, diverged
 
 MAX_KEPT = 2  # candidate end states held at once in keep-winner mode
 _SWITCH_MARGIN = 2.0  # standard errors of the difference by which a challenger must beat the incumbent

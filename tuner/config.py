@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from tuner.errors import InvalidConfigError
+from lrtune.tuner.errors import InvalidConfigError
 
 Preset = Literal["default", "plan", "greedy", "paper"]
 PlanShape = Literal["free", "cosine"]
@@ -56,8 +56,8 @@ class TunerConfig:
         warmup_steps: Linear warmup steps before the search (or the schedule) starts.
         warmup_lr: LR the warmup ends at (None: the LR range sweep's suggestion, or ``prior_lr``, or without either
             the geometric middle of the range; for the standard schedules ``max_lr``).
-        prior_lr: An LR a previous job found to work (its winner: ``client.prior_config`` reads it from that job's
-            schedule). It takes the place of the LR range sweep's suggestion: the first search is centred on it,
+        prior_lr: An LR a previous job found to work (its winner: ``lrtune.client.prior_config`` reads it from that
+            job's schedule). It takes the place of the LR range sweep's suggestion: the first search is centred on it,
             the plan's stability cap is set from it, and the sweep is skipped unless ``sweep_fraction`` is set.
         explore_cap: Largest share of ``total_steps`` spent exploring: the LR range sweep, candidates and their probes.
         anneal_fraction: Share of ``total_steps`` at the end that decays the LR linearly towards zero.

@@ -4,7 +4,7 @@ A job's life::
 
     warmup ─► stage 0: candidates (explore) ─► winner ─► train ─► stage 1 ... ─► anneal ─► done
 
-Each stage tries a few candidates (:mod:`tuner.candidates`), chooses the winner, and trains on at its LR for the
+Each stage tries a few candidates (:mod:`lrtune.tuner.candidates`), chooses the winner, and trains on at its LR for the
 rest of the stage (continuing from the winner's end state when it was kept); the horizon ``tau`` doubles per
 stage up to ``tau_max``; the last ``anneal_steps`` decay linearly to 0 from the last winner.
 """
@@ -15,12 +15,12 @@ import math
 import time
 from typing import Any
 
-from tuner import schedules
-from tuner.candidates import obs_dict
-from tuner.parts import TunerParts
-from tuner.search import from_unit, to_unit
-from tuner.segment import Segment
-from tuner.sweep import SWEEP_DIVISOR
+from lrtune.tuner import schedules
+from lrtune.tuner.candidates import obs_dict
+from lrtune.tuner.parts import TunerParts
+from lrtune.tuner.search import from_unit, to_unit
+from lrtune.tuner.segment import Segment
+from lrtune.tuner.sweep import SWEEP_DIVISOR
 
 _SWEEP_HEADROOM = 3.0  # the first stage searches at least this factor below the sweep's lowest-loss LR
 

@@ -395,7 +395,7 @@ def fit(
             which short cooldown probes alone cannot. Two shape parameters instead of four.
         beta: Hold the noise response's exponent at this value (untied kernels only; None: fit it). How slowly
             a decay pays off at long range is what short decays show least; a fit with the exponent held is a
-            rival reading of the same data (see :func:`tuner.planner.optimize`).
+            rival reading of the same data (see :func:`lrtune.tuner.planner.optimize`).
 
     Returns:
         The fit, or None when the runs hold too few finite observations to tell anything yet.

@@ -6,10 +6,10 @@ A job's life::
                                                               ▲                   │
                                                               └── when it pays ───┘
 
-* Every reported segment is data for the schedule-aware loss model (:mod:`tuner.lossmodel`): the sweep, the
+* Every reported segment is data for the schedule-aware loss model (:mod:`lrtune.tuner.lossmodel`): the sweep, the
   candidates, their cooldown probes and the kept line, each with its exact LR trajectory; rolled-back branches
   share their parent's prefix.
-* After every training segment the model is refitted and the planner (:mod:`tuner.planner`) chooses the rest of
+* After every training segment the model is refitted and the planner (:mod:`lrtune.tuner.planner`) chooses the rest of
   the schedule to minimise the predicted final loss. The next segment follows that plan: model-predictive
   control, so a long run keeps adapting.
 * At a decision point the job *searches*: from one snapshot, the plan's LR (the incumbent) and two other
@@ -35,11 +35,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from tuner import lossmodel, planner
-from tuner.lossmodel import Fit, History, Run
-from tuner.parts import TunerParts
-from tuner.planner import Plan
-from tuner.segment import Segment, curve_lr
+from lrtune.tuner import lossmodel, planner
+from lrtune.tuner.lossmodel import Fit, History, Run
+from lrtune.tuner.parts import TunerParts
+from lrtune.tuner.planner import Plan
+from lrtune.tuner.segment import Segment, curve_lr
 
 _EDGE = 3.0  # candidates go no higher than the LR where the sweep's loss bottomed out, divided by this
 _UP, _DOWN = 3.0, 1.0 / 3.0  # the first stage's challengers, relative to the incumbent, before a model exists
@@ -64,7 +64,7 @@ class Knobs:
         replan: Re-plan after every training segment (else only after a search).
         search: Search beyond the first stage when it pays.
         free_shape: Plans of any non-increasing shape (else only a cosine from the plan's first LR).
-        tied: The loss model's noise response shares its progress kernel (see :func:`tuner.lossmodel.fit`).
+        tied: The loss model's noise response shares its progress kernel (see :func:`lrtune.tuner.lossmodel.fit`).
         rival_beta: Also fit the model with its noise-response exponent held at this value and plan against the
             worse of the two readings (see :func:`best_plan`); None: plan on the best fit alone.
     """
@@ -236,7 +236,7 @@ def best_plan(
 
     With a ``rival`` fit that explains the data about as well (the RMS of its relative residuals within
     ``RIVAL_TOL`` of the better one's), the plan minimises the worse of the two readings' relative regret (see
-    :func:`tuner.planner.optimize`): the data rarely tell how long a decay keeps paying off, and a plan that bets
+    :func:`lrtune.tuner.planner.optimize`): the data rarely tell how long a decay keeps paying off, and a plan that bets
     on one reading (hold the LR, decay late and fast) loses badly when the other one is right. The predicted
     final loss and its uncertainty are always ``fit``'s.
     """
@@ -331,7 +331,7 @@ def propose(
 
 
 class OnlinePlanning(TunerParts):
-    """The ``plan`` preset's stage sequencing, mixed into :class:`tuner.stages.Tuner`.
+    """The ``plan`` preset's stage sequencing, mixed into :class:`lrtune.tuner.stages.Tuner`.
 
     It reads and writes the tuner's state dict: ``online`` (the current plan, the next decision point, the
     stability cap) and the stage records, in the same form the other presets use, so the schedule, the CLI and
@@ -673,7 +673,7 @@ class OnlinePlanning(TunerParts):
 
     def _online_candidate(self, stage: dict[str, Any], step: int) -> Segment | None:
         """The stage's next candidate or cooldown probe, or None when its search is over."""
-        from tuner.search import to_unit
+        from lrtune.tuner.search import to_unit
 
         st = self.settings
         cands = stage["candidates"]

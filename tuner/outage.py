@@ -4,7 +4,7 @@ A worker that loses the service keeps training. So that it follows the plan rath
 carries ``then``: the rest of the budget's schedule as the tuner sees it when it hands the segment out
 (:meth:`Outages._continuation`). Once the service is back the worker does not run the segment it is handed (that
 segment was planned for the state before the outage); it reports the steps it ran instead, as
-:class:`tuner.segment.OfflinePiece` objects with their losses (:meth:`Outages._skip`). The tuner then
+:class:`lrtune.tuner.segment.OfflinePiece` objects with their losses (:meth:`Outages._skip`). The tuner then
 
 * records them as ``offline`` segment records on the line the worker holds, so the budget, the schedule, the
   export and the loss model all count them;
@@ -23,12 +23,12 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from tuner import schedules
-from tuner.errors import InvalidReportError
-from tuner.parts import TunerParts
-from tuner.planner import Plan
-from tuner.records import segment_record
-from tuner.segment import MAX_OFFLINE_PIECES, SHAPES, OfflinePiece, Piece, Segment
+from lrtune.tuner import schedules
+from lrtune.tuner.errors import InvalidReportError
+from lrtune.tuner.parts import TunerParts
+from lrtune.tuner.planner import Plan
+from lrtune.tuner.records import segment_record
+from lrtune.tuner.segment import MAX_OFFLINE_PIECES, SHAPES, OfflinePiece, Piece, Segment
 
 #: Share of the budget a continuation decays over when the job has no plan and no anneal of its own yet.
 _DEFAULT_DECAY = 0.2
@@ -92,7 +92,7 @@ def plan_pieces(plan: Plan, step: int) -> list[Piece]:
 
 
 class Outages(TunerParts):
-    """The continuation and the offline-step reports, mixed into :class:`tuner.stages.Tuner`."""
+    """The continuation and the offline-step reports, mixed into :class:`lrtune.tuner.stages.Tuner`."""
 
     # ------------------------------------------------------------------ the continuation
 

@@ -1,7 +1,8 @@
-"""What the parts of :class:`tuner.stages.Tuner` know of each other: its state and the methods they call across.
+"""What the parts of :class:`lrtune.tuner.stages.Tuner` know of each other: its state and the methods they call across.
 
-Each concept of the tuner is a module with a mixin (:mod:`tuner.candidates`, :mod:`tuner.greedy`,
-:mod:`tuner.online`, :mod:`tuner.outage`, :mod:`tuner.views`), combined into one class in :mod:`tuner.stages`.
+Each concept of the tuner is a module with a mixin (:mod:`lrtune.tuner.candidates`, :mod:`lrtune.tuner.greedy`,
+:mod:`lrtune.tuner.online`, :mod:`lrtune.tuner.outage`, :mod:`lrtune.tuner.views`), combined into one class in
+:mod:`lrtune.tuner.stages`.
 :class:`TunerParts` declares, for the type checker only, the state they share and the methods one calls on
 another; at run time it adds nothing, so no declaration here can shadow an implementation.
 """
@@ -11,10 +12,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tuner.config import Settings, TunerConfig
-    from tuner.lossmodel import Fit
-    from tuner.search import Observation, Surrogate
-    from tuner.segment import Segment
+    from lrtune.tuner.config import Settings, TunerConfig
+    from lrtune.tuner.lossmodel import Fit
+    from lrtune.tuner.search import Observation, Surrogate
+    from lrtune.tuner.segment import Segment
 
 
 class TunerParts:

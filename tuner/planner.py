@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from tuner.lossmodel import History, Params, final_losses
+from lrtune.tuner.lossmodel import History, Params, final_losses
 
 _GRID = 49  # log-LR values tried per knot
 _SWEEPS = 4  # coordinate-descent passes

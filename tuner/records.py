@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from tuner.segment import Segment, stretch_lr
+from lrtune.tuner.segment import Segment, stretch_lr
 
 #: Binned loss points kept per segment.
 CURVE_POINTS = 32

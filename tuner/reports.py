@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from tuner.errors import InvalidReportError
-from tuner.segment import OfflinePiece, diverged
+from lrtune.tuner.errors import InvalidReportError
+from lrtune.tuner.segment import OfflinePiece, diverged
 
 #: Largest loss magnitude taken as a number. A loss beyond it (either sign) is a diverged point, like NaN: the loss
 #: model squares and sums losses and the GP standardizes them, and values near the float64 limit (1e155 squared

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tuner.config import Settings
-from tuner.segment import Phase, Piece, Segment, stretch_lr
+from lrtune.tuner.config import Settings
+from lrtune.tuner.segment import Phase, Piece, Segment, stretch_lr
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class Curve:
     """One LR curve over global steps ``[start, end)``.
 
     Attributes:
-        shape: LR shape (see :mod:`tuner.segment`).
+        shape: LR shape (see :mod:`lrtune.tuner.segment`).
         lr_from: LR at the curve's first step.
         lr_to: LR the curve tends to at its end.
         start: First global step of the curve.
@@ -88,7 +88,7 @@ def curve_at(settings: Settings, step: int) -> Curve:
 
 
 def export_lr(export: dict[str, Any], step: int) -> float:
-    """LR at ``step`` of a schedule from :meth:`tuner.Tuner.export` (the last piece's end LR past its end)."""
+    """LR at ``step`` of a schedule from :meth:`lrtune.tuner.Tuner.export` (the last piece's end LR past its end)."""
     pieces = export["pieces"]
     if not pieces:
         return float(export["base_lr"])

@@ -5,13 +5,13 @@ every decision is a deterministic function of that dict, so :meth:`Tuner.recover
 :meth:`Tuner.dump` left off. This module sequences a job (the LR range sweep, the warmup, then the preset's
 stages, or a standard schedule) and takes its reports; the concepts live in their own modules, mixed in here:
 
-* :mod:`tuner.candidates`: candidates and their cooldown probes, scored, ranked and proposed by BO;
-* :mod:`tuner.greedy`: the ``greedy`` and ``paper`` presets' stage machine;
-* :mod:`tuner.online`: the ``plan`` preset (the loss model and the planner re-planning online);
-* :mod:`tuner.outage`: the continuation every segment carries, and steps run while the service was away;
-* :mod:`tuner.views`: ``summary``, ``schedule``, ``export`` and ``posterior``;
-* :mod:`tuner.reports`, :mod:`tuner.records`, :mod:`tuner.sweep`: the checks at the door, the segment records,
-  the sweep's suggestion.
+* :mod:`lrtune.tuner.candidates`: candidates and their cooldown probes, scored, ranked and proposed by BO;
+* :mod:`lrtune.tuner.greedy`: the ``greedy`` and ``paper`` presets' stage machine;
+* :mod:`lrtune.tuner.online`: the ``plan`` preset (the loss model and the planner re-planning online);
+* :mod:`lrtune.tuner.outage`: the continuation every segment carries, and steps run while the service was away;
+* :mod:`lrtune.tuner.views`: ``summary``, ``schedule``, ``export`` and ``posterior``;
+* :mod:`lrtune.tuner.reports`, :mod:`lrtune.tuner.records`, :mod:`lrtune.tuner.sweep`: the checks at the door, the
+  segment records, the sweep's suggestion.
 """
 
 from __future__ import annotations
@@ -22,24 +22,24 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from tuner import schedules
-from tuner.candidates import Candidates
-from tuner.config import Settings, TunerConfig, resolve
-from tuner.errors import (
+from lrtune.tuner import schedules
+from lrtune.tuner.candidates import Candidates
+from lrtune.tuner.config import Settings, TunerConfig, resolve
+from lrtune.tuner.errors import (
     ConflictingReportError,
     InvalidReportError,
     InvalidStateError,
     UnknownSegmentError,
 )
-from tuner.greedy import GreedyStages
-from tuner.online import OnlinePlanning
-from tuner.outage import Outages, parse_offline
-from tuner.records import segment_record, spread
-from tuner.reports import MAX_ABS_LOSS, as_floats, check_report, digest
-from tuner.search import Observation, Surrogate
-from tuner.segment import OfflinePiece, Segment
-from tuner.sweep import sweep_suggestion
-from tuner.views import Views
+from lrtune.tuner.greedy import GreedyStages
+from lrtune.tuner.online import OnlinePlanning
+from lrtune.tuner.outage import Outages, parse_offline
+from lrtune.tuner.records import segment_record, spread
+from lrtune.tuner.reports import MAX_ABS_LOSS, as_floats, check_report, digest
+from lrtune.tuner.search import Observation, Surrogate
+from lrtune.tuner.segment import OfflinePiece, Segment
+from lrtune.tuner.sweep import sweep_suggestion
+from lrtune.tuner.views import Views
 
 __all__ = ["MAX_ABS_LOSS", "SCHEMA_VERSION", "Tuner", "sweep_suggestion"]
 
@@ -121,7 +121,7 @@ class Tuner(Views, GreedyStages, Candidates, OnlinePlanning, Outages):
             val_losses: Shape (steps // eval_every,). Validation losses, required when the segment set
                 ``eval_every``.
             offline: The steps the worker ran instead of the open segment, while it could not reach the service
-                (see :mod:`tuner.outage`): pieces that follow each other from the step the job had used.
+                (see :mod:`lrtune.tuner.outage`): pieces that follow each other from the step the job had used.
 
         Returns:
             The next segment. Reporting the last reported segment again with the same losses changes nothing

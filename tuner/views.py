@@ -11,15 +11,15 @@ from typing import Any
 
 import numpy as np
 
-from tuner.forecast import Z90
-from tuner.parts import TunerParts
-from tuner.planner import Plan
-from tuner.records import lr_points
-from tuner.search import from_unit
+from lrtune.tuner.forecast import Z90
+from lrtune.tuner.parts import TunerParts
+from lrtune.tuner.planner import Plan
+from lrtune.tuner.records import lr_points
+from lrtune.tuner.search import from_unit
 
 
 class Views(TunerParts):
-    """``summary``, ``schedule``, ``export`` and ``posterior`` of :class:`tuner.stages.Tuner`."""
+    """``summary``, ``schedule``, ``export`` and ``posterior`` of :class:`lrtune.tuner.stages.Tuner`."""
 
     def summary(self) -> dict[str, Any]:
         """Return the few figures a job listing shows.
@@ -73,7 +73,7 @@ class Views(TunerParts):
 
         The segments on the line of the weights the worker holds now (followed back through the snapshots each
         segment started from), so rolled-back branches are left out and step 0 of the export is the first step the
-        final weights saw. See :func:`tuner.schedules.export_lr` for evaluating it.
+        final weights saw. See :func:`lrtune.tuner.schedules.export_lr` for evaluating it.
         """
         pieces: list[dict[str, Any]] = []
         at = 0

@@ -21,10 +21,10 @@ from fastapi import APIRouter, FastAPI, Query, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from client.protocol import JOB_STATUSES, ErrorBody, JobInfo
-from server.deps import Admin, RuntimeDep
-from server.routes import JobId, schedule
-from server.service import Credential
+from lrtune.client.protocol import JOB_STATUSES, ErrorBody, JobInfo
+from lrtune.server.deps import Admin, RuntimeDep
+from lrtune.server.routes import JobId, schedule
+from lrtune.server.service import Credential
 
 #: Folder of the dashboard's static assets (shipped as package data).
 STATIC_DIR = Path(__file__).with_name("static")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from server.deps import RuntimeDep
-from server.errors import error_response
-from server.store import StoreError
+from lrtune.server.deps import RuntimeDep
+from lrtune.server.errors import error_response
+from lrtune.server.store import StoreError
 
 router = APIRouter(tags=["health"])
 

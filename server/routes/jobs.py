@@ -6,12 +6,12 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
-from client.protocol import API_PREFIX, ErrorBody, JobCreate, JobCreated, JobInfo, JobList
-from server.deps import Admin, JobCredential, RuntimeDep
-from server.quotas import creation_gate
-from server.routes import JobId
-from server.service import SortKey
-from server.store import JobStatus
+from lrtune.client.protocol import API_PREFIX, ErrorBody, JobCreate, JobCreated, JobInfo, JobList
+from lrtune.server.deps import Admin, JobCredential, RuntimeDep
+from lrtune.server.quotas import creation_gate
+from lrtune.server.routes import JobId
+from lrtune.server.service import SortKey
+from lrtune.server.store import JobStatus
 
 router = APIRouter(prefix=f"{API_PREFIX}/jobs", tags=["jobs"])
 _ERRORS: dict[int | str, dict[str, object]] = {

@@ -9,9 +9,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 
-from client.protocol import API_PREFIX, ErrorBody
-from server.deps import JobCredential, RuntimeDep
-from server.routes import JobId
+from lrtune.client.protocol import API_PREFIX, ErrorBody
+from lrtune.server.deps import JobCredential, RuntimeDep
+from lrtune.server.routes import JobId
 
 router = APIRouter(prefix=f"{API_PREFIX}/jobs/{{job_id}}", tags=["schedule"])
 _ERRORS: dict[int | str, dict[str, object]] = {c: {"model": ErrorBody} for c in (401, 403, 404, 422, 503)}

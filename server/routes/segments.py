@@ -11,12 +11,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
 
-from client.protocol import API_PREFIX, ErrorBody, LeaseRequest, WireReport, WireSegment
-from server.deps import JobCredential, RuntimeDep
-from server.errors import ReportTooLargeError, StaleLeaseError
-from server.parsing import parse_report
-from server.routes import JobId
-from tuner.segment import MAX_OFFLINE_PIECES
+from lrtune.client.protocol import API_PREFIX, ErrorBody, LeaseRequest, WireReport, WireSegment
+from lrtune.server.deps import JobCredential, RuntimeDep
+from lrtune.server.errors import ReportTooLargeError, StaleLeaseError
+from lrtune.server.parsing import parse_report
+from lrtune.server.routes import JobId
+from lrtune.tuner.segment import MAX_OFFLINE_PIECES
 
 router = APIRouter(prefix=f"{API_PREFIX}/jobs/{{job_id}}", tags=["segments"])
 _ERRORS: dict[int | str, dict[str, object]] = {

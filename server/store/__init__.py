@@ -1,6 +1,6 @@
 """Job storage: the :class:`JobStore` contract and its backends."""
 
-from server.store.base import (
+from lrtune.server.store.base import (
     HeadPage,
     JobExistsError,
     JobNotFoundError,
@@ -9,8 +9,8 @@ from server.store.base import (
     StoreError,
     StoreUnavailableError,
 )
-from server.store.memory import MemoryStore
-from server.store.records import JobHead, JobRecord, JobStatus, Lease, RecordDecodeError
+from lrtune.server.store.memory import MemoryStore
+from lrtune.server.store.records import JobHead, JobRecord, JobStatus, Lease, RecordDecodeError
 
 __all__ = [
     "HeadPage",
@@ -34,6 +34,6 @@ def open_store(redis_url: str | None, redis_prefix: str = "lrtune") -> JobStore:
     """Return the Redis store for ``redis_url``, or a fresh in-memory store when it is None or empty."""
     if not redis_url:
         return MemoryStore()
-    from server.store.redis import RedisStore
+    from lrtune.server.store.redis import RedisStore
 
     return RedisStore(redis_url, prefix=redis_prefix)

@@ -10,7 +10,7 @@ Invariants every backend keeps (``tests/server/test_store_contract.py`` checks e
 * **Pass-by-value.** Every record handed out or taken in is a copy: mutating it changes nothing stored, and a
   later write does not change a record already handed out.
 * **Persisted state is data.** Records hold the tuner's ``dump()`` (observations), never fitted models, and
-  are encoded as versioned JSON (:mod:`server.store.records`).
+  are encoded as versioned JSON (:mod:`lrtune.server.store.records`).
 * **Listing order.** :meth:`JobStore.list_heads` returns jobs oldest first (by ``created_at``, then id), or in
   exactly the reverse order with ``newest_first``.
 * **Retention.** A job whose ``head.expires_at`` has passed is dropped by :meth:`JobStore.expire` as if
@@ -22,7 +22,7 @@ Invariants every backend keeps (``tests/server/test_store_contract.py`` checks e
 
 Errors: :class:`JobNotFoundError` for an unknown id, :class:`JobExistsError` when creating an id that exists,
 :class:`StoreBusyError` when ``update`` keeps losing races, :class:`StoreUnavailableError` when the backend cannot be
-reached, :class:`~server.store.records.RecordDecodeError` for a stored document this code cannot read. An
+reached, :class:`~lrtune.server.store.records.RecordDecodeError` for a stored document this code cannot read. An
 exception raised by ``fn`` propagates unchanged and nothing is written.
 
 Methods are synchronous and thread-safe: the service calls them from worker threads, never from the event
@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from server.store.records import JobHead, JobRecord, JobStatus
+from lrtune.server.store.records import JobHead, JobRecord, JobStatus
 
 T = TypeVar("T")
 

@@ -15,8 +15,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from server.store.base import MAX_RETRIES, HeadPage, JobExistsError, JobNotFoundError, JobStore, StoreBusyError, bump
-from server.store.records import JobHead, JobRecord, JobStatus, decode_head, decode_tuner, encode_head, encode_tuner
+from lrtune.server.store.base import (
+    MAX_RETRIES,
+    HeadPage,
+    JobExistsError,
+    JobNotFoundError,
+    JobStore,
+    StoreBusyError,
+    bump,
+)
+from lrtune.server.store.records import (
+    JobHead,
+    JobRecord,
+    JobStatus,
+    decode_head,
+    decode_tuner,
+    encode_head,
+    encode_tuner,
+)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -37,7 +53,7 @@ class _Entry:
 
 
 class MemoryStore(JobStore):
-    """A process-local store; see :mod:`server.store.base` for the contract."""
+    """A process-local store; see :mod:`lrtune.server.store.base` for the contract."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

@@ -3,7 +3,7 @@
 A record is split in two JSON documents so that listings never decode tuner state:
 
 * the *head* (:class:`JobHead`): id, name, status, times, config, the tuner's summary, the lease, the version;
-* the *tuner state*: ``tuner.Tuner.dump()`` (observations only, never fitted models).
+* the *tuner state*: ``lrtune.tuner.Tuner.dump()`` (observations only, never fitted models).
 
 Both documents carry ``"schema": RECORD_SCHEMA``; a record written by an unknown schema is refused rather
 than misread.
@@ -17,8 +17,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from client.protocol import JOB_STATUSES as JOB_STATUSES  # re-exported: the store's statuses are the wire's
-from client.protocol import JobStatus as JobStatus
+from lrtune.client.protocol import JOB_STATUSES as JOB_STATUSES  # re-exported: the store's statuses are the wire's
+from lrtune.client.protocol import JobStatus as JobStatus
 
 RECORD_SCHEMA = 1
 
@@ -50,7 +50,7 @@ class JobHead:
         job_id: Job identifier (16 lowercase hex characters).
         name: Free-form label, or None.
         token_sha256: Hex SHA-256 of the job token (the token itself is never stored).
-        status: One of :data:`client.protocol.JOB_STATUSES`.
+        status: One of :data:`lrtune.client.protocol.JOB_STATUSES`.
         created_at: Unix time in seconds.
         updated_at: Unix time in seconds of the last write.
         config: The job's tuner config (``TunerConfig.to_dict()``).
@@ -84,7 +84,7 @@ class JobRecord:
 
     Attributes:
         head: See :class:`JobHead`.
-        tuner: ``tuner.Tuner.dump()`` output.
+        tuner: ``lrtune.tuner.Tuner.dump()`` output.
     """
 
     head: JobHead

@@ -1,6 +1,6 @@
 """Redis job store: the production backend; several service processes can share one Redis.
 
-Each job is one hash (see :mod:`server.store.keys`) holding the encoded head and tuner state and a version
+Each job is one hash (see :mod:`lrtune.server.store.keys`) holding the encoded head and tuner state and a version
 counter. Every read-modify-write runs under ``WATCH`` on the job's key and commits with ``MULTI``/``EXEC``;
 a write by anyone else in between aborts the transaction and the update is retried on fresh data. Listing
 uses sorted sets scored by creation time, one for all jobs and one per status.
@@ -18,8 +18,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 
-from server.store import keys
-from server.store.base import (
+from lrtune.server.store import keys
+from lrtune.server.store.base import (
     MAX_RETRIES,
     HeadPage,
     JobExistsError,
@@ -29,7 +29,7 @@ from server.store.base import (
     StoreUnavailableError,
     bump,
 )
-from server.store.records import (
+from lrtune.server.store.records import (
     JOB_STATUSES,
     JobHead,
     JobRecord,
@@ -56,11 +56,11 @@ def _reachable(url_hint: str) -> Iterator[None]:
 
 
 class RedisStore(JobStore):
-    """A store on Redis; see :mod:`server.store.base` for the contract.
+    """A store on Redis; see :mod:`lrtune.server.store.base` for the contract.
 
     Args:
         url: ``redis://host:port/db`` (``rediss://`` for TLS).
-        prefix: Key prefix, see :class:`server.store.keys.Keys`.
+        prefix: Key prefix, see :class:`lrtune.server.store.keys.Keys`.
         timeout_s: Socket connect and read timeout in seconds.
         client: An existing client to use instead of connecting to ``url`` (tests).
     """

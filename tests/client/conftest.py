@@ -6,8 +6,8 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from server.app import create_app
-from server.settings import Settings
+from lrtune.server.app import create_app
+from lrtune.server.settings import Settings
 from tests.asgi import local_client
 from tests.client.helpers import Link
 

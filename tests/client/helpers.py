@@ -10,8 +10,8 @@ import httpx
 import torch
 from fastapi.testclient import TestClient
 
-from client import AutoLRSCallback
-from client.protocol import WireSegment
+from lrtune.client import AutoLRSCallback
+from lrtune.client.protocol import WireSegment
 
 #: A small job: three stages with BO, a few dozen segments, well under a second of tuner work.
 # Budgets of a few hundred steps: short stages, and room under the exploration cap for a search.

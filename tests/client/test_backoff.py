@@ -6,10 +6,10 @@ from typing import Any
 
 import httpx
 
-from client import RetryPolicy, ServiceUnavailableError
-from client.http import ServiceClient, retry_after
-from client.protocol import JobConfig
-from client.remote import RemoteSource
+from lrtune.client import RetryPolicy, ServiceUnavailableError
+from lrtune.client.http import ServiceClient, retry_after
+from lrtune.client.protocol import JobConfig
+from lrtune.client.remote import RemoteSource
 
 CONFIG = JobConfig(min_lr=1e-3, max_lr=1.0, total_steps=100)
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import torch
 
-from client import AutoLRSCallback, ReplayLoader
+from lrtune.client import AutoLRSCallback, ReplayLoader
 from tests.client.helpers import (
     SMALL,
     Run,
@@ -304,11 +304,12 @@ def test_bad_arguments_fail_at_construction(kwargs: dict[str, Any], error: type[
 
 
 def test_import_client_loads_only_the_tuners_pure_modules() -> None:
-    pure = "('tuner', 'tuner.segment', 'tuner.errors', 'tuner.config', 'tuner.schedules')"
+    pure = tuple(f"lrtune.tuner{m}" for m in ("", ".segment", ".errors", ".config", ".schedules"))
     code = (
-        "import sys, client, client.callback, client.http\n"
-        "bad = [m for m in sys.modules if m.split('.')[0] in ('botorch', 'gpytorch', 'server', 'scipy')]\n"
-        f"bad += [m for m in sys.modules if m.split('.')[0] == 'tuner' and m not in {pure}]\n"
+        "import sys, lrtune.client, lrtune.client.callback, lrtune.client.http\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('botorch', 'gpytorch', 'scipy')]\n"
+        "bad += [m for m in sys.modules if m.startswith('lrtune.server')]\n"
+        f"bad += [m for m in sys.modules if m.startswith('lrtune.tuner') and m not in {pure!r}]\n"
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

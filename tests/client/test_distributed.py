@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from client import AutoLRSCallback, ReplayLoader, RetryPolicy
+from lrtune.client import AutoLRSCallback, ReplayLoader, RetryPolicy
 from tests.asgi import local_client
 from tests.client.helpers import SMALL, Run, make_batches, make_model, record_lrs
 
@@ -65,8 +65,8 @@ def _worker(rank: int, world: int, tmp: str) -> None:
 
         # 2. Through the service (on rank 0 only), down for a while mid-run.
 
-        from server.app import create_app
-        from server.settings import Settings
+        from lrtune.server.app import create_app
+        from lrtune.server.settings import Settings
         from tests.client.helpers import Link
 
         link = None

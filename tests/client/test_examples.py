@@ -12,7 +12,7 @@ from types import ModuleType
 
 import pytest
 
-from server.launch import REDIS_URL_ENV
+from lrtune.server.launch import REDIS_URL_ENV
 from tests.procs import Service
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

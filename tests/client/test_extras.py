@@ -10,7 +10,7 @@ import pytest
 
 @pytest.mark.parametrize(
     ("module", "framework", "extra"),
-    [("client.lightning", "lightning", "lrtune[lightning]"), ("client.hf", "transformers", "lrtune[hf]")],
+    [("lrtune.client.lightning", "lightning", "lrtune[lightning]"), ("lrtune.client.hf", "transformers", "lrtune[hf]")],
 )
 def test_an_adapter_without_its_framework_says_which_extra_to_install(module: str, framework: str, extra: str) -> None:
     code = f"import sys\nsys.modules[{framework!r}] = None  # as if it were not installed\nimport {module}\n"

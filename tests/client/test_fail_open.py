@@ -12,11 +12,11 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from client import AutoLRSCallback, ReplayLoader, RetryPolicy
-from client.remote import RemoteSource
-from server.app import create_app
-from server.settings import Settings
-from server.store import MemoryStore
+from lrtune.client import AutoLRSCallback, ReplayLoader, RetryPolicy
+from lrtune.client.remote import RemoteSource
+from lrtune.server.app import create_app
+from lrtune.server.settings import Settings
+from lrtune.server.store import MemoryStore
 from tests.asgi import local_client
 from tests.client.helpers import SMALL, Link, make_batches, make_model, prescribed_lrs, steps_by_segment, train
 
@@ -213,7 +213,7 @@ def test_retries_back_off_exponentially_with_jitter_and_warn_once(caplog: pytest
         where = "http://nowhere"
 
         def create_job(self, *a: Any) -> Any:
-            from client.errors import ServiceUnavailableError
+            from lrtune.client.errors import ServiceUnavailableError
 
             attempts.append(clock.now)
             raise ServiceUnavailableError("refused")
@@ -221,7 +221,7 @@ def test_retries_back_off_exponentially_with_jitter_and_warn_once(caplog: pytest
         def close(self) -> None:
             pass
 
-    from client.protocol import JobConfig
+    from lrtune.client.protocol import JobConfig
 
     state = random.getstate()
     src = RemoteSource(
@@ -281,7 +281,7 @@ def test_long_segments_renew_their_lease_halfway() -> None:
         where = "http://lrtune.test"
 
         def lease(self, job_id: str, token: str, worker_id: str) -> Any:
-            from client.protocol import WireSegment
+            from lrtune.client.protocol import WireSegment
 
             leases.append(clock.now)
             epoch = 1 if len(leases) < 3 else 2  # the third poll finds the lease lapsed and re-granted

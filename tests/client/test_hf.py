@@ -11,8 +11,8 @@ import pytest
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from client.hf import AutoLRSTrainerCallback
-from client.tracking import PHASE_CODES
+from lrtune.client.hf import AutoLRSTrainerCallback
+from lrtune.client.tracking import PHASE_CODES
 from tests.client.helpers import SMALL, make_batches, make_model, prescribed_lrs, steps_by_segment
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from client import (
+from lrtune.client import (
     AuthError,
     ConfigRejectedError,
     JobGoneError,
@@ -19,7 +19,7 @@ from client import (
     ServiceUnavailableError,
     StaleLeaseError,
 )
-from client.protocol import JobConfig, WireReport
+from lrtune.client.protocol import JobConfig, WireReport
 
 SEGMENT = {
     "job_id": "0123456789abcdef",

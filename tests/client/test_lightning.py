@@ -10,8 +10,8 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from client.lightning import AutoLRSLightningCallback
-from client.tracking import PHASE_CODES
+from lrtune.client.lightning import AutoLRSLightningCallback
+from lrtune.client.tracking import PHASE_CODES
 from tests.client.helpers import SMALL, make_batches, make_model, prescribed_lrs, steps_by_segment
 
 

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from client.protocol import JobConfig, WireSegment
-from tuner import Segment, TunerConfig
-from tuner.segment import SHAPES
+from lrtune.client.protocol import JobConfig, WireSegment
+from lrtune.tuner import Segment, TunerConfig
+from lrtune.tuner.segment import SHAPES
 
 
 def test_job_config_has_exactly_the_tuner_configs_fields_and_defaults() -> None:

@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from client import ReplayLoader
-from client.protocol import WireSegment
+from lrtune.client import ReplayLoader
+from lrtune.client.protocol import WireSegment
 
 
 def _seg(**kw: object) -> WireSegment:

@@ -13,8 +13,8 @@ import httpx
 import pytest
 import torch
 
-from client import AutoLRSCallback, RetryPolicy
-from server.launch import REDIS_URL_ENV
+from lrtune.client import AutoLRSCallback, RetryPolicy
+from lrtune.server.launch import REDIS_URL_ENV
 from tests.client.helpers import SMALL, make_batches, make_model, train
 from tests.procs import Service
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from client import AuthError, AutoLRSCallback, ConfigRejectedError, JobGoneError
-from client.protocol import JobInfo
+from lrtune.client import AuthError, AutoLRSCallback, ConfigRejectedError, JobGoneError
+from lrtune.client.protocol import JobInfo
 from tests.client.helpers import SMALL, Link, make_batches, make_model, prescribed_lrs, steps_by_segment, train
 
 

@@ -7,7 +7,7 @@ import random
 import numpy as np
 import torch
 
-from client import SnapshotStore
+from lrtune.client import SnapshotStore
 from tests.client.helpers import make_batches, make_model
 
 

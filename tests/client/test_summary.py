@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import torch
 
-from client import AutoLRSCallback, RetryPolicy
-from client.errors import ServiceUnavailableError
+from lrtune.client import AutoLRSCallback, RetryPolicy
+from lrtune.client.errors import ServiceUnavailableError
 from tests.client.helpers import SMALL, Link, make_batches, make_model, train
 
 FAST_RETRY = RetryPolicy(initial_s=1e-4, max_s=1e-3)

@@ -11,8 +11,8 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from client import AutoLRSCallback, RetryPolicy
-from client.tracking import PHASE_CODES, SegmentLog, TensorBoardLog
+from lrtune.client import AutoLRSCallback, RetryPolicy
+from lrtune.client.tracking import PHASE_CODES, SegmentLog, TensorBoardLog
 from tests.client.helpers import SMALL, Link, make_batches, make_model, train
 
 

@@ -6,9 +6,9 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from server.app import create_app
-from server.settings import Settings
-from server.store import MemoryStore
+from lrtune.server.app import create_app
+from lrtune.server.settings import Settings
+from lrtune.server.store import MemoryStore
 from tests.asgi import local_client
 from tests.server.helpers import FakeClock
 

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from client.protocol import WireReport, WireSegment
-from server.demo_train import Digits, SegmentRunner
+from lrtune.client.protocol import WireReport, WireSegment
+from lrtune.server.demo_train import Digits, SegmentRunner
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Screenshots and other artifacts of the browser tests (gitignored).

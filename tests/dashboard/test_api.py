@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from client.protocol import JobConfig, JobCreate
-from server import service as service_module
-from server.app import create_app
-from server.dashboard import STATIC_DIR
-from server.service import JobService
-from server.settings import Settings
-from server.store import MemoryStore
+from lrtune.client.protocol import JobConfig, JobCreate
+from lrtune.server import service as service_module
+from lrtune.server.app import create_app
+from lrtune.server.dashboard import STATIC_DIR
+from lrtune.server.service import JobService
+from lrtune.server.settings import Settings
+from lrtune.server.store import MemoryStore
 from tests.asgi import local_client
 from tests.dashboard.conftest import ADMIN_KEY
 from tests.dashboard.helpers import ROOT
@@ -85,7 +85,7 @@ def test_assets_load_nothing_from_elsewhere() -> None:
 
 def test_the_package_ships_every_static_file() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    globs = pyproject["tool"]["setuptools"]["package-data"]["server"]
+    globs = pyproject["tool"]["setuptools"]["package-data"]["lrtune.server"]
     for path in STATIC_DIR.iterdir():
         rel = path.relative_to(ROOT / "server").as_posix()
         assert any(fnmatch.fnmatch(rel, g) for g in globs), rel

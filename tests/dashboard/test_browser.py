@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from server.launch import ADMIN_KEY_ENV, REDIS_URL_ENV, free_port, start_local, stop_local, wait_ready
+from lrtune.server.launch import ADMIN_KEY_ENV, REDIS_URL_ENV, free_port, start_local, stop_local, wait_ready
 from tests.dashboard.helpers import (
     JOB_CONFIG,
     PLAN_CONFIG,

@@ -26,7 +26,7 @@ import httpx
 import pytest
 import redis
 
-from server.launch import REDIS_PREFIX_ENV, REDIS_URL_ENV, free_port
+from lrtune.server.launch import REDIS_PREFIX_ENV, REDIS_URL_ENV, free_port
 from tests.procs import Service  # noqa: F401 - the reliability tests import it from here
 from tests.server.helpers import run_segment
 
@@ -339,7 +339,7 @@ def replay(config: dict[str, Any], acks: list[Ack]) -> dict[str, Any]:
     """
     import torch
 
-    from tuner import Tuner, TunerConfig
+    from lrtune.tuner import Tuner, TunerConfig
 
     torch.set_num_threads(1)
     tuner = Tuner(TunerConfig.from_dict(config))

@@ -20,14 +20,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from server.app import create_app
-from server.settings import Settings
-from server.store import MemoryStore
-from server.store.records import encode_head, encode_tuner
+from lrtune.server.app import create_app
+from lrtune.server.settings import Settings
+from lrtune.server.store import MemoryStore
+from lrtune.server.store.records import encode_head, encode_tuner
+from lrtune.tuner import InvalidConfigError, Tuner, TunerConfig, TunerError
 from tests.asgi import local_client
 from tests.reliability.harness import Service, record_result
 from tests.server.helpers import SMALL_CONFIG, run_segment
-from tuner import InvalidConfigError, Tuner, TunerConfig, TunerError
 
 #: Examples per generated test: a few hundred requests in all, a few seconds each.
 API_EXAMPLES = 300

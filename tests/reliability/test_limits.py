@@ -18,12 +18,12 @@ import redis
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from server.app import create_app
-from server.launch import wait_ready
-from server.quotas import RESERVATION_GRACE_S, MemoryLedger, RateLimiter
-from server.settings import Settings
-from server.store import MemoryStore
-from server.store.redis import RedisStore
+from lrtune.server.app import create_app
+from lrtune.server.launch import wait_ready
+from lrtune.server.quotas import RESERVATION_GRACE_S, MemoryLedger, RateLimiter
+from lrtune.server.settings import Settings
+from lrtune.server.store import MemoryStore
+from lrtune.server.store.redis import RedisStore
 from tests.asgi import local_client
 from tests.reliability.harness import Service, serve_env
 from tests.server.helpers import SMALL_CONFIG, FakeClock, run_segment

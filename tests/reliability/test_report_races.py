@@ -15,7 +15,7 @@ import httpx
 import pytest
 import redis
 
-from server.store.keys import Keys
+from lrtune.server.store.keys import Keys
 from tests.reliability.harness import (
     DEADLINE_S,
     Ack,

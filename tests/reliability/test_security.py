@@ -22,14 +22,14 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from client.protocol import LeaseRequest, WireReport
-from server.apidocs import all_routes
-from server.apidocs import dependency_calls as dependencies
-from server.app import create_app
-from server.deps import require_admin
-from server.launch import free_port, local_program
-from server.settings import Settings, env_names
-from server.store import MemoryStore
+from lrtune.client.protocol import LeaseRequest, WireReport
+from lrtune.server.apidocs import all_routes
+from lrtune.server.apidocs import dependency_calls as dependencies
+from lrtune.server.app import create_app
+from lrtune.server.deps import require_admin
+from lrtune.server.launch import free_port, local_program
+from lrtune.server.settings import Settings, env_names
+from lrtune.server.store import MemoryStore
 from tests.asgi import local_client
 from tests.reliability.harness import Service, create_job, wait_for
 from tests.server.helpers import SMALL_CONFIG, run_segment

@@ -17,7 +17,7 @@ import httpx
 import pytest
 import torch
 
-from client import AutoLRSCallback
+from lrtune.client import AutoLRSCallback
 from tests.client.conftest import one_thread  # noqa: F401 - the same autouse fixture: one torch thread
 from tests.client.helpers import SMALL, make_batches, make_model
 from tests.reliability.harness import RedisServer, Service, record_result, serve_env, wait_for

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import redis
 
-from server.store.keys import Keys
+from lrtune.server.store.keys import Keys
 from tests.reliability.conftest import SHARED_LEASE_TTL_S
 from tests.reliability.harness import (
     DEADLINE_S,

@@ -8,9 +8,9 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from server.app import create_app
-from server.settings import Settings
-from server.store import MemoryStore
+from lrtune.server.app import create_app
+from lrtune.server.settings import Settings
+from lrtune.server.store import MemoryStore
 from tests.asgi import local_client
 from tests.server.helpers import FakeClock
 
@@ -31,7 +31,7 @@ def redis_url() -> str:
 
 def purged_prefix(redis_url: str, kind: str) -> Iterator[str]:
     """Yield a fresh Redis key prefix ``lrtune-{kind}-...``; delete every key under it afterwards."""
-    from server.store.redis import RedisStore
+    from lrtune.server.store.redis import RedisStore
 
     prefix = f"lrtune-{kind}-{uuid.uuid4().hex[:12]}"
     yield prefix

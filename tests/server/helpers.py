@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from tuner.segment import Segment
+from lrtune.tuner.segment import Segment
 
 #: A small job: a few stages with BO, a few dozen segments, tens of milliseconds of GP work in all.
 SMALL_CONFIG: dict[str, Any] = {
@@ -44,7 +44,7 @@ def reference_schedule(config: dict[str, Any]) -> dict[str, Any]:
 
     import torch
 
-    from tuner import Tuner, TunerConfig
+    from lrtune.tuner import Tuner, TunerConfig
 
     torch.set_num_threads(1)  # as the service runs it (Settings.torch_threads)
     full = TunerConfig.from_dict(config)

@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server.app import create_app
-from server.settings import Settings
-from server.store import MemoryStore
+from lrtune.server.app import create_app
+from lrtune.server.settings import Settings
+from lrtune.server.store import MemoryStore
 from tests.asgi import local_client
 from tests.server.helpers import SMALL_CONFIG
 

@@ -14,8 +14,16 @@ from typing import Any
 import httpx
 import pytest
 
-from server.cli_jobs import fmt_age, fmt_band, fmt_num, jobs_table, plan_points, table
-from server.launch import ADMIN_KEY_ENV, REDIS_URL_ENV, free_port, local_program, start_local, stop_local, wait_ready
+from lrtune.server.cli_jobs import fmt_age, fmt_band, fmt_num, jobs_table, plan_points, table
+from lrtune.server.launch import (
+    ADMIN_KEY_ENV,
+    REDIS_URL_ENV,
+    free_port,
+    local_program,
+    start_local,
+    stop_local,
+    wait_ready,
+)
 from tests.server.helpers import SMALL_CONFIG, run_segment
 
 ADMIN_KEY = "cli-test-admin-key"

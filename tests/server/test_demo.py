@@ -7,9 +7,9 @@ import math
 import pytest
 from typer.testing import CliRunner
 
-from client.protocol import JobConfig
-from server.cli import app
-from server.demo import callback_available, run_demo
+from lrtune.client.protocol import JobConfig
+from lrtune.server.cli import app
+from lrtune.server.demo import callback_available, run_demo
 
 SMALL = JobConfig(min_lr=1e-3, max_lr=1.0, total_steps=400, warmup_steps=20, tau=40, k=3, k_warm=2, seed=0)
 

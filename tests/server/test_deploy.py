@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import yaml
 
-from server.app import create_app, public_bind_error
-from server.launch import CONTAINER_ARGV, CONTAINER_PORT, MULTIPROC_DIR_ENV, REDIS_PREFIX_ENV, REDIS_URL_ENV
-from server.settings import Settings, env_names
-from server.store import MemoryStore
+from lrtune.server.app import create_app, public_bind_error
+from lrtune.server.launch import CONTAINER_ARGV, CONTAINER_PORT, MULTIPROC_DIR_ENV, REDIS_PREFIX_ENV, REDIS_URL_ENV
+from lrtune.server.settings import Settings, env_names
+from lrtune.server.store import MemoryStore
 from tests.asgi import local_client
 from tests.server.helpers import SMALL_CONFIG
 
@@ -116,7 +116,7 @@ def test_serve_command_parses(tmp_path: Path) -> None:
     """The container's command line is one the CLI accepts (checked without starting a server)."""
     from typer.testing import CliRunner
 
-    from server.cli import app
+    from lrtune.server.cli import app
 
     env = {REDIS_URL_ENV: "", "LRTUNE_ADMIN_KEY": "k" * 32}
     result = CliRunner().invoke(app, [*CONTAINER_ARGV[1:], "--workers", "2"], env=env)
@@ -128,7 +128,7 @@ def test_serve_takes_settings_from_the_environment_and_the_command_line(monkeypa
     import uvicorn
     from typer.testing import CliRunner
 
-    from server.cli import app
+    from lrtune.server.cli import app
 
     for name in [*env_names(), MULTIPROC_DIR_ENV]:
         monkeypatch.delenv(name, raising=False)  # and whatever serve exports is removed afterwards
@@ -138,7 +138,7 @@ def test_serve_takes_settings_from_the_environment_and_the_command_line(monkeypa
     result = CliRunner().invoke(app, ["serve", "--port", "9002"], env=env)
     assert result.exit_code == 0, result.output
     call = calls[0]
-    assert call["target"] == "server.app:app_from_env" and call["factory"] is True
+    assert call["target"] == "lrtune.server.app:app_from_env" and call["factory"] is True
     assert (call["host"], call["port"], call["workers"]) == ("127.0.0.1", 9002, 3)
     assert "LRTUNE_ADMIN_KEY" in result.output  # the warning about running without an admin key
 
@@ -147,7 +147,7 @@ def test_serve_refuses_a_public_interface_without_admin_key(monkeypatch: Any) ->
     import uvicorn
     from typer.testing import CliRunner
 
-    from server.cli import app
+    from lrtune.server.cli import app
 
     for name in env_names():
         monkeypatch.delenv(name, raising=False)
@@ -159,7 +159,7 @@ def test_serve_refuses_a_public_interface_without_admin_key(monkeypatch: Any) ->
         assert f"refusing to listen on {host} without an admin key" in result.output
         assert "Set LRTUNE_ADMIN_KEY" in result.output
     with_key = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0"], env={"LRTUNE_ADMIN_KEY": "k" * 32})
-    assert with_key.exit_code == 0 and calls == ["server.app:app_from_env"]
+    assert with_key.exit_code == 0 and calls == ["lrtune.server.app:app_from_env"]
     assert "refusing" not in with_key.output and "k" * 32 not in with_key.output
     for loopback in ("127.0.0.1", "localhost", "::1"):  # open on this machine only: starts, and says so
         result = CliRunner().invoke(app, ["serve", "--host", loopback])

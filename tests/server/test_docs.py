@@ -12,11 +12,11 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from server.app import create_app
-from server.dashboard.routes import SHELL_HEADERS
-from server.launch import ADMIN_KEY_ENV, REDIS_URL_ENV, free_port, start_local, stop_local, wait_ready
-from server.settings import Settings
-from server.store import MemoryStore
+from lrtune.server.app import create_app
+from lrtune.server.dashboard.routes import SHELL_HEADERS
+from lrtune.server.launch import ADMIN_KEY_ENV, REDIS_URL_ENV, free_port, start_local, stop_local, wait_ready
+from lrtune.server.settings import Settings
+from lrtune.server.store import MemoryStore
 from tests.asgi import local_client
 
 ADMIN = "docs-admin-key-" + "d" * 24

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from client.protocol import JOB_STATUSES
-from server.app import create_app
-from server.settings import Settings, host_allowed
-from server.store import MemoryStore
+from lrtune.client.protocol import JOB_STATUSES
+from lrtune.server.app import create_app
+from lrtune.server.settings import Settings, host_allowed
+from lrtune.server.store import MemoryStore
 from tests.asgi import local_client
 from tests.server.helpers import SMALL_CONFIG
 

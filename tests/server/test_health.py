@@ -13,9 +13,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from server.app import create_app
-from server.settings import Settings
-from server.store import JobRecord, MemoryStore, StoreUnavailableError
+from lrtune.server.app import create_app
+from lrtune.server.settings import Settings
+from lrtune.server.store import JobRecord, MemoryStore, StoreUnavailableError
 from tests.asgi import local_client
 from tests.server.helpers import SMALL_CONFIG, run_segment
 from tests.server.test_jobs_api import create, run_to_end

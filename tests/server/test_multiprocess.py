@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from server.launch import (
+from lrtune.server.launch import (
     MULTIPROC_DIR_ENV,
     REDIS_PREFIX_ENV,
     REDIS_URL_ENV,

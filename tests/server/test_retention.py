@@ -7,11 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from client.protocol import JobConfig, JobCreate, WireReport
-from server.quotas import MemoryLedger, job_gate
-from server.service import Credential, JobService
-from server.store import JobHead, JobNotFoundError, JobRecord, JobStore, MemoryStore
-from server.store.redis import EXPIRY_SLACK_S, RedisStore
+from lrtune.client.protocol import JobConfig, JobCreate, WireReport
+from lrtune.server.quotas import MemoryLedger, job_gate
+from lrtune.server.service import Credential, JobService
+from lrtune.server.store import JobHead, JobNotFoundError, JobRecord, JobStore, MemoryStore
+from lrtune.server.store.redis import EXPIRY_SLACK_S, RedisStore
 from tests.server.helpers import SMALL_CONFIG, FakeClock, run_segment
 
 BODY = JobCreate(config=JobConfig.model_validate(SMALL_CONFIG))

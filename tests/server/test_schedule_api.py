@@ -35,7 +35,7 @@ def test_schedule_shows_stages_candidates_and_search_share(
 def test_lambdalr_export_replays_the_realized_lrs(
     client: TestClient, finished: tuple[str, dict[str, str], list[dict[str, Any]]]
 ) -> None:
-    from tuner import export_lr
+    from lrtune.tuner import export_lr
 
     job, auth, segments = finished
     export = client.get(f"/v1/jobs/{job}/schedule?format=lambdalr", headers=auth).json()
@@ -60,7 +60,7 @@ def test_lambdalr_export_replays_the_realized_lrs(
 
 
 def _lr_at(seg: dict[str, Any], j: int) -> float:
-    from client.protocol import WireSegment
+    from lrtune.client.protocol import WireSegment
 
     return WireSegment.model_validate(seg).lr_at(j)
 

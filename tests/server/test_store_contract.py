@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from server.store import (
+from lrtune.server.store import (
     JobExistsError,
     JobHead,
     JobNotFoundError,
@@ -18,7 +18,7 @@ from server.store import (
     RecordDecodeError,
     StoreUnavailableError,
 )
-from server.store.redis import RedisStore
+from lrtune.server.store.redis import RedisStore
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tuner import Segment, Tuner
+from lrtune.tuner import Segment, Tuner
 
 
 @dataclass

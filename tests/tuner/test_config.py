@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from tuner import InvalidConfigError, TunerConfig, TunerError, resolve
+from lrtune.tuner import InvalidConfigError, TunerConfig, TunerError, resolve
 
 
 def cfg(**kw: object) -> dict[str, object]:

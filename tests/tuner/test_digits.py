@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from tuner import Tuner, TunerConfig
+from lrtune.tuner import Tuner, TunerConfig
 
 MIN_LR, MAX_LR, STEPS = 1e-3, 3.0, 1500
 

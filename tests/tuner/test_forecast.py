@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from tuner import forecast_loss
+from lrtune.tuner import forecast_loss
 
 
 def exp_series(seed: int, n: int = 100, noise_frac: float = 0.05) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lrtune.tuner import Tuner, TunerConfig
 from tests.tuner.driver import drive, toy_step
-from tuner import Tuner, TunerConfig
 
 # The forecast-driven search on its own: no LR range sweep, no cooldown probes (both are tested in test_sweep_probe).
 CLASSIC = {"sweep_fraction": 0.0, "probe_fraction": 0.0}

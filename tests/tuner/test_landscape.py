@@ -8,8 +8,8 @@ import math
 
 import numpy as np
 
+from lrtune.tuner import Segment, Tuner, TunerConfig
 from tests.tuner.nqm import NoisyQuadratic
-from tuner import Segment, Tuner, TunerConfig
 
 LO, HI = 1e-3, 10.0
 

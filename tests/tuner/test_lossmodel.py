@@ -3,7 +3,7 @@
 import numpy as np
 
 from benchmarks.nqm import Landscape
-from tuner.lossmodel import History, Run, band90, final_loss_std, final_losses, fit
+from lrtune.tuner.lossmodel import History, Run, band90, final_loss_std, final_losses, fit
 
 LAND = Landscape("test")
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from benchmarks.nqm import Landscape, best_constant, run_tuner
-from tuner import Tuner, TunerConfig
+from lrtune.tuner import Tuner, TunerConfig
 
 LAND = Landscape("test", dims=50)
 TOTAL = 4000

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from lrtune.tuner import InvalidReportError, Segment, Tuner, TunerConfig, export_lr
+from lrtune.tuner.segment import OfflinePiece, Piece
 from tests.tuner.driver import toy_step
-from tuner import InvalidReportError, Segment, Tuner, TunerConfig, export_lr
-from tuner.segment import OfflinePiece, Piece
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "greedy": {"min_lr": 1e-3, "max_lr": 1.0, "total_steps": 1500, "seed": 4, "preset": "greedy"},
@@ -187,7 +187,7 @@ def test_the_plan_continuation_gives_the_plan_lr_at_every_step() -> None:
     tuner = Tuner(TunerConfig(**CONFIGS["plan"]))
     w = Worker()
     seg = tuner.next_segment()
-    from tuner.planner import Plan
+    from lrtune.tuner.planner import Plan
 
     checked = 0
     while not seg.done:

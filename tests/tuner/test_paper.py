@@ -4,8 +4,8 @@ from collections import defaultdict
 
 import pytest
 
+from lrtune.tuner import Tuner, TunerConfig
 from tests.tuner.driver import drive, toy_step
-from tuner import Tuner, TunerConfig
 
 TOTAL = 2 * (1000 + 2000 + 4000 + 8000)  # four full stages: k * tau' (= tau) of search plus tau of training
 

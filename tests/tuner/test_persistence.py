@@ -5,8 +5,8 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lrtune.tuner import InvalidStateError, Tuner, TunerConfig
 from tests.tuner.driver import toy_step
-from tuner import InvalidStateError, Tuner, TunerConfig
 
 CONFIGS = [
     {"min_lr": 1e-3, "max_lr": 1.0, "total_steps": 1500, "seed": 4},

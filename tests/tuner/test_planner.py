@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from tuner.lossmodel import History, Params, final_losses
-from tuner.planner import Plan, optimize
+from lrtune.tuner.lossmodel import History, Params, final_losses
+from lrtune.tuner.planner import Plan, optimize
 
 # A model with the noisy quadratic's character: fast early progress, a noise floor growing with the LR.
 PARAMS = Params(l0=0.0, a=5.0, alpha=1.0, s_w=1.0, b=0.02, c=0.05, beta=1.0)

@@ -9,8 +9,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tuner import Segment, Tuner, TunerConfig, TunerError
-from tuner.stages import MAX_ABS_LOSS
+from lrtune.tuner import Segment, Tuner, TunerConfig, TunerError
+from lrtune.tuner.stages import MAX_ABS_LOSS
 
 #: float64 values that broke the GP or the loss model before they were treated as diverged points.
 EXTREMES = [1e308, -1e308, 1.7976931348623157e308, -1.7976931348623157e308, 1e300, 1e200, 1e155, -1e155, 1e31]
@@ -91,7 +91,7 @@ def test_arbitrary_losses_never_break_later_valid_reports(poisons: dict[int, lis
 
 def test_huge_losses_are_diverged_points() -> None:
     """Magnitudes above the bound (either sign) read as NaN, like a diverged step; tiny ones are kept."""
-    from tuner.reports import as_floats as _as_floats
+    from lrtune.tuner.reports import as_floats as _as_floats
 
     got = _as_floats([1e31, -1e31, 1e30, -1e30, 5e-324, None, math.inf, 0.5], "losses")
     assert [math.isnan(v) for v in got] == [True, True, False, False, False, True, True, False]

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from client import prior_config
+from lrtune.client import prior_config
+from lrtune.tuner import InvalidConfigError, Tuner, TunerConfig
 from tests.tuner.driver import drive, toy_step
-from tuner import InvalidConfigError, Tuner, TunerConfig
 
 BASE: dict[str, Any] = {"min_lr": 1e-3, "max_lr": 1.0, "total_steps": 1500, "seed": 4}
 

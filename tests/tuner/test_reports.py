@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from tuner import (
+from lrtune.tuner import (
     ConflictingReportError,
     InvalidReportError,
     Tuner,

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
+from lrtune.tuner import Tuner, TunerConfig, export_lr
 from tests.tuner.driver import drive, toy_step
-from tuner import Tuner, TunerConfig, export_lr
 
 
 def lrs_of(strategy: str, total: int = 1000, warmup: int = 0, **kw: object) -> list[float]:

@@ -1,6 +1,6 @@
 import numpy as np
 
-from tuner.search import Observation, Surrogate, from_unit, to_unit
+from lrtune.tuner.search import Observation, Surrogate, from_unit, to_unit
 
 
 def quadratic_obs(xs: list[float], center: float = 0.63) -> list[Observation]:

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
+from lrtune.tuner import Tuner, TunerConfig
+from lrtune.tuner.stages import sweep_suggestion
 from tests.tuner.driver import drive
-from tuner import Tuner, TunerConfig
-from tuner.stages import sweep_suggestion
 
 
 def test_sweep_suggestion_is_a_tenth_of_the_lr_at_the_lowest_smoothed_loss() -> None:

@@ -1,0 +1,1 @@
+"""lrtune: online learning-rate tuning as a service."""
