@@ -254,11 +254,11 @@ def embedded_bytes_per_job(jobs: int = 8) -> float:
     for n in range(jobs):
         token, info = service.create(JobCreate(config=JobConfig(**JOB_CONFIG, seed=n)))
         cred = Credential(token)
-        seg = service.poll(info.job_id, "w", cred).segment.model_dump()
+        seg = service.poll(info.job_id, "w", cred).segment.to_dict()
         while not seg["done"]:
             losses: list[float | None] = [sim_loss(lr_at(seg, j), seg["start_step"] + j) for j in range(seg["steps"])]
             report = WireReport(worker_id="w", lease_epoch=seg["lease_epoch"], losses=losses)
-            seg = service.report(info.job_id, seg["segment_id"], report, cred).segment.model_dump()
+            seg = service.report(info.job_id, seg["segment_id"], report, cred).segment.to_dict()
     sizes = [len(e.head) + len(e.tuner) for e in store._jobs.values()]
     return statistics.fmean(sizes)
 

@@ -295,8 +295,10 @@ class AutoLRSCallback:
             self._set_lr(seg.lr_at(j))
         if j % _KEEPALIVE_STEPS == 0 and self.mode == "remote" and self.source is not None:
             epoch = self.source.keepalive(seg)
-            if epoch is not None:
-                seg.lease_epoch = epoch
+            if epoch is not None and epoch != seg.lease_epoch:  # the lease was renewed under a new epoch
+                self._seg = dataclasses.replace(seg, lease_epoch=epoch)
+                if self.history and self.history[-1] is seg:
+                    self.history[-1] = self._seg
 
     def apply_lr(self) -> None:
         """Set the LR the next step should use on every param group again (after something else changed it)."""
@@ -347,7 +349,7 @@ class AutoLRSCallback:
             "format": STATE_FORMAT,
             "mode": self.mode,
             "source": None if self.source is None else self.source.state_dict(),
-            "segment": None if self._seg is None else self._seg.model_dump(),
+            "segment": None if self._seg is None else self._seg.to_dict(),
             "j": self._j,
             "losses": self._synced + self._floats(self._pending),
             "val": self._floats(self._val),
@@ -375,7 +377,7 @@ class AutoLRSCallback:
             raise ValueError(f"cannot resume a {state['mode']} run in {self.mode} mode (server_url must match)")
         if self.source is not None and state["source"] is not None:
             self.source.load_state_dict(dict(state["source"]))
-        seg = None if state["segment"] is None else WireSegment.model_validate(state["segment"])
+        seg = None if state["segment"] is None else WireSegment.from_dict(state["segment"])
         self._step = int(state["step"])
         self._done = bool(state["done"])
         self._good_lr = float(state["good_lr"])
@@ -418,7 +420,7 @@ class AutoLRSCallback:
         retry: RetryPolicy | None,
     ) -> SegmentSource:
         if self.mode == "local":
-            return LocalSource(job_config.model_dump())
+            return LocalSource(job_config)
         from lrtune.client.http import ServiceClient
 
         api = ServiceClient(server_url, http_client=http_client, timeout_s=timeout_s, api_key=api_key)

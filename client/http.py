@@ -13,7 +13,7 @@ from typing import Any, Literal, Protocol, TypeVar
 from urllib.parse import urlencode
 
 import httpx
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from lrtune.client.errors import (
     AuthError,
@@ -36,7 +36,7 @@ from lrtune.client.protocol import (
     WireSegment,
 )
 
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M")  # a pydantic model or (pydantic) dataclass
 #: How a route's answer is returned: parsed JSON, text, or the raw bytes.
 Body = Literal["json", "text", "bytes"]
 
@@ -321,8 +321,17 @@ def retry_after(value: str | None) -> float | None:
     return max(0.0, seconds)
 
 
+_ADAPTERS: dict[type, TypeAdapter[Any]] = {}
+
+
+def _adapter(model: type[M]) -> TypeAdapter[M]:
+    if model not in _ADAPTERS:
+        _ADAPTERS[model] = TypeAdapter(model)
+    return _ADAPTERS[model]
+
+
 def _parse(model: type[M], data: Any) -> M:
     try:
-        return model.model_validate(data)
+        return _adapter(model).validate_python(data)
     except ValidationError as exc:
         raise ServiceUnavailableError(f"unexpected answer, not a {model.__name__}: {exc}") from exc

@@ -28,15 +28,17 @@ leased to the reporting worker.
 
 from __future__ import annotations
 
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from lrtune.tuner.segment import MAX_OFFLINE_PIECES, OfflinePiece, Phase, Piece, Shape, stretch_lr
+from lrtune.tuner.config import TunerConfig
+from lrtune.tuner.segment import GUARD_WINDOW, MAX_OFFLINE_PIECES, OfflinePiece, Phase, Piece, Segment, Shape
 
 API_PREFIX = "/v1"
 
-__all__ = ["API_PREFIX", "OfflinePiece", "Phase", "Piece", "Shape"]  # and the models below
+__all__ = ["API_PREFIX", "JobConfig", "OfflinePiece", "Phase", "Piece", "Shape"]  # and the models below
 #: A job's status, the one definition the service, the client and the dashboard use: ``running`` (a worker
 #: trains it), ``stalled`` (no worker reported or polled for ``LRTUNE_STALL_AFTER_LEASES`` lease TTLs; it frees
 #: its quota slot and turns ``running`` again when a worker comes back), ``done`` (the budget is spent),
@@ -46,62 +48,11 @@ JobStatus = Literal["running", "stalled", "done", "deleted"]
 JOB_STATUSES: tuple[JobStatus, ...] = get_args(JobStatus)
 
 
-class JobConfig(BaseModel):
-    """A job's tuning configuration; ``null`` fields take the preset's value (see ``lrtune.tuner.TunerConfig``).
-
-    Candidate counts are capped at 64: each candidate adds a point to a GP refitted on every report. Numbers
-    must be finite.
-    """
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    min_lr: float = Field(gt=0, description="Lower bound of the LR search range.")
-    max_lr: float = Field(gt=0, description="Upper bound of the LR search range.")
-    total_steps: int = Field(gt=0, le=10**9, description="Gradient-step budget, exploration included.")
-    preset: Literal["default", "plan", "greedy", "paper"] = "default"
-    strategy: Literal["autolrs", "constant", "cosine", "linear", "wsd", "rex"] = "autolrs"
-    seed: int = Field(default=0, ge=0, lt=2**63)
-    tau: int | None = Field(default=None, ge=1, le=10**9, description="First stage length in steps.")
-    tau_max: int | None = Field(default=None, ge=1, le=10**9, description="Longest stage in steps.")
-    k: int | None = Field(default=None, ge=1, le=64, description="Candidates in a cold stage.")
-    k_warm: int | None = Field(default=None, ge=1, le=64, description="Candidates in a warm stage.")
-    candidate_fraction: float | None = Field(default=None, gt=0, le=1, description="tau' / tau.")
-    min_candidate_steps: int | None = Field(default=None, ge=1, le=10**9)
-    objective: Literal["train", "val", "auto"] | None = None
-    val_samples: int = Field(default=16, ge=2, le=10_000)
-    warmup_steps: int = Field(default=0, ge=0, le=10**9)
-    warmup_lr: float | None = Field(default=None, gt=0)
-    prior_lr: float | None = Field(
-        default=None, gt=0, description="An LR a previous job found to work: the first search centres on it."
-    )
-    explore_cap: float | None = Field(default=None, ge=0, le=1, description="Largest share of steps spent exploring.")
-    anneal_fraction: float | None = Field(default=None, ge=0, le=0.9)
-    noise_from_forecast: bool | None = None
-    carry_observations: bool | None = None
-    keep_winner: bool | None = None
-    divergence_guard: bool | None = None
-    replay_batches: bool | None = None
-    power_law: bool | None = None
-    loss_floor: float | None = 0.0
-    divergence_factor: float = Field(default=2.0, gt=1, lt=1e6)
-    trust_region: float = Field(default=0.25, ge=0, le=1)
-    max_segment_steps: int | None = Field(default=None, ge=1, le=10**9)
-    wsd_decay_fraction: float = Field(default=0.2, ge=0, le=1)
-    sweep_fraction: float | None = Field(default=None, ge=0, le=0.5, description="Share spent on an LR range sweep.")
-    probe_fraction: float | None = Field(
-        default=None, ge=0, le=2, description="Cooldown probe length as a fraction of a candidate's steps."
-    )
-    replan: bool | None = Field(default=None, description="Re-plan after every training segment (default preset).")
-    later_searches: bool | None = Field(default=None, description="Search again when the model says it pays.")
-    tied_kernel: bool | None = Field(default=None, description="Tie the loss model's noise response to its progress.")
-    plan_shape: Literal["free", "cosine"] | None = Field(default=None, description="Shapes a plan may take.")
-    model_window: float | None = Field(
-        default=None, ge=1.5, le=1e6, description="Fit only losses below this factor times the lowest one."
-    )
-    plan_pieces: int | None = Field(default=None, ge=2, le=64, description="Knots of a plan.")
-    probe_all: bool | None = Field(default=None, description="A cooldown probe after every candidate of a search.")
-    robust_plan: bool | None = Field(default=None, description="Plan against a rival model whose decay pays slowly.")
-    probe_judge: bool | None = Field(default=None, description="Pick the search's winner by its cooldown-probe loss.")
+#: A job's tuning configuration: the tuner's own :class:`lrtune.tuner.config.TunerConfig`, one definition of
+#: every field, its default, its bounds and its description. pydantic validates it where it travels (unknown
+#: fields and non-finite numbers refused, lax about ``"3"`` for 3 as JSON clients expect); ``null`` fields take
+#: the preset's value; the tuner's own checks (``min_lr < max_lr`` and the like) run as it is built.
+JobConfig = TunerConfig
 
 
 class JobCreate(BaseModel):
@@ -113,52 +64,49 @@ class JobCreate(BaseModel):
     config: JobConfig
 
 
-class WireSegment(BaseModel):
-    """A segment as sent to workers; see ``lrtune.tuner.segment`` for the meaning of each field.
+@pydantic_dataclass(frozen=True, kw_only=True, config=ConfigDict(extra="ignore"))
+class WireSegment(Segment):
+    """A segment as sent to workers: the tuner's own segment plus its lease.
 
-    ``lease_epoch`` must be echoed in the report; ``lease_expires_in_s`` says how long the lease holds unless
-    renewed by a poll or report. ``then`` is the rest of the budget's schedule as the service plans it now: a
-    worker that cannot reach the service follows it.
+    It is a :class:`lrtune.tuner.segment.Segment` (every field and the LR formula, defined once there).
+
+    ``then`` is the rest of the budget's schedule as the service plans it now: a worker that cannot reach the
+    service follows it. Unknown fields (from a newer service) are ignored. ``lr`` and ``lr_end`` are written
+    out for readers that do not compute the LR themselves.
+
+    Attributes:
+        job_id: The job the segment belongs to.
+        lease_epoch: To be echoed in the report.
+        lease_expires_in_s: How long the lease holds unless renewed by a poll or report (None when ``done``).
+        guard_window: Losses averaged when checking ``abort_above``.
     """
 
-    model_config = ConfigDict(extra="ignore")
-
     job_id: str
-    segment_id: int
     lease_epoch: int = 0
     lease_expires_in_s: float | None = None
-    phase: Phase
-    start_step: int
-    steps: int
-    lr: float
-    lr_end: float
-    shape: Shape = "constant"
-    curve_from: float = 0.0
-    curve_to: float = 0.0
-    curve_start: float = 0.0
-    curve_end: float = 1.0
-    stage: int | None = None
-    candidate: int | None = None
-    restore: str | None = None
-    snapshot: str | None = None
-    keep: str | None = None
-    drop: list[str] = Field(default_factory=list)
-    eval_every: int | None = None
-    abort_above: float | None = None
-    guard_window: int = Field(default=5, ge=1, description="Losses averaged when checking abort_above.")
-    replay: bool = False
-    done: bool = False
-    then: list[Piece] = Field(default_factory=list, max_length=10_000)
+    guard_window: Annotated[int, Field(ge=1)] = GUARD_WINDOW
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
-    def end_step(self) -> int:
-        """Gradient steps the job will have used after this segment."""
-        return self.start_step + self.steps
+    def lr(self) -> float:
+        """LR at the first step."""
+        return self.lr_at(0)
 
-    def lr_at(self, step: int) -> float:
-        """Return the LR of 0-based step ``step`` of this segment (``lrtune.tuner.segment.stretch_lr``)."""
-        f, t = self.curve_from, self.curve_to
-        return float(stretch_lr(self.shape, f, t, self.curve_start, self.curve_end, self.steps, step))
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def lr_end(self) -> float:
+        """LR at the last step."""
+        return self.lr_at(max(self.steps - 1, 0))
+
+    @classmethod
+    def of(cls, segment: Segment | dict[str, Any], job_id: str, **lease: Any) -> WireSegment:
+        """The wire form of a tuner segment (or of its ``to_dict``) for ``job_id``, with lease fields ``lease``.
+
+        Raises:
+            pydantic.ValidationError: A field does not fit (a ``ValueError``).
+        """
+        data = segment.to_dict() if isinstance(segment, Segment) else segment
+        return cls.from_dict({**data, "job_id": job_id, **lease})
 
 
 class LeaseRequest(BaseModel):

@@ -26,6 +26,7 @@ those are mistakes the user must fix (construction waits for the first answer up
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import random
@@ -356,7 +357,7 @@ class RemoteSource:
             if p is None
             else {
                 "op": p.op,
-                "segment": None if p.segment is None else p.segment.model_dump(),
+                "segment": None if p.segment is None else p.segment.to_dict(),
                 "report": None if p.report is None else p.report.model_dump(),
             },
         }
@@ -386,7 +387,7 @@ class RemoteSource:
         p = state.get("pending")
         self._pending = None
         if p is not None:
-            seg = None if p.get("segment") is None else WireSegment.model_validate(p["segment"])
+            seg = None if p.get("segment") is None else WireSegment.from_dict(p["segment"])
             rep = None if p.get("report") is None else WireReport.model_validate(p["report"])
             self._pending = _Pending(p["op"], seg, rep)
         self._next_try = 0.0
@@ -605,8 +606,8 @@ class RemoteSource:
             return False
         old = self.job_id
         self.job_base = done
-        self.config = self.config.model_copy(
-            update={"total_steps": left, "warmup_steps": max(0, self.config.warmup_steps - since)}
+        self.config = dataclasses.replace(
+            self.config, total_steps=left, warmup_steps=max(0, self.config.warmup_steps - since)
         )
         self.job_id, self.token, self.created, self.reported = None, None, False, 0
         self._job_store_id = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from lrtune.client.protocol import OfflinePiece, WireSegment
+from lrtune.client.protocol import JobConfig, OfflinePiece, WireSegment
 
 if TYPE_CHECKING:
     from lrtune.tuner import Segment, Tuner
@@ -72,31 +72,30 @@ class SegmentSource(Protocol):
 
 def wire(segment: Segment, job_id: str = LOCAL_JOB_ID) -> WireSegment:
     """Convert a ``lrtune.tuner.Segment`` to the wire model."""
-    return WireSegment(job_id=job_id, **segment.to_dict())
+    return WireSegment.of(segment, job_id)
 
 
 class LocalSource:
     """Segments from a ``lrtune.tuner.Tuner`` running in this process.
 
     Args:
-        config: A job config as a dict of ``lrtune.tuner.TunerConfig`` fields.
+        config: The job's config.
 
     Raises:
         ImportError: The tuner's dependencies (botorch; the ``[tuner]`` extra) are not installed.
-        ValueError: The config is invalid (``lrtune.tuner.InvalidConfigError``).
     """
 
     detached = False
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: JobConfig) -> None:
         try:
-            from lrtune.tuner import Tuner, TunerConfig
+            from lrtune.tuner import Tuner
         except ImportError as exc:  # pragma: no cover - depends on the installation
             raise ImportError(
                 "server_url=None runs the tuner in this process, which needs the [tuner] extra "
                 f"(pip install 'lrtune[tuner]'): {exc}"
             ) from exc
-        self.tuner: Tuner = Tuner(TunerConfig.from_dict(dict(config)))
+        self.tuner: Tuner = Tuner(config)
 
     def start(self) -> WireSegment:
         """Return the tuner's open segment."""

@@ -116,7 +116,7 @@ def check_options(
         # The plan preset plans for the loss at the end of the budget: with a validation function, that is the
         # validation loss.
         extra["objective"] = "val"
-    job_config = JobConfig.model_validate(
+    job_config = JobConfig.from_dict(
         {
             **extra,
             "min_lr": min_lr,
@@ -126,11 +126,7 @@ def check_options(
             "strategy": strategy,
             "seed": seed,
         }
-    )  # pydantic's ValidationError is a ValueError
-    if job_config.warmup_steps >= job_config.total_steps:
-        raise ValueError(
-            f"warmup_steps ({job_config.warmup_steps}) must be below total_steps ({job_config.total_steps})"
-        )
+    )  # InvalidConfigError is a ValueError
     if job_config.objective == "val" and val_fn is None:
         raise ValueError("objective='val' needs val_fn, a function that returns the validation loss")
     return job_config

@@ -82,7 +82,7 @@ def train_with_callback(
         preset=config.preset,
         strategy=config.strategy,
         seed=config.seed,
-        config=config.model_dump(exclude=explicit),
+        config={k: v for k, v in config.to_dict().items() if k not in explicit},
         job_name="digits-mlp",
         loader=batches,
         worker_id="demo-worker",

@@ -167,8 +167,7 @@ def train_constant(data: Digits, lr: float, steps: int, seed: int = 0) -> float:
     """Train with a constant LR for ``steps`` steps; return the final validation loss."""
     runner = SegmentRunner(data, seed)
     seg = WireSegment(
-        job_id="constant", segment_id=0, phase="schedule", start_step=0, steps=steps, lr=lr, lr_end=lr,
-        curve_from=lr, curve_to=lr,
+        job_id="constant", segment_id=0, phase="schedule", start_step=0, steps=steps, curve_from=lr, curve_to=lr,
     )  # fmt: skip
     runner.run(seg)
     return runner.val_loss()

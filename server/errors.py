@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from lrtune.client.protocol import ErrorBody
 from lrtune.server.store import StoreError
 from lrtune.server.store.records import RecordDecodeError
-from lrtune.tuner import TunerError
+from lrtune.tuner import InvalidConfigError, TunerError
 
 log = logging.getLogger("lrtune.server")
 
@@ -203,7 +203,13 @@ def install(app: FastAPI) -> None:
 
     async def on_validation(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        message, detail = _validation_message(list(exc.errors()))
+        errors = list(exc.errors())
+        # The job config is the tuner's TunerConfig: once each field fits its type and range, the tuner's own
+        # checks of how the fields fit together run as it is built; what they refuse is an invalid config.
+        refused = [e.get("ctx", {}).get("error") for e in errors]
+        if errors and all(isinstance(r, InvalidConfigError) for r in refused):
+            return _coded("invalid_config", "; ".join(str(r) for r in refused))
+        message, detail = _validation_message(errors)
         return error_response(422, "invalid_request", message, detail)
 
     async def on_http(_: Request, exc: Exception) -> JSONResponse:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from lrtune.client.protocol import JobConfig, JobCreate, JobInfo, WireReport, WireSegment
+from lrtune.client.protocol import JobCreate, JobInfo, WireReport, WireSegment
 from lrtune.server import leases
 from lrtune.server.errors import ForbiddenError, JobDeletedError
 from lrtune.server.store import JobHead, JobNotFoundError, JobRecord, JobStatus, JobStore
@@ -164,7 +164,7 @@ class JobService:
             InvalidConfigError: The config is rejected by the tuner.
             TooManyJobsError: ``admit`` refused the job.
         """
-        config = TunerConfig.from_dict(body.config.model_dump())
+        config = body.config
         tuner = Tuner(config)
         job_id = new_job_id()
         if admit is not None:
@@ -513,9 +513,9 @@ def _require_live(head: JobHead) -> None:
 
 def _wire(job_id: str, seg: dict[str, Any], head: JobHead, now: float) -> WireSegment:
     lease = head.lease
-    return WireSegment(
-        **seg,
-        job_id=job_id,
+    return WireSegment.of(
+        seg,
+        job_id,
         lease_epoch=lease.epoch if lease else 0,
         lease_expires_in_s=None if lease is None or seg.get("done") else round(lease.expires_at - now, 3),
     )
@@ -530,7 +530,7 @@ def job_info(head: JobHead) -> JobInfo:
         status=head.status,
         created_at=head.created_at,
         updated_at=head.updated_at,
-        config=JobConfig.model_validate(head.config),
+        config=TunerConfig.from_dict(head.config),
         steps_used=int(s.get("steps_used", 0)),
         total_steps=int(s.get("total_steps", head.config.get("total_steps", 0))),
         phase=s.get("phase", "done"),

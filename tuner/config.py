@@ -8,9 +8,14 @@ the step budget. Resolution is a pure function of the config, so a dumped job st
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from types import UnionType
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin, get_type_hints
+
+from annotated_types import Ge, Gt, Le, Lt
 
 from lrtune.tuner.errors import InvalidConfigError
 
@@ -19,17 +24,24 @@ PlanShape = Literal["free", "cosine"]
 Strategy = Literal["autolrs", "constant", "cosine", "linear", "wsd", "rex"]
 Objective = Literal["train", "val", "auto"]
 
-PRESETS: tuple[str, ...] = ("default", "plan", "greedy", "paper")
+PRESETS: tuple[str, ...] = get_args(Preset)
 #: The preset ``default`` stands for. ``plan`` becomes the default once it beats ``greedy`` on the real workloads
 #: of the benchmark (see the README: today it is ahead on the noisy quadratic and behind on the networks).
 DEFAULT_PRESET = "greedy"
-PLAN_SHAPES: tuple[str, ...] = ("free", "cosine")
-STRATEGIES: tuple[str, ...] = ("autolrs", "constant", "cosine", "linear", "wsd", "rex")
-OBJECTIVES: tuple[str, ...] = ("train", "val", "auto")
+PLAN_SHAPES: tuple[str, ...] = get_args(PlanShape)
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
+OBJECTIVES: tuple[str, ...] = get_args(Objective)
 MAX_TOTAL_STEPS = 10**9
 _MIN_SWEEP_STEPS = 10  # a shorter LR range sweep is skipped
 _DEFAULT_STAGES = 6  # the greedy preset's first stage is this fraction of the main phase (then tau doubles)
 _PLAN_TAU = 0.06  # the plan preset trains this share of the budget before its first search
+
+# Field types with their bounds (``annotated_types``, which pydantic reads too).
+LR = Annotated[float, Gt(0)]
+Steps = Annotated[int, Ge(1), Le(MAX_TOTAL_STEPS)]
+Share = Annotated[float, Ge(0), Le(1)]
+#: Candidates of a search: each adds a point to a GP refitted on every report, hence the cap.
+Candidates = Annotated[int, Ge(1), Le(64)]
 
 
 @dataclass(frozen=True)
@@ -104,25 +116,33 @@ class TunerConfig:
             the model extrapolates); the plan from the winner is still the model's.
     """
 
-    min_lr: float
-    max_lr: float
-    total_steps: int
+    #: How pydantic reads this class where it is the wire's job config (``lrtune.client.protocol``): unknown
+    #: keys and non-finite numbers refused, each field described from the docstring above.
+    __pydantic_config__: ClassVar[dict[str, Any]] = {
+        "extra": "forbid",
+        "allow_inf_nan": False,
+        "json_schema_extra": lambda schema, cls: describe_fields(schema),
+    }
+
+    min_lr: LR
+    max_lr: LR
+    total_steps: Steps
     preset: Preset = "default"
     strategy: Strategy = "autolrs"
-    seed: int = 0
-    tau: int | None = None
-    tau_max: int | None = None
-    k: int | None = None
-    k_warm: int | None = None
-    candidate_fraction: float | None = None
-    min_candidate_steps: int | None = None
+    seed: Annotated[int, Ge(0), Lt(2**63)] = 0
+    tau: Steps | None = None
+    tau_max: Steps | None = None
+    k: Candidates | None = None
+    k_warm: Candidates | None = None
+    candidate_fraction: Annotated[float, Gt(0), Le(1)] | None = None
+    min_candidate_steps: Steps | None = None
     objective: Objective | None = None
-    val_samples: int = 16
-    warmup_steps: int = 0
-    warmup_lr: float | None = None
-    prior_lr: float | None = None
-    explore_cap: float | None = None
-    anneal_fraction: float | None = None
+    val_samples: Annotated[int, Ge(2), Le(10_000)] = 16
+    warmup_steps: Annotated[int, Ge(0), Le(MAX_TOTAL_STEPS)] = 0
+    warmup_lr: LR | None = None
+    prior_lr: LR | None = None
+    explore_cap: Share | None = None
+    anneal_fraction: Annotated[float, Ge(0), Le(0.9)] | None = None
     noise_from_forecast: bool | None = None
     carry_observations: bool | None = None
     keep_winner: bool | None = None
@@ -130,18 +150,18 @@ class TunerConfig:
     replay_batches: bool | None = None
     power_law: bool | None = None
     loss_floor: float | None = 0.0
-    divergence_factor: float = 2.0
-    trust_region: float = 0.25
-    max_segment_steps: int | None = None
-    wsd_decay_fraction: float = 0.2
-    sweep_fraction: float | None = None
-    probe_fraction: float | None = None
+    divergence_factor: Annotated[float, Gt(1), Lt(1e6)] = 2.0
+    trust_region: Share = 0.25
+    max_segment_steps: Steps | None = None
+    wsd_decay_fraction: Share = 0.2
+    sweep_fraction: Annotated[float, Ge(0), Le(0.5)] | None = None
+    probe_fraction: Annotated[float, Ge(0), Le(2)] | None = None
     replan: bool | None = None
     later_searches: bool | None = None
     tied_kernel: bool | None = None
     plan_shape: PlanShape | None = None
-    model_window: float | None = None
-    plan_pieces: int | None = None
+    model_window: Annotated[float, Ge(1.5), Le(1e6)] | None = None
+    plan_pieces: Annotated[int, Ge(2), Le(64)] | None = None
     probe_all: bool | None = None
     robust_plan: bool | None = None
     probe_judge: bool | None = None
@@ -184,90 +204,132 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _validate(c: TunerConfig) -> None:
-    def bad(msg: str) -> InvalidConfigError:
-        return InvalidConfigError(msg)
+@dataclass(frozen=True)
+class FieldRule:
+    """What one :class:`TunerConfig` field accepts, read from its annotation.
 
-    for name in ("min_lr", "max_lr"):
-        v = getattr(c, name)
-        if not _is_number(v) or not math.isfinite(v) or v <= 0:
-            raise bad(f"{name} must be a positive finite number, got {v!r}")
+    Attributes:
+        name: The field's name.
+        kind: ``int``, ``float``, ``bool`` or ``str`` (a choice among ``choices``).
+        choices: The values a ``Literal`` field accepts, else empty.
+        optional: Whether ``None`` is accepted.
+        bounds: The ``annotated_types`` bounds (``Gt``, ``Ge``, ``Lt``, ``Le``) on the value.
+    """
+
+    name: str
+    kind: type
+    choices: tuple[Any, ...]
+    optional: bool
+    bounds: tuple[Any, ...]
+
+    def accepts(self, value: object) -> bool:
+        """Tell whether ``value`` is of the field's kind, among its choices and within its bounds."""
+        if value is None:
+            return self.optional
+        if self.choices:
+            return value in self.choices
+        if self.kind is bool:
+            return isinstance(value, bool)
+        if self.kind is int and not _is_int(value):
+            return False
+        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+            return False
+        for b in self.bounds:
+            edge: Any = getattr(b, type(b).__name__.lower())  # Gt(gt=0).gt, Le(le=1).le, ...
+            if (
+                (isinstance(b, Gt) and not value > edge)
+                or (isinstance(b, Ge) and not value >= edge)
+                or (isinstance(b, Lt) and not value < edge)
+                or (isinstance(b, Le) and not value <= edge)
+            ):
+                return False
+        return True
+
+    def describe(self) -> str:
+        """What the field accepts, in words (for error messages)."""
+        if self.choices:
+            what = "one of " + ", ".join(map(str, self.choices))
+        elif self.kind is bool:
+            return "true, false or null" if self.optional else "true or false"
+        else:
+            what = "an integer" if self.kind is int else "a finite number"
+            lo = next((b for b in self.bounds if isinstance(b, Gt | Ge)), None)
+            hi = next((b for b in self.bounds if isinstance(b, Lt | Le)), None)
+            lo_v = None if lo is None else (lo.gt if isinstance(lo, Gt) else lo.ge)
+            hi_v = None if hi is None else (hi.lt if isinstance(hi, Lt) else hi.le)
+            if lo is not None and hi is not None:
+                what += f" in {'(' if isinstance(lo, Gt) else '['}{lo_v}, {hi_v}{')' if isinstance(hi, Lt) else ']'}"
+            elif lo is not None:
+                what += f" {'>' if isinstance(lo, Gt) else '>='} {lo_v}"
+            elif hi is not None:
+                what += f" {'<' if isinstance(hi, Lt) else '<='} {hi_v}"
+        return what + (" or null" if self.optional else "")
+
+
+@functools.cache
+def field_rules() -> tuple[FieldRule, ...]:
+    """The rule of every :class:`TunerConfig` field, in field order: the one definition of what each accepts.
+
+    The tuner checks them in ``TunerConfig.__post_init__``; pydantic reads the same annotations where the
+    config travels over the wire.
+    """
+    hints = get_type_hints(TunerConfig, include_extras=True)
+    rules = []
+    for f in dataclasses.fields(TunerConfig):
+        hint = hints[f.name]
+        optional = False
+        if get_origin(hint) in (Union, UnionType):
+            rest = [a for a in get_args(hint) if a is not type(None)]
+            optional = len(rest) < len(get_args(hint))
+            (hint,) = rest
+        bounds: tuple[Any, ...] = ()
+        if get_origin(hint) is Annotated:
+            hint, *meta = get_args(hint)
+            bounds = tuple(meta)
+        choices: tuple[Any, ...] = get_args(hint) if get_origin(hint) is Literal else ()
+        rules.append(FieldRule(f.name, str if choices else hint, choices, optional, bounds))
+    return tuple(rules)
+
+
+@functools.cache
+def field_docs() -> dict[str, str]:
+    """Each :class:`TunerConfig` field's description, from the ``Attributes`` section of its docstring."""
+    docs: dict[str, str] = {}
+    name = None
+    section = (TunerConfig.__doc__ or "").split("Attributes:", 1)[-1]
+    for line in section.splitlines():
+        head = re.match(r"^ {8}(\w+): (.*)$", line)
+        if head:
+            name = head.group(1)
+            docs[name] = head.group(2)
+        elif name is not None and line.startswith(" " * 12):
+            docs[name] += " " + line.strip()
+    return docs
+
+
+def describe_fields(schema: dict[str, Any]) -> None:
+    """Add each field's description to a JSON schema of :class:`TunerConfig` (pydantic's ``json_schema_extra``)."""
+    docs = field_docs()
+    for name, prop in schema.get("properties", {}).items():
+        if name in docs:
+            prop["description"] = docs[name]
+
+
+def _validate(c: TunerConfig) -> None:
+    for rule in field_rules():
+        v = getattr(c, rule.name)
+        if not rule.accepts(v):
+            raise InvalidConfigError(f"{rule.name} must be {rule.describe()}, got {v!r}")
     if c.min_lr >= c.max_lr:
-        raise bad(f"min_lr ({c.min_lr}) must be below max_lr ({c.max_lr})")
-    if not _is_int(c.total_steps) or c.total_steps <= 0:
-        raise bad(f"total_steps must be a positive integer, got {c.total_steps!r}")
-    if c.total_steps > MAX_TOTAL_STEPS:
-        raise bad(f"total_steps must be at most {MAX_TOTAL_STEPS}, got {c.total_steps}")
-    if c.preset not in PRESETS:
-        raise bad(f"preset must be one of {', '.join(PRESETS)}, got {c.preset!r}")
-    if c.strategy not in STRATEGIES:
-        raise bad(f"strategy must be one of {', '.join(STRATEGIES)}, got {c.strategy!r}")
-    if c.objective is not None and c.objective not in OBJECTIVES:
-        raise bad(f"objective must be one of {', '.join(OBJECTIVES)}, got {c.objective!r}")
-    if not _is_int(c.seed) or not 0 <= c.seed < 2**63:
-        raise bad(f"seed must be a non-negative integer below 2**63, got {c.seed!r}")
-    if c.plan_shape is not None and c.plan_shape not in PLAN_SHAPES:
-        raise bad(f"plan_shape must be one of {', '.join(PLAN_SHAPES)}, got {c.plan_shape!r}")
-    if c.model_window is not None and (
-        not _is_number(c.model_window) or not math.isfinite(c.model_window) or not 1.5 <= c.model_window <= 1e6
-    ):
-        raise bad(f"model_window must be a number in [1.5, 1e6] or null, got {c.model_window!r}")
-    if c.plan_pieces is not None and (not _is_int(c.plan_pieces) or not 2 <= c.plan_pieces <= 64):
-        raise bad(f"plan_pieces must be an integer in [2, 64] or null, got {c.plan_pieces!r}")
-    for name in ("tau", "tau_max", "k", "k_warm", "min_candidate_steps", "max_segment_steps"):
-        v = getattr(c, name)
-        if v is not None and (not _is_int(v) or v < 1):
-            raise bad(f"{name} must be a positive integer or null, got {v!r}")
+        raise InvalidConfigError(f"min_lr ({c.min_lr}) must be below max_lr ({c.max_lr})")
     if c.tau is not None and c.tau_max is not None and c.tau_max < c.tau:
-        raise bad(f"tau_max ({c.tau_max}) must be at least tau ({c.tau})")
-    if not _is_int(c.val_samples) or c.val_samples < 2:
-        raise bad(f"val_samples must be an integer >= 2, got {c.val_samples!r}")
-    if not _is_int(c.warmup_steps) or not 0 <= c.warmup_steps < c.total_steps:
-        raise bad(f"warmup_steps must be an integer in [0, total_steps), got {c.warmup_steps!r}")
-    if c.warmup_lr is not None and (not _is_number(c.warmup_lr) or not math.isfinite(c.warmup_lr) or c.warmup_lr <= 0):
-        raise bad(f"warmup_lr must be a positive finite number or null, got {c.warmup_lr!r}")
-    if c.prior_lr is not None and (
-        not _is_number(c.prior_lr) or not math.isfinite(c.prior_lr) or not c.min_lr <= c.prior_lr <= c.max_lr
-    ):
-        raise bad(f"prior_lr must be a number in [min_lr, max_lr] = [{c.min_lr}, {c.max_lr}], got {c.prior_lr!r}")
-    for name, lo, hi in (
-        ("candidate_fraction", 0.0, 1.0),
-        ("explore_cap", 0.0, 1.0),
-        ("anneal_fraction", 0.0, 0.9),
-        ("trust_region", 0.0, 1.0),
-        ("wsd_decay_fraction", 0.0, 1.0),
-        ("sweep_fraction", 0.0, 0.5),
-        ("probe_fraction", 0.0, 2.0),
-    ):
-        v = getattr(c, name)
-        if v is None:
-            continue
-        if not _is_number(v) or not math.isfinite(v) or not lo <= v <= hi:
-            raise bad(f"{name} must be a number in [{lo}, {hi}], got {v!r}")
-    if c.candidate_fraction is not None and c.candidate_fraction == 0:
-        raise bad("candidate_fraction must be above 0")
-    if not _is_number(c.divergence_factor) or not 1.0 < c.divergence_factor < 1e6:
-        raise bad(f"divergence_factor must be a number above 1, got {c.divergence_factor!r}")
-    if c.loss_floor is not None and (not _is_number(c.loss_floor) or not math.isfinite(c.loss_floor)):
-        raise bad(f"loss_floor must be a finite number or null, got {c.loss_floor!r}")
-    flags = (
-        "noise_from_forecast",
-        "carry_observations",
-        "keep_winner",
-        "divergence_guard",
-        "replay_batches",
-        "power_law",
-        "replan",
-        "later_searches",
-        "tied_kernel",
-        "probe_all",
-        "robust_plan",
-        "probe_judge",
-    )
-    for name in flags:
-        v = getattr(c, name)
-        if v is not None and not isinstance(v, bool):
-            raise bad(f"{name} must be true, false or null, got {v!r}")
+        raise InvalidConfigError(f"tau_max ({c.tau_max}) must be at least tau ({c.tau})")
+    if c.warmup_steps >= c.total_steps:
+        raise InvalidConfigError(f"warmup_steps ({c.warmup_steps}) must be below total_steps ({c.total_steps})")
+    if c.prior_lr is not None and not c.min_lr <= c.prior_lr <= c.max_lr:
+        raise InvalidConfigError(
+            f"prior_lr must be a number in [min_lr, max_lr] = [{c.min_lr}, {c.max_lr}], got {c.prior_lr!r}"
+        )
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 Phase = Literal["warmup", "explore", "train", "anneal", "schedule", "offline", "done"]
 Shape = Literal["constant", "linear", "cosine", "rex", "exp"]
@@ -210,11 +210,11 @@ class Segment:
         out["then"] = [p.to_dict() for p in self.then]
         out["lr"] = self.lr
         out["lr_end"] = self.lr_end
-        out["guard_window"] = GUARD_WINDOW
+        out.setdefault("guard_window", GUARD_WINDOW)
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Segment:
+    def from_dict(cls, data: dict[str, Any]) -> Self:
         """Inverse of :meth:`to_dict` (derived keys are ignored)."""
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in names}

@@ -100,7 +100,22 @@ def _worker(rank: int, world: int, tmp: str) -> None:
             src: Any = cb.source
             auth = {"Authorization": f"Bearer {src.token}"}
             out["remote"]["job"] = link.app.get(f"/v1/jobs/{src.job_id}/schedule", headers=auth).json()
-        # 3. A config only the tuner (on rank 0) refuses: every rank raises, none hangs, then each leaves.
+        # 3. Rank 0 gets no segment (strict, and no service listens there): every rank raises, none hangs, then
+        # each leaves.
+        try:
+            AutoLRSCallback(
+                make_model(),
+                torch.optim.SGD(make_model().parameters(), lr=0.1),
+                "http://127.0.0.1:9",
+                1e-3,
+                1.0,
+                100,
+                strict=True,
+            )
+        except Exception as exc:
+            out["error"] = type(exc).__name__
+            out["error_message"] = str(exc)
+        # 4. A config the tuner refuses: every rank refuses it at construction, in the tuner's words.
         try:
             AutoLRSCallback(
                 make_model(),
@@ -112,8 +127,7 @@ def _worker(rank: int, world: int, tmp: str) -> None:
                 config={"tau": 50, "tau_max": 20},
             )
         except Exception as exc:
-            out["error"] = type(exc).__name__
-            out["error_message"] = str(exc)
+            out["config_error"] = str(exc)
     finally:
         torch.save(out, f"{tmp}/rank{rank}.pt")
         dist.destroy_process_group()
@@ -139,7 +153,9 @@ def test_two_ranks_apply_the_same_lrs_and_restores(tmp_path: Path) -> None:
     assert local["tuner_done"] and local["steps"] == 200
     assert local["broadcasts"] == local["segments"] + 1
 
-    assert r0["error"] == "InvalidConfigError" and r1["error"] == "LrtuneClientError", r1.get("error_message")
+    assert r0["error"] == r1["error"] == "ServiceUnavailableError", r1.get("error_message")
+    assert "strict=True" in r1["error_message"]
+    assert r0["config_error"] == r1["config_error"] == "tau_max (20) must be at least tau (50)"
 
     remote = r0["remote"]
     assert remote["offline_steps"] > 0 and remote["job"]["done"] and remote["job"]["steps_used"] == 200

@@ -285,7 +285,7 @@ def test_long_segments_renew_their_lease_halfway() -> None:
 
             leases.append(clock.now)
             epoch = 1 if len(leases) < 3 else 2  # the third poll finds the lease lapsed and re-granted
-            return WireSegment.model_validate({**seg, "lease_epoch": epoch})
+            return WireSegment.from_dict({**seg, "lease_epoch": epoch})
 
         def close(self) -> None:
             pass

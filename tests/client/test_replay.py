@@ -21,7 +21,7 @@ def _seg(**kw: object) -> WireSegment:
         "lr_end": 0.1,
         "replay": True,
     }
-    return WireSegment.model_validate({**base, **kw})
+    return WireSegment.from_dict({**base, **kw})
 
 
 def _take(it: object, n: int) -> list[int]:

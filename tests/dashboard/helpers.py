@@ -74,7 +74,7 @@ class Worker:
         self.runner = SegmentRunner(noisy_digits(self.label_noise), 0)
         resp = self.http.post(f"/v1/jobs/{self.job_id}/lease", json={"worker_id": "w1"})
         assert resp.status_code == 200, resp.text
-        self.segment = WireSegment.model_validate(resp.json())
+        self.segment = WireSegment.from_dict(resp.json())
 
     @property
     def done(self) -> bool:
@@ -87,7 +87,7 @@ class Worker:
         body = WireReport(worker_id="w1", lease_epoch=seg.lease_epoch, losses=losses, val_losses=vals)
         resp = self.http.post(f"/v1/jobs/{self.job_id}/segments/{seg.segment_id}/report", json=body.model_dump())
         assert resp.status_code == 200, resp.text
-        self.segment = WireSegment.model_validate(resp.json())
+        self.segment = WireSegment.from_dict(resp.json())
         return seg
 
     def run(self, until_step: int | None = None) -> None:

@@ -14,7 +14,7 @@ from lrtune.server.store import JobHead, JobNotFoundError, JobRecord, JobStore, 
 from lrtune.server.store.redis import EXPIRY_SLACK_S, RedisStore
 from tests.server.helpers import SMALL_CONFIG, FakeClock, run_segment
 
-BODY = JobCreate(config=JobConfig.model_validate(SMALL_CONFIG))
+BODY = JobCreate(config=JobConfig.from_dict(SMALL_CONFIG))
 
 
 def service(store: JobStore, clock: FakeClock, **kw: float) -> JobService:
@@ -54,7 +54,7 @@ def test_an_idle_job_stalls_frees_its_quota_slot_and_runs_again_when_its_worker_
     gate("other")  # the stalled job's slot is free
     seg = svc.poll(info.job_id, "w", cred).segment  # the worker is back
     assert svc.info(info.job_id, cred).status == "running" and store.count("stalled") == 0
-    body = {"worker_id": "w", "lease_epoch": seg.lease_epoch, **run_segment(seg.model_dump())}
+    body = {"worker_id": "w", "lease_epoch": seg.lease_epoch, **run_segment(seg.to_dict())}
     svc.report(info.job_id, seg.segment_id, WireReport.model_validate(body), cred)
     assert svc.info(info.job_id, cred).status == "running"
 
@@ -64,11 +64,11 @@ def test_deleted_and_finished_jobs_are_dropped_after_their_retention(store: JobS
     svc = service(store, clock)
     token, deleted = svc.create(BODY)
     svc.delete(deleted.job_id, Credential(token))
-    token2, finished = svc.create(JobCreate(config=JobConfig.model_validate({**SMALL_CONFIG, "strategy": "constant"})))
+    token2, finished = svc.create(JobCreate(config=JobConfig.from_dict({**SMALL_CONFIG, "strategy": "constant"})))
     cred2 = Credential(token2)
     seg = svc.poll(finished.job_id, "w", cred2).segment
     while not seg.done:
-        body = {"worker_id": "w", "lease_epoch": seg.lease_epoch, **run_segment(seg.model_dump())}
+        body = {"worker_id": "w", "lease_epoch": seg.lease_epoch, **run_segment(seg.to_dict())}
         seg = svc.report(finished.job_id, seg.segment_id, WireReport.model_validate(body), cred2).segment
     svc.create(BODY)  # a running job: kept
     clock.advance(299)

@@ -62,7 +62,7 @@ def test_lambdalr_export_replays_the_realized_lrs(
 def _lr_at(seg: dict[str, Any], j: int) -> float:
     from lrtune.client.protocol import WireSegment
 
-    return WireSegment.model_validate(seg).lr_at(j)
+    return WireSegment.from_dict(seg).lr_at(j)
 
 
 def test_csv_lists_every_realized_segment(
