@@ -213,14 +213,20 @@ class FieldRule:
         kind: ``int``, ``float``, ``bool`` or ``str`` (a choice among ``choices``).
         choices: The values a ``Literal`` field accepts, else empty.
         optional: Whether ``None`` is accepted.
-        bounds: The ``annotated_types`` bounds (``Gt``, ``Ge``, ``Lt``, ``Le``) on the value.
+        low: The lower bound of a number (``Gt`` or ``Ge``), or None.
+        low_open: The lower bound itself is refused (``Gt``).
+        high: The upper bound of a number (``Lt`` or ``Le``), or None.
+        high_open: The upper bound itself is refused (``Lt``).
     """
 
     name: str
     kind: type
-    choices: tuple[Any, ...]
-    optional: bool
-    bounds: tuple[Any, ...]
+    choices: tuple[Any, ...] = ()
+    optional: bool = False
+    low: float | None = None
+    low_open: bool = False
+    high: float | None = None
+    high_open: bool = False
 
     def accepts(self, value: object) -> bool:
         """Tell whether ``value`` is of the field's kind, among its choices and within its bounds."""
@@ -230,40 +236,35 @@ class FieldRule:
             return value in self.choices
         if self.kind is bool:
             return isinstance(value, bool)
-        if self.kind is int and not _is_int(value):
+        if not (_is_int(value) if self.kind is int else _is_number(value)):
             return False
-        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        v = float(value)  # type: ignore[arg-type]
+        if not math.isfinite(v):
             return False
-        for b in self.bounds:
-            edge: Any = getattr(b, type(b).__name__.lower())  # Gt(gt=0).gt, Le(le=1).le, ...
-            if (
-                (isinstance(b, Gt) and not value > edge)
-                or (isinstance(b, Ge) and not value >= edge)
-                or (isinstance(b, Lt) and not value < edge)
-                or (isinstance(b, Le) and not value <= edge)
-            ):
-                return False
-        return True
+        if self.low is not None and (v <= self.low if self.low_open else v < self.low):
+            return False
+        return self.high is None or (v < self.high if self.high_open else v <= self.high)
 
     def describe(self) -> str:
         """What the field accepts, in words (for error messages)."""
+        if self.kind is bool:
+            return "true, false or null" if self.optional else "true or false"
         if self.choices:
             what = "one of " + ", ".join(map(str, self.choices))
-        elif self.kind is bool:
-            return "true, false or null" if self.optional else "true or false"
         else:
             what = "an integer" if self.kind is int else "a finite number"
-            lo = next((b for b in self.bounds if isinstance(b, Gt | Ge)), None)
-            hi = next((b for b in self.bounds if isinstance(b, Lt | Le)), None)
-            lo_v = None if lo is None else (lo.gt if isinstance(lo, Gt) else lo.ge)
-            hi_v = None if hi is None else (hi.lt if isinstance(hi, Lt) else hi.le)
-            if lo is not None and hi is not None:
-                what += f" in {'(' if isinstance(lo, Gt) else '['}{lo_v}, {hi_v}{')' if isinstance(hi, Lt) else ']'}"
-            elif lo is not None:
-                what += f" {'>' if isinstance(lo, Gt) else '>='} {lo_v}"
-            elif hi is not None:
-                what += f" {'<' if isinstance(hi, Lt) else '<='} {hi_v}"
+            low, high = _fmt(self.low), _fmt(self.high)
+            if self.low is not None and self.high is not None:
+                what += f" in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+            elif self.low is not None:
+                what += f" {'>' if self.low_open else '>='} {low}"
+            elif self.high is not None:
+                what += f" {'<' if self.high_open else '<='} {high}"
         return what + (" or null" if self.optional else "")
+
+
+def _fmt(x: float | None) -> str:
+    return str(int(x)) if x is not None and x == int(x) and abs(x) < 1e21 else str(x)
 
 
 @functools.cache
@@ -282,12 +283,16 @@ def field_rules() -> tuple[FieldRule, ...]:
             rest = [a for a in get_args(hint) if a is not type(None)]
             optional = len(rest) < len(get_args(hint))
             (hint,) = rest
-        bounds: tuple[Any, ...] = ()
+        bounds: dict[str, Any] = {}
         if get_origin(hint) is Annotated:
             hint, *meta = get_args(hint)
-            bounds = tuple(meta)
+            for m in meta:
+                if isinstance(m, Gt | Ge):
+                    bounds.update(low=float(m.gt if isinstance(m, Gt) else m.ge), low_open=isinstance(m, Gt))  # type: ignore[arg-type]
+                elif isinstance(m, Lt | Le):
+                    bounds.update(high=float(m.lt if isinstance(m, Lt) else m.le), high_open=isinstance(m, Lt))  # type: ignore[arg-type]
         choices: tuple[Any, ...] = get_args(hint) if get_origin(hint) is Literal else ()
-        rules.append(FieldRule(f.name, str if choices else hint, choices, optional, bounds))
+        rules.append(FieldRule(f.name, str if choices else hint, choices, optional, **bounds))
     return tuple(rules)
 
 

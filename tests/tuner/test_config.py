@@ -31,7 +31,7 @@ def cfg(**kw: object) -> dict[str, object]:
         ({"warmup_steps": 10_000}, "warmup_steps (10000) must be below total_steps (10000)"),
         ({"explore_cap": 1.5}, "explore_cap must be a finite number in [0, 1] or null"),
         ({"candidate_fraction": 0.0}, "candidate_fraction must be a finite number in (0, 1] or null"),
-        ({"divergence_factor": 1.0}, "divergence_factor must be a finite number in (1, 1000000.0)"),
+        ({"divergence_factor": 1.0}, "divergence_factor must be a finite number in (1, 1000000)"),
         ({"keep_winner": "yes"}, "keep_winner must be true, false or null"),
         ({"seed": -1}, "seed must be an integer in [0, 9223372036854775808)"),
     ],
