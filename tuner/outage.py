@@ -27,7 +27,7 @@ from lrtune.tuner import schedules
 from lrtune.tuner.errors import InvalidReportError
 from lrtune.tuner.parts import TunerParts
 from lrtune.tuner.planner import Plan
-from lrtune.tuner.records import segment_record
+from lrtune.tuner.records import SegmentRecord, segment_record
 from lrtune.tuner.segment import MAX_OFFLINE_PIECES, SHAPES, OfflinePiece, Piece, Segment
 
 #: Share of the budget a continuation decays over when the job has no plan and no anneal of its own yet.
@@ -120,15 +120,13 @@ class Outages(TunerParts):
                 step = end
             return tuple(out)
         if st.planner:
-            plan_dict = (self._s.get("online") or {}).get("plan")
-            if plan_dict is not None:
-                plan = Plan.from_dict(plan_dict)
-                if plan.start <= step and plan.end == total:
-                    return (*out, *plan_pieces(plan, step))
+            plan = None if self._s.online is None else self._s.online.plan
+            if plan is not None and plan.start <= step and plan.end == total:
+                return (*out, *plan_pieces(plan, step))
             lr = self._planned_lr(step)
             decay = st.anneal_steps or round(_DEFAULT_DECAY * total)
         else:
-            lr = self._s["anneal_lr"] or self._s["winner_lr"] or self._start_lr()
+            lr = self._s.anneal_lr or self._s.winner_lr or self._start_lr()
             decay = st.anneal_steps
         main_end = max(total - decay, 0)
         if step < main_end:
@@ -140,11 +138,11 @@ class Outages(TunerParts):
 
     # ------------------------------------------------------------------ offline steps
 
-    def _skip(self, seg: dict[str, Any], pieces: list[OfflinePiece], losses: list[float]) -> Segment:
+    def _skip(self, seg: Segment, pieces: list[OfflinePiece], losses: list[float]) -> Segment:
         """Record the offline steps run instead of the open segment ``seg``; return what comes next."""
         s = self._s
         st = self.settings
-        step = int(s["step"])
+        step = s.step
         n = sum(p.ran for p in pieces)
         if pieces[0].start_step != step:
             raise InvalidReportError(
@@ -166,11 +164,11 @@ class Outages(TunerParts):
         nxt = self._after_skip(seg)
         if nxt.restore is not None and not nxt.done:
             for rec in chain:  # on a branch the next segment leaves
-                rec["rolled_back"] = True
-                s["wasted_steps"] += rec["steps"]
+                rec.rolled_back = True
+                s.wasted_steps += rec.steps
         return nxt
 
-    def _record_offline(self, pieces: list[OfflinePiece], losses: list[float]) -> list[dict[str, Any]]:
+    def _record_offline(self, pieces: list[OfflinePiece], losses: list[float]) -> list[SegmentRecord]:
         s = self._s
         chain = []
         at = 0
@@ -181,44 +179,45 @@ class Outages(TunerParts):
             planned = Segment(
                 sid, "offline", p.start_step, p.steps, p.shape, p.curve_from, p.curve_to, p.curve_start, p.curve_end
             )
-            rec = segment_record(planned.to_dict(), part, None)
-            rec["parent"] = s.get("line")
-            s["line"] = sid
-            s["segments"].append(rec)
-            s["step"] += p.ran
+            rec = segment_record(planned, part, None)
+            rec.parent = s.line
+            s.line = sid
+            s.segments.append(rec)
+            s.step += p.ran
             self._remember(part)
             chain.append(rec)
         return chain
 
-    def _after_skip(self, seg: dict[str, Any]) -> Segment:
+    def _after_skip(self, seg: Segment) -> Segment:
         """The segment that replaces ``seg``, which was handed out but not run."""
         s = self._s
         st = self.settings
-        step = int(s["step"])
-        sid = int(seg["segment_id"])
-        sweep = s.get("sweep")
-        cand = None
-        if seg["phase"] == "explore" and seg["stage"] is not None and seg["candidate"] is not None:
-            cand = s["stages"][seg["stage"]]["candidates"][seg["candidate"]]
-        probe = cand.get("probe") if cand is not None else None
-        if probe is not None and probe["segment_id"] == sid:
-            probe["lost"] = True  # its candidate's end state now has offline steps on it
+        step = s.step
+        sid = seg.segment_id
+        sweep = s.sweep
+        stage = cand = None
+        if seg.phase == "explore" and seg.stage is not None and seg.candidate is not None:
+            stage = s.stages[seg.stage]
+            cand = stage.candidates[seg.candidate]
+        probe = cand.probe if cand is not None else None
+        if probe is not None and probe.segment_id == sid:
+            probe.lost = True  # its candidate's end state now has offline steps on it
             return self._plan()
-        if (cand is not None and cand["segment_id"] == sid) or (sweep is not None and sweep["segment_id"] == sid):
+        is_cand = cand is not None and cand.segment_id == sid
+        if is_cand or (sweep is not None and sweep.segment_id == sid):
             left = st.total_steps - step
             if left < 1:
                 return self._plan()
             new = self._new_id()
-            if cand is not None:
-                cand["segment_id"] = new
-                if seg["candidate"] == 0:
-                    s["stages"][seg["stage"]]["start_step"] = step
-            else:
-                sweep["segment_id"] = new  # type: ignore[index]
-            again = Segment.from_dict(seg)
-            return dataclasses.replace(again, segment_id=new, start_step=step, steps=min(again.steps, left))
+            if cand is not None and stage is not None:
+                cand.segment_id = new
+                if seg.candidate == 0:
+                    stage.start_step = step
+            elif sweep is not None:
+                sweep.segment_id = new
+            return dataclasses.replace(seg, segment_id=new, start_step=step, steps=min(seg.steps, left))
         nxt = self._plan()
         if nxt.done:
             return nxt
-        drop = tuple(dict.fromkeys((*seg["drop"], *nxt.drop)))
-        return dataclasses.replace(nxt, restore=seg["restore"] or nxt.restore, drop=drop)
+        drop = tuple(dict.fromkeys((*seg.drop, *nxt.drop)))
+        return dataclasses.replace(nxt, restore=seg.restore or nxt.restore, drop=drop)

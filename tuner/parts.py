@@ -1,10 +1,11 @@
 """What the parts of :class:`lrtune.tuner.stages.Tuner` know of each other: its state and the methods they call across.
 
 Each concept of the tuner is a module with a mixin (:mod:`lrtune.tuner.candidates`, :mod:`lrtune.tuner.greedy`,
-:mod:`lrtune.tuner.online`, :mod:`lrtune.tuner.outage`, :mod:`lrtune.tuner.views`), combined into one class in
-:mod:`lrtune.tuner.stages`.
-:class:`TunerParts` declares, for the type checker only, the state they share and the methods one calls on
-another; at run time it adds nothing, so no declaration here can shadow an implementation.
+:mod:`lrtune.tuner.online`, :mod:`lrtune.tuner.onlinestages`, :mod:`lrtune.tuner.outage`, :mod:`lrtune.tuner.views`),
+combined into one class in :mod:`lrtune.tuner.stages`.
+:class:`TunerParts` declares, for the type checker only, the state they share (``_s``, the typed records of
+:mod:`lrtune.tuner.state`) and the methods one calls on another; at run time it adds nothing, so no declaration here
+can shadow an implementation.
 """
 
 from __future__ import annotations
@@ -13,18 +14,22 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from lrtune.tuner.config import Settings, TunerConfig
-    from lrtune.tuner.lossmodel import Fit
+    from lrtune.tuner.lossmodel import Fit, History
+    from lrtune.tuner.planner import Plan
+    from lrtune.tuner.replan import Knobs
     from lrtune.tuner.search import Observation, Surrogate
     from lrtune.tuner.segment import Segment
+    from lrtune.tuner.stagestate import Candidate, Stage
+    from lrtune.tuner.state import OnlineState, TunerState
 
 
 class TunerParts:
-    """The shared state (``_s``: the whole JSON-safe job state) and the cross-module methods."""
+    """The shared state (``_s``: the job's whole state) and the cross-module methods."""
 
     config: TunerConfig
     settings: Settings
     last_suggest_s: float
-    _s: dict[str, Any]
+    _s: TunerState
     _fits: dict[tuple[Observation, ...], Surrogate]
 
     if TYPE_CHECKING:
@@ -54,9 +59,27 @@ class TunerParts:
 
         def _model(self, record: bool = True) -> Fit | None: ...
 
+        def _rival(self) -> Fit | None: ...
+
+        def _online(self) -> OnlineState: ...
+
+        def _knobs(self) -> Knobs: ...
+
+        def _objective(self) -> str: ...
+
+        def _eval_every(self, steps: int) -> int | None: ...
+
+        def _history(self, segment_id: int | None) -> History: ...
+
+        def _replan(self, step: int) -> Plan | None: ...
+
+        def _cap(self, history: History) -> float: ...
+
+        def _current_plan(self) -> Plan | None: ...
+
         def _candidate(
             self,
-            stage: dict[str, Any],
+            stage: Stage,
             step: int,
             lr: float,
             x: float,
@@ -65,22 +88,20 @@ class TunerParts:
             drop: tuple[str, ...] = (),
         ) -> Segment: ...
 
-        def _probe(self, stage: dict[str, Any], cand: dict[str, Any], step: int) -> Segment: ...
+        def _probe(self, stage: Stage, cand: Candidate, step: int) -> Segment: ...
 
         def _probe_steps(self, cand_steps: int) -> int: ...
 
-        def _wants_probe(self, cand: dict[str, Any]) -> bool: ...
+        def _wants_probe(self, cand: Candidate) -> bool: ...
 
-        def _propose(self, stage: dict[str, Any], i: int) -> float: ...
+        def _propose(self, stage: Stage, i: int) -> float: ...
 
         def _surrogate(self, obs: list[Observation]) -> Surrogate: ...
 
-        def _observations(
-            self, stage: dict[str, Any], carried: bool = False, failed: bool = True
-        ) -> list[Observation]: ...
+        def _observations(self, stage: Stage, carried: bool = False, failed: bool = True) -> list[Observation]: ...
 
-        def _scores(self, stage: dict[str, Any]) -> tuple[dict[int, tuple[float, float]], bool]: ...
+        def _scores(self, stage: Stage) -> tuple[dict[int, tuple[float, float]], bool]: ...
 
-        def _ranking(self, stage: dict[str, Any], kept_only: bool = False) -> list[int]: ...
+        def _ranking(self, stage: Stage, kept_only: bool = False) -> list[int]: ...
 
-        def _drops(self, stage: dict[str, Any]) -> list[str]: ...
+        def _drops(self, stage: Stage) -> list[str]: ...

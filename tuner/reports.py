@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from lrtune.tuner.errors import InvalidReportError
-from lrtune.tuner.segment import OfflinePiece, diverged
+from lrtune.tuner.segment import OfflinePiece, Segment, diverged
 
 #: Largest loss magnitude taken as a number. A loss beyond it (either sign) is a diverged point, like NaN: the loss
 #: model squares and sums losses and the GP standardizes them, and values near the float64 limit (1e155 squared
@@ -79,34 +79,34 @@ def digest(
     return "2:" + h.hexdigest()[:32]
 
 
-def check_report(seg: dict[str, Any], train: list[float], val: list[float] | None) -> None:
-    """Check that losses ``train`` (and ``val``) fit segment ``seg`` (``Segment.to_dict()``).
+def check_report(seg: Segment, train: list[float], val: list[float] | None) -> None:
+    """Check that losses ``train`` (and ``val``) fit segment ``seg``.
 
     Raises:
         InvalidReportError: They do not.
     """
-    steps = seg["steps"]
+    steps = seg.steps
     n = len(train)
     if n == 0:
-        raise InvalidReportError(f"segment {seg['segment_id']} needs losses for its {steps} steps, got none")
+        raise InvalidReportError(f"segment {seg.segment_id} needs losses for its {steps} steps, got none")
     if n > steps:
-        raise InvalidReportError(f"segment {seg['segment_id']} has {steps} steps but the report has {n} losses")
-    if n < steps and not (seg["phase"] == "explore" and diverged(train, seg["abort_above"])):
+        raise InvalidReportError(f"segment {seg.segment_id} has {steps} steps but the report has {n} losses")
+    if n < steps and not (seg.phase == "explore" and diverged(train, seg.abort_above)):
         raise InvalidReportError(
-            f"segment {seg['segment_id']} has {steps} steps but the report has {n} losses; only a candidate "
+            f"segment {seg.segment_id} has {steps} steps but the report has {n} losses; only a candidate "
             "whose loss diverged may stop early"
         )
-    every = seg["eval_every"]
+    every = seg.eval_every
     if every is None:
         if val:
             raise InvalidReportError(
-                f"segment {seg['segment_id']} asked for no validation losses, but the report has {len(val)}"
+                f"segment {seg.segment_id} asked for no validation losses, but the report has {len(val)}"
             )
         return
     want = n // every
     got = 0 if val is None else len(val)
     if got != want:
         raise InvalidReportError(
-            f"segment {seg['segment_id']} evaluates every {every} steps: {want} validation losses expected "
+            f"segment {seg.segment_id} evaluates every {every} steps: {want} validation losses expected "
             f"for {n} steps, got {got}"
         )

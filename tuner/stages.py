@@ -1,22 +1,25 @@
 """The tuner: turns reports into segments, one job at a time.
 
-:class:`Tuner` holds a job's whole state as one JSON-safe dict: observations are stored, never fitted models, and
-every decision is a deterministic function of that dict, so :meth:`Tuner.recover` continues exactly where
-:meth:`Tuner.dump` left off. This module sequences a job (the LR range sweep, the warmup, then the preset's
-stages, or a standard schedule) and takes its reports; the concepts live in their own modules, mixed in here:
+:class:`Tuner` holds a job's whole state as typed records (:class:`lrtune.tuner.state.TunerState`): observations
+are stored, never fitted models, and every decision is a deterministic function of them, so :meth:`Tuner.recover`
+continues exactly where :meth:`Tuner.dump` left off (both go through plain JSON). This module sequences a job (the
+LR range sweep, the warmup, then the preset's stages, or a standard schedule) and takes its reports; the concepts
+live in their own modules, mixed in here:
 
 * :mod:`lrtune.tuner.candidates`: candidates and their cooldown probes, scored, ranked and proposed by BO;
 * :mod:`lrtune.tuner.greedy`: the ``greedy`` and ``paper`` presets' stage machine;
-* :mod:`lrtune.tuner.online`: the ``plan`` preset (the loss model and the planner re-planning online);
+* :mod:`lrtune.tuner.online`, :mod:`lrtune.tuner.onlinestages`, :mod:`lrtune.tuner.replan`,
+  :mod:`lrtune.tuner.modelruns`: the ``plan`` preset (the loss model fitted to every run, the plan re-made online,
+  the searches it decides);
 * :mod:`lrtune.tuner.outage`: the continuation every segment carries, and steps run while the service was away;
 * :mod:`lrtune.tuner.views`: ``summary``, ``schedule``, ``export`` and ``posterior``;
-* :mod:`lrtune.tuner.reports`, :mod:`lrtune.tuner.records`, :mod:`lrtune.tuner.sweep`: the checks at the door, the
-  segment records, the sweep's suggestion.
+* :mod:`lrtune.tuner.state`, :mod:`lrtune.tuner.stagestate`, :mod:`lrtune.tuner.records`, :mod:`lrtune.tuner.fields`:
+  the state records and how they read the stored JSON;
+* :mod:`lrtune.tuner.reports`, :mod:`lrtune.tuner.sweep`: the checks at the door, the sweep's suggestion.
 """
 
 from __future__ import annotations
 
-import copy as _copy
 import dataclasses
 import math
 from collections.abc import Sequence
@@ -33,21 +36,22 @@ from lrtune.tuner.errors import (
 )
 from lrtune.tuner.greedy import GreedyStages
 from lrtune.tuner.online import OnlinePlanning
+from lrtune.tuner.onlinestages import OnlineStages
 from lrtune.tuner.outage import Outages, parse_offline
-from lrtune.tuner.records import segment_record, spread
+from lrtune.tuner.records import SegmentRecord, segment_record, spread
 from lrtune.tuner.reports import MAX_ABS_LOSS, as_floats, check_report, digest
 from lrtune.tuner.search import Observation, Surrogate
 from lrtune.tuner.segment import OfflinePiece, Segment
+from lrtune.tuner.state import SCHEMA_VERSION, LastReport, Sweep, TunerState
 from lrtune.tuner.sweep import sweep_suggestion
 from lrtune.tuner.views import Views
 
 __all__ = ["MAX_ABS_LOSS", "SCHEMA_VERSION", "Tuner", "sweep_suggestion"]
 
-SCHEMA_VERSION = 1
 _RECENT = 50  # losses of the kept trajectory remembered for the divergence guard's reference
 
 
-class Tuner(Views, GreedyStages, Candidates, OnlinePlanning, Outages):
+class Tuner(Views, GreedyStages, Candidates, OnlinePlanning, OnlineStages, Outages):
     """An LR tuning job: hands out segments and takes their losses.
 
     Args:
@@ -62,47 +66,34 @@ class Tuner(Views, GreedyStages, Candidates, OnlinePlanning, Outages):
     def __init__(self, config: TunerConfig) -> None:
         self.config = config
         self.settings: Settings = resolve(config)
+        self._reset_memos()
+        # The open segment is a placeholder until the first one is planned (planning reads the state).
+        self._s = TunerState(config, Segment(0, "done", 0, 0, done=True))
+        self._open(self._plan())
+
+    def _reset_memos(self) -> None:
+        """What this object derives from the state between reports (never part of it)."""
         self.last_suggest_s: float = 0.0
         self._fits: dict[tuple[Observation, ...], Surrogate] = {}
         self._model_memo = None
+        self._rival_memo = None
         self._record_memo = None
-        self._s: dict[str, Any] = {
-            "schema": SCHEMA_VERSION,
-            "config": config.to_dict(),
-            "step": 0,
-            "next_id": 0,
-            "open": None,
-            "stages": [],
-            "segments": [],
-            "winner_lr": None,
-            "explore_steps": 0,
-            "wasted_steps": 0,
-            "ref_loss": None,
-            "ref_spread": None,
-            "recent_losses": [],
-            "anneal_lr": None,
-            "last_report": None,
-            "sweep": None,
-            "line": None,
-            "snaps": {},
-        }
-        self._open(self._plan())
 
     # ------------------------------------------------------------------ public API
 
     def next_segment(self) -> Segment:
         """Return the open segment: the same one until it is reported."""
-        return Segment.from_dict(self._s["open"])
+        return self._s.open
 
     @property
     def done(self) -> bool:
         """True once the whole budget is spent."""
-        return bool(self._s["open"]["done"])
+        return self._s.open.done
 
     @property
     def steps_used(self) -> int:
         """Gradient steps reported so far, exploration included."""
-        return int(self._s["step"])
+        return self._s.step
 
     def report(
         self,
@@ -132,25 +123,25 @@ class Tuner(Views, GreedyStages, Candidates, OnlinePlanning, Outages):
             ConflictingReportError: The last reported segment is reported again with other losses.
             InvalidReportError: The losses do not fit the segment.
         """
-        seg = self._s["open"]
+        seg = self._s.open
         self.last_suggest_s = 0.0
         train = as_floats(losses, "losses")
         val = None if val_losses is None else as_floats(val_losses, "val_losses")
         pieces = None if offline is None else parse_offline(offline)
         fingerprint = digest(segment_id, train, val, pieces)
-        last = self._s["last_report"]
-        if last is not None and segment_id == last["segment_id"]:
-            if fingerprint != last["digest"]:
+        last = self._s.last_report
+        if last is not None and segment_id == last.segment_id:
+            if fingerprint != last.digest:
                 raise ConflictingReportError(
                     f"segment {segment_id} was already reported with different losses; the open segment is "
-                    f"{seg['segment_id']}"
+                    f"{seg.segment_id}"
                 )
             return self.next_segment()
-        if segment_id != seg["segment_id"]:
+        if segment_id != seg.segment_id:
             raise UnknownSegmentError(
-                f"segment {segment_id} is not the open segment (the open segment is {seg['segment_id']})"
+                f"segment {segment_id} is not the open segment (the open segment is {seg.segment_id})"
             )
-        if seg["done"]:
+        if seg.done:
             raise InvalidReportError("the job is done: its budget is spent and there is nothing to report")
         if pieces is not None:
             if val:
@@ -160,18 +151,18 @@ class Tuner(Views, GreedyStages, Candidates, OnlinePlanning, Outages):
             check_report(seg, train, val)
             self._apply(seg, train, val)
             nxt = self._plan()
-        self._s["last_report"] = {"segment_id": segment_id, "digest": fingerprint}
+        self._s.last_report = LastReport(segment_id, fingerprint)
         self._open(nxt)
         return self.next_segment()
 
     def dump(self, copy: bool = True) -> dict[str, Any]:
-        """Return the job's whole state as a JSON-safe dict.
+        """Return the job's whole state as a JSON-safe dict (the stored format, see :mod:`lrtune.tuner.state`).
 
         Args:
-            copy: Return a deep copy. ``False`` returns the live state, for a caller that serializes it at once
-                and does not use this tuner again (it saves the copy's time on large states).
+            copy: Kept for callers of earlier versions: the dict is always built afresh from the state records, so
+                changing it never changes this tuner, with or without a copy.
         """
-        return _copy.deepcopy(self._s) if copy else self._s
+        return self._s.to_dict()
 
     @classmethod
     def recover(cls, state: dict[str, Any], copy: bool = True) -> Tuner:
@@ -179,49 +170,45 @@ class Tuner(Views, GreedyStages, Candidates, OnlinePlanning, Outages):
 
         Args:
             state: The dumped state.
-            copy: Work on a deep copy of ``state``. ``False`` adopts it (and changes it in place as the tuner
-                runs), for a caller that just decoded it and keeps no other reference.
+            copy: Kept for callers of earlier versions: the state is read into records of its own, so the tuner
+                never changes ``state``, with or without a copy.
 
         Raises:
             InvalidStateError: The state has another schema version or is malformed.
         """
-        if not isinstance(state, dict) or state.get("schema") != SCHEMA_VERSION:
-            got = state.get("schema") if isinstance(state, dict) else type(state).__name__
+        schema = state["schema"] if isinstance(state, dict) and "schema" in state else None
+        if schema != SCHEMA_VERSION:
+            got = schema if isinstance(state, dict) else type(state).__name__
             raise InvalidStateError(f"cannot recover tuner state with schema {got!r} (expected {SCHEMA_VERSION})")
         try:
-            config = TunerConfig.from_dict(state["config"])
-            tuner = cls.__new__(cls)
-            tuner.config = config
-            tuner.settings = resolve(config)
-            tuner.last_suggest_s = 0.0
-            tuner._fits = {}
-            tuner._model_memo = None
-            tuner._record_memo = None
-            tuner._s = _copy.deepcopy(state) if copy else state
-            Segment.from_dict(tuner._s["open"])
+            s = TunerState.from_dict(state)
         except (KeyError, TypeError) as exc:
             raise InvalidStateError(f"malformed tuner state: {exc}") from exc
+        tuner = cls.__new__(cls)
+        tuner.config = s.config
+        tuner.settings = resolve(s.config)
+        tuner._reset_memos()
+        tuner._s = s
         return tuner
 
     # ------------------------------------------------------------------ reports
 
-    def _apply(self, seg: dict[str, Any], train: list[float], val: list[float] | None) -> None:
+    def _apply(self, seg: Segment, train: list[float], val: list[float] | None) -> None:
         s = self._s
         n = len(train)
-        s["step"] += n
+        s.step += n
         rec = segment_record(seg, train, val)
-        rec["parent"] = self._lineage(seg)
-        s["segments"].append(rec)
-        phase = seg["phase"]
-        if phase == "explore":
-            s["explore_steps"] += n
-            sweep = s.get("sweep")
-            if sweep is not None and sweep["segment_id"] == seg["segment_id"]:
-                self._observe_sweep(seg, train, rec)
+        rec.parent = self._lineage(seg)
+        s.segments.append(rec)
+        if seg.phase == "explore":
+            s.explore_steps += n
+            if s.sweep is not None and s.sweep.segment_id == seg.segment_id:
+                self._observe_sweep(s.sweep, seg, train, rec)
                 return
-            cand = s["stages"][seg["stage"]]["candidates"][seg["candidate"]]
-            probe = cand.get("probe")
-            if probe is not None and probe["segment_id"] == seg["segment_id"]:
+            assert seg.stage is not None and seg.candidate is not None
+            stage = s.stages[seg.stage]
+            cand = stage.candidates[seg.candidate]
+            if cand.probe is not None and cand.probe.segment_id == seg.segment_id:
                 self._observe_probe(seg, train, val, rec, cand)
                 return
             self._observe_candidate(seg, train, val, rec)
@@ -231,67 +218,65 @@ class Tuner(Views, GreedyStages, Candidates, OnlinePlanning, Outages):
     def _remember(self, train: list[float]) -> None:
         """Keep the recent losses of the line the worker holds: the divergence guard's reference."""
         s = self._s
-        recent = [*s["recent_losses"], *(v for v in train[-_RECENT:] if math.isfinite(v))][-_RECENT:]
+        recent = [*s.recent_losses, *(v for v in train[-_RECENT:] if math.isfinite(v))][-_RECENT:]
         if recent:
-            s["recent_losses"] = recent
-            s["ref_loss"] = sum(recent[-10:]) / len(recent[-10:])
-            s["ref_spread"] = spread(recent)
+            s.recent_losses = recent
+            s.ref_loss = sum(recent[-10:]) / len(recent[-10:])
+            s.ref_spread = spread(recent)
 
-    def _lineage(self, seg: dict[str, Any]) -> int | None:
+    def _lineage(self, seg: Segment) -> int | None:
         """Follow the segment's snapshot instructions; return the segment whose end state it started from.
 
         ``line`` is the segment whose end state the worker holds (None: the initial weights); ``snaps`` maps each
         snapshot name to the segment whose end state it holds.
         """
         s = self._s
-        snaps = s.setdefault("snaps", {})
-        line = s.get("line")
-        if seg["restore"] is not None:
-            line = snaps.get(seg["restore"], line)
-        for name in seg["drop"]:
+        snaps = s.snaps
+        line = s.line
+        if seg.restore is not None and seg.restore in snaps:
+            line = snaps[seg.restore]
+        for name in seg.drop:
             snaps.pop(name, None)
-        if seg["snapshot"] is not None:
-            snaps[seg["snapshot"]] = line
+        if seg.snapshot is not None:
+            snaps[seg.snapshot] = line
         parent = line
-        s["line"] = seg["segment_id"]
-        if seg["keep"] is not None:
-            snaps[seg["keep"]] = seg["segment_id"]
+        s.line = seg.segment_id
+        if seg.keep is not None:
+            snaps[seg.keep] = seg.segment_id
         return parent
 
-    def _observe_sweep(self, seg: dict[str, Any], train: list[float], rec: dict[str, Any]) -> None:
+    def _observe_sweep(self, sweep: Sweep, seg: Segment, train: list[float], rec: SegmentRecord) -> None:
         """Take the LR range sweep's losses: the suggested LR, then roll its steps back."""
         st = self.settings
-        s = self._s
-        segment = Segment.from_dict(seg)
-        lrs = [segment.lr_at(j) for j in range(len(train))]
-        lr = min(max(sweep_suggestion(train, lrs), st.min_lr), st.max_lr)
-        s["sweep"].update(steps_run=len(train), lr=lr)
-        rec["rolled_back"] = True
-        s["wasted_steps"] += len(train)
+        lrs = [seg.lr_at(j) for j in range(len(train))]
+        sweep.steps_run = len(train)
+        sweep.lr = min(max(sweep_suggestion(train, lrs), st.min_lr), st.max_lr)
+        rec.rolled_back = True
+        self._s.wasted_steps += len(train)
 
     # ------------------------------------------------------------------ planning
 
     def _open(self, seg: Segment) -> None:
-        self._s["open"] = dataclasses.replace(seg, then=self._continuation(seg)).to_dict()
+        self._s.open = dataclasses.replace(seg, then=self._continuation(seg))
 
     def _new_id(self) -> int:
-        sid = int(self._s["next_id"])
-        self._s["next_id"] = sid + 1
+        sid = self._s.next_id
+        self._s.next_id = sid + 1
         return sid
 
     def _plan(self) -> Segment:
         """Decide the next segment from the state (the only place that creates segments)."""
         st = self.settings
-        step = int(self._s["step"])
+        step = self._s.step
         if step >= st.total_steps:
             return Segment(self._new_id(), "done", step, 0, done=True)
-        sweep = self._s.get("sweep")
+        sweep = self._s.sweep
         if st.sweep_steps and sweep is None:
             return self._sweep(step)
         seg = self._plan_after_sweep(step)
-        if sweep is not None and not sweep["restored"]:
+        if sweep is not None and not sweep.restored:
             # The first segment after the sweep returns to the state before it and frees that snapshot.
-            sweep["restored"] = True
+            sweep.restored = True
             seg = dataclasses.replace(seg, restore=seg.restore or "sweep", drop=(*seg.drop, "sweep"))
         return seg
 
@@ -310,8 +295,8 @@ class Tuner(Views, GreedyStages, Candidates, OnlinePlanning, Outages):
 
     def _warm_start(self) -> int:
         """First step of the warmup: after the LR range sweep, if one ran."""
-        sweep = self._s.get("sweep")
-        return int(sweep["steps_run"]) if sweep is not None else 0
+        sweep = self._s.sweep
+        return sweep.steps_run if sweep is not None else 0
 
     def _start_lr(self) -> float:
         """The LR the search starts from: the suggested LR (:meth:`_suggested_lr`) unless the user set ``warmup_lr``."""
@@ -322,16 +307,16 @@ class Tuner(Views, GreedyStages, Candidates, OnlinePlanning, Outages):
 
     def _suggested_lr(self) -> float | None:
         """The LR the first search centres on: the LR range sweep's suggestion, else the config's ``prior_lr``."""
-        sweep = self._s.get("sweep")
-        if sweep is not None and sweep["lr"] is not None:
-            return float(sweep["lr"])
+        sweep = self._s.sweep
+        if sweep is not None and sweep.lr is not None:
+            return float(sweep.lr)
         return None if self.config.prior_lr is None else float(self.config.prior_lr)
 
     def _sweep(self, step: int) -> Segment:
         """The LR range sweep: LR rising log-linearly over the whole range, from a snapshot restored afterwards."""
         st = self.settings
         sid = self._new_id()
-        self._s["sweep"] = {"segment_id": sid, "steps_run": 0, "lr": None, "restored": False}
+        self._s.sweep = Sweep(sid)
         return Segment(sid, "explore", step, st.sweep_steps, "exp", st.min_lr, st.max_lr, 0.0, 1.0, snapshot="sweep")
 
     def _chunk(self, step: int, end: int) -> int:

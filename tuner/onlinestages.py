@@ -1,0 +1,231 @@
+"""The ``plan`` preset's segments: train along the plan, and search where it pays.
+
+Between decision points the job trains along the plan in force (:mod:`lrtune.tuner.online`), one segment at a
+time, re-planned after each. At a decision point it searches when the search pays (:meth:`OnlineStages._search_pays`):
+a ``plan`` stage (:class:`lrtune.tuner.stagestate.Stage` with ``kind="plan"``) whose first candidate is the plan's LR
+(the incumbent), with a cooldown probe after it (after every candidate with ``probe_all``), and whose other
+candidates are proposed by the model (:func:`lrtune.tuner.replan.propose`). The search is judged by each candidate's
+predicted final loss under its own best plan (``forecast`` and ``std`` of the candidate record; with
+``probe_judge`` by the loss after its probe); the job continues from the winner and the others are rolled back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import numpy as np
+
+from lrtune.tuner.parts import TunerParts
+from lrtune.tuner.replan import best_plan, exploration_pays, propose
+from lrtune.tuner.search import to_unit
+from lrtune.tuner.segment import Segment, Shape
+from lrtune.tuner.stagestate import Candidate, Objective, Stage
+
+
+class OnlineStages(TunerParts):
+    """The ``plan`` preset's stage sequencing, mixed into :class:`lrtune.tuner.stages.Tuner`."""
+
+    def _online_segment(self, step: int) -> Segment:
+        """The next segment of the ``plan`` preset."""
+        st = self.settings
+        o = self._online()
+        stages = self._s.stages
+        if stages and stages[-1].status == "search":
+            seg = self._online_candidate(stages[-1], step)
+            if seg is not None:
+                return seg
+            return self._online_finish(stages[-1], step)
+        last = self._s.segments[-1] if self._s.segments else None
+        trained = last is not None and last.phase == "train"
+        if trained and st.replan:
+            self._replan(step)
+        if step >= o.next_search and self._search_pays(step):
+            stage = self._online_stage(step)
+            seg = self._online_candidate(stage, step)
+            if seg is not None:
+                return seg
+            stage.status = "done"
+        if step >= o.next_search:
+            o.next_search = step + o.spacing
+        end = st.total_steps
+        if o.next_search > step and self._searches_left():
+            end = min(end, int(o.next_search))
+        n = self._chunk(step, max(end, step + 1))
+        lr0, lr1 = self._planned_lr(step), self._planned_lr(step + n)
+        shape: Shape = "constant" if lr0 == lr1 else "exp"
+        return Segment(
+            self._new_id(),
+            "train",
+            step,
+            n,
+            shape,
+            lr0,
+            lr1,
+            0.0,
+            1.0,
+            eval_every=self._eval_every(n),
+        )
+
+    def _searches_left(self) -> bool:
+        st = self.settings
+        return bool(st.later_searches or not self._s.stages)
+
+    def _stage_k(self) -> int:
+        """Candidates of the next search: ``k`` for the first, ``k_warm`` (the incumbent and its probe) later."""
+        st = self.settings
+        return int(st.k if not self._s.stages else st.k_warm)
+
+    def _stage_cost(self) -> tuple[int, int]:
+        """Steps per candidate and rolled-back steps of the next search."""
+        st = self.settings
+        n = max(st.min_candidate_steps, round(st.candidate_fraction * st.tau))
+        k = self._stage_k()
+        return n, (k - 1) * n + (k if st.probe_all else 1) * self._probe_steps(n)
+
+    def _search_pays(self, step: int) -> bool:
+        """Search now? Only with room under the cap and budget after it; later searches only when they pay."""
+        st = self.settings
+        n, wasted = self._stage_cost()
+        k = self._stage_k()
+        if not self._searches_left() or wasted == 0 or (k < 2 and not self._s.stages):
+            return False
+        if self._s.wasted_steps + wasted > st.explore_cap * st.total_steps + 1e-9:
+            return False
+        if st.total_steps - step < k * n + wasted + 2 * n:
+            return False
+        if not self._s.stages:
+            return True
+        fit = self._model()
+        plan = self._current_plan()
+        if fit is None or plan is None:
+            return True
+        history = self._history(self._s.line)
+        cap = self._cap(history)
+        return exploration_pays(fit, history, plan, wasted, st.min_lr, cap, self._knobs(), self._rival())
+
+    def _online_stage(self, step: int) -> Stage:
+        st = self.settings
+        s = self._s
+        index = len(s.stages)
+        n, _ = self._stage_cost()
+        incumbent = self._planned_lr(step)
+        objective: Objective = "val" if self._objective() == "val" else "train"
+        stage = Stage(
+            index=index,
+            kind="plan",
+            tau=st.total_steps - step,
+            cand_steps=n,
+            k=self._stage_k(),
+            warm=False,
+            incumbent_lr=incumbent,
+            objective=objective,
+            start_step=step,
+            start_loss=s.ref_loss,
+            start_spread=s.ref_spread,
+            lo=0.0,
+            hi=1.0,
+            snapshot=f"stage-{index}",
+            status="search",
+            base=s.line,
+        )
+        s.stages.append(stage)
+        return stage
+
+    def _online_candidate(self, stage: Stage, step: int) -> Segment | None:
+        """The stage's next candidate or cooldown probe, or None when its search is over."""
+        st = self.settings
+        cands = stage.candidates
+        # The incumbent's cooldown probe, and with ``probe_all`` every other candidate's (right after it ran).
+        last = cands[-1] if cands and (len(cands) == 1 or st.probe_all) else None
+        if (
+            last is not None
+            and st.probe_fraction > 0
+            and last.steps_run > 0
+            and not last.diverged
+            and last.probe is None
+        ):
+            return self._probe(stage, last, step)
+        i = len(cands)
+        n = stage.cand_steps
+        if i >= stage.k:
+            return None
+        o = self._online()
+        incumbent = stage.incumbent_lr
+        assert incumbent is not None  # a plan stage is centred on the plan's LR
+        if i == 0:
+            lr = incumbent
+        else:
+            started = time.perf_counter()
+            base = self._history(stage.base)
+            fit = self._model()
+            plan = None
+            if fit is not None:
+                rest = st.total_steps - step - n
+                after = base.extend(np.array([float(n)]), np.array([incumbent]))
+                cap = min(o.edge, after.last_lr)
+                plan = best_plan(fit, after, step + n, rest, st.min_lr, cap, self._knobs(), self._rival())
+            lr = propose(fit, base, plan, incumbent, [c.lr for c in cands], n, st.min_lr, o.edge)
+            self.last_suggest_s = time.perf_counter() - started
+        keep = f"cand-{stage.index}-{i}"
+        return self._candidate(stage, step, lr, to_unit(lr, st.min_lr, st.max_lr), keep, self._eval_every(n))
+
+    def _online_finish(self, stage: Stage, step: int) -> Segment:
+        """Judge the candidates by their predicted final loss, continue from the best, re-plan."""
+        st = self.settings
+        s = self._s
+        o = self._online()
+        fit = self._model()
+        best: Candidate | None = None
+        best_loss = math.inf
+        for c in stage.candidates:
+            if c.steps_run == 0 or c.diverged:
+                continue
+            if fit is not None:
+                history = self._history(c.segment_id)
+                cap = min(o.edge, history.last_lr)
+                rest = st.total_steps - step
+                plan = best_plan(fit, history, step, rest, st.min_lr, cap, self._knobs(), self._rival())
+                c.forecast, c.std = plan.final_loss, plan.final_std
+                c.plan = plan
+                value = plan.final_loss if plan.final_loss is not None else math.inf
+            else:
+                value = c.last_loss if c.last_loss is not None else math.inf
+            if value < best_loss:
+                best, best_loss = c, value
+        usable = [c for c in stage.candidates if c.steps_run > 0 and not c.diverged]
+        probed = [c for c in usable if c.probe_loss is not None]
+        if st.probe_judge and len(usable) > 1 and len(probed) == len(usable):
+            # Judged by what was seen: the loss each candidate reached after its own short decay.
+            best = min(probed, key=lambda c: float(c.probe_loss))  # type: ignore[arg-type]
+        drop = [c.kept for c in stage.candidates if c.kept]
+        ids = {c.segment_id for c in stage.candidates}
+        ids |= {c.probe.segment_id for c in stage.candidates if c.probe is not None}
+        restore: str | None = stage.snapshot
+        winner_seg = None
+        if best is not None:
+            stage.winner, stage.winner_lr = best.index, best.lr
+            restore, winner_seg = best.kept, best.segment_id
+            if best.plan is not None:
+                o.plan = best.plan
+                o.plan_from = winner_seg
+        else:
+            lowest = min(c.lr for c in stage.candidates)
+            stage.winner_lr = max(st.min_lr, lowest / 10)
+            o.cap = min(o.cap, lowest / 3)
+            o.edge = min(o.edge, lowest)
+            o.plan = None
+        for rec in s.segments:
+            if rec.segment_id in ids and rec.segment_id != winner_seg and not rec.rolled_back:
+                rec.rolled_back = True
+                s.wasted_steps += rec.steps
+        for c in stage.candidates:
+            c.kept = None
+        drop.append(stage.snapshot)
+        stage.status = "done"
+        s.winner_lr = stage.winner_lr
+        o.spacing = min(2 * o.spacing, st.tau_max)
+        o.next_search = step + o.spacing
+        seg = self._online_segment(step)
+        return dataclasses.replace(seg, restore=restore, drop=tuple(drop))
