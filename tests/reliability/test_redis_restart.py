@@ -39,10 +39,11 @@ def readiness(url: str) -> int:
 
 
 def test_redis_restarts_lose_nothing_acknowledged(tmp_path: Path) -> None:
-    """Two outages: a clean restart (SIGTERM), then a crash (SIGKILL), both with the compose file's fsync policy."""
+    """Two outages: a clean restart (SIGTERM), then a crash (SIGKILL), both with the compose file's fsync policy
+    (``always``: with ``everysec`` a slow disk lets Redis answer before the write, and a crash loses it)."""
     data = tmp_path / "redis"
     data.mkdir()
-    db = RedisServer(data, appendfsync="everysec")
+    db = RedisServer(data, appendfsync="always")
     db.start()
     service = Service(serve_env(db.url, "lrtune-restart"), tmp_path)
     counter = AckCounter()
@@ -89,7 +90,7 @@ def test_redis_restarts_lose_nothing_acknowledged(tmp_path: Path) -> None:
         "redis_restart",
         jobs=JOBS,
         outages=outages,
-        appendfsync="everysec",
+        appendfsync="always",
         reports_acknowledged=counter.count,
         requests_retried=sum(retried.values()),
         retried_by_kind=dict(retried),

@@ -99,6 +99,8 @@ def test_compose_redis_persists_and_has_a_healthcheck() -> None:
     redis = compose()["services"]["redis"]
     assert redis["image"].startswith("redis:7")
     assert "--appendonly" in redis["command"] and "yes" in redis["command"]
+    # An acknowledged report must survive a Redis crash: every write on disk before Redis answers.
+    assert redis["command"][redis["command"].index("--appendfsync") + 1] == "always"
     assert "redis-cli" in redis["healthcheck"]["test"]
 
 
