@@ -12,7 +12,8 @@ Every method gets the same budget of steps, and every step lrtune spends (the ra
 rolled back or not) counts. Reported: the final expected loss as a multiple of the optimum, the best schedule of
 ``--pieces`` equal constant pieces found by coordinate descent in log-LR on the closed form. Next to lrtune's
 presets: a cosine to zero whose peak was picked in hindsight (the best of a fine grid) and the best constant LR.
-A preset written ``NAME:SWITCH,SWITCH`` runs with those config switches set to true (an ablation column).
+A preset written ``NAME:SWITCH,SWITCH`` runs with those config switches set to true, ``NAME:KEY=VALUE`` with that
+value (an ablation column).
 Results go to ``benchmarks/results/nqm.md`` and ``nqm.json``.
 """
 
@@ -234,9 +235,16 @@ def run_tuner(
 
 
 def preset_switches(name: str) -> tuple[str, dict[str, Any]]:
-    """The preset and the switches of a ``--presets`` entry: ``plan:probe_all,probe_judge`` turns both on."""
+    """The preset and the switches of a ``--presets`` entry.
+
+    ``plan:probe_all,probe_judge`` turns both on; ``plan:loss_model=power`` sets a value.
+    """
     preset, _, flags = name.partition(":")
-    return preset, {flag: True for flag in flags.split(",") if flag}
+    out: dict[str, Any] = {}
+    for flag in filter(None, flags.split(",")):
+        key, eq, value = flag.partition("=")
+        out[key] = value if eq else True
+    return preset, out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ from lrtune.tuner.errors import InvalidConfigError
 
 Preset = Literal["default", "plan", "greedy", "paper"]
 PlanShape = Literal["free", "cosine"]
+LossModel = Literal["spectral", "power"]
 Strategy = Literal["autolrs", "constant", "cosine", "linear", "wsd", "rex"]
 Objective = Literal["train", "val", "auto"]
 
@@ -29,6 +30,7 @@ PRESETS: tuple[str, ...] = get_args(Preset)
 #: of the benchmark (see the README: today it is ahead on the noisy quadratic and behind on the networks).
 DEFAULT_PRESET = "greedy"
 PLAN_SHAPES: tuple[str, ...] = get_args(PlanShape)
+LOSS_MODELS: tuple[str, ...] = get_args(LossModel)
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
 MAX_TOTAL_STEPS = 10**9
@@ -114,6 +116,11 @@ class TunerConfig:
         probe_judge: ``plan`` preset, with ``probe_all``: the search's winner is the candidate with the lowest
             loss after its cooldown probe (what was observed) instead of the lowest predicted final loss (what
             the model extrapolates); the plan from the winner is still the model's.
+        loss_model: ``plan`` preset: ``"spectral"`` (training as a noisy quadratic with a fitted spectrum of
+            curvatures, :mod:`lrtune.tuner.spectral`; plans may use any LR up to the stability cap and search only
+            when the model's uncertainty says it pays) or ``"power"`` (the multi-power-law model of earlier
+            versions, :mod:`lrtune.tuner.lossmodel`, with its non-increasing plans and a fixed first search).
+            Jobs stored before this switch existed continue with ``"power"``.
     """
 
     #: How pydantic reads this class where it is the wire's job config (``lrtune.client.protocol``): unknown
@@ -165,6 +172,7 @@ class TunerConfig:
     probe_all: bool | None = None
     robust_plan: bool | None = None
     probe_judge: bool | None = None
+    loss_model: LossModel | None = None
 
     def __post_init__(self) -> None:
         """Validate every field and raise :class:`InvalidConfigError` with what to fix."""
@@ -383,6 +391,7 @@ class Settings:
     probe_all: bool = False
     robust_plan: bool = False
     probe_judge: bool = False
+    loss_model: str = "spectral"
 
 
 def resolve(config: TunerConfig) -> Settings:
@@ -414,7 +423,11 @@ def resolve(config: TunerConfig) -> Settings:
     if c.strategy == "autolrs":
         anneal_steps = min(anneal_steps, total - c.warmup_steps - 1)
     # A prior LR takes the place of the sweep's suggestion: no sweep unless asked for.
-    sweep_fraction = c.sweep_fraction if c.sweep_fraction is not None else (0.0 if paper or c.prior_lr else 0.04)
+    loss_model = c.loss_model or "spectral"
+    spectral = plan and loss_model == "spectral"
+    # The spectral planner reads the sweep only for the stability edge and as data: half the length does.
+    default_sweep = 0.0 if paper or c.prior_lr else 0.02 if spectral else 0.04
+    sweep_fraction = c.sweep_fraction if c.sweep_fraction is not None else default_sweep
     explore_cap = float(c.explore_cap if c.explore_cap is not None else (1.0 if paper else 0.15 if plan else 0.25))
     sweep_steps = min(round(sweep_fraction * total), math.floor(explore_cap * total)) if c.strategy == "autolrs" else 0
     if sweep_steps < _MIN_SWEEP_STEPS or total - c.warmup_steps - anneal_steps - sweep_steps < 2 * _MIN_SWEEP_STEPS:
@@ -472,10 +485,11 @@ def resolve(config: TunerConfig) -> Settings:
         tied_kernel=_flag(c.tied_kernel, False),
         plan_shape=c.plan_shape or "free",
         model_window=float(c.model_window if c.model_window is not None else 10.0),
-        plan_pieces=c.plan_pieces or 12,
+        plan_pieces=c.plan_pieces or (24 if spectral else 12),
         probe_all=_flag(c.probe_all, False),
         robust_plan=_flag(c.robust_plan, False),
         probe_judge=_flag(c.probe_judge, False),
+        loss_model=loss_model,
     )
 
 

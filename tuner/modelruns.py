@@ -20,6 +20,7 @@ from lrtune.tuner.lossmodel import Fit, History, Run
 from lrtune.tuner.records import SegmentRecord
 from lrtune.tuner.replan import Knobs
 from lrtune.tuner.segment import curve_lr
+from lrtune.tuner.spectral import ModeHistory, RowCache
 
 #: A segment record, or its stored form (``SegmentRecord.to_dict()``, as a dumped state holds it).
 AnyRecord = SegmentRecord | Mapping[str, Any]
@@ -118,12 +119,18 @@ class RecordMemo:
         histories: Per segment id, the record, the history it extends (its parent's) and the history of the path
             to the end of the segment.
         empty: The history of the empty path (the root every path's history extends).
+        modes: As ``histories``, for the spectral model's per-mode state (:class:`ModeHistory`).
+        mode_root: The spectral state of the initial weights (on the grid the ``modes`` were computed on).
+        spectral_rows: The spectral model's rows of each run (:class:`lrtune.tuner.spectral.RowCache`).
     """
 
     lrs: dict[int, tuple[SegmentRecord, NDArray[np.float64]]] = field(default_factory=dict)
     runs: dict[tuple[str, int], tuple[SegmentRecord, Run]] = field(default_factory=dict)
     histories: dict[int, tuple[SegmentRecord, History, History]] = field(default_factory=dict)
     empty: History = field(default_factory=lambda: History.of([]))
+    modes: dict[int, tuple[SegmentRecord, ModeHistory, ModeHistory]] = field(default_factory=dict)
+    mode_root: ModeHistory | None = None
+    spectral_rows: RowCache = field(default_factory=RowCache)
 
     def lrs_of(self, rec: SegmentRecord) -> NDArray[np.float64]:
         """:func:`record_lrs` of a record, computed once."""
@@ -146,6 +153,26 @@ class RecordMemo:
                 continue
             longer = history.then(self.lrs_of(rec))
             self.histories[sid] = (rec, history, longer)
+            history = longer
+        return history
+
+    def mode_history(
+        self, records: Sequence[SegmentRecord], segment_id: int | None, h: NDArray[np.float64]
+    ) -> ModeHistory:
+        """The spectral model's state at the end of segment ``segment_id`` on the curvature grid ``h``."""
+        root = self.mode_root
+        if root is None or not np.array_equal(root.h, h):
+            root = self.mode_root = ModeHistory.start(h)
+            self.modes.clear()
+        history = root
+        for rec in path(records, segment_id):
+            sid = rec.segment_id
+            hit = self.modes.get(sid)
+            if hit is not None and hit[0] is rec and hit[1] is history:
+                history = hit[2]
+                continue
+            longer = history.then(self.lrs_of(rec))
+            self.modes[sid] = (rec, history, longer)
             history = longer
         return history
 

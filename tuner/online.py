@@ -32,13 +32,27 @@ import time
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
-from lrtune.tuner import lossmodel
-from lrtune.tuner.lossmodel import Fit, History
+from lrtune.tuner import lossmodel, spectral
+from lrtune.tuner.fields import Unset
+from lrtune.tuner.lossmodel import Fit
 from lrtune.tuner.modelruns import RecordMemo, fit_model, path_lrs, record_lrs, runs_of
 from lrtune.tuner.parts import TunerParts
 from lrtune.tuner.planner import Plan
-from lrtune.tuner.replan import RIVAL_BETA, RIVAL_TOL, Knobs, best_plan, exploration_pays, propose
+from lrtune.tuner.replan import (
+    RIVAL_BETA,
+    RIVAL_TOL,
+    AnyFit,
+    AnyHistory,
+    Knobs,
+    best_plan,
+    exploration_pays,
+    predict,
+    predict_std,
+    propose,
+)
+from lrtune.tuner.spectral import RowCache, SpectralFit, SpectralParams
 from lrtune.tuner.state import ModelFit, OnlineState
 
 __all__ = [
@@ -57,6 +71,15 @@ __all__ = [
 ]
 
 _EDGE = 3.0  # candidates go no higher than the LR where the sweep's loss bottomed out, divided by this
+#: The spectral model's plans go up to this fraction of the LR where the sweep's loss bottomed out: that LR is close
+#: to the stability edge, which the model's grid of curvatures places only to within a factor of 1.5.
+SPECTRAL_CAP = 0.75
+#: The spectral model's plans go at most this factor above the highest LR the kept line ran at as predicted.
+TRUST_GROWTH = 2.0
+#: A training segment above the trusted LR that ends this factor worse than the model predicted marks the LR it
+#: reached as beyond the model's reach: the cap falls back (a quadratic model knows nothing of a network's
+#: instabilities short of divergence).
+SURPRISE = 1.15
 
 
 class OnlinePlanning(TunerParts):
@@ -66,7 +89,7 @@ class OnlinePlanning(TunerParts):
     presets use (see :mod:`lrtune.tuner.onlinestages`), so the schedule, the CLI and the dashboard show them alike.
     """
 
-    _model_memo: tuple[int, Fit | None] | None
+    _model_memo: tuple[int, AnyFit | None] | None
     _record_memo: RecordMemo | None  # per-record values the model derives (never in the state)
     _rival_memo: tuple[int, Fit | None] | None = None  # the rival fit, per number of reports (never in the state)
 
@@ -84,12 +107,21 @@ class OnlinePlanning(TunerParts):
             RIVAL_BETA if st.robust_plan and not st.tied_kernel else None,
         )
 
+    @property
+    def _spectral(self) -> bool:
+        """The job plans with the spectral loss model (:mod:`lrtune.tuner.spectral`)."""
+        return self.settings.loss_model == "spectral"
+
     def _bounds(self) -> tuple[float, float]:
         """The stability cap and the candidates' edge from the LR range sweep, or the prior LR (else ``max_lr``)."""
         st = self.settings
         suggested = self._suggested_lr()
         cap = edge = st.max_lr
-        if suggested is not None:
+        if suggested is not None and self._spectral:
+            # The model knows the stability edge from the sweep's blow-up; the cap keeps a margin below it.
+            edge = min(st.max_lr, max(st.min_lr, suggested * 10.0))
+            cap = max(st.min_lr, SPECTRAL_CAP * edge)
+        elif suggested is not None:
             # Plan a safe factor below the LR where the sweep's loss bottomed out (ten times its suggestion);
             # candidates may go up to that LR itself, where the divergence guard watches them. A prior LR stands
             # in for the suggestion.
@@ -113,7 +145,11 @@ class OnlinePlanning(TunerParts):
             memo = self._record_memo = RecordMemo()
         return memo
 
-    def _model(self, record: bool = True) -> Fit | None:
+    def _grid(self) -> NDArray[np.float64]:
+        """The spectral model's curvatures: fixed for the job by its initial stability cap and its budget."""
+        return spectral.curvature_grid(self._bounds()[0], self.settings.total_steps)
+
+    def _model(self, record: bool = True) -> AnyFit | None:
         """The loss model fitted to every reported segment (remembered per number of reports, never stored).
 
         Args:
@@ -129,8 +165,10 @@ class OnlinePlanning(TunerParts):
         o = self._online()
         prev = o.fit
         records = self._memo()
+        if self._spectral:
+            return self._spectral_model(record)
         if not record:
-            if prev is None:
+            if prev is None or not isinstance(prev.params, lossmodel.Params):
                 return None
             runs, _ = runs_of(self._s.segments, self._objective(), records)
             knobs = self._knobs()
@@ -138,9 +176,31 @@ class OnlinePlanning(TunerParts):
         # A full multi-start search every eighth fit, else a short one from the last parameters (kept in the state,
         # so a recovered tuner fits exactly alike).
         start = prev.params if prev is not None and n % 8 != 0 else None
+        assert start is None or isinstance(start, lossmodel.Params)
         fit = fit_model(self._s.segments, self._knobs(), st.loss_floor, self._objective(), start, records)
         self._model_memo = (n, fit)
         o.fit = None if fit is None else ModelFit.of(fit)
+        return fit
+
+    def _spectral_model(self, record: bool) -> SpectralFit | None:
+        """:meth:`_model` for the spectral model.
+
+        A search over the noise ratio's whole range every eighth fit, else a local one around the last fit's (kept
+        in the state, so a recovered tuner fits exactly alike).
+        """
+        n = len(self._s.segments)
+        prev = self._online().fit
+        kept = prev.params if prev is not None and isinstance(prev.params, SpectralParams) else None
+        memo = self._memo()
+        runs, _ = runs_of(self._s.segments, self._objective(), memo)
+        floor = self.settings.loss_floor
+        rows = memo.spectral_rows
+        if not record:
+            return None if kept is None else spectral.at(runs, self._grid(), kept, floor, None, rows)
+        kappa = kept.kappa if kept is not None and n % 8 else None
+        fit = spectral.fit(runs, self._grid(), floor, None, kappa, rows)
+        self._model_memo = (n, fit)
+        self._online().fit = None if fit is None else ModelFit.of(fit)
         return fit
 
     def _rival(self) -> Fit | None:
@@ -150,7 +210,7 @@ class OnlinePlanning(TunerParts):
         last parameters, which the state keeps (``online.rival``) so that a recovered tuner fits exactly alike.
         """
         beta = self._knobs().rival_beta
-        if beta is None:
+        if beta is None or self._spectral:
             return None
         n = len(self._s.segments)
         memo = self._rival_memo
@@ -159,6 +219,7 @@ class OnlinePlanning(TunerParts):
         o = self._online()
         prev = o.rival_fit
         start = prev.params if prev is not None and n % 8 != 0 else None
+        assert start is None or isinstance(start, lossmodel.Params)
         st = self.settings
         fit = fit_model(self._s.segments, self._knobs(), st.loss_floor, self._objective(), start, self._memo(), beta)
         self._rival_memo = (n, fit)
@@ -175,8 +236,13 @@ class OnlinePlanning(TunerParts):
             return None
         return max(1, steps // 4)
 
-    def _history(self, segment_id: int | None) -> History:
-        """The LR history of the path to the end of segment ``segment_id`` (the empty history for None)."""
+    def _history(self, segment_id: int | None) -> AnyHistory:
+        """The LR history of the path to the end of segment ``segment_id`` (the empty history for None).
+
+        As the job's loss model reads it: per-mode states for the spectral model, LR changes for the other.
+        """
+        if self._spectral:
+            return self._memo().mode_history(self._s.segments, segment_id, self._grid())
         return self._memo().history(self._s.segments, segment_id)
 
     def _replan(self, step: int) -> Plan | None:
@@ -189,22 +255,63 @@ class OnlinePlanning(TunerParts):
             return None
         history = self._history(self._s.line)
         cap = self._cap(history)
-        plan = best_plan(fit, history, step, st.total_steps - step, st.min_lr, cap, self._knobs(), self._rival())
+        prev = o.plan
+        init = None
+        if self._spectral and prev is not None:
+            rest = st.total_steps - step
+
+            def init(fractions: NDArray[np.float64]) -> NDArray[np.float64]:
+                return np.array([prev.lr_at(round(step + v * rest)) for v in fractions])
+
+        plan = best_plan(fit, history, step, st.total_steps - step, st.min_lr, cap, self._knobs(), self._rival(), init)
         o.plan = plan
         o.plan_from = self._s.line
         self.last_suggest_s = time.perf_counter() - started
         return plan
 
-    def _cap(self, history: History) -> float:
+    def _cap(self, history: AnyHistory) -> float:
         """Highest LR a plan from ``history`` may use.
 
-        The stability cap, and once a search has chosen the LR level, the LR the history ends at (a plan never
-        rises again; only a search moves the LR up).
+        The stability cap; with the multi-power-law model, once a search has chosen the LR level, the LR the
+        history ends at (a plan never rises again; only a search moves the LR up).
         """
         o = self._online()
+        if self._spectral:
+            return float(o.cap if isinstance(o.trusted, Unset) else min(o.cap, TRUST_GROWTH * o.trusted))
         if any(stage.status == "done" and stage.winner is not None for stage in self._s.stages):
             return float(min(float(o.edge), max(history.last_lr, float(self.settings.min_lr))))
         return float(o.cap)
+
+    def _check_trust(self) -> None:
+        """Widen or narrow the spectral model's trust region after a training segment on the kept line.
+
+        The first training segment's LR (the sweep's suggestion) is trusted. A segment at or below the trusted LR
+        changes nothing; one that went higher is compared with what the last fit (which has not seen it) predicted
+        for it: as predicted, its LR becomes trusted; ``SURPRISE`` times worse, the cap falls to the trusted LR.
+        """
+        if not self._spectral or not self._s.segments:
+            return
+        rec = self._s.segments[-1]
+        o = self._online()
+        top = max(float(rec.curve_from), float(rec.curve_to))
+        if isinstance(o.trusted, Unset):
+            o.trusted = top  # the first training segment, at the LR the sweep suggested: where trust starts
+            return
+        trusted = float(o.trusted)
+        if top <= trusted * (1 + 1e-9):
+            return
+        ratio = None
+        if o.fit is not None and isinstance(o.fit.params, SpectralParams):
+            memo = self._memo()
+            runs, index = runs_of(self._s.segments, self._objective(), memo)
+            run = index.get(rec.segment_id)
+            if run is not None:
+                start = memo.mode_history(self._s.segments, rec.parent, self._grid())
+                ratio = spectral.surprise(self._grid(), o.fit.params, runs[run], start)
+        if ratio is not None and ratio > SURPRISE:
+            o.cap = float(max(self.settings.min_lr, min(o.cap, trusted)))
+        else:
+            o.trusted = top
 
     def _current_plan(self) -> Plan | None:
         return self._online().plan
@@ -257,8 +364,8 @@ class OnlinePlanning(TunerParts):
         seg_steps, lrs = plan.pieces()
         ends = plan.start + np.cumsum(seg_steps)
         for k in np.unique(np.linspace(0, len(seg_steps) - 1, min(points, len(seg_steps))).round().astype(int)):
-            mean = float(lossmodel.final_losses(fit.params, history, seg_steps[: k + 1], lrs[None, : k + 1])[0])
-            std = lossmodel.final_loss_std(fit, history, seg_steps[: k + 1], lrs[: k + 1])
+            mean = float(predict(fit, history, seg_steps[: k + 1], lrs[None, : k + 1])[0])
+            std = predict_std(fit, history, seg_steps[: k + 1], lrs[: k + 1])
             lo, hi = lossmodel.band90(mean, std, floor)
             view["predicted"].append([float(ends[k]), mean, lo, hi])
         records = self._s.segments
@@ -270,5 +377,6 @@ class OnlinePlanning(TunerParts):
             on_line.add(index.get(sid))
             sid = by_id[sid].parent
         starts = {index[r.segment_id]: r.start_step for r in records if r.segment_id in index}
-        view["fitted"] = [[starts[r] + c, v] for r, c, v in lossmodel.fitted(fit.params, runs) if r in on_line]
+        fitted = fit.fitted(runs, RowCache()) if isinstance(fit, SpectralFit) else lossmodel.fitted(fit.params, runs)
+        view["fitted"] = [[starts[r] + c, v] for r, c, v in fitted if r in on_line]
         return view

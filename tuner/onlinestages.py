@@ -17,10 +17,14 @@ import time
 
 import numpy as np
 
+from lrtune.tuner import spectral
+from lrtune.tuner.modelruns import runs_of
+from lrtune.tuner.online import SPECTRAL_CAP
 from lrtune.tuner.parts import TunerParts
-from lrtune.tuner.replan import best_plan, exploration_pays, propose
+from lrtune.tuner.replan import best_plan, disagreement_pays, exploration_pays, propose
 from lrtune.tuner.search import to_unit
 from lrtune.tuner.segment import Segment, Shape
+from lrtune.tuner.spectral import ModeHistory, SpectralFit
 from lrtune.tuner.stagestate import Candidate, Objective, Stage
 
 
@@ -39,6 +43,8 @@ class OnlineStages(TunerParts):
             return self._online_finish(stages[-1], step)
         last = self._s.segments[-1] if self._s.segments else None
         trained = last is not None and last.phase == "train"
+        if trained:
+            self._check_trust()
         if trained and st.replan:
             self._replan(step)
         if step >= o.next_search and self._search_pays(step):
@@ -95,14 +101,21 @@ class OnlineStages(TunerParts):
             return False
         if st.total_steps - step < k * n + wasted + 2 * n:
             return False
-        if not self._s.stages:
-            return True
+        by_spectrum = self.settings.loss_model == "spectral"
+        if not self._s.stages and not by_spectrum:
+            return True  # the multi-power-law model's first search is part of its plan
         fit = self._model()
         plan = self._current_plan()
         if fit is None or plan is None:
-            return True
+            return not by_spectrum
         history = self._history(self._s.line)
         cap = self._cap(history)
+        if isinstance(fit, SpectralFit):
+            assert isinstance(history, ModeHistory)
+            memo = self._memo()
+            runs, _ = runs_of(self._s.segments, self._objective(), memo)
+            others = spectral.rivals(runs, fit, cache=memo.spectral_rows)
+            return disagreement_pays(fit, others, history, plan, wasted, st.min_lr, cap, self._knobs())
         return exploration_pays(fit, history, plan, wasted, st.min_lr, cap, self._knobs(), self._rival())
 
     def _online_stage(self, step: int) -> Stage:
@@ -164,7 +177,7 @@ class OnlineStages(TunerParts):
             if fit is not None:
                 rest = st.total_steps - step - n
                 after = base.extend(np.array([float(n)]), np.array([incumbent]))
-                cap = min(o.edge, after.last_lr)
+                cap = o.cap if st.loss_model == "spectral" else min(o.edge, after.last_lr)
                 plan = best_plan(fit, after, step + n, rest, st.min_lr, cap, self._knobs(), self._rival())
             lr = propose(fit, base, plan, incumbent, [c.lr for c in cands], n, st.min_lr, o.edge)
             self.last_suggest_s = time.perf_counter() - started
@@ -184,7 +197,7 @@ class OnlineStages(TunerParts):
                 continue
             if fit is not None:
                 history = self._history(c.segment_id)
-                cap = min(o.edge, history.last_lr)
+                cap = o.cap if st.loss_model == "spectral" else min(o.edge, history.last_lr)
                 rest = st.total_steps - step
                 plan = best_plan(fit, history, step, rest, st.min_lr, cap, self._knobs(), self._rival())
                 c.forecast, c.std = plan.final_loss, plan.final_std
@@ -213,7 +226,8 @@ class OnlineStages(TunerParts):
         else:
             lowest = min(c.lr for c in stage.candidates)
             stage.winner_lr = max(st.min_lr, lowest / 10)
-            o.cap = min(o.cap, lowest / 3)
+            # Every candidate diverged: the stability edge lies below the lowest of them.
+            o.cap = min(o.cap, lowest * (SPECTRAL_CAP if st.loss_model == "spectral" else 1 / 3))
             o.edge = min(o.edge, lowest)
             o.plan = None
         for rec in s.segments:

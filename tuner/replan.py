@@ -1,21 +1,30 @@
 """Planning the rest of the budget from a fitted loss model: the plan, whether a search pays, the next candidate.
 
-Pure functions of a fit (:mod:`lrtune.tuner.lossmodel`), the LR history it continues and the settings
-(:class:`Knobs`); the ``plan`` preset (:mod:`lrtune.tuner.online`, :mod:`lrtune.tuner.onlinestages`) calls them with
-what its state holds.
+Pure functions of a fit, the LR history it continues and the settings (:class:`Knobs`); the ``plan`` preset
+(:mod:`lrtune.tuner.online`, :mod:`lrtune.tuner.onlinestages`) calls them with what its state holds. A fit is either
+model's: the spectral model (:mod:`lrtune.tuner.spectral`, with its :class:`lrtune.tuner.spectral.ModeHistory` and
+planner :mod:`lrtune.tuner.spectralplan`) or the multi-power-law model (:mod:`lrtune.tuner.lossmodel`, with its
+:class:`lrtune.tuner.lossmodel.History` and planner :mod:`lrtune.tuner.planner`); :func:`predict`,
+:func:`predict_std` and :func:`best_plan` take either, with the history of the same model.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
-from lrtune.tuner import lossmodel, planner
+from lrtune.tuner import lossmodel, planner, spectralplan
 from lrtune.tuner.lossmodel import Fit, History
 from lrtune.tuner.planner import Plan
+from lrtune.tuner.spectral import ModeHistory, SpectralFit
+
+#: A fitted loss model of either kind, and the history of a line of training as that model reads it.
+AnyFit = Fit | SpectralFit
+AnyHistory = History | ModeHistory
 
 _UP, _DOWN = 3.0, 1.0 / 3.0  # the first stage's challengers, relative to the incumbent, before a model exists
 _LCB = 1.0  # standard deviations subtracted from a candidate's predicted final loss when proposing
@@ -53,17 +62,42 @@ class Knobs:
     rival_beta: float | None = None
 
 
+def predict(
+    fit: AnyFit, history: AnyHistory, steps: NDArray[np.float64], lrs: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Predicted loss at the end of ``history`` continued by constant pieces (``steps`` (P,), ``lrs`` (M, P)), (M,)."""
+    if isinstance(fit, SpectralFit):
+        assert isinstance(history, ModeHistory)
+        return fit.final_losses(history, steps, lrs)
+    assert isinstance(history, History)
+    return lossmodel.final_losses(fit.params, history, steps, lrs)
+
+
+def predict_std(fit: AnyFit, history: AnyHistory, steps: NDArray[np.float64], lrs: NDArray[np.float64]) -> float:
+    """Standard deviation of the predicted final loss of one continuation (``lrs`` shape (P,))."""
+    if isinstance(fit, SpectralFit):
+        assert isinstance(history, ModeHistory)
+        return fit.final_loss_std(history, steps, lrs)
+    assert isinstance(history, History)
+    return lossmodel.final_loss_std(fit, history, steps, lrs)
+
+
 def best_plan(
-    fit: Fit,
-    history: History,
+    fit: AnyFit,
+    history: AnyHistory,
     start: int,
     steps: int,
     lr_min: float,
     lr_max: float,
     knobs: Knobs,
     rival: Fit | None = None,
+    init: Callable[[NDArray[np.float64]], NDArray[np.float64]] | None = None,
 ) -> Plan:
     """The plan for the rest of the budget from a history, with its predicted final loss and uncertainty.
+
+    A spectral fit plans with :func:`lrtune.tuner.spectralplan.optimize` (any LR curve up to ``lr_max``, the
+    descent starting from ``init`` where given: the LRs at fractions of the plan). The multi-power-law model plans
+    as follows.
 
     With a ``rival`` fit that explains the data about as well (the RMS of its relative residuals within
     ``RIVAL_TOL`` of the better one's), the plan minimises the worse of the two readings' relative regret (see
@@ -71,6 +105,16 @@ def best_plan(
     on one reading (hold the LR, decay late and fast) loses badly when the other one is right. The predicted
     final loss and its uncertainty are always ``fit``'s.
     """
+    if isinstance(fit, SpectralFit):
+        assert isinstance(history, ModeHistory)
+        if knobs.free_shape:
+            plan = spectralplan.optimize(fit, history, start, steps, lr_min, lr_max, knobs.pieces, init)
+        else:
+            plan = _best_cosine(fit, history, start, steps, lr_min, lr_max, knobs.pieces)
+        seg_steps, lrs = plan.pieces()
+        mean = float(fit.final_losses(history, seg_steps, lrs[None, :])[0])
+        return Plan(plan.start, plan.steps, plan.knots, mean, fit.final_loss_std(history, seg_steps, lrs))
+    assert isinstance(history, History)
     if not knobs.free_shape:
         plan = _best_cosine(fit, history, start, steps, lr_min, lr_max, knobs.pieces)
     elif rival is None or max(fit.rel_noise, rival.rel_noise) > RIVAL_TOL * min(fit.rel_noise, rival.rel_noise):
@@ -86,7 +130,7 @@ def best_plan(
     return Plan(plan.start, plan.steps, plan.knots, mean, std)
 
 
-def _best_cosine(fit: Fit, history: History, start: int, steps: int, lo: float, hi: float, pieces: int) -> Plan:
+def _best_cosine(fit: AnyFit, history: AnyHistory, start: int, steps: int, lo: float, hi: float, pieces: int) -> Plan:
     """The ablation's plan: a cosine from the best peak down to ``lo``."""
     best: Plan | None = None
     for peak in np.exp(np.linspace(math.log(lo), math.log(hi), 33)):
@@ -94,7 +138,7 @@ def _best_cosine(fit: Fit, history: History, start: int, steps: int, lo: float, 
         knots = np.maximum(lo + (peak - lo) * 0.5 * (1 + np.cos(math.pi * u)), lo)
         plan = Plan(start, steps, tuple(float(v) for v in knots))
         seg_steps, lrs = plan.pieces()
-        loss = float(lossmodel.final_losses(fit.params, history, seg_steps, lrs[None, :])[0])
+        loss = float(predict(fit, history, seg_steps, lrs[None, :])[0])
         if best is None or (best.final_loss is not None and loss < best.final_loss):
             best = Plan(start, steps, plan.knots, loss)
     assert best is not None
@@ -102,8 +146,8 @@ def _best_cosine(fit: Fit, history: History, start: int, steps: int, lo: float, 
 
 
 def exploration_pays(
-    fit: Fit,
-    history: History,
+    fit: AnyFit,
+    history: AnyHistory,
     plan: Plan,
     cost_steps: int,
     lo: float,
@@ -123,9 +167,55 @@ def exploration_pays(
     return plan.final_std > max(cost, 0.0)
 
 
+def _plan_at(plan: Plan, fractions: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The plan's LRs at ``fractions`` of its length, shape (K,)."""
+    return np.array([plan.lr_at(round(plan.start + f * plan.steps)) for f in fractions])
+
+
+def disagreement_pays(
+    fit: SpectralFit,
+    rivals: Sequence[SpectralFit],
+    history: ModeHistory,
+    plan: Plan,
+    cost_steps: int,
+    lo: float,
+    hi: float,
+    knobs: Knobs,
+) -> bool:
+    """Whether a search costing ``cost_steps`` rolled-back steps is worth it now (the spectral model).
+
+    The uncertainty that matters is the one that could change the plan: under each rival reading of the data
+    (:func:`lrtune.tuner.spectral.rivals`), the plan in force loses against that reading's own best plan. A search
+    pays when the largest such regret exceeds what its steps cost (the loss the model predicts for the best plan over
+    ``cost_steps`` fewer steps, minus the plan's). A wide but unanimous uncertainty (how low the loss will go under
+    any plan) is no reason to search: no measurement now would change what the job does.
+    """
+    if plan.final_loss is None or cost_steps >= plan.steps or not rivals:
+        return False
+    shorter = best_plan(fit, history, plan.start, plan.steps - cost_steps, lo, hi, knobs)
+    cost = (shorter.final_loss or plan.final_loss) - plan.final_loss
+    steps, lrs = plan.pieces()
+    regret = 0.0
+    for other in rivals:
+        mine = float(other.final_losses(history, steps, lrs[None, :])[0])
+        own = best_plan(
+            other,
+            history,
+            plan.start,
+            plan.steps,
+            lo,
+            hi,
+            knobs,
+            init=lambda v: np.array([plan.lr_at(round(plan.start + f * plan.steps)) for f in v]),
+        )
+        if own.final_loss is not None and math.isfinite(mine):
+            regret = max(regret, mine - own.final_loss)
+    return regret > max(cost, 0.0)
+
+
 def propose(
-    fit: Fit | None,
-    history: History,
+    fit: AnyFit | None,
+    history: AnyHistory,
     plan: Plan | None,
     incumbent: float,
     tried: Sequence[float],
@@ -156,6 +246,6 @@ def propose(
     rest_steps, rest_lrs = plan.pieces()
     steps = np.concatenate([[float(cand_steps)], rest_steps])
     rows = np.concatenate([grid[:, None], np.repeat(rest_lrs[None, :], grid.size, axis=0)], axis=1)
-    means = lossmodel.final_losses(fit.params, history, steps, rows)
-    stds = np.array([lossmodel.final_loss_std(fit, history, steps, row) for row in rows])
+    means = predict(fit, history, steps, rows)
+    stds = np.array([predict_std(fit, history, steps, row) for row in rows])
     return float(grid[int(np.argmin(means - _LCB * stds))])

@@ -24,6 +24,7 @@ from lrtune.tuner.lossmodel import Fit, Params
 from lrtune.tuner.planner import Plan
 from lrtune.tuner.records import SegmentRecord
 from lrtune.tuner.segment import Segment
+from lrtune.tuner.spectral import SpectralFit, SpectralParams
 from lrtune.tuner.stagestate import Stage
 
 #: Version of the stored format (``schema``).
@@ -88,32 +89,39 @@ class ModelFit:
     """What the state keeps of a loss-model fit: its parameters (the next fit starts from them), not the model.
 
     Attributes:
-        params: The fitted parameters.
+        params: The fitted parameters: the multi-power-law model's (:class:`lrtune.tuner.lossmodel.Params`) or the
+            spectral model's (:class:`lrtune.tuner.spectral.SpectralParams`).
         rel_noise: Standard deviation of the fit's relative residuals.
         points: Observations the fit used.
     """
 
-    params: Params
+    params: Params | SpectralParams
     rel_noise: float
     points: int
 
     @classmethod
-    def of(cls, fit: Fit) -> ModelFit:
+    def of(cls, fit: Fit | SpectralFit) -> ModelFit:
         """The summary of a fit."""
         return cls(fit.params, fit.rel_noise, fit.points)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form (that of :meth:`lrtune.tuner.lossmodel.Fit.to_dict`)."""
-        return {"params": dataclasses.asdict(self.params), "rel_noise": self.rel_noise, "points": self.points}
+        """JSON-safe form (that of the fit's own ``to_dict``)."""
+        p = self.params
+        params = p.to_dict() if isinstance(p, SpectralParams) else dataclasses.asdict(p)
+        return {"params": params, "rel_noise": self.rel_noise, "points": self.points}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelFit:
         """Inverse of :meth:`to_dict`."""
         params = f.mapping(data, "params")
-        names = [p.name for p in dataclasses.fields(Params)]
-        return cls(
-            Params(**{n: f.number(params, n) for n in names}), f.number(data, "rel_noise"), f.integer(data, "points")
-        )
+        read: Params | SpectralParams
+        if "weights" in params:
+            read = SpectralParams(
+                f.number(params, "l0"), tuple(f.numbers_of(params, "weights")), f.number(params, "kappa")
+            )
+        else:
+            read = Params(**{n.name: f.number(params, n.name) for n in dataclasses.fields(Params)})
+        return cls(read, f.number(data, "rel_noise"), f.integer(data, "points"))
 
 
 @dataclass
@@ -133,6 +141,9 @@ class OnlineState:
             no rival was ever fitted.
         plan_from: The segment whose end state the plan continues; :data:`UNSET` (not written) before the first
             plan.
+        trusted: The spectral model's trust region: the highest LR the kept line has run at as the model predicted
+            (plans go at most ``TRUST_GROWTH`` times higher); :data:`UNSET` (not written) for the other model and
+            before the first training segment.
     """
 
     plan: Plan | None
@@ -143,6 +154,7 @@ class OnlineState:
     fit: ModelFit | None = None
     rival: ModelFit | Unset | None = UNSET
     plan_from: int | Unset | None = UNSET
+    trusted: float | Unset = UNSET
 
     @property
     def rival_fit(self) -> ModelFit | None:
@@ -168,6 +180,8 @@ class OnlineState:
             out["rival"] = None if self.rival is None else self.rival.to_dict()
         if not isinstance(self.plan_from, Unset):
             out["plan_from"] = self.plan_from
+        if not isinstance(self.trusted, Unset):
+            out["trusted"] = self.trusted
         return out
 
     @classmethod
@@ -183,7 +197,21 @@ class OnlineState:
             fit=None if fit is None else ModelFit.from_dict(fit),
             rival=UNSET if "rival" not in data else None if rival is None else ModelFit.from_dict(rival),
             plan_from=UNSET if "plan_from" not in data else f.opt_integer(data, "plan_from"),
+            trusted=UNSET if "trusted" not in data else f.number(data, "trusted"),
         )
+
+
+def stored_config(data: Mapping[str, Any]) -> TunerConfig:
+    """A stored job's config, read as what it meant when it was stored.
+
+    A ``plan`` config stored before the ``loss_model`` switch existed ran the multi-power-law model: it reads as
+    ``loss_model="power"``, so the job continues as the version that stored it did (and is written back with the
+    key). Every other missing key reads as its default.
+    """
+    config = TunerConfig.from_dict(dict(data))
+    if "loss_model" not in data and config.preset == "plan":
+        config = dataclasses.replace(config, loss_model="power")
+    return config
 
 
 @dataclass
@@ -276,7 +304,7 @@ class TunerState:
                 raise TypeError(f"snaps must map names to segment ids, got {name!r}: {holder!r}")
         return cls(
             schema=f.integer(data, "schema"),
-            config=TunerConfig.from_dict(dict(f.mapping(data, "config"))),
+            config=stored_config(f.mapping(data, "config")),
             step=f.integer(data, "step"),
             next_id=f.integer(data, "next_id"),
             open=Segment.from_dict(dict(f.mapping(data, "open"))),

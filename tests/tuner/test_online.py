@@ -1,20 +1,25 @@
-"""The plan preset end to end on a noisy quadratic: it plans the whole budget and re-plans online."""
+"""The plan preset end to end on a noisy quadratic: it plans the whole budget and re-plans online.
+
+With the spectral loss model (the default) and with the multi-power-law model (``loss_model="power"``), whose
+fixed first search and non-increasing plans some tests here pin.
+"""
 
 import math
 
 import numpy as np
 import pytest
 
-from benchmarks.nqm import Landscape, best_constant, run_tuner
+from benchmarks.nqm import Landscape, best_constant, optimum, run_tuner
 from lrtune.tuner import Tuner, TunerConfig
+from lrtune.tuner.online import SPECTRAL_CAP
 
 LAND = Landscape("test", dims=50)
 TOTAL = 4000
 
 
-@pytest.fixture(scope="module")
-def result() -> dict[str, object]:
-    return run_tuner(LAND, TOTAL, seed=0, preset="plan")
+@pytest.fixture(scope="module", params=["spectral", "power"])
+def result(request: pytest.FixtureRequest) -> dict[str, object]:
+    return run_tuner(LAND, TOTAL, seed=0, preset="plan", keep_state=True, loss_model=request.param)
 
 
 def test_runs_exactly_the_budget_and_rolls_back_at_most_fifteen_percent(result: dict[str, object]) -> None:
@@ -27,8 +32,28 @@ def test_beats_the_best_constant_lr_picked_in_hindsight(result: dict[str, object
     assert float(result["final"]) < 0.5 * constant  # type: ignore[arg-type]
 
 
+def test_the_spectral_plan_comes_within_a_quarter_of_the_optimal_schedule() -> None:
+    # Every step charged (the sweep too); the optimum is the best 20-piece schedule through the closed form.
+    best, _ = optimum(LAND, TOTAL, pieces=20, sweeps=10)
+    for seed in (0, 1):
+        got = run_tuner(LAND, TOTAL, seed=seed, preset="plan")
+        assert float(got["final"]) <= 1.25 * best, f"seed {seed}: {float(got['final']) / best:.3f}x the optimum"
+
+
+def test_the_spectral_plan_stays_under_its_cap_and_shows_the_model_beside_the_data() -> None:
+    result = run_tuner(LAND, TOTAL, seed=0, preset="plan", keep_state=True)
+    state = result["state"]
+    first_cap = SPECTRAL_CAP * state["sweep"]["lr"] * 10.0
+    assert state["online"]["cap"] <= first_cap * (1 + 1e-9)
+    assert result["export"]["base_lr"] <= first_cap * (1 + 1e-9)  # the highest LR the final weights saw
+    # The plans rose from the sweep's suggestion only as far as the model kept predicting the loss right.
+    assert state["sweep"]["lr"] <= state["online"]["trusted"] <= first_cap * (1 + 1e-9)
+    model = state["online"]["fit"]
+    assert model["params"]["kappa"] > 0 and any(w > 0 for w in model["params"]["weights"])
+
+
 def test_schedule_shows_the_plan_and_candidates_judged_by_predicted_final_loss() -> None:
-    tuner = Tuner(TunerConfig(min_lr=1e-3, max_lr=10.0, total_steps=TOTAL, seed=1, preset="plan"))
+    tuner = Tuner(TunerConfig(min_lr=1e-3, max_lr=10.0, total_steps=TOTAL, seed=1, preset="plan", loss_model="power"))
     rng = np.random.default_rng(1)
     m = LAND.start()
     snaps: dict[str, np.ndarray] = {}
@@ -79,7 +104,7 @@ def test_schedule_shows_the_plan_and_candidates_judged_by_predicted_final_loss()
 def test_the_sweeps_continuation_leaves_the_planner_state_for_after_the_sweep() -> None:
     # The continuation of the sweep segment asks for the planned LR; the cap and the first search's step must
     # still come from the sweep's result, not from before it.
-    result = run_tuner(LAND, TOTAL, seed=0, preset="plan", keep_state=True)
+    result = run_tuner(LAND, TOTAL, seed=0, preset="plan", keep_state=True, loss_model="power")
     state = result["state"]
     sweep_lr = state["sweep"]["lr"]
     assert state["online"]["cap"] <= sweep_lr * 10.0 / 3.0 + 1e-12
@@ -95,7 +120,7 @@ def test_the_sweeps_continuation_leaves_the_planner_state_for_after_the_sweep() 
     ],
 )
 def test_switches_keep_the_budget_and_the_exploration_cap(switches: dict[str, bool]) -> None:
-    result = run_tuner(LAND, TOTAL, seed=0, preset="plan", keep_state=True, **switches)
+    result = run_tuner(LAND, TOTAL, seed=0, preset="plan", keep_state=True, loss_model="power", **switches)
     assert result["steps"] == TOTAL
     assert float(result["wasted"]) <= 0.15 + 1e-9
     stage = result["state"]["stages"][0]

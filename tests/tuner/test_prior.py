@@ -37,14 +37,16 @@ def test_a_prior_lr_replaces_the_sweep_and_centres_the_first_search() -> None:
     assert tuner.schedule()["sweep"] is None
 
 
-def test_the_plan_preset_trains_at_the_prior_first_and_takes_its_cap_from_it() -> None:
-    tuner = Tuner(TunerConfig(**{**BASE, "total_steps": 3000}, preset="plan", prior_lr=0.03))
+@pytest.mark.parametrize(("loss_model", "cap"), [("spectral", 0.75 * 0.3), ("power", 0.3 / 3)])
+def test_the_plan_preset_trains_at_the_prior_first_and_takes_its_cap_from_it(loss_model: str, cap: float) -> None:
+    config = TunerConfig(**{**BASE, "total_steps": 3000}, preset="plan", prior_lr=0.03, loss_model=loss_model)  # type: ignore[arg-type]
+    tuner = Tuner(config)
     _, log = drive(tuner, {"loss": 3.0}, toy_step)
     assert tuner.schedule()["sweep"] is None
     trained = [s for s in log.segments if s.phase == "train"]
     assert trained[0].lr == pytest.approx(0.03)  # before any plan: the prior
-    # Candidates reach at most the edge a sweep suggesting 0.03 would give (its bottom, 0.3, over 3).
-    assert max(log.lrs) <= 0.3 / 3 + 1e-12 and max(log.lrs) > 0.03
+    # Every LR stays under the cap a sweep suggesting 0.03 would give (from its bottom, 0.3), and the job leaves 0.03.
+    assert max(log.lrs) <= cap + 1e-12 and max(log.lrs) > 0.03
 
 
 def test_without_a_prior_the_sweep_runs_and_an_explicit_sweep_wins_over_the_prior() -> None:

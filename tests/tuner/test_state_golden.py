@@ -14,7 +14,8 @@ final state and views. The tests here check that
 * a new job runs exactly as the stored one did;
 * a job recovered from its dump (through JSON) at any point continues exactly as the original;
 * dumps written before some keys existed (``sweep``, ``line``, ``snaps``, ``ref_spread``, a record's ``parent``,
-  a stage's ``start_spread``, a candidate's ``probe`` and ``abort_above``) still recover and continue.
+  a stage's ``start_spread``, a candidate's ``probe`` and ``abort_above``, the config's ``loss_model`` of a
+  ``plan`` job, which then ran the multi-power-law model) still recover and continue.
 
 A change that means to change what the tuner does recaptures the fixture on purpose::
 
@@ -40,6 +41,7 @@ import pytest
 
 from lrtune.tuner import Segment, Tuner, TunerConfig
 from lrtune.tuner.segment import OfflinePiece, Piece
+from lrtune.tuner.state import stored_config
 
 FIXTURE = Path(__file__).parent / "data" / "state_golden.json.gz"
 
@@ -107,6 +109,15 @@ CASES: dict[str, Case] = {
     ),
     "plan": Case(
         {**_BASE, "total_steps": 2400, "seed": 1, "preset": "plan"},
+        outages={6: 50, 14: 35},
+        lost_probes=1,
+        poison=frozenset({12}),
+        dump_at=11,
+        legacy=True,
+        rtol=_PLAN_RTOL,
+    ),
+    "plan-power": Case(
+        {**_BASE, "total_steps": 2400, "seed": 1, "preset": "plan", "loss_model": "power"},
         outages={6: 50, 14: 35},
         lost_probes=1,
         poison=frozenset({12}),
@@ -312,6 +323,8 @@ def resume(case: Case, stored: list[dict[str, Any]], state: dict[str, Any]) -> d
 def strip_later_keys(state: dict[str, Any]) -> dict[str, Any]:
     """A dump as versions before lineage, the LR range sweep, spreads and probes wrote it (same schema)."""
     old = copy.deepcopy(state)
+    if old["config"].get("loss_model") == "power":
+        del old["config"]["loss_model"]  # the multi-power-law model ran before the switch existed
     for key in ("line", "snaps", "ref_spread"):
         old.pop(key, None)
     if old.get("sweep") is None:
@@ -365,9 +378,9 @@ def _rounded(value: Any) -> Any:
 
 
 def _as_config(value: Any) -> Any:
-    """A dump with its config read as a config (so a new config field with a default compares equal)."""
+    """A dump with its config read as a stored config is (a new config field with a default compares equal)."""
     if isinstance(value, dict) and "schema" in value and "config" in value:
-        return {**value, "config": TunerConfig.from_dict(value["config"]).to_dict()}
+        return {**value, "config": stored_config(value["config"]).to_dict()}
     return value
 
 
@@ -412,6 +425,12 @@ def assert_matches(got: Any, want: Any, rtol: float, what: str) -> None:
     """Fail with the first differences (see :func:`differences`) if ``got`` is not ``want`` within ``rtol``."""
     diff = differences(_plain(got), want, rtol, what)
     assert not diff, "\n".join(diff)
+
+
+def assert_final_matches(got: dict[str, Any], want: dict[str, Any], rtol: float) -> None:
+    """The final dump and views of a job match the stored ones (see :func:`assert_matches`)."""
+    assert_matches(got["dump"], want["dump"], rtol, "final dump")
+    assert_matches(got["views"], want["views"], rtol, "final views")
 
 
 def capture() -> dict[str, Any]:
@@ -465,7 +484,7 @@ def test_a_stored_job_continues_as_the_version_that_stored_it(name: str) -> None
     case, stored = CASES[name], _fixture()[name]
     got = resume(case, stored["before"], stored["mid"]["dump"])
     assert_matches(got["segments"], stored["after"], case.rtol, "segments after the dump")
-    assert_matches(got["final"], stored["final"], case.rtol, "final")
+    assert_final_matches(got["final"], stored["final"], case.rtol)
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -475,7 +494,7 @@ def test_a_new_job_runs_as_the_stored_one_did(name: str) -> None:
     assert_matches(got["mid"]["dump"], stored["mid"]["dump"], case.rtol, "dump")
     assert_matches(got["mid"]["views"], stored["mid"]["views"], case.rtol, "views")
     assert_matches(got["segments"][case.dump_at :], stored["after"], case.rtol, "segments after the dump")
-    assert_matches(got["final"], stored["final"], case.rtol, "final")
+    assert_final_matches(got["final"], stored["final"], case.rtol)
 
 
 @pytest.mark.parametrize("name", list(CASES))
