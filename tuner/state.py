@@ -201,19 +201,6 @@ class OnlineState:
         )
 
 
-def stored_config(data: Mapping[str, Any]) -> TunerConfig:
-    """A stored job's config, read as what it meant when it was stored.
-
-    A ``plan`` config stored before the ``loss_model`` switch existed ran the multi-power-law model: it reads as
-    ``loss_model="power"``, so the job continues as the version that stored it did (and is written back with the
-    key). Every other missing key reads as its default.
-    """
-    config = TunerConfig.from_dict(dict(data))
-    if "loss_model" not in data and config.preset == "plan":
-        config = dataclasses.replace(config, loss_model="power")
-    return config
-
-
 @dataclass
 class TunerState:
     """A job's whole state.
@@ -304,7 +291,7 @@ class TunerState:
                 raise TypeError(f"snaps must map names to segment ids, got {name!r}: {holder!r}")
         return cls(
             schema=f.integer(data, "schema"),
-            config=stored_config(f.mapping(data, "config")),
+            config=TunerConfig.from_dict(dict(f.mapping(data, "config"))),
             step=f.integer(data, "step"),
             next_id=f.integer(data, "next_id"),
             open=Segment.from_dict(dict(f.mapping(data, "open"))),

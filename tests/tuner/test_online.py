@@ -1,7 +1,7 @@
 """The plan preset end to end on a noisy quadratic: it plans the whole budget and re-plans online.
 
-With the spectral loss model (the default) and with the multi-power-law model (``loss_model="power"``), whose
-fixed first search and non-increasing plans some tests here pin.
+With the multi-power-law model (the default, ``loss_model="power"``), whose fixed first search and non-increasing
+plans some tests here pin, and with the spectral model (``loss_model="spectral"``).
 """
 
 import math
@@ -36,12 +36,12 @@ def test_the_spectral_plan_comes_within_a_quarter_of_the_optimal_schedule() -> N
     # Every step charged (the sweep too); the optimum is the best 20-piece schedule through the closed form.
     best, _ = optimum(LAND, TOTAL, pieces=20, sweeps=10)
     for seed in (0, 1):
-        got = run_tuner(LAND, TOTAL, seed=seed, preset="plan")
+        got = run_tuner(LAND, TOTAL, seed=seed, preset="plan", loss_model="spectral")
         assert float(got["final"]) <= 1.25 * best, f"seed {seed}: {float(got['final']) / best:.3f}x the optimum"
 
 
 def test_the_spectral_plan_stays_under_its_cap_and_shows_the_model_beside_the_data() -> None:
-    result = run_tuner(LAND, TOTAL, seed=0, preset="plan", keep_state=True)
+    result = run_tuner(LAND, TOTAL, seed=0, preset="plan", keep_state=True, loss_model="spectral")
     state = result["state"]
     first_cap = SPECTRAL_CAP * state["sweep"]["lr"] * 10.0
     assert state["online"]["cap"] <= first_cap * (1 + 1e-9)

@@ -14,8 +14,7 @@ final state and views. The tests here check that
 * a new job runs exactly as the stored one did;
 * a job recovered from its dump (through JSON) at any point continues exactly as the original;
 * dumps written before some keys existed (``sweep``, ``line``, ``snaps``, ``ref_spread``, a record's ``parent``,
-  a stage's ``start_spread``, a candidate's ``probe`` and ``abort_above``, the config's ``loss_model`` of a
-  ``plan`` job, which then ran the multi-power-law model) still recover and continue.
+  a stage's ``start_spread``, a candidate's ``probe`` and ``abort_above``) still recover and continue.
 
 A change that means to change what the tuner does recaptures the fixture on purpose::
 
@@ -41,7 +40,6 @@ import pytest
 
 from lrtune.tuner import Segment, Tuner, TunerConfig
 from lrtune.tuner.segment import OfflinePiece, Piece
-from lrtune.tuner.state import stored_config
 
 FIXTURE = Path(__file__).parent / "data" / "state_golden.json.gz"
 
@@ -116,13 +114,12 @@ CASES: dict[str, Case] = {
         legacy=True,
         rtol=_PLAN_RTOL,
     ),
-    "plan-power": Case(
-        {**_BASE, "total_steps": 2400, "seed": 1, "preset": "plan", "loss_model": "power"},
+    "plan-spectral": Case(
+        {**_BASE, "total_steps": 2400, "seed": 1, "preset": "plan", "loss_model": "spectral"},
         outages={6: 50, 14: 35},
         lost_probes=1,
         poison=frozenset({12}),
         dump_at=11,
-        legacy=True,
         rtol=_PLAN_RTOL,
     ),
     "plan-switches": Case(
@@ -323,8 +320,6 @@ def resume(case: Case, stored: list[dict[str, Any]], state: dict[str, Any]) -> d
 def strip_later_keys(state: dict[str, Any]) -> dict[str, Any]:
     """A dump as versions before lineage, the LR range sweep, spreads and probes wrote it (same schema)."""
     old = copy.deepcopy(state)
-    if old["config"].get("loss_model") == "power":
-        del old["config"]["loss_model"]  # the multi-power-law model ran before the switch existed
     for key in ("line", "snaps", "ref_spread"):
         old.pop(key, None)
     if old.get("sweep") is None:
@@ -378,9 +373,9 @@ def _rounded(value: Any) -> Any:
 
 
 def _as_config(value: Any) -> Any:
-    """A dump with its config read as a stored config is (a new config field with a default compares equal)."""
+    """A dump with its config read as a config (so a new config field with a default compares equal)."""
     if isinstance(value, dict) and "schema" in value and "config" in value:
-        return {**value, "config": stored_config(value["config"]).to_dict()}
+        return {**value, "config": TunerConfig.from_dict(value["config"]).to_dict()}
     return value
 
 
