@@ -32,6 +32,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "probe-all": {"probe_all": True},
     "robust-plan": {"robust_plan": True},
     "probe-judge": {"probe_all": True, "probe_judge": True},
+    "spectral": {"loss_model": "spectral"},
     "probe-judge-robust": {"probe_all": True, "probe_judge": True, "robust_plan": True},
 }
 

@@ -1,8 +1,9 @@
 """Time of one BO suggestion (GP fit + acquisition), one forecast, and one re-planning report, by size.
 
-A re-planning report is a training segment's report under the ``plan`` preset: the loss model is refitted to
-every segment the job ran and the rest of the budget is planned again. It is timed on noisy-quadratic jobs, by
-the number of segments already reported (each segment is up to 32 binned losses for the model).
+A re-planning report is a training segment's report under the ``plan`` preset (with each loss model, ``power``
+and ``spectral``): the loss model is refitted to every segment the job ran and the rest of the budget is planned
+again. It is timed on noisy-quadratic jobs, by the number of segments already reported (each segment is up to 32
+binned losses for the model).
 
 Everything runs on ``--threads`` threads (torch and, where threadpoolctl is installed, BLAS; default 1, as the
 service runs one job per worker). The machine's load average is written with the results, and so is each
@@ -56,13 +57,13 @@ def time_forecast(points: int, repeats: int) -> list[float]:
     return out
 
 
-def time_replan(seeds: int) -> dict[int, list[float]]:
+def time_replan(seeds: int, loss_model: str = "power") -> dict[int, list[float]]:
     """Milliseconds of each training-segment report of plan-preset jobs, by segments reported before it."""
     from benchmarks.nqm import LANDSCAPES, run_tuner
 
     out: dict[int, list[float]] = {}
     for seed in range(seeds):
-        result = run_tuner(LANDSCAPES["base"], 20_000, seed, "plan")
+        result = run_tuner(LANDSCAPES["base"], 20_000, seed, "plan", loss_model=loss_model)
         for n, phase, ms in result["reports"]:
             if phase == "train":
                 out.setdefault(n, []).append(ms)
@@ -123,18 +124,20 @@ def run(args: argparse.Namespace) -> None:
         s = summary(time_forecast(points, args.repeats))
         rows.append({"what": "forecast", "observations": points, "noise": "-", **s})
         print(f"forecast points={points:4d}          median {s['median_ms']:6.2f} ms  p95 {s['p95_ms']:6.2f} ms")
-    by_n = time_replan(args.replan_seeds)
     unit = rows[0]["median_ms"]  # the 1-observation, fixed-noise suggestion of this run
-    for lo, hi in ((1, 20), (20, 40), (40, 60), (60, 100)):
-        ms = [v for n, vals in by_n.items() if lo <= n < hi for v in vals]
-        if ms:
-            s = summary(ms)
-            rows.append({"what": "re-plan report", "observations": f"{lo}-{hi - 1} segments", "noise": "-", **s})
-            rows[-1]["vs_suggest_1"] = round(s["median_ms"] / unit, 2) if unit > 0 else None
-            print(
-                f"re-plan  segments {lo:3d}-{hi - 1:3d}      median {s['median_ms']:6.2f} ms  p99 {s['p99_ms']:6.2f} ms"
-                f"  ({rows[-1]['vs_suggest_1']}x the 1-observation suggestion)"
-            )
+    for model in ("power", "spectral"):
+        by_n = time_replan(args.replan_seeds, model)
+        for lo, hi in ((1, 20), (20, 40), (40, 60), (60, 100)):
+            ms = [v for n, vals in by_n.items() if lo <= n < hi for v in vals]
+            if ms:
+                s = summary(ms)
+                what = f"re-plan report, {model} model"
+                rows.append({"what": what, "observations": f"{lo}-{hi - 1} segments", "noise": "-", **s})
+                rows[-1]["vs_suggest_1"] = round(s["median_ms"] / unit, 2) if unit > 0 else None
+                print(
+                    f"re-plan ({model:8s}) segments {lo:3d}-{hi - 1:3d}  median {s['median_ms']:6.2f} ms  "
+                    f"p99 {s['p99_ms']:6.2f} ms  ({rows[-1]['vs_suggest_1']}x the 1-observation suggestion)"
+                )
     load_end = os.getloadavg()
     meta = {
         "command": f"python -m benchmarks.suggest_time --repeats {args.repeats} --replan-seeds {args.replan_seeds} "
@@ -164,7 +167,11 @@ def run(args: argparse.Namespace) -> None:
         "",
         "Re-planning medians relative to this run's 1-observation suggestion (fixed noise, "
         f"{unit} ms median), which slows down alike when the machine is busy: "
-        + ", ".join(f"{r['observations']} {r['vs_suggest_1']}x" for r in rows if r["what"] == "re-plan report")
+        + ", ".join(
+            f"{r['what'].split(', ')[1]} {r['observations']} {r['vs_suggest_1']}x"
+            for r in rows
+            if r["what"].startswith("re-plan")
+        )
         + ".",
         "",
         "| what | observations | GP noise | median ms | p95 ms | p99 ms | max ms |",

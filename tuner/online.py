@@ -28,6 +28,7 @@ function of the tuner's state.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -78,8 +79,8 @@ SPECTRAL_CAP = 0.75
 TRUST_GROWTH = 2.0
 #: A training segment above the trusted LR that ends this factor worse than the model predicted marks the LR it
 #: reached as beyond the model's reach: the cap falls back (a quadratic model knows nothing of a network's
-#: instabilities short of divergence).
-SURPRISE = 1.15
+#: instabilities short of divergence). A young model misses by tens of percent, so only a large miss counts.
+SURPRISE = 1.5
 
 
 class OnlinePlanning(TunerParts):
@@ -287,7 +288,8 @@ class OnlinePlanning(TunerParts):
 
         The first training segment's LR (the sweep's suggestion) is trusted. A segment at or below the trusted LR
         changes nothing; one that went higher is compared with what the last fit (which has not seen it) predicted
-        for it: as predicted, its LR becomes trusted; ``SURPRISE`` times worse, the cap falls to the trusted LR.
+        for it: as predicted, its LR becomes trusted; ``SURPRISE`` times worse, the cap falls to the geometric mean
+        of the trusted LR and the LR it reached.
         """
         if not self._spectral or not self._s.segments:
             return
@@ -309,7 +311,7 @@ class OnlinePlanning(TunerParts):
                 start = memo.mode_history(self._s.segments, rec.parent, self._grid())
                 ratio = spectral.surprise(self._grid(), o.fit.params, runs[run], start)
         if ratio is not None and ratio > SURPRISE:
-            o.cap = float(max(self.settings.min_lr, min(o.cap, trusted)))
+            o.cap = float(max(self.settings.min_lr, min(o.cap, math.sqrt(trusted * top))))
         else:
             o.trusted = top
 
