@@ -3,6 +3,7 @@
     python -m benchmarks.model_forecast                   # 3 noisy-quadratic landscapes x 20k steps x 5 seeds
     python -m benchmarks.model_forecast --seeds 2 --budgets 20000 100000
     python -m benchmarks.model_forecast --workloads --seeds 3   # also the four benchmark networks
+    python -m benchmarks.model_forecast --loss-model spectral    # the spectral model (model_forecast_spectral.md)
 
 Each run is a ``plan``-preset job on a noisy quadratic (:mod:`benchmarks.nqm`). The model is fitted to every
 segment reported until the kept line reached half of its steps; it then predicts the final loss of the
@@ -31,10 +32,13 @@ import numpy as np
 
 from benchmarks.nqm import LANDSCAPES, run_tuner
 from benchmarks.workloads import SHORT_WORKLOADS
-from lrtune.tuner import lossmodel
+from lrtune.tuner import Tuner, lossmodel, spectral
 from lrtune.tuner.config import TunerConfig, resolve
 from lrtune.tuner.lossmodel import History
+from lrtune.tuner.modelruns import runs_of
 from lrtune.tuner.online import Knobs, fit_model, record_lrs
+from lrtune.tuner.replan import AnyFit, AnyHistory, predict, predict_std
+from lrtune.tuner.spectral import ModeHistory
 
 
 def forecast_case(state: dict[str, Any], final: float | None = None) -> dict[str, float] | None:
@@ -67,7 +71,17 @@ def forecast_case(state: dict[str, Any], final: float | None = None) -> dict[str
         st.model_window, st.plan_pieces, st.replan, st.later_searches, st.plan_shape == "free", st.tied_kernel
     )
     objective = "val" if st.objective == "val" else "train"
-    fit = fit_model(seen, knobs, st.loss_floor, objective)
+    fit: AnyFit | None
+    history: AnyHistory
+    if st.loss_model == "spectral":
+        grid = Tuner.recover(state)._grid()  # the job's own curvature grid
+        fit = spectral.fit(runs_of(seen, objective)[0], grid, st.loss_floor)
+        history = ModeHistory.start(grid)
+        for r in path[: cut + 1]:
+            history = history.then(record_lrs(r))
+    else:
+        fit = fit_model(seen, knobs, st.loss_floor, objective)
+        history = History.of([record_lrs(r) for r in path[: cut + 1]])
     if fit is None:
         return None
     if final is None:
@@ -75,15 +89,14 @@ def forecast_case(state: dict[str, Any], final: float | None = None) -> dict[str
         if not points:
             return None
         final = float(points[-1])
-    history = History.of([record_lrs(r) for r in path[: cut + 1]])
     rest = np.concatenate([record_lrs(r) for r in path[cut + 1 :]]) if cut + 1 < len(path) else np.zeros(0)
     if not rest.size:
         return None
     pieces = np.array_split(rest, min(64, rest.size))
     steps = np.array([float(p.size) for p in pieces])
     lrs = np.array([float(p.mean()) for p in pieces])
-    mean = float(lossmodel.final_losses(fit.params, history, steps, lrs[None, :])[0])
-    std = lossmodel.final_loss_std(fit, history, steps, lrs)
+    mean = float(predict(fit, history, steps, lrs[None, :])[0])
+    std = predict_std(fit, history, steps, lrs)
     lo, hi = lossmodel.band90(mean, std, st.loss_floor)
     return {
         "predicted": mean,
@@ -107,7 +120,7 @@ def _keep(cases: list[dict[str, float]], case: dict[str, float] | None, label: s
     )
 
 
-def workload_rows(names: list[str], seeds: int, threads: int) -> list[dict[str, Any]]:
+def workload_rows(names: list[str], seeds: int, threads: int, loss_model: str = "power") -> list[dict[str, Any]]:
     """Plan-preset runs on benchmark networks, each job's own model checked against what the job then measured."""
     import torch
 
@@ -116,7 +129,8 @@ def workload_rows(names: list[str], seeds: int, threads: int) -> list[dict[str, 
     from benchmarks.workloads import WORKLOADS
 
     torch.set_num_threads(threads)
-    method = next(m for m in all_methods(ablations=False) if m.name == "lrtune-plan")
+    wanted = "lrtune-plan" if loss_model == "power" else f"lrtune-plan-{loss_model}"
+    method = next(m for m in all_methods() if m.name == wanted)
     rows = []
     for name in names:
         workload = WORKLOADS[name]()
@@ -147,21 +161,22 @@ def main(argv: list[str] | None = None) -> int:
         help="also the benchmark networks (names, or none for the four short ones): plan-preset runs, truth measured",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads for the network runs")
+    parser.add_argument("--loss-model", choices=["power", "spectral"], default="power", help="the plan's loss model")
     args = parser.parse_args(argv)
     load = os.getloadavg()[0]
     rows = []
     if args.workloads is not None:
-        rows += workload_rows(args.workloads or list(SHORT_WORKLOADS), args.seeds, args.threads)
+        rows += workload_rows(args.workloads or list(SHORT_WORKLOADS), args.seeds, args.threads, args.loss_model)
     for name in args.landscapes:
         for total in args.budgets:
             cases = []
             for seed in range(args.seeds):
-                result = run_tuner(LANDSCAPES[name], total, seed, "plan", keep_state=True)
+                result = run_tuner(LANDSCAPES[name], total, seed, "plan", keep_state=True, loss_model=args.loss_model)
                 case = forecast_case(result["state"], result["final"])
                 _keep(cases, case, f"{name} {total} seed {seed}", "truth")
             rows.append({"landscape": name, "budget": total, "cases": cases})
     lines = [
-        "# Loss model: predicted final loss from the first half of a run",
+        f"# Loss model ({args.loss_model}): predicted final loss from the first half of a run",
         "",
         f"Command: `{' '.join(['python -m benchmarks.model_forecast', *sys.argv[1:]])}`  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores; load average {load:.1f} at the start  ",
@@ -184,8 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| all | | {len(everything)} | {err:.1%} | {inside:.0%} |")
     lines += ["", "Aim: the truth inside the 90% band 80-95% of the time."]
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "model_forecast.md").write_text("\n".join(lines) + "\n")
-    (args.out / "model_forecast.json").write_text(json.dumps(rows, indent=1, default=float))
+    stem = "model_forecast" if args.loss_model == "power" else f"model_forecast_{args.loss_model}"
+    (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    (args.out / f"{stem}.json").write_text(json.dumps(rows, indent=1, default=float))
     print("\n".join(lines))
     return 0 if everything and all(math.isfinite(c["predicted"]) for c in everything) else 1
 
