@@ -71,9 +71,17 @@ from benchmarks.workloads import (
 STEPS = 20_000
 OUT = Path("benchmarks/results/long_horizon")
 TRAIN_PROBE_SEED = 1_000_003  # the teacher-student's training-objective sample (tune and test use ..01, ..02)
-DEFAULT_METHODS = ("lrtune-default", "lrtune-plan", "range-test-cosine")  # and every grid trial
-LRTUNE = ("lrtune-default", "lrtune-plan")
-SHOWN = ("lrtune-default", "lrtune-plan", "range-test-cosine", "schedulefree-adamw", "prodigy-cosine", "grid-oracle")
+DEFAULT_METHODS = ("lrtune-default", "lrtune-plan", "lrtune-plan-spectral", "range-test-cosine")  # and every grid trial
+LRTUNE = ("lrtune-default", "lrtune-plan", "lrtune-plan-spectral")
+SHOWN = (
+    "lrtune-default",
+    "lrtune-plan",
+    "lrtune-plan-spectral",
+    "range-test-cosine",
+    "schedulefree-adamw",
+    "prodigy-cosine",
+    "grid-oracle",
+)
 
 
 @dataclass
@@ -184,12 +192,12 @@ LONG: dict[str, Callable[[int], LongWorkload]] = {
 
 
 def methods_for(selection: list[str] | None) -> list[Method]:
-    """The methods to run: by default lrtune's two presets, the range test and every grid trial.
+    """The methods to run: by default lrtune's two presets and the spectral model, the range test and every grid trial.
 
     Args:
         selection: Method names or families of ``benchmarks.methods.all_methods`` (None: the default set).
     """
-    every = all_methods(ablations=False)
+    every = all_methods()
     if not selection:
         return [m for m in every if m.name in DEFAULT_METHODS or m.family == "grid"]
     unknown = set(selection) - {m.name for m in every} - {m.family for m in every}
