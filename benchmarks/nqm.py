@@ -81,6 +81,17 @@ class Landscape:
             out = fixed + a**steps * (m - fixed)
         return np.where(np.isfinite(out), out, np.inf)
 
+    def curve(
+        self, m: NDArray[np.float64], lrs: NDArray[np.float64]
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Expected loss after each step of a per-step LR schedule ``lrs`` (shape (n,)) from second moments ``m``,
+        and the moments after it."""
+        out = np.empty(len(lrs))
+        for j, lr in enumerate(lrs):
+            m = self.advance(m, float(lr), 1)
+            out[j] = float(self.loss(m))
+        return out, m
+
     def final(self, lrs: NDArray[np.float64], steps: NDArray[np.float64]) -> float:
         """Expected final loss of a piecewise-constant schedule."""
         m = self.start()

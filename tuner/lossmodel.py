@@ -659,18 +659,29 @@ def final_loss_std(f: Fit, history: History, steps: NDArray[np.float64], lrs: ND
         u = u0.copy()
         u[j] += h
         grad[j] = (float(final_losses(_constrained(u, f.tied), history, steps, lrs[None, :])[0]) - mean) / h
-    var = float(grad @ f.cov @ grad) + (f.rel_noise * mean) ** 2 + (_extrapolation(history, steps, lrs) * mean) ** 2
+    var = (
+        float(grad @ f.cov @ grad)
+        + (f.rel_noise * mean) ** 2
+        + (extrapolation(history.last_lr, history.area, steps, lrs) * mean) ** 2
+    )
     return math.sqrt(max(var, 0.0))
 
 
-def _extrapolation(history: History, steps: NDArray[np.float64], lrs: NDArray[np.float64]) -> float:
-    """Relative model risk of a prediction: per decade of LR change and per e-fold of area beyond the data."""
+def extrapolation(last_lr: float, area: float, steps: NDArray[np.float64], lrs: NDArray[np.float64]) -> float:
+    """Relative model risk of a prediction: per decade of LR change and per e-fold of area beyond the data.
+
+    Args:
+        last_lr: The LR the history ends at (0: none).
+        area: The history's LR area, in LR x steps.
+        steps: Shape (P,). Steps of each piece of the continuation.
+        lrs: Shape (P,). LR of each piece.
+    """
     if not len(lrs):
         return 0.0
-    now = history.last_lr if history.last_lr > 0 else float(lrs[0])
+    now = last_lr if last_lr > 0 else float(lrs[0])
     decades = abs(math.log10(max(float(lrs[-1]), 1e-300) / max(now, 1e-300)))
     new_area = float(np.sum(steps * lrs))
-    return EXTRAPOLATION * (decades + math.log1p(new_area / max(history.area, 1e-12)))
+    return EXTRAPOLATION * (decades + math.log1p(new_area / max(area, 1e-12)))
 
 
 def band90(mean: float, std: float, floor: float | None) -> tuple[float, float]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -21,6 +21,9 @@ from lrtune.tuner.records import SegmentRecord
 from lrtune.tuner.replan import Knobs
 from lrtune.tuner.segment import curve_lr
 from lrtune.tuner.spectral import ModeHistory, RowCache
+
+#: A history type: either model's (each extends itself by a run's per-step LRs with ``then``).
+_H = TypeVar("_H", History, ModeHistory)
 
 #: A segment record, or its stored form (``SegmentRecord.to_dict()``, as a dumped state holds it).
 AnyRecord = SegmentRecord | Mapping[str, Any]
@@ -144,17 +147,7 @@ class RecordMemo:
 
     def history(self, records: Sequence[SegmentRecord], segment_id: int | None) -> History:
         """``History.of(path_lrs(records, segment_id))``, extending the histories of the path's prefixes."""
-        history = self.empty
-        for rec in path(records, segment_id):
-            sid = rec.segment_id
-            hit = self.histories.get(sid)
-            if hit is not None and hit[0] is rec and hit[1] is history:
-                history = hit[2]
-                continue
-            longer = history.then(self.lrs_of(rec))
-            self.histories[sid] = (rec, history, longer)
-            history = longer
-        return history
+        return self._walk(records, segment_id, self.empty, self.histories)
 
     def mode_history(
         self, records: Sequence[SegmentRecord], segment_id: int | None, h: NDArray[np.float64]
@@ -164,15 +157,29 @@ class RecordMemo:
         if root is None or not np.array_equal(root.h, h):
             root = self.mode_root = ModeHistory.start(h)
             self.modes.clear()
+        return self._walk(records, segment_id, root, self.modes)
+
+    def _walk(
+        self,
+        records: Sequence[SegmentRecord],
+        segment_id: int | None,
+        root: _H,
+        cache: dict[int, tuple[SegmentRecord, _H, _H]],
+    ) -> _H:
+        """The history at the end of segment ``segment_id``, from ``root`` through each record on its path.
+
+        Each record's history is kept in ``cache`` with the one it extends, so a path shared with an earlier call
+        is not recomputed (a hit needs the very record and the very history it extended).
+        """
         history = root
         for rec in path(records, segment_id):
             sid = rec.segment_id
-            hit = self.modes.get(sid)
+            hit = cache.get(sid)
             if hit is not None and hit[0] is rec and hit[1] is history:
                 history = hit[2]
                 continue
             longer = history.then(self.lrs_of(rec))
-            self.modes[sid] = (rec, history, longer)
+            cache[sid] = (rec, history, longer)
             history = longer
         return history
 

@@ -38,7 +38,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.optimize import nnls
 
-from lrtune.tuner.lossmodel import EXTRAPOLATION, Run
+from lrtune.tuner.lossmodel import Run, extrapolation
 
 #: Fewer binned observations than this: the model cannot tell yet.
 MIN_POINTS = 8
@@ -70,10 +70,22 @@ def curvature_grid(lr_top: float, total_steps: int) -> NDArray[np.float64]:
     return np.asarray(hi * GRID_RATIO ** -np.arange(count, dtype=float)[::-1], dtype=float)
 
 
-def _advance(
-    h: NDArray[np.float64], d: NDArray[np.float64], n: NDArray[np.float64], lr: float, steps: float
+def advance(
+    h: NDArray[np.float64],
+    d: NDArray[np.float64],
+    n: NDArray[np.float64],
+    lr: float | NDArray[np.float64],
+    steps: float,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Per-mode ``(D, N)`` after ``steps`` steps at a constant ``lr`` (shapes (..., J))."""
+    """Per-mode ``(D, N)`` after ``steps`` steps at a constant ``lr``.
+
+    Args:
+        h: Shape (J,). The modes' curvatures.
+        d: Shape (..., J). Decay factors.
+        n: Shape (..., J). Noise accounts.
+        lr: The LR: a float, or shape (..., 1) for one LR per row.
+        steps: Steps at it.
+    """
     a = (1.0 - lr * h) ** 2
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         an = np.power(a, steps)
@@ -136,7 +148,7 @@ class ModeHistory:
             return self
         d, n = self.d, self.n
         for _start, steps, lr in _pieces(arr):
-            d, n = _advance(self.h, d, n, lr, steps)
+            d, n = advance(self.h, d, n, lr, steps)
         last = float(arr[-1])
         return ModeHistory(self.h, d, n, self.area + float(arr.sum()), self.steps + len(arr), last, last)
 
@@ -144,7 +156,7 @@ class ModeHistory:
         """This state continued by constant pieces of ``steps`` steps at ``lrs`` (both shape (P,))."""
         d, n = self.d, self.n
         for s, lr in zip(steps, lrs, strict=True):
-            d, n = _advance(self.h, d, n, float(lr), float(s))
+            d, n = advance(self.h, d, n, float(lr), float(s))
         last = float(lrs[-1]) if len(lrs) else self.lr
         return ModeHistory(
             self.h, d, n, self.area + float(np.sum(steps * lrs)), self.steps + int(np.sum(steps)), last, last
@@ -259,14 +271,14 @@ def _run_rows(run: Run, state: ModeHistory, whole: bool = False) -> _RunRows:
         while b < len(bins) and (bins[b][0] + min(bins[b][1], len(lrs))) / 2.0 <= end:
             lo, hi, mean = bins[b]
             centre = (lo + min(hi, len(lrs))) / 2.0
-            bd, bn = _advance(h, d, n, lr, centre - at)
+            bd, bn = advance(h, d, n, lr, centre - at)
             rows_d.append(bd)
             rows_n.append(bn)
             ys.append(mean)
             sizes.append(float(max(min(hi, len(lrs)) - lo, 1)))
             centres.append(centre)
             b += 1
-        d, n = _advance(h, d, n, lr, steps)
+        d, n = advance(h, d, n, lr, steps)
         at = end
     empty = np.zeros((0, len(h)))
     return _RunRows(
@@ -395,7 +407,7 @@ class SpectralFit:
         d = np.repeat(history.d[None, :], lrs.shape[0], axis=0)
         n = np.repeat(history.n[None, :], lrs.shape[0], axis=0)
         for p in range(lrs.shape[1]):
-            d, n = _advance(self.h, d, n, lrs[:, p : p + 1], float(steps[p]))  # type: ignore[arg-type]
+            d, n = advance(self.h, d, n, lrs[:, p : p + 1], float(steps[p]))
         return self.loss_of(d, n)
 
     def curve(self, history: ModeHistory, steps: NDArray[np.float64], lrs: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -403,7 +415,7 @@ class SpectralFit:
         d, n = history.d, history.n
         out = np.empty(len(steps))
         for p in range(len(steps)):
-            d, n = _advance(self.h, d, n, float(lrs[p]), float(steps[p]))
+            d, n = advance(self.h, d, n, float(lrs[p]), float(steps[p]))
             out[p] = float(self.loss_of(d, n))
         return out
 
@@ -418,7 +430,7 @@ class SpectralFit:
         mean = float(self.loss_of(end.d, end.n))
         if not math.isfinite(mean):
             return math.inf
-        std = abs(mean) * math.hypot(self.rel_noise, _extrapolation(history, steps, lrs))
+        std = abs(mean) * math.hypot(self.rel_noise, extrapolation(history.last_lr, history.area, steps, lrs))
         if self.cov is not None:
             grad = np.concatenate([[1.0], (end.d + self.params.kappa * end.n)[self.active]])
             with np.errstate(over="ignore", invalid="ignore"):
@@ -456,15 +468,6 @@ def surprise(h: NDArray[np.float64], params: SpectralParams, run: Run, start: Mo
     if not math.isfinite(predicted) or predicted <= 0:
         return None
     return float(np.mean(rows.y[-k:])) / predicted
-
-
-def _extrapolation(history: ModeHistory, steps: NDArray[np.float64], lrs: NDArray[np.float64]) -> float:
-    if not len(lrs):
-        return 0.0
-    now = history.last_lr if history.last_lr > 0 else float(lrs[0])
-    decades = abs(math.log10(max(float(lrs[-1]), 1e-300) / max(now, 1e-300)))
-    new_area = float(np.sum(steps * lrs))
-    return EXTRAPOLATION * (decades + math.log1p(new_area / max(history.area, 1e-12)))
 
 
 def _solve(

@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from lrtune.tuner.planner import Plan
-from lrtune.tuner.spectral import ModeHistory, SpectralFit
+from lrtune.tuner.spectral import ModeHistory, SpectralFit, advance
 
 #: Sub-pieces per interval between knots (the log-linear LR is held at their geometric midpoints).
 RESOLUTION = 2
@@ -35,15 +35,13 @@ def _interval_lrs(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.
 
 
 def _transfer(h: NDArray[np.float64], lrs: NDArray[np.float64], steps: float) -> Transfer:
-    """The per-mode transfer of constant pieces of ``steps`` steps at ``lrs`` (shape (R,)): ``(G, R)``, shape (J,)."""
-    g = np.ones_like(h)
-    r = np.zeros_like(h)
+    """The per-mode transfer of constant pieces of ``steps`` steps at ``lrs`` (shape (R,)): ``(G, R)``, shape (J,).
+
+    A state ``(D, N)`` goes to ``(G D, G N + R)``: it is :func:`lrtune.tuner.spectral.advance` from ``(1, 0)``.
+    """
+    g, r = np.ones_like(h), np.zeros_like(h)
     for lr in lrs:
-        a = (1.0 - lr * h) ** 2
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            an = np.power(a, steps)
-            geo = np.where(np.abs(1.0 - a) < 1e-12, steps, (1.0 - an) / (1.0 - a))
-            g, r = an * g, an * r + lr * lr * h * geo
+        g, r = advance(h, g, r, float(lr), steps)
     return g, r
 
 
@@ -52,12 +50,7 @@ def _run(
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """States ``d``, ``n`` (shape (M, J)) after the sub-pieces ``lrs`` (shape (M, R)), each ``steps`` long."""
     for k in range(lrs.shape[1]):
-        lr = lrs[:, k : k + 1]
-        a = (1.0 - lr * h) ** 2
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            an = np.power(a, steps)
-            geo = np.where(np.abs(1.0 - a) < 1e-12, steps, (1.0 - an) / (1.0 - a))
-            d, n = an * d, an * n + lr * lr * h * geo
+        d, n = advance(h, d, n, lrs[:, k : k + 1], steps)
     return d, n
 
 

@@ -39,3 +39,9 @@ class NoisyQuadratic:
         lrs = np.logspace(np.log10(lo), np.log10(hi), 600)
         losses = [self.loss_of(self.advance(m, lr, steps)) for lr in lrs]
         return float(lrs[int(np.nanargmin(losses))])
+
+
+def binned(losses: NDArray[np.float64], bins: int = 16) -> tuple[tuple[int, float | None], ...]:
+    """A run's losses as ``(end, mean)`` bins, as a job's segment records hold them."""
+    edges = np.linspace(0, len(losses), bins + 1).round().astype(int)
+    return tuple((int(b), float(losses[a:b].mean())) for a, b in zip(edges[:-1], edges[1:], strict=True))

@@ -4,31 +4,18 @@ import numpy as np
 
 from benchmarks.nqm import Landscape
 from lrtune.tuner.lossmodel import History, Run, band90, final_loss_std, final_losses, fit
+from tests.tuner.nqm import binned
 
 LAND = Landscape("test")
-
-
-def expected_curve(m: np.ndarray, lrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Expected per-step losses of a schedule from second moments ``m``, and the moments after it."""
-    out = np.empty(len(lrs))
-    for j, lr in enumerate(lrs):
-        m = LAND.advance(m, float(lr), 1)
-        out[j] = float(LAND.loss(m))
-    return out, m
-
-
-def binned(losses: np.ndarray, bins: int = 16) -> tuple[tuple[int, float | None], ...]:
-    edges = np.linspace(0, len(losses), bins + 1).round().astype(int)
-    return tuple((int(b), float(losses[a:b].mean())) for a, b in zip(edges[:-1], edges[1:], strict=True))
 
 
 def job_runs() -> tuple[list[Run], np.ndarray, list[np.ndarray]]:
     """A main line at a constant LR, then (from its end) a cooldown probe and two other LRs."""
     main = np.full(3000, 0.2)
-    curve, m = expected_curve(LAND.start(), main)
+    curve, m = LAND.curve(LAND.start(), main)
     runs = [Run(None, main, binned(curve, 32))]
     for branch in (np.linspace(0.2, 0.0, 400, endpoint=False), np.full(600, 0.06), np.full(600, 0.5)):
-        losses, _ = expected_curve(m, branch)
+        losses, _ = LAND.curve(m, branch)
         runs.append(Run(0, branch, binned(losses)))
     return runs, m, [main]
 
@@ -39,7 +26,7 @@ def test_predicts_a_decay_it_never_saw_within_its_band() -> None:
     assert f is not None
     # Held out: from the main line's end, 4,000 steps decaying geometrically from 0.1 to 0.002.
     cont = np.geomspace(0.1, 0.002, 4000)
-    truth, _ = expected_curve(m, cont)
+    truth, _ = LAND.curve(m, cont)
     steps, lrs = np.full(40, 100.0), cont.reshape(40, 100).mean(axis=1)
     history = History.of(path)
     predicted = float(final_losses(f.params, history, steps, lrs[None, :])[0])

@@ -11,23 +11,10 @@ from lrtune.tuner import spectral, spectralplan
 from lrtune.tuner.lossmodel import Run
 from lrtune.tuner.spectral import ModeHistory, SpectralFit, SpectralParams, curvature_grid
 from lrtune.tuner.state import ModelFit
+from tests.tuner.nqm import binned
 
 LAND = Landscape("test", dims=50)
 TOTAL = 4000
-
-
-def expected_curve(m: np.ndarray, lrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Expected per-step losses of a schedule from second moments ``m``, and the moments after it."""
-    out = np.empty(len(lrs))
-    for j, lr in enumerate(lrs):
-        m = LAND.advance(m, float(lr), 1)
-        out[j] = float(LAND.loss(m))
-    return out, m
-
-
-def binned(losses: np.ndarray, bins: int = 16) -> tuple[tuple[int, float | None], ...]:
-    edges = np.linspace(0, len(losses), bins + 1).round().astype(int)
-    return tuple((int(b), float(losses[a:b].mean())) for a, b in zip(edges[:-1], edges[1:], strict=True))
 
 
 def truth() -> SpectralFit:
@@ -40,9 +27,9 @@ def truth() -> SpectralFit:
 def job_runs() -> tuple[list[Run], np.ndarray, np.ndarray]:
     """A main line of 1,500 steps at 0.3 then 500 decaying to 0.05, and a short probe from its end."""
     main = np.concatenate([np.full(1500, 0.3), np.geomspace(0.3, 0.05, 500)])
-    curve, m = expected_curve(LAND.start(), main)
+    curve, m = LAND.curve(LAND.start(), main)
     probe = np.geomspace(0.05, 0.005, 200)
-    losses, _ = expected_curve(m, probe)
+    losses, _ = LAND.curve(m, probe)
     return [Run(None, tuple(main), binned(curve, 32)), Run(0, tuple(probe), binned(losses))], m, main
 
 
@@ -63,7 +50,7 @@ def test_a_fit_predicts_a_continuation_it_never_saw() -> None:
     assert f is not None
     # Held out: from the main line's end, 2,000 steps decaying from 0.05 to 0.001.
     plan = np.geomspace(0.05, 0.001, 2000)
-    truth_losses, _ = expected_curve(m, plan)
+    truth_losses, _ = LAND.curve(m, plan)
     history = ModeHistory.start(h).then(main)
     steps = np.full(20, 100.0)
     lrs = np.exp(np.log(plan).reshape(20, 100).mean(axis=1))
@@ -100,7 +87,7 @@ def test_a_run_that_blows_up_leaves_its_blow_up_out_of_the_fit() -> None:
     h = curvature_grid(1.0, TOTAL)
     clean = spectral.fit(runs, h)
     wild = np.full(200, 5.0)
-    losses, _ = expected_curve(LAND.start(), wild)
+    losses, _ = LAND.curve(LAND.start(), wild)
     blown = Run(None, tuple(wild), binned(np.where(np.isfinite(losses), losses, 1e30)))
     with_it = spectral.fit([*runs, blown], h)
     assert clean is not None and with_it is not None
@@ -111,7 +98,7 @@ def test_surprise_tells_a_run_that_ended_worse_than_predicted() -> None:
     model = truth()
     start = ModeHistory.start(LAND.h)
     lrs = np.full(500, 0.3)
-    curve, _ = expected_curve(LAND.start(), lrs)
+    curve, _ = LAND.curve(LAND.start(), lrs)
     as_predicted = spectral.surprise(LAND.h, model.params, Run(None, tuple(lrs), binned(curve)), start)
     worse = spectral.surprise(LAND.h, model.params, Run(None, tuple(lrs), binned(1.5 * curve)), start)
     assert as_predicted == pytest.approx(1.0, rel=0.02)
