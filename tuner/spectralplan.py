@@ -145,7 +145,8 @@ def optimize(
         for i in range(knots - 3, -1, -1):
             g2, r2 = suffix[i + 1]
             g1, r1 = trans[i + 1]
-            suffix[i] = (g2 * g1, g2 * r1 + r2)
+            with np.errstate(over="ignore", invalid="ignore"):  # a knot past the stability edge: inf, as it should
+                suffix[i] = (g2 * g1, g2 * r1 + r2)
         d0, n0 = history.d, history.n  # state before interval k - 1
         for k in range(knots):
             around = (x[k - 1] if k >= 1 else None, x[k + 1] if k <= knots - 2 else None)
