@@ -36,7 +36,7 @@ def _train(cb: AutoLRSCallback, model: Any, opt: Any, data: Any, before_step: An
             cb.on_train_batch_end(loss)
             if cb.done:
                 break
-    return {
+    out = {
         "lrs": run.lrs,
         "segment_ids": run.segment_ids,
         "events": events,
@@ -49,12 +49,17 @@ def _train(cb: AutoLRSCallback, model: Any, opt: Any, data: Any, before_step: An
         "tuner_done": None if cb.tuner is None else cb.tuner.done,
         "is_leader": cb.comm.is_leader,
     }
+    # As a training script ends: the client's request thread stops before the process exits (here the service runs
+    # in this process, so that thread runs the tuner; left running at exit it can abort the interpreter's teardown).
+    cb.on_train_end()
+    return out
 
 
 def _worker(rank: int, world: int, tmp: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{tmp}/rendezvous", rank=rank, world_size=world)
     out: dict[str, Any] = {}
+    app_client: Any = None
     try:
         # 1. In process: rank 0 runs the tuner, rank 1 only follows.
         model = torch.nn.parallel.DistributedDataParallel(make_model(seed=0, dropout=0.1))
@@ -130,6 +135,8 @@ def _worker(rank: int, world: int, tmp: str) -> None:
             out["config_error"] = str(exc)
     finally:
         torch.save(out, f"{tmp}/rank{rank}.pt")
+        if app_client is not None:
+            app_client.__exit__(None, None, None)
         dist.destroy_process_group()
 
 
