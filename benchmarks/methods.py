@@ -33,6 +33,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "robust-plan": {"robust_plan": True},
     "probe-judge": {"probe_all": True, "probe_judge": True},
     "spectral": {"loss_model": "spectral"},
+    "spectral-no-verify": {"loss_model": "spectral", "verify_rise": False},
     "probe-judge-robust": {"probe_all": True, "probe_judge": True, "robust_plan": True},
 }
 

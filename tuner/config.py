@@ -123,6 +123,12 @@ class TunerConfig:
             and search only when rival readings of the data disagree on the plan; a 2% LR range sweep). The
             spectral model comes within 1.25x of the optimal schedule on the noisy quadratic benchmark but is behind
             on the benchmark networks, hence not the default yet (see the README).
+        verify_rise: ``plan`` preset with the spectral model (on by default there): an LR the kept line rose to is
+            trusted (plans may go up to twice it) only once the rise has paid for itself: the line runs on, then a
+            cooldown probe from it (rolled back) must end below the loss the line had where the rise began. The
+            model's case for a higher LR is that its excess loss is noise a decay removes; the probe checks that
+            claim. A rise that did not pay brings the cap down to the geometric mean of the trusted LR and the
+            rise's.
     """
 
     #: How pydantic reads this class where it is the wire's job config (``lrtune.client.protocol``): unknown
@@ -175,6 +181,7 @@ class TunerConfig:
     robust_plan: bool | None = None
     probe_judge: bool | None = None
     loss_model: LossModel | None = None
+    verify_rise: bool | None = None
 
     def __post_init__(self) -> None:
         """Validate every field and raise :class:`InvalidConfigError` with what to fix."""
@@ -394,6 +401,7 @@ class Settings:
     robust_plan: bool = False
     probe_judge: bool = False
     loss_model: str = "power"
+    verify_rise: bool = False
 
 
 def resolve(config: TunerConfig) -> Settings:
@@ -492,6 +500,7 @@ def resolve(config: TunerConfig) -> Settings:
         robust_plan=_flag(c.robust_plan, False),
         probe_judge=_flag(c.probe_judge, False),
         loss_model=loss_model,
+        verify_rise=_flag(c.verify_rise, spectral),
     )
 
 

@@ -312,8 +312,32 @@ class OnlinePlanning(TunerParts):
                 ratio = spectral.surprise(self._grid(), o.fit.params, runs[run], start)
         if ratio is not None and ratio > SURPRISE:
             o.cap = float(max(self.settings.min_lr, min(o.cap, math.sqrt(trusted * top))))
+        elif self.settings.verify_rise:
+            if isinstance(o.rise, Unset):
+                o.rise = rec.segment_id
         else:
             o.trusted = top
+
+    def _rise(self) -> tuple[float, float | None]:
+        """The rise waiting for its check: the LR the kept line rose to, and the loss it had where the rise began.
+
+        That loss is the objective's last value before the rise (None where the rise began at the initial weights
+        or nothing finite was seen there).
+        """
+        o = self._online()
+        assert not isinstance(o.rise, Unset)
+        by_id = {r.segment_id: r for r in self._s.segments}
+        rec = by_id[o.rise]
+        top = max(float(rec.curve_from), float(rec.curve_to))
+        parent = None if rec.parent is None else by_id.get(rec.parent)
+        if parent is None:
+            return top, None
+        vals = [v for _, v in parent.val if v is not None and math.isfinite(v)]
+        if self._objective() == "val" and vals:
+            return top, vals[-1]
+        curve = [v for _, v in parent.curve if v is not None and math.isfinite(v)]
+        tail = curve[-max(1, len(curve) // 4) :]
+        return top, (sum(tail) / len(tail) if tail else None)
 
     def _current_plan(self) -> Plan | None:
         return self._online().plan

@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from lrtune.tuner import spectral
+from lrtune.tuner.fields import UNSET, Unset
 from lrtune.tuner.modelruns import runs_of
 from lrtune.tuner.online import SPECTRAL_CAP
 from lrtune.tuner.parts import TunerParts
@@ -40,6 +41,8 @@ class OnlineStages(TunerParts):
             seg = self._online_candidate(stages[-1], step)
             if seg is not None:
                 return seg
+            if stages[-1].k == 1 and not isinstance(o.rise, Unset):
+                return self._verify_finish(stages[-1], step)
             return self._online_finish(stages[-1], step)
         last = self._s.segments[-1] if self._s.segments else None
         trained = last is not None and last.phase == "train"
@@ -47,6 +50,12 @@ class OnlineStages(TunerParts):
             self._check_trust()
         if trained and st.replan:
             self._replan(step)
+        if trained and self._verify_due(step):
+            stage = self._online_stage(step, k=1)
+            seg = self._online_candidate(stage, step)
+            if seg is not None:
+                return seg
+            stage.status = "done"
         if step >= o.next_search and self._search_pays(step):
             stage = self._online_stage(step)
             seg = self._online_candidate(stage, step)
@@ -118,7 +127,76 @@ class OnlineStages(TunerParts):
             return disagreement_pays(fit, others, history, plan, wasted, st.min_lr, cap, self._knobs())
         return exploration_pays(fit, history, plan, wasted, st.min_lr, cap, self._knobs(), self._rival())
 
-    def _online_stage(self, step: int) -> Stage:
+    def _verify_due(self, step: int) -> bool:
+        """With ``verify_rise``: check a rise now (the LR that rose runs on, then a cooldown probe)?
+
+        A rise that cannot be checked (no room under the exploration cap, or too little budget left) stays
+        untrusted.
+        """
+        st = self.settings
+        o = self._online()
+        if not (st.verify_rise and st.loss_model == "spectral") or isinstance(o.rise, Unset):
+            return False
+        n, _ = self._stage_cost()
+        probe = self._probe_steps(n)
+        if (
+            probe == 0
+            or self._s.wasted_steps + probe > st.explore_cap * st.total_steps + 1e-9
+            or st.total_steps - step < 3 * n + probe
+        ):
+            o.rise = UNSET
+            return False
+        return True
+
+    def _verify_finish(self, stage: Stage, step: int) -> Segment:
+        """Trust the risen LR if the rise paid for itself, else bring the cap down; go on from the risen line.
+
+        The rise paid when its cooldown probe (which removes the noise a higher LR adds) ended below the loss the
+        line had where the rise began: what is left above that loss is damage a quadratic model does not know of.
+        """
+        st = self.settings
+        s = self._s
+        o = self._online()
+        assert not isinstance(o.trusted, Unset)  # set by the first training segment, before any rise
+        trusted = float(o.trusted)
+        top, before = self._rise()
+        cand = stage.candidates[0] if stage.candidates else None
+        usable = cand is not None and cand.steps_run > 0 and not cand.diverged
+        after = cand.probe_loss if cand is not None else None
+        paid = usable and (before is None or (after is not None and math.isfinite(after) and after < before))
+        if paid:
+            o.trusted = max(trusted, top)
+        else:
+            o.cap = float(max(st.min_lr, min(o.cap, math.sqrt(trusted * top))))
+        o.rise = UNSET
+        ids = set() if cand is None or cand.probe is None else {cand.probe.segment_id}
+        restore: str | None = stage.snapshot
+        if usable and cand is not None:
+            stage.winner, stage.winner_lr = cand.index, cand.lr
+            restore = cand.kept
+            s.winner_lr = cand.lr
+        elif cand is not None:
+            ids.add(cand.segment_id)
+        for rec in s.segments:
+            if rec.segment_id in ids and not rec.rolled_back:
+                rec.rolled_back = True
+                s.wasted_steps += rec.steps
+        drop = [c.kept for c in stage.candidates if c.kept] + [stage.snapshot]
+        for c in stage.candidates:
+            c.kept = None
+        stage.status = "done"
+        line = cand.segment_id if usable and cand is not None else stage.base
+        fit = self._model()
+        if fit is not None:
+            history = self._history(line)
+            o.plan = best_plan(
+                fit, history, step, st.total_steps - step, st.min_lr, self._cap(history), self._knobs(), self._rival()
+            )
+            o.plan_from = line
+        seg = self._online_segment(step)
+        return dataclasses.replace(seg, restore=restore, drop=tuple(drop))
+
+    def _online_stage(self, step: int, k: int | None = None) -> Stage:
         st = self.settings
         s = self._s
         index = len(s.stages)
@@ -130,7 +208,7 @@ class OnlineStages(TunerParts):
             kind="plan",
             tau=st.total_steps - step,
             cand_steps=n,
-            k=self._stage_k(),
+            k=self._stage_k() if k is None else k,
             warm=False,
             incumbent_lr=incumbent,
             objective=objective,

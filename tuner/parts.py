@@ -82,6 +82,8 @@ class TunerParts:
 
         def _check_trust(self) -> None: ...
 
+        def _rise(self) -> tuple[float, float | None]: ...
+
         def _candidate(
             self,
             stage: Stage,

@@ -144,6 +144,9 @@ class OnlineState:
         trusted: The spectral model's trust region: the highest LR the kept line has run at as the model predicted
             (plans go at most ``TRUST_GROWTH`` times higher); :data:`UNSET` (not written) for the other model and
             before the first training segment.
+        rise: With ``verify_rise``: the training segment whose LR rose above the trusted LR as predicted, waiting
+            for the check of its rise (a cooldown probe from the risen line); :data:`UNSET` (not written) while none
+            waits.
     """
 
     plan: Plan | None
@@ -155,6 +158,7 @@ class OnlineState:
     rival: ModelFit | Unset | None = UNSET
     plan_from: int | Unset | None = UNSET
     trusted: float | Unset = UNSET
+    rise: int | Unset = UNSET
 
     @property
     def rival_fit(self) -> ModelFit | None:
@@ -182,6 +186,8 @@ class OnlineState:
             out["plan_from"] = self.plan_from
         if not isinstance(self.trusted, Unset):
             out["trusted"] = self.trusted
+        if not isinstance(self.rise, Unset):
+            out["rise"] = self.rise
         return out
 
     @classmethod
@@ -198,6 +204,7 @@ class OnlineState:
             rival=UNSET if "rival" not in data else None if rival is None else ModelFit.from_dict(rival),
             plan_from=UNSET if "plan_from" not in data else f.opt_integer(data, "plan_from"),
             trusted=UNSET if "trusted" not in data else f.number(data, "trusted"),
+            rise=UNSET if "rise" not in data else f.integer(data, "rise"),
         )
 
 

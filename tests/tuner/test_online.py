@@ -132,3 +132,74 @@ def test_switches_keep_the_budget_and_the_exploration_cap(switches: dict[str, bo
         assert stage["winner"] == best["index"]
     if switches.get("robust_plan"):
         assert result["state"]["online"]["rival"]["params"]["beta"] == 0.5
+
+
+def _run_damaged(threshold: float, verify: bool) -> dict[str, object]:
+    """The test landscape, except that every step above ``threshold`` adds lasting damage: 0.3% of the loss then.
+
+    A noisy quadratic knows no such damage (a network trained at too high an LR can take it): the loss at a high LR
+    looks like noise a decay would remove, but a decay leaves the damage behind. Returns the final state and the
+    final loss, damage included.
+    """
+    tuner = Tuner(
+        TunerConfig(
+            min_lr=1e-3,
+            max_lr=10.0,
+            total_steps=TOTAL,
+            seed=0,
+            preset="plan",
+            loss_model="spectral",
+            verify_rise=verify,
+        )
+    )
+    rng = np.random.default_rng(0)
+    m, damage = LAND.start(), 0.0
+    snaps: dict[str, tuple[np.ndarray, float]] = {}
+    seg = tuner.next_segment()
+    steps = 0
+    while not seg.done:
+        if seg.restore:
+            m, damage = snaps[seg.restore][0].copy(), snaps[seg.restore][1]
+        for name in seg.drop:
+            snaps.pop(name, None)
+        if seg.snapshot:
+            snaps[seg.snapshot] = (m.copy(), damage)
+        losses = []
+        for j in range(seg.steps):
+            lr = seg.lr_at(j)
+            steps += 1
+            m = (1 - lr * LAND.h) ** 2 * m + lr * lr * LAND.sigma2 * LAND.h
+            quadratic = float(LAND.loss(m))
+            damage += 0.003 * quadratic if lr > threshold else 0.0
+            value = quadratic + damage
+            losses.append(
+                value * (1 + 0.03 * rng.standard_normal()) if math.isfinite(value) and value < 1e30 else math.inf
+            )
+            if seg.phase == "explore" and not math.isfinite(losses[-1]):
+                break
+        m = np.where(np.isfinite(m), m, 1e30)
+        if seg.keep:
+            snaps[seg.keep] = (m.copy(), damage)
+        seg = tuner.report(seg.segment_id, losses)
+    assert steps == TOTAL
+    return {"state": tuner.dump(), "final": float(LAND.loss(m)) + damage}
+
+
+def test_every_rise_of_the_spectral_plan_is_checked_by_a_probe_before_it_is_trusted() -> None:
+    state = run_tuner(LAND, TOTAL, seed=0, preset="plan", keep_state=True, loss_model="spectral")["state"]
+    checks = [s for s in state["stages"] if s["k"] == 1]  # type: ignore[index]
+    assert checks, "the plan never rose above the sweep's suggestion"
+    for stage in checks:
+        (cand,) = stage["candidates"]
+        probe = next(r for r in state["segments"] if r["segment_id"] == cand["probe"]["segment_id"])  # type: ignore[index]
+        assert probe["rolled_back"] and probe["curve_to"] == 0.0  # a cooldown probe, and only it is rolled back
+        assert not next(r for r in state["segments"] if r["segment_id"] == cand["segment_id"])["rolled_back"]  # type: ignore[index]
+    # On the quadratic every rise pays: trust grew past the sweep's suggestion.
+    assert state["online"]["trusted"] > state["sweep"]["lr"] * (1 + 1e-9)  # type: ignore[index]
+
+
+def test_a_rise_that_does_not_pay_is_not_trusted() -> None:
+    # The plan starts at the sweep's suggestion (0.28 here); every LR above 1.5x it does lasting damage.
+    checked, unchecked = _run_damaged(0.42, verify=True), _run_damaged(0.42, verify=False)
+    assert checked["state"]["online"]["trusted"] < unchecked["state"]["online"]["trusted"]  # type: ignore[index]
+    assert float(checked["final"]) < 0.1 * float(unchecked["final"])  # type: ignore[arg-type]
