@@ -125,10 +125,11 @@ class TunerConfig:
             on the benchmark networks, hence not the default yet (see the README).
         verify_rise: ``plan`` preset with the spectral model (on by default there): an LR the kept line rose to is
             trusted (plans may go up to twice it) only once the rise has paid for itself: the line runs on, then a
-            cooldown probe from it (rolled back) must end below the loss the line had where the rise began. The
+            cooldown probe from it (rolled back) must end below what the model says the line would have reached had
+            it stayed at the trusted LR and decayed alike (shifted by the model's miss where the rise began). The
             model's case for a higher LR is that its excess loss is noise a decay removes; the probe checks that
-            claim. A rise that did not pay brings the cap down to the geometric mean of the trusted LR and the
-            rise's.
+            claim. A rise that did not pay brings the cap down to the trusted LR (a smaller rise would only be checked
+            again, for a gain too small to measure).
     """
 
     #: How pydantic reads this class where it is the wire's job config (``lrtune.client.protocol``): unknown

@@ -53,7 +53,7 @@ from lrtune.tuner.replan import (
     predict_std,
     propose,
 )
-from lrtune.tuner.spectral import RowCache, SpectralFit, SpectralParams
+from lrtune.tuner.spectral import ModeHistory, RowCache, SpectralFit, SpectralParams
 from lrtune.tuner.state import ModelFit, OnlineState
 
 __all__ = [
@@ -338,6 +338,34 @@ class OnlinePlanning(TunerParts):
         curve = [v for _, v in parent.curve if v is not None and math.isfinite(v)]
         tail = curve[-max(1, len(curve) // 4) :]
         return top, (sum(tail) / len(tail) if tail else None)
+
+    def _stayed(self, steps: int, decay: int) -> float | None:
+        """What the model says the line would have reached had it not risen: the check's yardstick.
+
+        The line from where the rise began, at the trusted LR for ``steps`` steps, then a linear decay to 0 over
+        ``decay`` steps (the probe's), shifted by the model's miss at the rise's start (measured minus predicted),
+        so that the model's error in level does not count for or against the rise. None where the model cannot
+        tell.
+        """
+        o = self._online()
+        fit = self._model()
+        if not isinstance(fit, SpectralFit) or isinstance(o.rise, Unset) or isinstance(o.trusted, Unset):
+            return None
+        by_id = {r.segment_id: r for r in self._s.segments}
+        start = by_id[o.rise].parent
+        _, before = self._rise()
+        if start is None or before is None:
+            return None
+        history = self._history(start)
+        assert isinstance(history, ModeHistory)
+        trusted = float(o.trusted)
+        pieces = 8  # the linear decay, in constant pieces at their mid LRs
+        lengths = [float(steps)] + [decay / pieces] * pieces
+        lrs = [trusted] + [trusted * (1 - (i + 0.5) / pieces) for i in range(pieces)]
+        stayed = float(fit.final_losses(history, np.array(lengths), np.array([lrs]))[0])
+        miss = before - float(fit.loss_of(history.d, history.n))
+        value = stayed + miss
+        return value if math.isfinite(value) else None
 
     def _current_plan(self) -> Plan | None:
         return self._online().plan

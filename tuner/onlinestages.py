@@ -151,23 +151,35 @@ class OnlineStages(TunerParts):
     def _verify_finish(self, stage: Stage, step: int) -> Segment:
         """Trust the risen LR if the rise paid for itself, else bring the cap down; go on from the risen line.
 
-        The rise paid when its cooldown probe (which removes the noise a higher LR adds) ended below the loss the
-        line had where the rise began: what is left above that loss is damage a quadratic model does not know of.
+        The rise paid when its cooldown probe (which removes the noise a higher LR adds) ended below what the line
+        would have reached had it stayed at the trusted LR and decayed alike (:meth:`_stayed`; the loss where the rise
+        began when the model cannot tell): what is left above that is damage a quadratic model does not know of.
         """
         st = self.settings
         s = self._s
         o = self._online()
         assert not isinstance(o.trusted, Unset)  # set by the first training segment, before any rise
-        trusted = float(o.trusted)
+        assert not isinstance(o.rise, Unset)  # the check's own rise
+        trusted, rise = float(o.trusted), o.rise
         top, before = self._rise()
         cand = stage.candidates[0] if stage.candidates else None
         usable = cand is not None and cand.steps_run > 0 and not cand.diverged
         after = cand.probe_loss if cand is not None else None
-        paid = usable and (before is None or (after is not None and math.isfinite(after) and after < before))
-        if paid:
-            o.trusted = max(trusted, top)
+        steps = {r.segment_id: r.steps for r in s.segments}
+        probe_steps = None if cand is None or cand.probe is None else steps.get(cand.probe.segment_id)
+        if usable and cand is not None and probe_steps is None:
+            pass  # the probe never ran (an outage took its place): the rise stays unchecked, neither trusted nor cut
         else:
-            o.cap = float(max(st.min_lr, min(o.cap, math.sqrt(trusted * top))))
+            bar = before
+            if usable and cand is not None and probe_steps is not None:
+                stayed = self._stayed(steps[rise] + cand.steps_run, probe_steps)
+                bar = stayed if stayed is not None else before
+            if usable and (bar is None or (after is not None and math.isfinite(after) and after < bar)):
+                o.trusted = max(trusted, top)
+            else:
+                # No rise above the trusted LR pays here; a smaller one would only be checked again (each check costs
+                # a probe) for a gain too small to measure.
+                o.cap = float(max(st.min_lr, min(o.cap, trusted)))
         o.rise = UNSET
         ids = set() if cand is None or cand.probe is None else {cand.probe.segment_id}
         restore: str | None = stage.snapshot

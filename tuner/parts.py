@@ -84,6 +84,8 @@ class TunerParts:
 
         def _rise(self) -> tuple[float, float | None]: ...
 
+        def _stayed(self, steps: int, decay: int) -> float | None: ...
+
         def _candidate(
             self,
             stage: Stage,
