@@ -17,6 +17,11 @@ LAND = Landscape("test", dims=50)
 TOTAL = 4000
 
 
+def _observed(value: float, rng: np.random.Generator) -> float:
+    """A loss as the worker reports it: 3% noise, inf once the quadratic has blown up."""
+    return value * (1 + 0.03 * rng.standard_normal()) if math.isfinite(value) and value < 1e30 else math.inf
+
+
 @pytest.fixture(scope="module", params=["spectral", "power"])
 def result(request: pytest.FixtureRequest) -> dict[str, object]:
     return run_tuner(LAND, TOTAL, seed=0, preset="plan", keep_state=True, loss_model=request.param)
@@ -70,10 +75,7 @@ def test_schedule_shows_the_plan_and_candidates_judged_by_predicted_final_loss()
         for j in range(seg.steps):
             lr = seg.lr_at(j)
             m = (1 - lr * LAND.h) ** 2 * m + lr * lr * LAND.sigma2 * LAND.h
-            value = float(LAND.loss(m))
-            losses.append(
-                value * (1 + 0.03 * rng.standard_normal()) if math.isfinite(value) and value < 1e30 else math.inf
-            )
+            losses.append(_observed(float(LAND.loss(m)), rng))
             if seg.phase == "explore" and not math.isfinite(losses[-1]):
                 break
         m = np.where(np.isfinite(m), m, 1e30)
@@ -171,10 +173,7 @@ def _run_damaged(threshold: float, verify: bool) -> dict[str, object]:
             m = (1 - lr * LAND.h) ** 2 * m + lr * lr * LAND.sigma2 * LAND.h
             quadratic = float(LAND.loss(m))
             damage += 0.003 * quadratic if lr > threshold else 0.0
-            value = quadratic + damage
-            losses.append(
-                value * (1 + 0.03 * rng.standard_normal()) if math.isfinite(value) and value < 1e30 else math.inf
-            )
+            losses.append(_observed(quadratic + damage, rng))
             if seg.phase == "explore" and not math.isfinite(losses[-1]):
                 break
         m = np.where(np.isfinite(m), m, 1e30)
