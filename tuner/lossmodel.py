@@ -77,7 +77,7 @@ class Run:
         return _RunGeometry(
             lrs=lrs,
             cum=np.concatenate([[0.0], np.cumsum(lrs)]),
-            pieces=_pieces(lrs),
+            pieces=constant_pieces(lrs),
             bins=_thin(self.points, _POINTS_PER_RUN),
         )
 
@@ -187,19 +187,29 @@ class _Design:
         return np.asarray(g @ self.dlr, dtype=float)
 
 
-def _pieces(lrs: Sequence[float] | NDArray[np.float64]) -> list[tuple[int, int, float]]:
+def constant_pieces(
+    lrs: Sequence[float] | NDArray[np.float64], max_pieces: int = _MAX_PIECES_PER_RUN, geometric: bool = False
+) -> list[tuple[int, int, float]]:
     """Cut a per-step LR into constant pieces ``(start, steps, lr)``.
 
-    Exact where the LR is piecewise constant, else at most ``_MAX_PIECES_PER_RUN`` pieces at the mean LR of each.
+    Exact where the LR is piecewise constant, else at most ``max_pieces`` equal pieces, each at the mean LR of its
+    steps (with ``geometric``, the geometric mean where every LR is positive: log-linear sweeps and decays stay
+    accurate).
     """
     arr = np.asarray(lrs, dtype=float)
     n = len(arr)
     if n == 0:
         return []
     breaks = [0, *(np.flatnonzero(np.diff(arr) != 0) + 1).tolist(), n]
-    if len(breaks) - 1 > _MAX_PIECES_PER_RUN:
-        breaks = sorted({round(float(v)) for v in np.linspace(0, n, _MAX_PIECES_PER_RUN + 1)})
-    return [(a, b - a, float(arr[a:b].mean())) for a, b in zip(breaks[:-1], breaks[1:], strict=True) if b > a]
+    if len(breaks) - 1 > max_pieces:
+        breaks = sorted({round(float(v)) for v in np.linspace(0, n, max_pieces + 1)})
+    out = []
+    for a, b in zip(breaks[:-1], breaks[1:], strict=True):
+        if b > a:
+            chunk = arr[a:b]
+            geo = geometric and bool(np.all(chunk > 0))
+            out.append((a, b - a, float(np.exp(np.mean(np.log(chunk)))) if geo else float(chunk.mean())))
+    return out
 
 
 def _changes(
@@ -574,7 +584,7 @@ class History:
         if not arr.size:
             return self
         cum = np.concatenate([[0.0], np.cumsum(arr)]) + self.area
-        changes, held = _changes(_pieces(arr), cum, self.lr)
+        changes, held = _changes(constant_pieces(arr), cum, self.lr)
         return History(
             np.concatenate([self.dlr, np.array([c[1] for c in changes], dtype=float)]),
             np.concatenate([self.area_at, np.array([c[2] for c in changes], dtype=float)]),

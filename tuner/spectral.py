@@ -38,7 +38,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.optimize import nnls
 
-from lrtune.tuner.lossmodel import Run, extrapolation
+from lrtune.tuner.lossmodel import Run, constant_pieces, extrapolation
 
 #: Fewer binned observations than this: the model cannot tell yet.
 MIN_POINTS = 8
@@ -93,27 +93,6 @@ def advance(
         return an * d, an * n + lr * lr * h * geo
 
 
-def _pieces(lrs: NDArray[np.float64]) -> list[tuple[int, int, float]]:
-    """Constant pieces ``(start, steps, lr)`` of a per-step LR.
-
-    Exact where the LR is piecewise constant, else at most ``_MAX_PIECES`` pieces at the geometric mean LR of each
-    (log-linear sweeps and decays stay accurate).
-    """
-    n = len(lrs)
-    if n == 0:
-        return []
-    breaks = [0, *(np.flatnonzero(np.diff(lrs) != 0) + 1).tolist(), n]
-    if len(breaks) - 1 > _MAX_PIECES:
-        breaks = sorted({round(float(v)) for v in np.linspace(0, n, _MAX_PIECES + 1)})
-    out = []
-    for a, b in zip(breaks[:-1], breaks[1:], strict=True):
-        if b > a:
-            chunk = lrs[a:b]
-            lr = float(np.exp(np.mean(np.log(chunk)))) if np.all(chunk > 0) else float(chunk.mean())
-            out.append((a, b - a, lr))
-    return out
-
-
 @dataclass(frozen=True)
 class ModeHistory:
     """The model's state at the end of one line of training: every mode's decay and noise account.
@@ -147,7 +126,7 @@ class ModeHistory:
         if not arr.size:
             return self
         d, n = self.d, self.n
-        for _start, steps, lr in _pieces(arr):
+        for _start, steps, lr in constant_pieces(arr, _MAX_PIECES, geometric=True):
             d, n = advance(self.h, d, n, lr, steps)
         last = float(arr[-1])
         return ModeHistory(self.h, d, n, self.area + float(arr.sum()), self.steps + len(arr), last, last)
@@ -266,7 +245,7 @@ def _run_rows(run: Run, state: ModeHistory, whole: bool = False) -> _RunRows:
     centres: list[float] = []
     b = 0
     at = 0
-    for lo_step, steps, lr in _pieces(lrs):
+    for lo_step, steps, lr in constant_pieces(lrs, _MAX_PIECES, geometric=True):
         end = lo_step + steps
         while b < len(bins) and (bins[b][0] + min(bins[b][1], len(lrs))) / 2.0 <= end:
             lo, hi, mean = bins[b]
