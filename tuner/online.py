@@ -41,6 +41,7 @@ from lrtune.tuner.lossmodel import Fit
 from lrtune.tuner.modelruns import RecordMemo, fit_model, path_lrs, record_lrs, runs_of
 from lrtune.tuner.parts import TunerParts
 from lrtune.tuner.planner import Plan
+from lrtune.tuner.records import SegmentRecord
 from lrtune.tuner.replan import (
     RIVAL_BETA,
     RIVAL_TOL,
@@ -49,6 +50,7 @@ from lrtune.tuner.replan import (
     Knobs,
     best_plan,
     exploration_pays,
+    follow,
     predict,
     predict_std,
     propose,
@@ -66,6 +68,7 @@ __all__ = [
     "exploration_pays",
     "fit_model",
     "path_lrs",
+    "peak_lr",
     "propose",
     "record_lrs",
     "runs_of",
@@ -81,6 +84,11 @@ TRUST_GROWTH = 2.0
 #: reached as beyond the model's reach: the cap falls back (a quadratic model knows nothing of a network's
 #: instabilities short of divergence). A young model misses by tens of percent, so only a large miss counts.
 SURPRISE = 1.5
+
+
+def peak_lr(rec: SegmentRecord) -> float:
+    """The highest LR a segment's curve reaches (its LR moves monotonically from ``curve_from`` to ``curve_to``)."""
+    return max(float(rec.curve_from), float(rec.curve_to))
 
 
 class OnlinePlanning(TunerParts):
@@ -257,13 +265,7 @@ class OnlinePlanning(TunerParts):
         history = self._history(self._s.line)
         cap = self._cap(history)
         prev = o.plan
-        init = None
-        if self._spectral and prev is not None:
-            rest = st.total_steps - step
-
-            def init(fractions: NDArray[np.float64]) -> NDArray[np.float64]:
-                return np.array([prev.lr_at(round(step + v * rest)) for v in fractions])
-
+        init = follow(prev, step, st.total_steps - step) if self._spectral and prev is not None else None
         plan = best_plan(fit, history, step, st.total_steps - step, st.min_lr, cap, self._knobs(), self._rival(), init)
         o.plan = plan
         o.plan_from = self._s.line
@@ -295,7 +297,7 @@ class OnlinePlanning(TunerParts):
             return
         rec = self._s.segments[-1]
         o = self._online()
-        top = max(float(rec.curve_from), float(rec.curve_to))
+        top = peak_lr(rec)
         if isinstance(o.trusted, Unset):
             o.trusted = top  # the first training segment, at the LR the sweep suggested: where trust starts
             return
@@ -318,43 +320,37 @@ class OnlinePlanning(TunerParts):
         else:
             o.trusted = top
 
-    def _rise(self) -> tuple[float, float | None]:
-        """The rise waiting for its check: the LR the kept line rose to, and the loss it had where the rise began.
+    def _rise(self) -> tuple[SegmentRecord, float | None]:
+        """The rise waiting for its check: the training segment that rose, and the loss the line had before it.
 
-        That loss is the objective's last value before the rise (None where the rise began at the initial weights
-        or nothing finite was seen there).
+        That loss is the objective's last value at the end of the segment's parent (None where the rise began at the
+        initial weights or nothing finite was seen there).
         """
         o = self._online()
         assert not isinstance(o.rise, Unset)
         by_id = {r.segment_id: r for r in self._s.segments}
         rec = by_id[o.rise]
-        top = max(float(rec.curve_from), float(rec.curve_to))
         parent = None if rec.parent is None else by_id.get(rec.parent)
         if parent is None:
-            return top, None
+            return rec, None
         vals = [v for _, v in parent.val if v is not None and math.isfinite(v)]
         if self._objective() == "val" and vals:
-            return top, vals[-1]
+            return rec, vals[-1]
         curve = [v for _, v in parent.curve if v is not None and math.isfinite(v)]
         tail = curve[-max(1, len(curve) // 4) :]
-        return top, (sum(tail) / len(tail) if tail else None)
+        return rec, (sum(tail) / len(tail) if tail else None)
 
-    def _stayed(self, steps: int, decay: int) -> float | None:
+    def _stayed(self, start: int, before: float, steps: int, decay: int) -> float | None:
         """What the model says the line would have reached had it not risen: the check's yardstick.
 
-        The line from where the rise began, at the trusted LR for ``steps`` steps, then a linear decay to 0 over
-        ``decay`` steps (the probe's), shifted by the model's miss at the rise's start (measured minus predicted),
-        so that the model's error in level does not count for or against the rise. None where the model cannot
-        tell.
+        The line from the end of segment ``start`` (where the rise began, with loss ``before``), at the trusted LR
+        for ``steps`` steps, then a linear decay to 0 over ``decay`` steps (the probe's), shifted by the model's miss
+        at the rise's start (measured minus predicted), so that the model's error in level does not count for or
+        against the rise. None where the model cannot tell.
         """
         o = self._online()
         fit = self._model()
-        if not isinstance(fit, SpectralFit) or isinstance(o.rise, Unset) or isinstance(o.trusted, Unset):
-            return None
-        by_id = {r.segment_id: r for r in self._s.segments}
-        start = by_id[o.rise].parent
-        _, before = self._rise()
-        if start is None or before is None:
+        if not isinstance(fit, SpectralFit) or isinstance(o.trusted, Unset):
             return None
         history = self._history(start)
         assert isinstance(history, ModeHistory)

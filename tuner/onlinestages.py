@@ -20,7 +20,7 @@ import numpy as np
 from lrtune.tuner import spectral
 from lrtune.tuner.fields import UNSET, Unset
 from lrtune.tuner.modelruns import runs_of
-from lrtune.tuner.online import SPECTRAL_CAP
+from lrtune.tuner.online import SPECTRAL_CAP, peak_lr
 from lrtune.tuner.parts import TunerParts
 from lrtune.tuner.replan import best_plan, disagreement_pays, exploration_pays, propose
 from lrtune.tuner.search import to_unit
@@ -41,7 +41,7 @@ class OnlineStages(TunerParts):
             seg = self._online_candidate(stages[-1], step)
             if seg is not None:
                 return seg
-            if stages[-1].k == 1 and not isinstance(o.rise, Unset):
+            if not isinstance(o.rise, Unset):  # set only while a rise's check runs
                 return self._verify_finish(stages[-1], step)
             return self._online_finish(stages[-1], step)
         last = self._s.segments[-1] if self._s.segments else None
@@ -110,7 +110,7 @@ class OnlineStages(TunerParts):
             return False
         if st.total_steps - step < k * n + wasted + 2 * n:
             return False
-        by_spectrum = self.settings.loss_model == "spectral"
+        by_spectrum = self._spectral
         if not self._s.stages and not by_spectrum:
             return True  # the multi-power-law model's first search is part of its plan
         fit = self._model()
@@ -135,7 +135,7 @@ class OnlineStages(TunerParts):
         """
         st = self.settings
         o = self._online()
-        if not (st.verify_rise and st.loss_model == "spectral") or isinstance(o.rise, Unset):
+        if isinstance(o.rise, Unset):  # set only with ``verify_rise`` and the spectral model
             return False
         n, _ = self._stage_cost()
         probe = self._probe_steps(n)
@@ -156,48 +156,33 @@ class OnlineStages(TunerParts):
         began when the model cannot tell): what is left above that is damage a quadratic model does not know of.
         """
         st = self.settings
-        s = self._s
         o = self._online()
         assert not isinstance(o.trusted, Unset)  # set by the first training segment, before any rise
-        assert not isinstance(o.rise, Unset)  # the check's own rise
-        trusted, rise = float(o.trusted), o.rise
-        top, before = self._rise()
+        trusted = float(o.trusted)
+        rise, before = self._rise()
         cand = stage.candidates[0] if stage.candidates else None
-        usable = cand is not None and cand.steps_run > 0 and not cand.diverged
-        after = cand.probe_loss if cand is not None else None
-        steps = {r.segment_id: r.steps for r in s.segments}
-        probe_steps = None if cand is None or cand.probe is None else steps.get(cand.probe.segment_id)
-        if usable and cand is not None and probe_steps is None:
-            pass  # the probe never ran (an outage took its place): the rise stays unchecked, neither trusted nor cut
-        else:
+        keep = cand if cand is not None and cand.steps_run > 0 and not cand.diverged else None
+        probe = None
+        if keep is not None and keep.probe is not None:
+            probe = next((r for r in reversed(self._s.segments) if r.segment_id == keep.probe.segment_id), None)
+        # A probe that never ran (an outage took its place) leaves the rise unchecked: neither trusted nor cut.
+        if keep is None or probe is not None:
             bar = before
-            if usable and cand is not None and probe_steps is not None:
-                stayed = self._stayed(steps[rise] + cand.steps_run, probe_steps)
+            if keep is not None and probe is not None and before is not None and rise.parent is not None:
+                stayed = self._stayed(rise.parent, before, rise.steps + keep.steps_run, probe.steps)
                 bar = stayed if stayed is not None else before
-            if usable and (bar is None or (after is not None and math.isfinite(after) and after < bar)):
-                o.trusted = max(trusted, top)
+            after = None if keep is None else keep.probe_loss
+            if keep is not None and (bar is None or (after is not None and math.isfinite(after) and after < bar)):
+                o.trusted = max(trusted, peak_lr(rise))
             else:
                 # No rise above the trusted LR pays here; a smaller one would only be checked again (each check costs
                 # a probe) for a gain too small to measure.
                 o.cap = float(max(st.min_lr, min(o.cap, trusted)))
         o.rise = UNSET
-        ids = set() if cand is None or cand.probe is None else {cand.probe.segment_id}
-        restore: str | None = stage.snapshot
-        if usable and cand is not None:
-            stage.winner, stage.winner_lr = cand.index, cand.lr
-            restore = cand.kept
-            s.winner_lr = cand.lr
-        elif cand is not None:
-            ids.add(cand.segment_id)
-        for rec in s.segments:
-            if rec.segment_id in ids and not rec.rolled_back:
-                rec.rolled_back = True
-                s.wasted_steps += rec.steps
-        drop = [c.kept for c in stage.candidates if c.kept] + [stage.snapshot]
-        for c in stage.candidates:
-            c.kept = None
-        stage.status = "done"
-        line = cand.segment_id if usable and cand is not None else stage.base
+        restore, drop = self._end_search(stage, keep)
+        if keep is not None:
+            self._s.winner_lr = keep.lr
+        line = keep.segment_id if keep is not None else stage.base
         fit = self._model()
         if fit is not None:
             history = self._history(line)
@@ -206,7 +191,34 @@ class OnlineStages(TunerParts):
             )
             o.plan_from = line
         seg = self._online_segment(step)
-        return dataclasses.replace(seg, restore=restore, drop=tuple(drop))
+        return dataclasses.replace(seg, restore=restore, drop=drop)
+
+    def _end_search(self, stage: Stage, keep: Candidate | None) -> tuple[str | None, tuple[str, ...]]:
+        """End a search: the job goes on from ``keep``'s end state (None: from the stage's start), the rest is undone.
+
+        Every other candidate and every cooldown probe is rolled back (its steps count as wasted), the stage's
+        snapshots are released and the stage is done.
+
+        Returns:
+            The snapshot the next segment restores and the snapshots it lets the worker free.
+        """
+        s = self._s
+        ids = {c.segment_id for c in stage.candidates}
+        ids |= {c.probe.segment_id for c in stage.candidates if c.probe is not None}
+        restore: str | None = stage.snapshot
+        if keep is not None:
+            stage.winner, stage.winner_lr = keep.index, keep.lr
+            restore = keep.kept
+            ids.discard(keep.segment_id)
+        for rec in s.segments:
+            if rec.segment_id in ids and not rec.rolled_back:
+                rec.rolled_back = True
+                s.wasted_steps += rec.steps
+        drop = (*[c.kept for c in stage.candidates if c.kept], stage.snapshot)
+        for c in stage.candidates:
+            c.kept = None
+        stage.status = "done"
+        return restore, drop
 
     def _online_stage(self, step: int, k: int | None = None) -> Stage:
         st = self.settings
@@ -267,7 +279,7 @@ class OnlineStages(TunerParts):
             if fit is not None:
                 rest = st.total_steps - step - n
                 after = base.extend(np.array([float(n)]), np.array([incumbent]))
-                cap = o.cap if st.loss_model == "spectral" else min(o.edge, after.last_lr)
+                cap = o.cap if self._spectral else min(o.edge, after.last_lr)
                 plan = best_plan(fit, after, step + n, rest, st.min_lr, cap, self._knobs(), self._rival())
             lr = propose(fit, base, plan, incumbent, [c.lr for c in cands], n, st.min_lr, o.edge)
             self.last_suggest_s = time.perf_counter() - started
@@ -287,7 +299,7 @@ class OnlineStages(TunerParts):
                 continue
             if fit is not None:
                 history = self._history(c.segment_id)
-                cap = o.cap if st.loss_model == "spectral" else min(o.edge, history.last_lr)
+                cap = o.cap if self._spectral else min(o.edge, history.last_lr)
                 rest = st.total_steps - step
                 plan = best_plan(fit, history, step, rest, st.min_lr, cap, self._knobs(), self._rival())
                 c.forecast, c.std = plan.final_loss, plan.final_std
@@ -302,34 +314,19 @@ class OnlineStages(TunerParts):
         if st.probe_judge and len(usable) > 1 and len(probed) == len(usable):
             # Judged by what was seen: the loss each candidate reached after its own short decay.
             best = min(probed, key=lambda c: float(c.probe_loss))  # type: ignore[arg-type]
-        drop = [c.kept for c in stage.candidates if c.kept]
-        ids = {c.segment_id for c in stage.candidates}
-        ids |= {c.probe.segment_id for c in stage.candidates if c.probe is not None}
-        restore: str | None = stage.snapshot
-        winner_seg = None
-        if best is not None:
-            stage.winner, stage.winner_lr = best.index, best.lr
-            restore, winner_seg = best.kept, best.segment_id
-            if best.plan is not None:
-                o.plan = best.plan
-                o.plan_from = winner_seg
-        else:
+        restore, drop = self._end_search(stage, best)
+        if best is None:
             lowest = min(c.lr for c in stage.candidates)
             stage.winner_lr = max(st.min_lr, lowest / 10)
             # Every candidate diverged: the stability edge lies below the lowest of them.
-            o.cap = min(o.cap, lowest * (SPECTRAL_CAP if st.loss_model == "spectral" else 1 / 3))
+            o.cap = min(o.cap, lowest * (SPECTRAL_CAP if self._spectral else 1 / 3))
             o.edge = min(o.edge, lowest)
             o.plan = None
-        for rec in s.segments:
-            if rec.segment_id in ids and rec.segment_id != winner_seg and not rec.rolled_back:
-                rec.rolled_back = True
-                s.wasted_steps += rec.steps
-        for c in stage.candidates:
-            c.kept = None
-        drop.append(stage.snapshot)
-        stage.status = "done"
+        elif best.plan is not None:
+            o.plan = best.plan
+            o.plan_from = best.segment_id
         s.winner_lr = stage.winner_lr
         o.spacing = min(2 * o.spacing, st.tau_max)
         o.next_search = step + o.spacing
         seg = self._online_segment(step)
-        return dataclasses.replace(seg, restore=restore, drop=tuple(drop))
+        return dataclasses.replace(seg, restore=restore, drop=drop)

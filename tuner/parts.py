@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from lrtune.tuner.lossmodel import Fit
     from lrtune.tuner.modelruns import RecordMemo
     from lrtune.tuner.planner import Plan
+    from lrtune.tuner.records import SegmentRecord
     from lrtune.tuner.replan import AnyFit, AnyHistory, Knobs
     from lrtune.tuner.search import Observation, Surrogate
     from lrtune.tuner.segment import Segment
@@ -80,11 +81,14 @@ class TunerParts:
 
         def _current_plan(self) -> Plan | None: ...
 
+        @property
+        def _spectral(self) -> bool: ...
+
         def _check_trust(self) -> None: ...
 
-        def _rise(self) -> tuple[float, float | None]: ...
+        def _rise(self) -> tuple[SegmentRecord, float | None]: ...
 
-        def _stayed(self, steps: int, decay: int) -> float | None: ...
+        def _stayed(self, start: int, before: float, steps: int, decay: int) -> float | None: ...
 
         def _candidate(
             self,

@@ -167,9 +167,13 @@ def exploration_pays(
     return plan.final_std > max(cost, 0.0)
 
 
-def _plan_at(plan: Plan, fractions: NDArray[np.float64]) -> NDArray[np.float64]:
-    """The plan's LRs at ``fractions`` of its length, shape (K,)."""
-    return np.array([plan.lr_at(round(plan.start + f * plan.steps)) for f in fractions])
+def follow(plan: Plan, start: int, steps: int) -> Callable[[NDArray[np.float64]], NDArray[np.float64]]:
+    """An ``init`` for :func:`best_plan`: ``plan``'s LRs at fractions of ``steps`` steps from ``start``."""
+
+    def init(fractions: NDArray[np.float64]) -> NDArray[np.float64]:
+        return np.array([plan.lr_at(round(start + f * steps)) for f in fractions])
+
+    return init
 
 
 def disagreement_pays(
@@ -199,14 +203,7 @@ def disagreement_pays(
     for other in rivals:
         mine = float(other.final_losses(history, steps, lrs[None, :])[0])
         own = best_plan(
-            other,
-            history,
-            plan.start,
-            plan.steps,
-            lo,
-            hi,
-            knobs,
-            init=lambda v: np.array([plan.lr_at(round(plan.start + f * plan.steps)) for f in v]),
+            other, history, plan.start, plan.steps, lo, hi, knobs, init=follow(plan, plan.start, plan.steps)
         )
         if own.final_loss is not None and math.isfinite(mine):
             regret = max(regret, mine - own.final_loss)
