@@ -248,13 +248,17 @@ def run_tuner(
 def preset_switches(name: str) -> tuple[str, dict[str, Any]]:
     """The preset and the switches of a ``--presets`` entry.
 
-    ``plan:probe_all,probe_judge`` turns both on; ``plan:loss_model=power`` sets a value.
+    ``plan:probe_all,probe_judge`` turns both on; ``plan:loss_model=power`` sets a value (read as JSON where it is,
+    so ``plan:verify_rise=false`` turns a switch off; else as a string).
     """
     preset, _, flags = name.partition(":")
     out: dict[str, Any] = {}
     for flag in filter(None, flags.split(",")):
         key, eq, value = flag.partition("=")
-        out[key] = value if eq else True
+        try:
+            out[key] = json.loads(value) if eq else True
+        except json.JSONDecodeError:
+            out[key] = value
     return preset, out
 
 

@@ -4,7 +4,9 @@ With the multi-power-law model (the default, ``loss_model="power"``), whose fixe
 plans some tests here pin, and with the spectral model (``loss_model="spectral"``).
 """
 
+import functools
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,9 +24,15 @@ def _observed(value: float, rng: np.random.Generator) -> float:
     return value * (1 + 0.03 * rng.standard_normal()) if math.isfinite(value) and value < 1e30 else math.inf
 
 
+@functools.cache
+def _job(loss_model: str, seed: int = 0) -> dict[str, Any]:
+    """A plan-preset job on the test landscape, with its final state (run once per module, shared by the tests)."""
+    return run_tuner(LAND, TOTAL, seed=seed, preset="plan", keep_state=True, loss_model=loss_model)
+
+
 @pytest.fixture(scope="module", params=["spectral", "power"])
 def result(request: pytest.FixtureRequest) -> dict[str, object]:
-    return run_tuner(LAND, TOTAL, seed=0, preset="plan", keep_state=True, loss_model=request.param)
+    return _job(request.param)
 
 
 def test_runs_exactly_the_budget_and_rolls_back_at_most_fifteen_percent(result: dict[str, object]) -> None:
@@ -41,12 +49,12 @@ def test_the_spectral_plan_comes_within_a_quarter_of_the_optimal_schedule() -> N
     # Every step charged (the sweep too); the optimum is the best 20-piece schedule through the closed form.
     best, _ = optimum(LAND, TOTAL, pieces=20, sweeps=10)
     for seed in (0, 1):
-        got = run_tuner(LAND, TOTAL, seed=seed, preset="plan", loss_model="spectral")
+        got = _job("spectral", seed)
         assert float(got["final"]) <= 1.25 * best, f"seed {seed}: {float(got['final']) / best:.3f}x the optimum"
 
 
 def test_the_spectral_plan_stays_under_its_cap_and_shows_the_model_beside_the_data() -> None:
-    result = run_tuner(LAND, TOTAL, seed=0, preset="plan", keep_state=True, loss_model="spectral")
+    result = _job("spectral")
     state = result["state"]
     first_cap = SPECTRAL_CAP * state["sweep"]["lr"] * 10.0
     assert state["online"]["cap"] <= first_cap * (1 + 1e-9)
@@ -106,8 +114,7 @@ def test_schedule_shows_the_plan_and_candidates_judged_by_predicted_final_loss()
 def test_the_sweeps_continuation_leaves_the_planner_state_for_after_the_sweep() -> None:
     # The continuation of the sweep segment asks for the planned LR; the cap and the first search's step must
     # still come from the sweep's result, not from before it.
-    result = run_tuner(LAND, TOTAL, seed=0, preset="plan", keep_state=True, loss_model="power")
-    state = result["state"]
+    state = _job("power")["state"]
     sweep_lr = state["sweep"]["lr"]
     assert state["online"]["cap"] <= sweep_lr * 10.0 / 3.0 + 1e-12
     assert state["stages"][0]["start_step"] >= state["sweep"]["steps_run"] + round(0.06 * TOTAL)
@@ -185,7 +192,7 @@ def _run_damaged(threshold: float, verify: bool) -> dict[str, object]:
 
 
 def test_every_rise_of_the_spectral_plan_is_checked_by_a_probe_before_it_is_trusted() -> None:
-    state = run_tuner(LAND, TOTAL, seed=0, preset="plan", keep_state=True, loss_model="spectral")["state"]
+    state = _job("spectral")["state"]
     checks = [s for s in state["stages"] if s["k"] == 1]  # type: ignore[index]
     assert checks, "the plan never rose above the sweep's suggestion"
     for stage in checks:
