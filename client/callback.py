@@ -59,9 +59,10 @@ class AutoLRSCallback:
         total_steps: Step budget, exploration included; the callback is :attr:`done` after that many steps.
         val_fn: Returns the validation loss (a float or a scalar tensor); called at the cadence a segment asks
             for, with the model in eval mode and gradients off. Needed when the objective is validation loss; with
-            the ``plan`` preset and no ``objective`` in ``config``, giving it makes the objective the validation
-            loss (the plan then minimises the validation loss at the end of the budget).
-        preset: ``"default"``, ``"plan"``, ``"greedy"`` or ``"paper"`` (see ``lrtune.tuner.TunerConfig``).
+            the ``plan`` preset (the default) and no ``objective`` in ``config``, giving it makes the objective the
+            validation loss (the plan then minimises the validation loss at the end of the budget).
+        preset: ``"default"`` (``"plan"``), ``"plan"``, ``"greedy"`` or ``"paper"`` (see
+            ``lrtune.tuner.TunerConfig``).
         strategy: ``"autolrs"`` or a standard schedule (``"cosine"``, ...).
         seed: Seed of the tuner.
         config: More job config fields (``tau``, ``k``, ``warmup_steps``, ``objective``, ...; see

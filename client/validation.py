@@ -13,6 +13,7 @@ from lrtune.client.fallback import check_fallback
 from lrtune.client.http import check_http_client
 from lrtune.client.protocol import JobConfig
 from lrtune.client.replay import ReplayLoader
+from lrtune.tuner.config import named_preset
 
 
 def check_options(
@@ -112,7 +113,8 @@ def check_options(
     if fields:
         raise ValueError(f"pass {', '.join(sorted(fields))} as arguments, not in config")
     extra = dict(config or {})
-    if val_fn is not None and preset == "plan" and strategy == "autolrs" and extra.get("objective") is None:
+    planning = isinstance(preset, str) and named_preset(preset) == "plan" and strategy == "autolrs"
+    if val_fn is not None and planning and extra.get("objective") is None:
         # The plan preset plans for the loss at the end of the budget: with a validation function, that is the
         # validation loss.
         extra["objective"] = "val"

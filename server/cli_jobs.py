@@ -31,6 +31,7 @@ import typer
 from lrtune.client.errors import JobGoneError, LrtuneHTTPError
 from lrtune.client.http import ServiceClient
 from lrtune.client.protocol import JOB_STATUSES
+from lrtune.tuner.config import named_preset
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
@@ -324,7 +325,7 @@ def plan_points(lr: Sequence[Sequence[float]], most: int = 5) -> list[tuple[int,
 
 
 def plan_pairs(info: dict[str, Any], sched: dict[str, Any]) -> list[tuple[str, str]]:
-    """The summary lines of a job's current plan (the ``default`` preset's), or none for other jobs.
+    """The summary lines of a job's current plan (the ``plan`` preset's, which ``default`` stands for), or none.
 
     Returns:
         ``("plan", ...)``: the plan's steps and a few of its ``step: lr`` points; ``("predicted", ...)``: the loss
@@ -333,7 +334,7 @@ def plan_pairs(info: dict[str, Any], sched: dict[str, Any]) -> list[tuple[str, s
     plan = sched.get("plan")
     cfg = info["config"]
     if plan is None:
-        planning = cfg.get("preset") == "plan" and cfg.get("strategy", "autolrs") == "autolrs"
+        planning = named_preset(cfg.get("preset", "default")) == "plan" and cfg.get("strategy", "autolrs") == "autolrs"
         return [("plan", "none yet (the first comes once the loss model has enough losses)")] if planning else []
     points = ", ".join(f"{fmt_num(lr, 3)} @{step}" for step, lr in plan_points(plan.get("lr") or []))
     last = " (the last plan)" if sched.get("done") else ""

@@ -2,7 +2,8 @@
 
 ``TunerConfig`` is what a user writes (and what travels over the wire). ``Settings`` is the complete,
 resolved set of knobs the stage machine runs on: every ``None`` in the config is filled from the preset and
-the step budget. Resolution is a pure function of the config, so a dumped job stores only the config.
+the step budget. Resolution is a pure function of the config and the job's :class:`Defaults` (what ``"default"`` and
+an unset loss model stood for when it was created), so a dumped job stores only those two.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import dataclasses
 import functools
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import UnionType
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin, get_type_hints
@@ -26,9 +28,11 @@ Strategy = Literal["autolrs", "constant", "cosine", "linear", "wsd", "rex"]
 Objective = Literal["train", "val", "auto"]
 
 PRESETS: tuple[str, ...] = get_args(Preset)
-#: The preset ``default`` stands for. ``plan`` becomes the default once it beats ``greedy`` on the real workloads
-#: of the benchmark (see the README: today it is ahead on the noisy quadratic and behind on the networks).
-DEFAULT_PRESET = "greedy"
+#: The preset ``default`` stands for: the planner (the README's Presets section gives the figures, including where
+#: ``greedy`` is ahead).
+DEFAULT_PRESET = "plan"
+#: The ``plan`` preset's loss model when the config leaves ``loss_model`` unset.
+DEFAULT_LOSS_MODEL = "spectral"
 PLAN_SHAPES: tuple[str, ...] = get_args(PlanShape)
 LOSS_MODELS: tuple[str, ...] = get_args(LossModel)
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
@@ -56,7 +60,7 @@ class TunerConfig:
         total_steps: Budget of gradient steps, every exploration and rolled-back step included.
         preset: ``"plan"`` (plans the whole budget with a loss model, re-planned online), ``"greedy"`` (stage by
             stage search of the best LR over a short horizon, then a fixed anneal), ``"paper"`` (the reference
-            AutoLRS behaviour), or ``"default"``: the recommended one, today ``greedy`` (``DEFAULT_PRESET``).
+            AutoLRS behaviour), or ``"default"``: the recommended one, ``plan`` (``DEFAULT_PRESET``).
         strategy: ``"autolrs"`` searches the LR; the others serve a standard schedule.
         seed: Seed of every random choice the tuner makes.
         tau: Length in steps of the first stage (None: from the preset and budget).
@@ -116,13 +120,13 @@ class TunerConfig:
         probe_judge: ``plan`` preset, with ``probe_all``: the search's winner is the candidate with the lowest
             loss after its cooldown probe (what was observed) instead of the lowest predicted final loss (what
             the model extrapolates); the plan from the winner is still the model's.
-        loss_model: ``plan`` preset: ``"power"`` (the default: the multi-power-law model,
-            :mod:`lrtune.tuner.lossmodel`, with non-increasing plans and a fixed first search) or ``"spectral"``
-            (training read as a noisy quadratic with a fitted spectrum of curvatures, :mod:`lrtune.tuner.spectral`:
-            plans may take any LR up to the stability cap, rise only as far as the model keeps predicting the loss,
-            and search only when rival readings of the data disagree on the plan; a 2% LR range sweep). The
-            spectral model comes within 1.25x of the optimal schedule on the noisy quadratic benchmark but is behind
-            on the benchmark networks, hence not the default yet (see the README).
+        loss_model: ``plan`` preset: ``"spectral"`` (the default: training read as a noisy quadratic with a fitted
+            spectrum of curvatures, :mod:`lrtune.tuner.spectral`: plans may take any LR up to the stability cap, rise
+            only as far as the model keeps predicting the loss and the rise check passes, and search only when rival
+            readings of the data disagree on the plan; a 2% LR range sweep) or ``"power"`` (the multi-power-law
+            model, :mod:`lrtune.tuner.lossmodel`, with non-increasing plans and a fixed first search). The spectral
+            model is ahead of the power model on every noisy quadratic case and every benchmark network (see the
+            README).
         verify_rise: ``plan`` preset with the spectral model (on by default there): an LR the kept line rose to is
             trusted (plans may go up to twice it) only once the rise has paid for itself: the line runs on, then a
             cooldown probe from it (rolled back) must end below what the model says the line would have reached had
@@ -405,11 +409,54 @@ class Settings:
     verify_rise: bool = False
 
 
-def resolve(config: TunerConfig) -> Settings:
+@dataclass(frozen=True)
+class Defaults:
+    """What a config's unset choices stand for; a job keeps the ones it was created with.
+
+    A stored job must continue as it ran, so it is resolved with the defaults of the version that created it, not
+    with today's (:data:`LEGACY_DEFAULTS` for jobs stored before the state recorded them).
+
+    Attributes:
+        preset: The preset ``"default"`` stands for.
+        loss_model: The ``plan`` preset's loss model when ``loss_model`` is unset.
+    """
+
+    preset: str = DEFAULT_PRESET
+    loss_model: str = DEFAULT_LOSS_MODEL
+
+    def to_dict(self) -> dict[str, str]:
+        """The stored form."""
+        return {"preset": self.preset, "loss_model": self.loss_model}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Defaults:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            KeyError: A key is missing.
+            ValueError: A value names no preset or loss model (or ``preset`` is ``"default"``).
+        """
+        preset, loss_model = data["preset"], data["loss_model"]
+        if preset not in PRESETS or preset == "default" or loss_model not in LOSS_MODELS:
+            raise ValueError(f"defaults must name a preset and a loss model, got {dict(data)!r}")
+        return cls(preset=preset, loss_model=loss_model)
+
+
+#: What unset choices stood for before the state recorded them: ``default`` was ``greedy``, the loss model ``power``.
+LEGACY_DEFAULTS = Defaults(preset="greedy", loss_model="power")
+
+
+def named_preset(preset: str, defaults: Defaults = Defaults()) -> str:
+    """The preset a job runs: ``"default"`` read as the one it stands for (``defaults.preset``), others as named."""
+    return defaults.preset if preset == "default" else preset
+
+
+def resolve(config: TunerConfig, defaults: Defaults = Defaults()) -> Settings:
     """Fill every unset knob from the preset and the step budget.
 
     Args:
         config: The user's config.
+        defaults: What ``preset="default"`` and an unset ``loss_model`` stand for (a stored job's own).
 
     Returns:
         The complete settings. ``paper`` reproduces the reference AutoLRS numbers (tau=1000 doubling to
@@ -420,7 +467,7 @@ def resolve(config: TunerConfig) -> Settings:
     """
     c = config
     paper = c.preset == "paper"
-    preset = DEFAULT_PRESET if c.preset == "default" else c.preset
+    preset = named_preset(c.preset, defaults)
     plan = preset == "plan" and c.strategy == "autolrs"
     total = c.total_steps
     if c.warmup_lr is not None:
@@ -434,7 +481,7 @@ def resolve(config: TunerConfig) -> Settings:
     if c.strategy == "autolrs":
         anneal_steps = min(anneal_steps, total - c.warmup_steps - 1)
     # A prior LR takes the place of the sweep's suggestion: no sweep unless asked for.
-    loss_model = c.loss_model or "power"
+    loss_model = c.loss_model or defaults.loss_model
     spectral = plan and loss_model == "spectral"
     # The spectral planner reads the sweep only for the stability edge and as data: half the length does.
     default_sweep = 0.0 if paper or c.prior_lr else 0.02 if spectral else 0.04

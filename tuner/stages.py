@@ -27,7 +27,7 @@ from typing import Any
 
 from lrtune.tuner import schedules
 from lrtune.tuner.candidates import Candidates
-from lrtune.tuner.config import Settings, TunerConfig, resolve
+from lrtune.tuner.config import LEGACY_DEFAULTS, Defaults, Settings, TunerConfig, resolve
 from lrtune.tuner.errors import (
     ConflictingReportError,
     InvalidReportError,
@@ -65,10 +65,11 @@ class Tuner(Views, GreedyStages, Candidates, OnlinePlanning, OnlineStages, Outag
 
     def __init__(self, config: TunerConfig) -> None:
         self.config = config
-        self.settings: Settings = resolve(config)
+        defaults = Defaults()
+        self.settings: Settings = resolve(config, defaults)
         self._reset_memos()
         # The open segment is a placeholder until the first one is planned (planning reads the state).
-        self._s = TunerState(config, Segment(0, "done", 0, 0, done=True))
+        self._s = TunerState(config, Segment(0, "done", 0, 0, done=True), defaults=defaults)
         self._open(self._plan())
 
     def _reset_memos(self) -> None:
@@ -182,11 +183,11 @@ class Tuner(Views, GreedyStages, Candidates, OnlinePlanning, OnlineStages, Outag
             raise InvalidStateError(f"cannot recover tuner state with schema {got!r} (expected {SCHEMA_VERSION})")
         try:
             s = TunerState.from_dict(state)
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise InvalidStateError(f"malformed tuner state: {exc}") from exc
         tuner = cls.__new__(cls)
         tuner.config = s.config
-        tuner.settings = resolve(s.config)
+        tuner.settings = resolve(s.config, s.defaults or LEGACY_DEFAULTS)
         tuner._reset_memos()
         tuner._s = s
         return tuner

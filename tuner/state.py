@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lrtune.tuner import fields as f
-from lrtune.tuner.config import TunerConfig
+from lrtune.tuner.config import Defaults, TunerConfig
 from lrtune.tuner.fields import UNSET, Unset
 from lrtune.tuner.lossmodel import Fit, Params
 from lrtune.tuner.planner import Plan
@@ -232,6 +232,8 @@ class TunerState:
         snaps: Each snapshot the worker holds, by name: the segment whose end state it holds (None: the initial
             weights).
         online: The ``plan`` preset's planner, once created (not written before).
+        defaults: What the config's unset choices stood for when the job was created; None in dumps written
+            before it was kept (those ran with :data:`lrtune.tuner.config.LEGACY_DEFAULTS`).
         schema: Version of the stored format.
     """
 
@@ -253,6 +255,7 @@ class TunerState:
     line: int | None = None
     snaps: dict[str, int | None] = field(default_factory=dict)
     online: OnlineState | None = None
+    defaults: Defaults | None = None
     schema: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -279,19 +282,23 @@ class TunerState:
         }
         if self.online is not None:
             out["online"] = self.online.to_dict()
+        if self.defaults is not None:
+            out["defaults"] = self.defaults.to_dict()
         return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TunerState:
         """Inverse of :meth:`to_dict`; reads nothing of ``data`` that it keeps (lists are copied).
 
-        Dumps written before lineage, the LR range sweep and the spreads were kept have no ``line``, ``snaps``,
-        ``sweep`` or ``ref_spread``: they read as None (``snaps``: empty).
+        Dumps written before lineage, the LR range sweep, the spreads and the defaults were kept have no ``line``,
+        ``snaps``, ``sweep``, ``ref_spread`` or ``defaults``: they read as None (``snaps``: empty).
 
         Raises:
             KeyError, TypeError, ValueError: A field is missing or of the wrong type (the config: invalid).
         """
-        last, sweep, online = (f.opt_mapping(data, key) for key in ("last_report", "sweep", "online"))
+        last, sweep, online, defaults = (
+            f.opt_mapping(data, key) for key in ("last_report", "sweep", "online", "defaults")
+        )
         snaps = dict(f.opt_mapping(data, "snaps") or {})
         for name, holder in snaps.items():
             if not isinstance(name, str) or (holder is not None and not isinstance(holder, int)):
@@ -316,4 +323,5 @@ class TunerState:
             line=f.opt_integer(data, "line", required=False),
             snaps=snaps,
             online=None if online is None else OnlineState.from_dict(online),
+            defaults=None if defaults is None else Defaults.from_dict(defaults),
         )

@@ -128,9 +128,19 @@ def test_val_fn_runs_at_the_segment_cadence_in_eval_mode() -> None:
 def test_diverging_candidates_stop_early_and_the_run_completes() -> None:
     model = make_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    # Without the LR range sweep: it would keep the search far below the LRs that blow up.
+    # The greedy preset without the LR range sweep: its search spans the range, so candidates blow up (the sweep,
+    # and the plan preset's stability cap, would keep them far below the LRs that do).
     cb = AutoLRSCallback(
-        model, opt, None, 1e-2, 1e4, 240, config={**SMALL, "sweep_fraction": 0.0}, seed=1, guard_every=4
+        model,
+        opt,
+        None,
+        1e-2,
+        1e4,
+        240,
+        config={**SMALL, "sweep_fraction": 0.0},
+        preset="greedy",
+        seed=1,
+        guard_every=4,
     )
     run = train(cb, model, opt, make_batches())
     sched = cb.tuner.schedule()
@@ -313,3 +323,18 @@ def test_import_client_loads_only_the_tuners_pure_modules() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_val_fn_makes_the_default_plan_minimise_the_validation_loss() -> None:
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def val_fn() -> float:
+        return 1.0
+
+    planned = AutoLRSCallback(model, opt, None, 1e-3, 1.0, 200, val_fn)
+    assert planned.tuner.settings.planner and planned.tuner.settings.objective == "val"
+    told = AutoLRSCallback(model, opt, None, 1e-3, 1.0, 200, val_fn, config={"objective": "train"})
+    assert told.tuner.settings.objective == "train"  # an objective the user gave stands
+    greedy = AutoLRSCallback(model, opt, None, 1e-3, 1.0, 200, val_fn, preset="greedy")
+    assert not greedy.tuner.settings.planner and greedy.tuner.settings.objective == "train"

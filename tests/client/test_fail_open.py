@@ -114,7 +114,7 @@ def test_never_back_finishes_the_budget_on_the_planned_continuation(
     ended = next(s for s in cb.history if s.segment_id == run.segment_ids[first - 1])
     planned = [p.lr_at(j) for p in ended.then for j in range(p.steps)]
     offline = [lr for lr, sid in zip(run.lrs, run.segment_ids, strict=True) if sid is None]
-    assert offline == planned and offline[-1] < offline[0] / 10  # the final anneal, not a held LR
+    assert offline == planned and offline[-1] < offline[0] / 2  # the plan's decay, not a held LR
     assert len(_warnings(caplog)) == 1
     with caplog.at_level(logging.WARNING, logger="lrtune.client"):
         cb.on_train_end()  # one last try to deliver the report
@@ -250,7 +250,7 @@ def test_retries_back_off_exponentially_with_jitter_and_warn_once(caplog: pytest
 
 def test_replay_survives_an_outage(link: Link, app_client: TestClient) -> None:
     data = ReplayLoader(make_batches(n_batches=7))
-    model, opt, cb = _cb(link, loader=data)
+    model, opt, cb = _cb(link, loader=data, preset="greedy")  # a search of several candidates from step 0
 
     def before_step(step: int) -> None:
         link.mode = "down" if 9 <= step < 14 else "up"  # the end of stage 0's first candidate

@@ -34,7 +34,7 @@ def test_a_created_job_logs_its_dashboard_url_and_the_end_a_summary(
     link: Link, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="lrtune.client.run"):
-        model, opt, cb = _cb(link)
+        model, opt, cb = _cb(link, preset="greedy")  # it explores even on a budget this small
         train(cb, model, opt, make_batches())
         cb.on_train_end()
         cb.on_train_end()  # said once

@@ -82,8 +82,8 @@ def test_lying_content_length_is_refused(small_body_client: TestClient) -> None:
     assert resp.status_code in (400, 413)
 
 
-def _job(client: TestClient) -> tuple[str, dict[str, str], dict[str, Any]]:
-    created = client.post("/v1/jobs", json={"config": SMALL_CONFIG}).json()
+def _job(client: TestClient, **config: Any) -> tuple[str, dict[str, str], dict[str, Any]]:
+    created = client.post("/v1/jobs", json={"config": {**SMALL_CONFIG, **config}}).json()
     auth = {"Authorization": f"Bearer {created['token']}"}
     seg = client.post(f"/v1/jobs/{created['job_id']}/lease", json={"worker_id": "w"}, headers=auth).json()
     return created["job_id"], auth, seg
@@ -107,7 +107,7 @@ def test_malformed_reports_get_invalid_request(client: TestClient, body: dict[st
 
 
 def test_non_finite_losses_are_a_diverged_candidate_not_an_error(client: TestClient) -> None:
-    job, auth, seg = _job(client)
+    job, auth, seg = _job(client, preset="greedy")  # its first segment is the LR range sweep
     assert seg["phase"] == "explore"
     body = b'{"worker_id": "w", "lease_epoch": %d, "losses": [1.0, NaN, Infinity]}' % seg["lease_epoch"]
     resp = post_raw(client, f"/v1/jobs/{job}/segments/{seg['segment_id']}/report", body, auth)

@@ -78,7 +78,7 @@ def lrtune(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
 
 @pytest.fixture(scope="module")
 def jobs(open_url: str) -> dict[str, str]:
-    finished, _ = create(open_url, "finished-run", run=True)
+    finished, _ = create(open_url, "finished-run", run=True, preset="greedy")  # a sweep and searches to show
     fresh, _ = create(open_url, "fresh-run", run=False, seed=3)
     return {"finished": finished, "fresh": fresh}
 
@@ -124,9 +124,9 @@ def test_show_by_name_and_by_id_prefix(open_url: str, jobs: dict[str, str]) -> N
 
 
 def test_show_prints_the_plan_and_predicted_final_losses(open_url: str, jobs: dict[str, str]) -> None:
-    planned_job, _ = create(open_url, "plan-run", run=True, preset="plan")
+    planned_job, _ = create(open_url, "plan-run", run=True)  # the default preset plans
     plan = httpx.get(f"{open_url}/dashboard/api/jobs/{planned_job}/schedule").json()["plan"]
-    assert plan is not None and plan["final_loss"] is not None  # a plan-preset job
+    assert plan is not None and plan["final_loss"] is not None
     out = lrtune("jobs", "show", planned_job, "--url", open_url)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
@@ -145,11 +145,11 @@ def test_show_prints_the_plan_and_predicted_final_losses(open_url: str, jobs: di
     assert "PREDICTED FINAL LOSS" in out.stdout and "FORECAST" not in out.stdout
     assert "stage 0 candidates (train loss predicted at the end of the budget, step 240" in out.stdout
 
-    fresh_plan, _ = create(open_url, "fresh-plan", run=False, preset="plan")
+    fresh_plan, _ = create(open_url, "fresh-plan", run=False)
     fresh = lrtune("jobs", "show", fresh_plan, "--url", open_url).stdout
     assert "\nplan         none yet" in fresh and "\npredicted " not in fresh
 
-    out = lrtune("jobs", "show", jobs["finished"], "--url", open_url)  # the default preset, today greedy
+    out = lrtune("jobs", "show", jobs["finished"], "--url", open_url)  # a greedy job: no plan
     assert out.returncode == 0, out.stderr
     assert not any(line.startswith(("plan ", "predicted ")) for line in out.stdout.splitlines())
     assert "FORECAST" in out.stdout and "PREDICTED FINAL LOSS" not in out.stdout

@@ -93,3 +93,22 @@ def test_plan_preset_plans_the_whole_budget_with_every_piece_a_switch() -> None:
     )
     assert not off.replan and off.plan_shape == "cosine" and off.later_searches
     assert not resolve(TunerConfig(min_lr=1e-4, max_lr=1e-1, total_steps=20_000, preset="greedy")).planner
+
+
+def test_default_is_the_spectral_plan_with_its_rise_check_and_a_job_keeps_what_default_meant() -> None:
+    from lrtune.tuner import InvalidStateError, Tuner
+    from lrtune.tuner.config import LEGACY_DEFAULTS
+
+    config = TunerConfig(min_lr=1e-4, max_lr=1.0, total_steps=5000)
+    now = resolve(config)
+    assert now.planner and now.loss_model == "spectral" and now.verify_rise and now.explore_cap == 0.15
+    then = resolve(config, LEGACY_DEFAULTS)
+    assert not then.planner and then.anneal_steps == 1000  # greedy: the last 20% decays
+    # An explicit preset or loss model means the same whatever the defaults.
+    for c in (TunerConfig(min_lr=1e-4, max_lr=1.0, total_steps=5000, preset="plan", loss_model="power"),):
+        assert resolve(c) == resolve(c, LEGACY_DEFAULTS) and resolve(c).loss_model == "power"
+    state = Tuner(config).dump()
+    assert state["defaults"] == {"preset": "plan", "loss_model": "spectral"}
+    for bad in ({"preset": "default", "loss_model": "spectral"}, {"preset": "plan", "loss_model": "cubic"}, {}):
+        with pytest.raises(InvalidStateError):
+            Tuner.recover({**state, "defaults": bad})

@@ -83,8 +83,11 @@ CASES: dict[str, Case] = {
         dump_at=9,
         legacy=True,
     ),
-    "default-val-sweep": Case(
-        {**_BASE, "total_steps": 1500, "seed": 2, "objective": "val", "sweep_fraction": 0.04, "warmup_steps": 40},
+    "greedy-val-sweep": Case(
+        {
+            **{**_BASE, "total_steps": 1500, "seed": 2, "preset": "greedy", "objective": "val"},
+            **{"sweep_fraction": 0.04, "warmup_steps": 40},
+        },
         outages={0: 12, 8: 30},
         poison=frozenset({10}),
         dump_at=12,
@@ -105,8 +108,8 @@ CASES: dict[str, Case] = {
         dump_at=14,
         legacy=True,
     ),
-    "plan": Case(
-        {**_BASE, "total_steps": 2400, "seed": 1, "preset": "plan"},
+    "plan-power": Case(
+        {**_BASE, "total_steps": 2400, "seed": 1, "preset": "plan", "loss_model": "power"},
         outages={6: 50, 14: 35},
         lost_probes=1,
         poison=frozenset({12}),
@@ -114,17 +117,18 @@ CASES: dict[str, Case] = {
         legacy=True,
         rtol=_PLAN_RTOL,
     ),
-    "plan-spectral": Case(
-        {**_BASE, "total_steps": 2400, "seed": 1, "preset": "plan", "loss_model": "spectral"},
+    "default": Case(
+        {**_BASE, "total_steps": 2400, "seed": 1},
         outages={6: 50, 14: 35},
         lost_probes=1,
         poison=frozenset({12}),
         dump_at=11,
+        legacy=True,
         rtol=_PLAN_RTOL,
     ),
     "plan-switches": Case(
         {
-            **{**_BASE, "total_steps": 2400, "seed": 3, "preset": "plan", "objective": "val"},
+            **{**_BASE, "total_steps": 2400, "seed": 3, "preset": "plan", "loss_model": "power", "objective": "val"},
             **{"probe_all": True, "probe_judge": True, "robust_plan": True, "later_searches": True},
         },
         outages={9: 40},
@@ -132,7 +136,10 @@ CASES: dict[str, Case] = {
         rtol=_PLAN_RTOL,
     ),
     "plan-prior-cosine": Case(
-        {**_BASE, "total_steps": 2000, "seed": 6, "preset": "plan", "prior_lr": 0.05, "plan_shape": "cosine"},
+        {
+            **{**_BASE, "total_steps": 2000, "seed": 6, "preset": "plan", "loss_model": "power"},
+            **{"prior_lr": 0.05, "plan_shape": "cosine"},
+        },
         outages={4: 25},
         dump_at=8,
         rtol=_PLAN_RTOL,
@@ -517,6 +524,31 @@ def test_dumps_without_the_keys_later_versions_added_still_recover(name: str) ->
     # A missing key reads as its default: the same job with the defaults written in continues alike.
     again = resume(case, stored["before"], with_defaults(old))
     assert json.dumps(again["segments"]) == json.dumps(got["segments"])
+
+
+# Jobs stored before the state kept its defaults: what their configs said, where a job of today spells it out.
+UNPINNED: dict[str, dict[str, Any]] = {"greedy-val-sweep": {"preset": "default"}, "plan-power": {"loss_model": None}}
+
+
+@pytest.mark.parametrize("name", list(UNPINNED))
+def test_a_job_stored_before_the_default_preset_changed_continues_as_it_ran(name: str) -> None:
+    # Then ``default`` stood for ``greedy`` and the plan preset's loss model was the power law; such a dump has no
+    # ``defaults``. It must not turn into today's default halfway through.
+    case, stored = CASES[name], _fixture()[name]
+    old = copy.deepcopy(stored["mid"]["dump"])
+    del old["defaults"]
+    old["config"] = {**old["config"], **UNPINNED[name]}
+    tuner = Tuner.recover(copy.deepcopy(old))
+    assert "defaults" not in tuner.dump() and tuner.dump()["config"] == old["config"]
+    got = resume(case, stored["before"], old)
+    assert_matches(got["segments"], stored["after"], case.rtol, "segments after the dump")
+    final = {**stored["final"]["dump"], "config": old["config"]}
+    del final["defaults"]
+    assert_matches(got["final"]["dump"], final, case.rtol, "final dump")
+    # The same config in a new job is today's default (the spectral plan), which runs otherwise.
+    fresh = play(Case({**case.config, **UNPINNED[name]}, dump_at=0))
+    assert fresh["final"]["dump"]["defaults"] == {"preset": "plan", "loss_model": "spectral"}
+    assert fresh["segments"] != stored["before"] + stored["after"]
 
 
 if __name__ == "__main__":
