@@ -71,12 +71,12 @@ from benchmarks.workloads import (
 STEPS = 20_000
 OUT = Path("benchmarks/results/long_horizon")
 TRAIN_PROBE_SEED = 1_000_003  # the teacher-student's training-objective sample (tune and test use ..01, ..02)
-DEFAULT_METHODS = ("lrtune-default", "lrtune-plan", "lrtune-plan-spectral", "range-test-cosine")  # and every grid trial
-LRTUNE = ("lrtune-default", "lrtune-plan", "lrtune-plan-spectral")
+DEFAULT_METHODS = ("lrtune-default", "lrtune-greedy", "lrtune-plan-power", "range-test-cosine")  # and every grid trial
+LRTUNE = ("lrtune-default", "lrtune-greedy", "lrtune-plan-power")
 SHOWN = (
     "lrtune-default",
-    "lrtune-plan",
-    "lrtune-plan-spectral",
+    "lrtune-greedy",
+    "lrtune-plan-power",
     "range-test-cosine",
     "schedulefree-adamw",
     "prodigy-cosine",
@@ -192,7 +192,7 @@ LONG: dict[str, Callable[[int], LongWorkload]] = {
 
 
 def methods_for(selection: list[str] | None) -> list[Method]:
-    """The methods to run: by default lrtune's two presets and the spectral model, the range test and every grid trial.
+    """The methods to run: by default lrtune (default, greedy, the power-law plan), the range test and every grid trial.
 
     Args:
         selection: Method names or families of ``benchmarks.methods.all_methods`` (None: the default set).

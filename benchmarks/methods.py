@@ -18,8 +18,10 @@ LR_RANGE = (1e-5, 1e-1)
 WARMUP_SHARE = 0.05
 GRID_PEAKS = [float(v) for v in torch.logspace(-4.5, -1.5, 8)]  # 3.2e-5 .. 3.2e-2, AdamW peak LRs
 GRID_SHAPES = ("cosine", "linear", "wsd")
-# One switch flipped at a time, on the plan preset.
+# One switch flipped at a time, on the plan preset (which ``default`` stands for).
 ABLATIONS: dict[str, dict[str, Any]] = {
+    "power": {"loss_model": "power"},
+    "no-verify": {"verify_rise": False},
     "no-replan": {"replan": False},
     "train-objective": {"objective": "train"},
     "later-searches": {"later_searches": True},
@@ -32,8 +34,6 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "probe-all": {"probe_all": True},
     "robust-plan": {"robust_plan": True},
     "probe-judge": {"probe_all": True, "probe_judge": True},
-    "spectral": {"loss_model": "spectral"},
-    "spectral-no-verify": {"loss_model": "spectral", "verify_rise": False},
     "probe-judge-robust": {"probe_all": True, "probe_judge": True, "robust_plan": True},
 }
 
@@ -83,7 +83,7 @@ def all_methods(ablations: bool = True) -> list[Method]:
         Method("range-test-cosine", "range-test"),
         Method("lrtune-paper", "lrtune", tuner=paper_config()),
         Method("lrtune-default", "lrtune", tuner=lrtune_config()),
-        Method("lrtune-plan", "lrtune", tuner=lrtune_config(preset="plan")),
+        Method("lrtune-greedy", "lrtune", tuner=lrtune_config(preset="greedy")),
     ]
     for shape in GRID_SHAPES:
         for peak in GRID_PEAKS:

@@ -1,9 +1,10 @@
 """How well the loss model predicts the end of a run: fitted on the first half, the final loss of the rest.
 
     python -m benchmarks.model_forecast                   # 3 noisy-quadratic landscapes x 20k steps x 5 seeds
+                                                          # (the default spectral model: model_forecast_spectral.md)
     python -m benchmarks.model_forecast --seeds 2 --budgets 20000 100000
     python -m benchmarks.model_forecast --workloads --seeds 3   # also the four benchmark networks
-    python -m benchmarks.model_forecast --loss-model spectral    # the spectral model (model_forecast_spectral.md)
+    python -m benchmarks.model_forecast --loss-model power    # the multi-power-law model (model_forecast.md)
 
 Each run is a ``plan``-preset job on a noisy quadratic (:mod:`benchmarks.nqm`). The model is fitted to every
 segment reported until the kept line reached half of its steps; it then predicts the final loss of the
@@ -33,7 +34,7 @@ import numpy as np
 from benchmarks.nqm import LANDSCAPES, run_tuner
 from benchmarks.workloads import SHORT_WORKLOADS
 from lrtune.tuner import Tuner, lossmodel, spectral
-from lrtune.tuner.config import TunerConfig, resolve
+from lrtune.tuner.config import DEFAULT_LOSS_MODEL, LOSS_MODELS, TunerConfig, resolve
 from lrtune.tuner.lossmodel import History
 from lrtune.tuner.modelruns import runs_of
 from lrtune.tuner.online import Knobs, fit_model, record_lrs
@@ -120,7 +121,9 @@ def _keep(cases: list[dict[str, float]], case: dict[str, float] | None, label: s
     )
 
 
-def workload_rows(names: list[str], seeds: int, threads: int, loss_model: str = "power") -> list[dict[str, Any]]:
+def workload_rows(
+    names: list[str], seeds: int, threads: int, loss_model: str = DEFAULT_LOSS_MODEL
+) -> list[dict[str, Any]]:
     """Plan-preset runs on benchmark networks, each job's own model checked against what the job then measured."""
     import torch
 
@@ -129,7 +132,7 @@ def workload_rows(names: list[str], seeds: int, threads: int, loss_model: str = 
     from benchmarks.workloads import WORKLOADS
 
     torch.set_num_threads(threads)
-    wanted = "lrtune-plan" if loss_model == "power" else f"lrtune-plan-{loss_model}"
+    wanted = "lrtune-default" if loss_model == DEFAULT_LOSS_MODEL else f"lrtune-plan-{loss_model}"
     method = next(m for m in all_methods() if m.name == wanted)
     rows = []
     for name in names:
@@ -161,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         help="also the benchmark networks (names, or none for the four short ones): plan-preset runs, truth measured",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads for the network runs")
-    parser.add_argument("--loss-model", choices=["power", "spectral"], default="power", help="the plan's loss model")
+    parser.add_argument(
+        "--loss-model", choices=list(LOSS_MODELS), default=DEFAULT_LOSS_MODEL, help="the plan's loss model"
+    )
     args = parser.parse_args(argv)
     load = os.getloadavg()[0]
     rows = []

@@ -2,7 +2,7 @@
 
     python -m benchmarks.nqm                         # 3 landscapes x 20k and 100k steps x 3 seeds
     python -m benchmarks.nqm --budgets 20000 --seeds 1 --presets default
-    python -m benchmarks.nqm --presets plan plan:robust_plan plan:probe_all,probe_judge   # switches turned on
+    python -m benchmarks.nqm --presets default plan:loss_model=power plan:probe_all,probe_judge   # switches flipped
 
 The landscape is SGD on ``0.5 * sum_i h_i x_i^2`` with gradient noise of covariance ``sigma2 * H``. With
 ``m_i = E[x_i^2]`` one step at LR ``lr`` maps ``m_i -> (1 - lr h_i)^2 m_i + lr^2 sigma2 h_i``, so the expected loss
@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budgets", nargs="+", type=int, default=[20_000, 100_000])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument(
-        "--presets", nargs="+", default=["plan", "greedy", "paper"], help="presets, or PRESET:SWITCH,... to turn on"
+        "--presets", nargs="+", default=["default", "greedy", "paper"], help="presets, or PRESET:SWITCH,... to turn on"
     )
     parser.add_argument("--pieces", type=int, default=40, help="pieces of the optimal schedule")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
@@ -343,15 +343,16 @@ def write(rows: list[dict[str, Any]], args: argparse.Namespace, load: float, swi
     if switches:
         lines += [f"Switches: `{json.dumps(switches)}`", ""]
     lines += [
-        "Final expected loss as a multiple of the optimum (lower is better; 1.25 is the bar for `plan`):",
+        "Final expected loss as a multiple of the optimum (lower is better; 1.25 is the bar for `default`, the plan "
+        "preset):",
         "",
         "| landscape | budget | " + " | ".join(args.presets) + " | hindsight cosine | best constant | rolled back "
-        "(plan) |",
+        "(default) |",
         "|---|---:|" + "---:|" * (len(args.presets) + 3),
     ]
     for r in rows:
         cells = [f"{_median([x['ratio'] for x in r['runs'][p]]):.3f}" for p in args.presets]
-        wasted = r["runs"].get("plan") or r["runs"][args.presets[0]]
+        wasted = r["runs"].get("default") or r["runs"][args.presets[0]]
         lines.append(
             f"| {r['landscape']} | {r['budget']:,} | " + " | ".join(cells) + f" | {r['cosine']:.3f} | "
             f"{r['constant']:.3f} | {_median([x['wasted'] for x in wasted]):.1%} |"

@@ -19,7 +19,7 @@ MAIN_METHODS = (
     "grid-oracle",
     "lrtune-paper",
     "lrtune-default",
-    "lrtune-plan",
+    "lrtune-greedy",
 )
 LR_FREE = ("schedulefree-adamw", "prodigy-cosine")
 
@@ -100,15 +100,11 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]
             }
         oracle = table.get("grid-oracle", {}).get("test_loss")
         lr_free = [table[m]["test_loss"] for m in LR_FREE if m in table]
-        bases = {
-            base: {r["seed"]: _num(r["test_loss"]) for r in methods.get(base, [])}
-            for base in ("lrtune-default", "lrtune-plan")
-        }
+        default = {r["seed"]: _num(r["test_loss"]) for r in methods.get("lrtune-default", [])}
         for name, stats in table.items():
             stats["vs_oracle"] = stats["test_loss"] / oracle if oracle else None
             stats["vs_lr_free"] = stats["test_loss"] / min(lr_free) if lr_free else None
-            # Ablations may run on fewer seeds: compare each with its preset's run on the same seeds.
-            default = bases["lrtune-plan" if name.startswith("lrtune-plan-") else "lrtune-default"]
+            # Ablations may run on fewer seeds: compare each with the default preset's run on the same seeds.
             paired = [_num(r["test_loss"]) / default[r["seed"]] for r in methods[name] if r["seed"] in default]
             stats["vs_default"] = statistics.median(paired) if paired else None
         out[workload] = table
@@ -339,10 +335,10 @@ def _ablations(summary: dict[str, dict[str, dict[str, Any]]], meta: dict[str, An
     names = sorted({m for w in workloads for m, s in summary[w].items() if s["family"] == "ablation"})
     if not names:
         return []
-    lines = ["## Ablations: lrtune plan with one switch flipped", ""]
+    lines = ["## Ablations: lrtune-default (the plan preset) with one switch flipped", ""]
     lines += [
-        f"Median over {meta.get('ablation_seeds', meta['seeds'])} seed(s) of the test loss relative to lrtune-plan "
-        "on the same seed (above 1: the preset's setting is the better one).",
+        f"Median over {meta.get('ablation_seeds', meta['seeds'])} seed(s) of the test loss relative to "
+        "lrtune-default (the plan preset) on the same seed (above 1: the preset's setting is the better one).",
         "",
         "| switch | " + " | ".join(workloads) + " |",
         "|---|" + "---:|" * len(workloads),

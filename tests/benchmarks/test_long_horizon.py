@@ -66,7 +66,7 @@ def test_teacher_student_never_repeats_a_training_example() -> None:
 
 def test_the_default_set_is_lrtune_the_range_test_and_the_whole_grid() -> None:
     names = [m.name for m in lh.methods_for(None)]
-    assert {"lrtune-default", "lrtune-plan", "lrtune-plan-spectral", "range-test-cosine"} <= set(names)
+    assert {"lrtune-default", "lrtune-greedy", "lrtune-plan-power", "range-test-cosine"} <= set(names)
     assert sum(n.startswith("grid-") for n in names) == 24 and len(names) == 28
     with pytest.raises(ValueError, match="unknown"):
         lh.methods_for(["no-such-method"])

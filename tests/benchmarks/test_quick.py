@@ -29,7 +29,7 @@ def test_quick_benchmark_writes_a_report_plots_and_raw_results(tmp_path: Path) -
     for name in (
         "grid-oracle",
         "lrtune-default",
-        "lrtune-plan",
+        "lrtune-greedy",
         "lrtune-paper",
         "schedulefree-adamw",
         "prodigy-cosine",
@@ -37,7 +37,7 @@ def test_quick_benchmark_writes_a_report_plots_and_raw_results(tmp_path: Path) -
         assert f"| {name} |" in report
     assert "geometric mean" in report and "Command: `python -m benchmarks --quick" in report
     assert "lrtune-default reaches the oracle's median test loss" in report and "It beats schedulefree-adamw" in report
-    assert "## Ablations" in report and "| no-cooldown-probe |" in report and "| no-lr-sweep |" in report
+    assert "## Ablations" in report and "| no-cooldown-probe |" in report and "| power |" in report
     png = (out / "digits-mlp.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     # The search-cost check re-runs the oracle's pick on the steps lrtune kept.
