@@ -275,7 +275,9 @@ def test_a_plan_preset_job_shows_its_plan_and_the_predicted_loss(service: str, b
     assert "Forecast" not in text(browser, "table.candidates thead")
     assert "(to end)" in text(browser, 'table.stages tr[data-stage="0"]')
     assert "judged by predicted final loss" in text(browser, ".stage-detail h3")
-    judged = sum(c["forecast"] is not None for c in stage["candidates"])
+    shown = [st for st in sched["stages"] if st["candidates"]][-1]  # the latest stage with candidates
+    assert shown["kind"] == "plan"
+    judged = sum(c["forecast"] is not None for c in shown["candidates"])
     assert series_points(browser, "candidates", "final-losses") == judged
     assert series_points(browser, "candidates", "forecasts") == 0
     assert series_points(browser, "candidates", "extrapolation") == 0
@@ -529,7 +531,10 @@ def test_a_new_job_a_fixed_schedule_and_an_unknown_id_render_without_errors(serv
     browser.get(f"{service}/jobs/{fresh}")
     wait(browser, lambda d: attr(d, ".job", "data-job-id") == fresh, "a job without reports has no page")
     assert points(browser, "loss") == 0 and "no losses reported yet" in text(browser, 'svg[data-chart="loss"]')
-    assert series_points(browser, "lr", "open") == 25  # the proposed first segment: the LR range sweep, rising
+    # The proposed first segment: the LR range sweep, rising, drawn at the points the schedule gives.
+    opened = httpx.get(f"{service}/dashboard/api/jobs/{fresh}/schedule").json()["open"]
+    assert opened["phase"] == "explore" and opened["shape"] == "exp" and len(opened["lr_points"]) > 2
+    assert series_points(browser, "lr", "open") == len(opened["lr_points"])
     assert attr(browser, "[data-sweep]", "data-sweep") == "running"
     assert "No stage has started yet" in text(browser, "body")
 
