@@ -25,16 +25,16 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "no-replan": {"replan": False},
     "train-objective": {"objective": "train"},
     "later-searches": {"later_searches": True},
-    "tied-kernel": {"tied_kernel": True},
+    "tied-kernel": {"loss_model": "power", "tied_kernel": True},  # switches of the power-law model
     "plan-cosine": {"plan_shape": "cosine"},
     "no-divergence-guard": {"divergence_guard": False},
     "no-batch-replay": {"replay_batches": False},
     "no-lr-sweep": {"sweep_fraction": 0.0},
     "no-cooldown-probe": {"probe_fraction": 0.0},
     "probe-all": {"probe_all": True},
-    "robust-plan": {"robust_plan": True},
+    "robust-plan": {"loss_model": "power", "robust_plan": True},
     "probe-judge": {"probe_all": True, "probe_judge": True},
-    "probe-judge-robust": {"probe_all": True, "probe_judge": True, "robust_plan": True},
+    "probe-judge-robust": {"loss_model": "power", "probe_all": True, "probe_judge": True, "robust_plan": True},
 }
 
 

@@ -104,19 +104,20 @@ class TunerConfig:
             (with ``k_warm`` candidates: by default only the incumbent and its cooldown probe, which shows how
             much of the loss is LR noise that a decay would remove). Off by default: on the noisy quadratic it
             cost more than it gained (see ``benchmarks/results/nqm.md``).
-        tied_kernel: ``plan`` preset: the loss model's noise response shares the progress term's kernel
-            (exact on a noisy quadratic at small LRs; two fewer parameters). Off by default.
+        tied_kernel: ``plan`` preset with ``loss_model="power"``: the loss model's noise response shares the
+            progress term's kernel (exact on a noisy quadratic at small LRs; two fewer parameters). Off by default.
         plan_shape: ``plan`` preset: ``"free"`` plans any non-increasing LR curve, ``"cosine"`` only a cosine
             (from the best peak to ``min_lr``).
-        model_window: ``plan`` preset: the loss model fits only losses below this factor times the lowest one
-            observed (it is a local model of where training is now).
+        model_window: ``plan`` preset with ``loss_model="power"``: the loss model fits only losses below this
+            factor times the lowest one observed (it is a local model of where training is now).
         plan_pieces: ``plan`` preset: knots of a plan (the LR moves log-linearly between them).
         probe_all: ``plan`` preset: a cooldown probe after every candidate of a search, not only after the
             incumbent: each shows the loss drop a decay from its own LR buys, which is what the loss model needs to
             tell how a decay pays off (and how much of a high LR's loss is noise).
-        robust_plan: ``plan`` preset: fit a rival loss model whose decay pays off slowly (its noise-response
-            exponent held at 0.5) and, while it explains the data about as well as the best fit, plan against the
-            worse of the two readings (the largest relative regret) instead of betting on the best fit alone.
+        robust_plan: ``plan`` preset with ``loss_model="power"``: fit a rival loss model whose decay pays off
+            slowly (its noise-response exponent held at 0.5) and, while it explains the data about as well as the
+            best fit, plan against the worse of the two readings (the largest relative regret) instead of betting on
+            the best fit alone.
         probe_judge: ``plan`` preset, with ``probe_all``: the search's winner is the candidate with the lowest
             loss after its cooldown probe (what was observed) instead of the lowest predicted final loss (what
             the model extrapolates); the plan from the winner is still the model's.
@@ -127,7 +128,8 @@ class TunerConfig:
             model, :mod:`lrtune.tuner.lossmodel`, with non-increasing plans and a fixed first search). The spectral
             model is ahead of the power model on every noisy quadratic case and every benchmark network (see the
             README).
-        verify_rise: ``plan`` preset with the spectral model (on by default there): an LR the kept line rose to is
+        verify_rise: ``plan`` preset with the spectral model (on by default there; refused with the power model,
+            like the power model's own switches with the spectral one): an LR the kept line rose to is
             trusted (plans may go up to twice it) only once the rise has paid for itself: the line runs on, then a
             cooldown probe from it (rolled back) must end below what the model says the line would have reached had
             it stayed at the trusted LR and decayed alike (shifted by the model's miss where the rise began). The
@@ -483,6 +485,8 @@ def resolve(config: TunerConfig, defaults: Defaults = Defaults()) -> Settings:
     # A prior LR takes the place of the sweep's suggestion: no sweep unless asked for.
     loss_model = c.loss_model or defaults.loss_model
     spectral = plan and loss_model == "spectral"
+    if plan:
+        _check_model_switches(c, loss_model)
     # The spectral planner reads the sweep only for the stability edge and as data: half the length does.
     default_sweep = 0.0 if paper or c.prior_lr else 0.02 if spectral else 0.04
     sweep_fraction = c.sweep_fraction if c.sweep_fraction is not None else default_sweep
@@ -550,6 +554,28 @@ def resolve(config: TunerConfig, defaults: Defaults = Defaults()) -> Settings:
         loss_model=loss_model,
         verify_rise=_flag(c.verify_rise, spectral),
     )
+
+
+#: The plan preset's switches that only one loss model reads, by that model.
+_MODEL_SWITCHES: dict[str, tuple[str, ...]] = {
+    "power": ("robust_plan", "tied_kernel", "model_window"),
+    "spectral": ("verify_rise",),
+}
+
+
+def _check_model_switches(c: TunerConfig, loss_model: str) -> None:
+    """Refuse a switch that the job's loss model would ignore (set to anything but off or unset).
+
+    Raises:
+        InvalidConfigError: Naming the switches and the model they belong to.
+    """
+    for model, names in _MODEL_SWITCHES.items():
+        ignored = [n for n in names if model != loss_model and getattr(c, n) not in (None, False)]
+        if ignored:
+            raise InvalidConfigError(
+                f"{', '.join(ignored)} only applies with loss_model={model!r}; this plan uses "
+                f"loss_model={loss_model!r} (set loss_model={model!r}, or leave {', '.join(ignored)} unset)"
+            )
 
 
 def _flag(value: bool | None, default: bool) -> bool:

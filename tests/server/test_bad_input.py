@@ -54,6 +54,14 @@ def test_inconsistent_config_names_what_to_fix(client: TestClient) -> None:
     assert "min_lr" in resp.json()["message"] and "max_lr" in resp.json()["message"]
 
 
+def test_a_switch_the_default_plan_would_ignore_is_an_invalid_config(client: TestClient) -> None:
+    config = {"min_lr": 1e-4, "max_lr": 0.1, "total_steps": 2000, "robust_plan": True}
+    resp = client.post("/v1/jobs", json={"config": config})
+    assert (resp.status_code, resp.json()["code"]) == (422, "invalid_config")
+    assert "robust_plan only applies with loss_model='power'" in resp.json()["message"]
+    assert client.post("/v1/jobs", json={"config": {**config, "loss_model": "power"}}).status_code == 201
+
+
 @pytest.fixture
 def small_body_client() -> Iterator[TestClient]:
     with local_client(create_app(Settings(redis_url=None, max_body_bytes=4096), store=MemoryStore())) as c:

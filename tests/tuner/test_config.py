@@ -112,3 +112,24 @@ def test_default_is_the_spectral_plan_with_its_rise_check_and_a_job_keeps_what_d
     for bad in ({"preset": "default", "loss_model": "spectral"}, {"preset": "plan", "loss_model": "cubic"}, {}):
         with pytest.raises(InvalidStateError):
             Tuner.recover({**state, "defaults": bad})
+
+
+@pytest.mark.parametrize(
+    ("switches", "named"),
+    [
+        ({"robust_plan": True}, "robust_plan only applies with loss_model='power'"),
+        ({"tied_kernel": True, "model_window": 5.0}, "tied_kernel, model_window only applies"),
+        ({"loss_model": "power", "verify_rise": True}, "verify_rise only applies with loss_model='spectral'"),
+    ],
+)
+def test_a_switch_the_plans_loss_model_would_ignore_is_refused(switches: dict[str, object], named: str) -> None:
+    from lrtune.tuner import Tuner
+
+    config = TunerConfig(min_lr=1e-4, max_lr=1e-1, total_steps=2000, **switches)  # type: ignore[arg-type]
+    with pytest.raises(InvalidConfigError, match=named):
+        Tuner(config)
+    # Off, or on with the model that reads it, is fine; so is any of them on another preset.
+    power = {k: v for k, v in switches.items() if k != "loss_model"}
+    model = "spectral" if "verify_rise" in switches else "power"
+    assert resolve(TunerConfig(min_lr=1e-4, max_lr=1e-1, total_steps=2000, loss_model=model, **power))  # type: ignore[arg-type]
+    assert not resolve(TunerConfig(min_lr=1e-4, max_lr=1e-1, total_steps=2000, preset="greedy", **switches)).planner  # type: ignore[arg-type]
