@@ -485,8 +485,6 @@ def resolve(config: TunerConfig, defaults: Defaults = Defaults()) -> Settings:
     # A prior LR takes the place of the sweep's suggestion: no sweep unless asked for.
     loss_model = c.loss_model or defaults.loss_model
     spectral = plan and loss_model == "spectral"
-    if plan:
-        _check_model_switches(c, loss_model)
     # The spectral planner reads the sweep only for the stability edge and as data: half the length does.
     default_sweep = 0.0 if paper or c.prior_lr else 0.02 if spectral else 0.04
     sweep_fraction = c.sweep_fraction if c.sweep_fraction is not None else default_sweep
@@ -563,12 +561,18 @@ _MODEL_SWITCHES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _check_model_switches(c: TunerConfig, loss_model: str) -> None:
-    """Refuse a switch that the job's loss model would ignore (set to anything but off or unset).
+def check_model_switches(config: TunerConfig, defaults: Defaults = Defaults()) -> None:
+    """Refuse a ``plan`` switch that the job's loss model would ignore (set to anything but off or unset).
+
+    Checked when a job is created; a stored job is recovered as it was accepted.
 
     Raises:
         InvalidConfigError: Naming the switches and the model they belong to.
     """
+    c = config
+    if named_preset(c.preset, defaults) != "plan" or c.strategy != "autolrs":
+        return
+    loss_model = c.loss_model or defaults.loss_model
     for model, names in _MODEL_SWITCHES.items():
         ignored = [n for n in names if model != loss_model and getattr(c, n) not in (None, False)]
         if ignored:

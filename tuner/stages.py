@@ -27,7 +27,7 @@ from typing import Any
 
 from lrtune.tuner import schedules
 from lrtune.tuner.candidates import Candidates
-from lrtune.tuner.config import LEGACY_DEFAULTS, Defaults, Settings, TunerConfig, resolve
+from lrtune.tuner.config import LEGACY_DEFAULTS, Defaults, Settings, TunerConfig, check_model_switches, resolve
 from lrtune.tuner.errors import (
     ConflictingReportError,
     InvalidReportError,
@@ -57,6 +57,9 @@ class Tuner(Views, GreedyStages, Candidates, OnlinePlanning, OnlineStages, Outag
     Args:
         config: What the job asks for.
 
+    Raises:
+        InvalidConfigError: ``config`` asks for a switch its loss model would ignore.
+
     Example:
         >>> t = Tuner(TunerConfig(min_lr=1e-4, max_lr=1e-1, total_steps=2_000))
         >>> seg = t.next_segment()
@@ -66,6 +69,7 @@ class Tuner(Views, GreedyStages, Candidates, OnlinePlanning, OnlineStages, Outag
     def __init__(self, config: TunerConfig) -> None:
         self.config = config
         defaults = Defaults()
+        check_model_switches(config, defaults)
         self.settings: Settings = resolve(config, defaults)
         self._reset_memos()
         # The open segment is a placeholder until the first one is planned (planning reads the state).

@@ -133,3 +133,13 @@ def test_a_switch_the_plans_loss_model_would_ignore_is_refused(switches: dict[st
     model = "spectral" if "verify_rise" in switches else "power"
     assert resolve(TunerConfig(min_lr=1e-4, max_lr=1e-1, total_steps=2000, loss_model=model, **power))  # type: ignore[arg-type]
     assert not resolve(TunerConfig(min_lr=1e-4, max_lr=1e-1, total_steps=2000, preset="greedy", **switches)).planner  # type: ignore[arg-type]
+
+
+def test_a_stored_job_with_a_switch_its_model_ignored_still_recovers() -> None:
+    # Earlier versions accepted (and ignored) such a switch: a job they stored must go on as it ran.
+    from lrtune.tuner import Tuner
+
+    state = Tuner(TunerConfig(min_lr=1e-4, max_lr=1e-1, total_steps=2000, seed=1)).dump()
+    state["config"] = {**state["config"], "robust_plan": True}
+    recovered = Tuner.recover(state)
+    assert recovered.settings.loss_model == "spectral" and recovered.next_segment().to_dict() == state["open"]
