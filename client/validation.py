@@ -13,7 +13,7 @@ from lrtune.client.fallback import check_fallback
 from lrtune.client.http import check_http_client
 from lrtune.client.protocol import JobConfig
 from lrtune.client.replay import ReplayLoader
-from lrtune.tuner.config import named_preset
+from lrtune.tuner.config import plans
 
 
 def check_options(
@@ -113,7 +113,7 @@ def check_options(
     if fields:
         raise ValueError(f"pass {', '.join(sorted(fields))} as arguments, not in config")
     extra = dict(config or {})
-    planning = isinstance(preset, str) and named_preset(preset) == "plan" and strategy == "autolrs"
+    planning = isinstance(preset, str) and isinstance(strategy, str) and plans(preset, strategy)
     if val_fn is not None and planning and extra.get("objective") is None:
         # The plan preset plans for the loss at the end of the budget: with a validation function, that is the
         # validation loss.

@@ -31,7 +31,7 @@ import typer
 from lrtune.client.errors import JobGoneError, LrtuneHTTPError
 from lrtune.client.http import ServiceClient
 from lrtune.client.protocol import JOB_STATUSES
-from lrtune.tuner.config import named_preset
+from lrtune.tuner.config import plans
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
@@ -334,7 +334,7 @@ def plan_pairs(info: dict[str, Any], sched: dict[str, Any]) -> list[tuple[str, s
     plan = sched.get("plan")
     cfg = info["config"]
     if plan is None:
-        planning = named_preset(cfg.get("preset", "default")) == "plan" and cfg.get("strategy", "autolrs") == "autolrs"
+        planning = plans(cfg.get("preset", "default"), cfg.get("strategy", "autolrs"))
         return [("plan", "none yet (the first comes once the loss model has enough losses)")] if planning else []
     points = ", ".join(f"{fmt_num(lr, 3)} @{step}" for step, lr in plan_points(plan.get("lr") or []))
     last = " (the last plan)" if sched.get("done") else ""

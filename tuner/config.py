@@ -448,9 +448,12 @@ class Defaults:
 LEGACY_DEFAULTS = Defaults(preset="greedy", loss_model="power")
 
 
-def named_preset(preset: str, defaults: Defaults = Defaults()) -> str:
-    """The preset a job runs: ``"default"`` read as the one it stands for (``defaults.preset``), others as named."""
-    return defaults.preset if preset == "default" else preset
+def plans(preset: str, strategy: str, defaults: Defaults = Defaults()) -> bool:
+    """Whether a job runs the planner: the ``plan`` preset (``"default"`` read as ``defaults.preset``), searching.
+
+    A job of the ``plan`` preset that serves a standard schedule (``strategy`` other than ``"autolrs"``) does not.
+    """
+    return (defaults.preset if preset == "default" else preset) == "plan" and strategy == "autolrs"
 
 
 def resolve(config: TunerConfig, defaults: Defaults = Defaults()) -> Settings:
@@ -469,8 +472,7 @@ def resolve(config: TunerConfig, defaults: Defaults = Defaults()) -> Settings:
     """
     c = config
     paper = c.preset == "paper"
-    preset = named_preset(c.preset, defaults)
-    plan = preset == "plan" and c.strategy == "autolrs"
+    plan = plans(c.preset, c.strategy, defaults)
     total = c.total_steps
     if c.warmup_lr is not None:
         warmup_lr = c.warmup_lr
@@ -561,24 +563,27 @@ _MODEL_SWITCHES: dict[str, tuple[str, ...]] = {
 }
 
 
-def check_model_switches(config: TunerConfig, defaults: Defaults = Defaults()) -> None:
+def check_model_switches(config: TunerConfig, settings: Settings) -> None:
     """Refuse a ``plan`` switch that the job's loss model would ignore (set to anything but off or unset).
 
     Checked when a job is created; a stored job is recovered as it was accepted.
 
+    Args:
+        config: The user's config.
+        settings: What it resolves to (whether it plans, and with which loss model).
+
     Raises:
         InvalidConfigError: Naming the switches and the model they belong to.
     """
-    c = config
-    if named_preset(c.preset, defaults) != "plan" or c.strategy != "autolrs":
+    if not settings.planner:
         return
-    loss_model = c.loss_model or defaults.loss_model
+    used = settings.loss_model
     for model, names in _MODEL_SWITCHES.items():
-        ignored = [n for n in names if model != loss_model and getattr(c, n) not in (None, False)]
+        ignored = [n for n in names if model != used and getattr(config, n) not in (None, False)]
         if ignored:
             raise InvalidConfigError(
                 f"{', '.join(ignored)} only applies with loss_model={model!r}; this plan uses "
-                f"loss_model={loss_model!r} (set loss_model={model!r}, or leave {', '.join(ignored)} unset)"
+                f"loss_model={used!r} (set loss_model={model!r}, or leave {', '.join(ignored)} unset)"
             )
 
 

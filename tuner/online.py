@@ -41,7 +41,7 @@ from lrtune.tuner.lossmodel import Fit
 from lrtune.tuner.modelruns import RecordMemo, fit_model, path_lrs, record_lrs, runs_of
 from lrtune.tuner.parts import TunerParts
 from lrtune.tuner.planner import Plan
-from lrtune.tuner.records import SegmentRecord
+from lrtune.tuner.records import SegmentRecord, mean
 from lrtune.tuner.replan import (
     RIVAL_BETA,
     RIVAL_TOL,
@@ -337,8 +337,7 @@ class OnlinePlanning(TunerParts):
         if self._objective() == "val" and vals:
             return rec, vals[-1]
         curve = [v for _, v in parent.curve if v is not None and math.isfinite(v)]
-        tail = curve[-max(1, len(curve) // 4) :]
-        return rec, (sum(tail) / len(tail) if tail else None)
+        return rec, mean(curve[-max(1, len(curve) // 4) :])
 
     def _stayed(self, start: int, before: float, steps: int, decay: int) -> float | None:
         """What the model says the line would have reached had it not risen: the check's yardstick.
@@ -414,10 +413,10 @@ class OnlinePlanning(TunerParts):
         seg_steps, lrs = plan.pieces()
         ends = plan.start + np.cumsum(seg_steps)
         for k in np.unique(np.linspace(0, len(seg_steps) - 1, min(points, len(seg_steps))).round().astype(int)):
-            mean = float(predict(fit, history, seg_steps[: k + 1], lrs[None, : k + 1])[0])
+            at = float(predict(fit, history, seg_steps[: k + 1], lrs[None, : k + 1])[0])
             std = predict_std(fit, history, seg_steps[: k + 1], lrs[: k + 1])
-            lo, hi = lossmodel.band90(mean, std, floor)
-            view["predicted"].append([float(ends[k]), mean, lo, hi])
+            lo, hi = lossmodel.band90(at, std, floor)
+            view["predicted"].append([float(ends[k]), at, lo, hi])
         records = self._s.segments
         runs, index = runs_of(records, self._objective())
         on_line = set()

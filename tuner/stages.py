@@ -69,8 +69,8 @@ class Tuner(Views, GreedyStages, Candidates, OnlinePlanning, OnlineStages, Outag
     def __init__(self, config: TunerConfig) -> None:
         self.config = config
         defaults = Defaults()
-        check_model_switches(config, defaults)
         self.settings: Settings = resolve(config, defaults)
+        check_model_switches(config, self.settings)
         self._reset_memos()
         # The open segment is a placeholder until the first one is planned (planning reads the state).
         self._s = TunerState(config, Segment(0, "done", 0, 0, done=True), defaults=defaults)
