@@ -71,12 +71,10 @@ from benchmarks.workloads import (
 STEPS = 20_000
 OUT = Path("benchmarks/results/long_horizon")
 TRAIN_PROBE_SEED = 1_000_003  # the teacher-student's training-objective sample (tune and test use ..01, ..02)
-DEFAULT_METHODS = ("lrtune-default", "lrtune-greedy", "lrtune-plan-power", "range-test-cosine")  # and every grid trial
 LRTUNE = ("lrtune-default", "lrtune-greedy", "lrtune-plan-power")
+DEFAULT_METHODS = (*LRTUNE, "range-test-cosine")  # and every grid trial
 SHOWN = (
-    "lrtune-default",
-    "lrtune-greedy",
-    "lrtune-plan-power",
+    *LRTUNE,
     "range-test-cosine",
     "schedulefree-adamw",
     "prodigy-cosine",

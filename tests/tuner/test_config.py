@@ -104,9 +104,9 @@ def test_default_is_the_spectral_plan_with_its_rise_check_and_a_job_keeps_what_d
     assert now.planner and now.loss_model == "spectral" and now.verify_rise and now.explore_cap == 0.15
     then = resolve(config, LEGACY_DEFAULTS)
     assert not then.planner and then.anneal_steps == 1000  # greedy: the last 20% decays
-    # An explicit preset or loss model means the same whatever the defaults.
-    for c in (TunerConfig(min_lr=1e-4, max_lr=1.0, total_steps=5000, preset="plan", loss_model="power"),):
-        assert resolve(c) == resolve(c, LEGACY_DEFAULTS) and resolve(c).loss_model == "power"
+    # An explicit preset and loss model mean the same whatever the defaults.
+    c = TunerConfig(min_lr=1e-4, max_lr=1.0, total_steps=5000, preset="plan", loss_model="power")
+    assert resolve(c) == resolve(c, LEGACY_DEFAULTS) and resolve(c).loss_model == "power"
     state = Tuner(config).dump()
     assert state["defaults"] == {"preset": "plan", "loss_model": "spectral"}
     for bad in ({"preset": "default", "loss_model": "spectral"}, {"preset": "plan", "loss_model": "cubic"}, {}):
@@ -128,11 +128,12 @@ def test_a_switch_the_plans_loss_model_would_ignore_is_refused(switches: dict[st
     config = TunerConfig(min_lr=1e-4, max_lr=1e-1, total_steps=2000, **switches)  # type: ignore[arg-type]
     with pytest.raises(InvalidConfigError, match=named):
         Tuner(config)
-    # Off, or on with the model that reads it, is fine; so is any of them on another preset.
-    power = {k: v for k, v in switches.items() if k != "loss_model"}
+    # On with the model that reads it is fine; so is any of them on another preset.
+    alone = {k: v for k, v in switches.items() if k != "loss_model"}
     model = "spectral" if "verify_rise" in switches else "power"
-    assert resolve(TunerConfig(min_lr=1e-4, max_lr=1e-1, total_steps=2000, loss_model=model, **power))  # type: ignore[arg-type]
-    assert not resolve(TunerConfig(min_lr=1e-4, max_lr=1e-1, total_steps=2000, preset="greedy", **switches)).planner  # type: ignore[arg-type]
+    base = {"min_lr": 1e-4, "max_lr": 1e-1, "total_steps": 2000}
+    assert Tuner(TunerConfig(**base, loss_model=model, **alone)).settings.loss_model == model  # type: ignore[arg-type]
+    assert not Tuner(TunerConfig(**base, preset="greedy", **switches)).settings.planner  # type: ignore[arg-type]
 
 
 def test_a_stored_job_with_a_switch_its_model_ignored_still_recovers() -> None:

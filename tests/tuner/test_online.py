@@ -1,18 +1,19 @@
 """The plan preset end to end on a noisy quadratic: it plans the whole budget and re-plans online.
 
-With the multi-power-law model (the default, ``loss_model="power"``), whose fixed first search and non-increasing
-plans some tests here pin, and with the spectral model (``loss_model="spectral"``).
+With the spectral model (the default, ``loss_model="spectral"``) and with the multi-power-law model
+(``loss_model="power"``), whose fixed first search and non-increasing plans some tests here pin.
 """
 
 import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
 
 from benchmarks.nqm import Landscape, best_constant, optimum, run_tuner
-from lrtune.tuner import Tuner, TunerConfig
+from lrtune.tuner import Segment, Tuner, TunerConfig
 from lrtune.tuner.online import SPECTRAL_CAP
 
 LAND = Landscape("test", dims=50)
@@ -22,6 +23,55 @@ TOTAL = 4000
 def _observed(value: float, rng: np.random.Generator) -> float:
     """A loss as the worker reports it: 3% noise, inf once the quadratic has blown up."""
     return value * (1 + 0.03 * rng.standard_normal()) if math.isfinite(value) and value < 1e30 else math.inf
+
+
+Report = Callable[[Segment, list[float]], Segment]
+
+
+def _drive(tuner: Tuner, seed: int, damage_above: float = math.inf, report: Report | None = None) -> dict[str, Any]:
+    """Train the test landscape through ``tuner`` as a worker does (snapshots, restores, candidates cut at a blow-up).
+
+    Every step at an LR above ``damage_above`` adds lasting damage, 0.3% of the loss then: a noisy quadratic knows
+    no such damage (a network trained at too high an LR can take it), so the loss at a high LR looks like noise a
+    decay would remove, but a decay leaves the damage behind.
+
+    Args:
+        tuner: The job.
+        seed: Seed of the observation noise.
+        damage_above: The LR above which steps do lasting damage.
+        report: Takes each segment's losses in place of ``tuner.report`` and returns the next segment.
+
+    Returns:
+        ``final`` (the final loss, damage included) and ``steps`` (steps run, rolled back ones included).
+    """
+    take = report or (lambda seg, losses: tuner.report(seg.segment_id, losses))
+    rng = np.random.default_rng(seed)
+    m, damage = LAND.start(), 0.0
+    snaps: dict[str, tuple[np.ndarray, float]] = {}
+    seg = tuner.next_segment()
+    steps = 0
+    while not seg.done:
+        if seg.restore:
+            m, damage = snaps[seg.restore][0].copy(), snaps[seg.restore][1]
+        for name in seg.drop:
+            snaps.pop(name, None)
+        if seg.snapshot:
+            snaps[seg.snapshot] = (m.copy(), damage)
+        losses = []
+        for j in range(seg.steps):
+            lr = seg.lr_at(j)
+            steps += 1
+            m = (1 - lr * LAND.h) ** 2 * m + lr * lr * LAND.sigma2 * LAND.h
+            quadratic = float(LAND.loss(m))
+            damage += 0.003 * quadratic if lr > damage_above else 0.0
+            losses.append(_observed(quadratic + damage, rng))
+            if seg.phase == "explore" and not math.isfinite(losses[-1]):
+                break
+        m = np.where(np.isfinite(m), m, 1e30)
+        if seg.keep:
+            snaps[seg.keep] = (m.copy(), damage)
+        seg = take(seg, losses)
+    return {"final": float(LAND.loss(m)) + damage, "steps": steps}
 
 
 @functools.cache
@@ -67,38 +117,20 @@ def test_the_spectral_plan_stays_under_its_cap_and_shows_the_model_beside_the_da
 
 def test_schedule_shows_the_plan_and_candidates_judged_by_predicted_final_loss() -> None:
     tuner = Tuner(TunerConfig(min_lr=1e-3, max_lr=10.0, total_steps=TOTAL, seed=1, preset="plan", loss_model="power"))
-    rng = np.random.default_rng(1)
-    m = LAND.start()
-    snaps: dict[str, np.ndarray] = {}
-    seg = tuner.next_segment()
     recovered_at = None
-    while not seg.done:
-        if seg.restore:
-            m = snaps[seg.restore].copy()
-        for name in seg.drop:
-            snaps.pop(name, None)
-        if seg.snapshot:
-            snaps[seg.snapshot] = m.copy()
-        losses = []
-        for j in range(seg.steps):
-            lr = seg.lr_at(j)
-            m = (1 - lr * LAND.h) ** 2 * m + lr * lr * LAND.sigma2 * LAND.h
-            losses.append(_observed(float(LAND.loss(m)), rng))
-            if seg.phase == "explore" and not math.isfinite(losses[-1]):
-                break
-        m = np.where(np.isfinite(m), m, 1e30)
-        if seg.keep:
-            snaps[seg.keep] = m.copy()
+
+    def report(seg: Segment, losses: list[float]) -> Segment:
+        nonlocal recovered_at
         if recovered_at is None and seg.phase == "train" and tuner.schedule()["stages"]:
             # A recovered tuner continues exactly like the original.
-            state = tuner.dump()
-            twin = Tuner.recover(state)
+            twin = Tuner.recover(tuner.dump())
             a, b = tuner.report(seg.segment_id, losses), twin.report(seg.segment_id, losses)
             assert a == b and tuner.dump() == twin.dump()
             recovered_at = seg.start_step
-            seg = a
-            continue
-        seg = tuner.report(seg.segment_id, losses)
+            return a
+        return tuner.report(seg.segment_id, losses)
+
+    _drive(tuner, seed=1, report=report)
     assert recovered_at is not None
     sched = tuner.schedule()
     stage = sched["stages"][0]
@@ -143,69 +175,34 @@ def test_switches_keep_the_budget_and_the_exploration_cap(switches: dict[str, bo
         assert result["state"]["online"]["rival"]["params"]["beta"] == 0.5
 
 
-def _run_damaged(threshold: float, verify: bool) -> dict[str, object]:
-    """The test landscape, except that every step above ``threshold`` adds lasting damage: 0.3% of the loss then.
-
-    A noisy quadratic knows no such damage (a network trained at too high an LR can take it): the loss at a high LR
-    looks like noise a decay would remove, but a decay leaves the damage behind. Returns the final state and the
-    final loss, damage included.
-    """
-    tuner = Tuner(
-        TunerConfig(
-            min_lr=1e-3,
-            max_lr=10.0,
-            total_steps=TOTAL,
-            seed=0,
-            preset="plan",
-            loss_model="spectral",
-            verify_rise=verify,
-        )
+def _run_damaged(threshold: float, verify: bool) -> dict[str, Any]:
+    """A spectral-plan job on the test landscape where every step above ``threshold`` does lasting damage
+    (:func:`_drive`); returns the final state and the final loss, damage included."""
+    config = TunerConfig(
+        min_lr=1e-3, max_lr=10.0, total_steps=TOTAL, seed=0, preset="plan", loss_model="spectral", verify_rise=verify
     )
-    rng = np.random.default_rng(0)
-    m, damage = LAND.start(), 0.0
-    snaps: dict[str, tuple[np.ndarray, float]] = {}
-    seg = tuner.next_segment()
-    steps = 0
-    while not seg.done:
-        if seg.restore:
-            m, damage = snaps[seg.restore][0].copy(), snaps[seg.restore][1]
-        for name in seg.drop:
-            snaps.pop(name, None)
-        if seg.snapshot:
-            snaps[seg.snapshot] = (m.copy(), damage)
-        losses = []
-        for j in range(seg.steps):
-            lr = seg.lr_at(j)
-            steps += 1
-            m = (1 - lr * LAND.h) ** 2 * m + lr * lr * LAND.sigma2 * LAND.h
-            quadratic = float(LAND.loss(m))
-            damage += 0.003 * quadratic if lr > threshold else 0.0
-            losses.append(_observed(quadratic + damage, rng))
-            if seg.phase == "explore" and not math.isfinite(losses[-1]):
-                break
-        m = np.where(np.isfinite(m), m, 1e30)
-        if seg.keep:
-            snaps[seg.keep] = (m.copy(), damage)
-        seg = tuner.report(seg.segment_id, losses)
-    assert steps == TOTAL
-    return {"state": tuner.dump(), "final": float(LAND.loss(m)) + damage}
+    tuner = Tuner(config)
+    run = _drive(tuner, seed=0, damage_above=threshold)
+    assert run["steps"] == TOTAL
+    return {"state": tuner.dump(), "final": run["final"]}
 
 
 def test_every_rise_of_the_spectral_plan_is_checked_by_a_probe_before_it_is_trusted() -> None:
     state = _job("spectral")["state"]
-    checks = [s for s in state["stages"] if s["k"] == 1]  # type: ignore[index]
+    checks = [s for s in state["stages"] if s["k"] == 1]
     assert checks, "the plan never rose above the sweep's suggestion"
+    by_id = {r["segment_id"]: r for r in state["segments"]}
     for stage in checks:
         (cand,) = stage["candidates"]
-        probe = next(r for r in state["segments"] if r["segment_id"] == cand["probe"]["segment_id"])  # type: ignore[index]
+        probe = by_id[cand["probe"]["segment_id"]]
         assert probe["rolled_back"] and probe["curve_to"] == 0.0  # a cooldown probe, and only it is rolled back
-        assert not next(r for r in state["segments"] if r["segment_id"] == cand["segment_id"])["rolled_back"]  # type: ignore[index]
+        assert not by_id[cand["segment_id"]]["rolled_back"]
     # On the quadratic every rise pays: trust grew past the sweep's suggestion.
-    assert state["online"]["trusted"] > state["sweep"]["lr"] * (1 + 1e-9)  # type: ignore[index]
+    assert state["online"]["trusted"] > state["sweep"]["lr"] * (1 + 1e-9)
 
 
 def test_a_rise_that_does_not_pay_is_not_trusted() -> None:
     # The plan starts at the sweep's suggestion (0.28 here); every LR above 1.5x it does lasting damage.
     checked, unchecked = _run_damaged(0.42, verify=True), _run_damaged(0.42, verify=False)
-    assert checked["state"]["online"]["trusted"] < unchecked["state"]["online"]["trusted"]  # type: ignore[index]
-    assert float(checked["final"]) < 0.1 * float(unchecked["final"])  # type: ignore[arg-type]
+    assert checked["state"]["online"]["trusted"] < unchecked["state"]["online"]["trusted"]
+    assert checked["final"] < 0.1 * unchecked["final"]
