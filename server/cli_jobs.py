@@ -31,7 +31,6 @@ import typer
 from lrtune.client.errors import JobGoneError, LrtuneHTTPError
 from lrtune.client.http import ServiceClient
 from lrtune.client.protocol import JOB_STATUSES
-from lrtune.tuner.config import plans
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
@@ -332,9 +331,10 @@ def plan_pairs(info: dict[str, Any], sched: dict[str, Any]) -> list[tuple[str, s
         model's final loss under it, with its standard deviation and 90% band.
     """
     plan = sched.get("plan")
-    cfg = info["config"]
     if plan is None:
-        planning = plans(cfg.get("preset", "default"), cfg.get("strategy", "autolrs"))
+        # The schedule says whether the job plans: ``default`` in its config may stand for another preset (a job
+        # stored before the default changed runs as it began).
+        planning = bool(sched.get("planner"))
         return [("plan", "none yet (the first comes once the loss model has enough losses)")] if planning else []
     points = ", ".join(f"{fmt_num(lr, 3)} @{step}" for step, lr in plan_points(plan.get("lr") or []))
     last = " (the last plan)" if sched.get("done") else ""

@@ -65,6 +65,7 @@ class Views(TunerParts):
             "segments": [{**r.to_dict(), "lr_points": record_lr_points(r)} for r in s.segments],
             "stages": [_stage_summary(st) for st in s.stages],
             "sweep": _sweep_summary(s.sweep),
+            "planner": self.settings.planner,
             "plan": self._plan_view() if self.settings.planner else None,
         }
 

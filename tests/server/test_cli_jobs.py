@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from lrtune.server.cli_jobs import fmt_age, fmt_band, fmt_num, jobs_table, plan_points, table
+from lrtune.server.cli_jobs import fmt_age, fmt_band, fmt_num, jobs_table, plan_pairs, plan_points, table
 from lrtune.server.launch import (
     ADMIN_KEY_ENV,
     REDIS_URL_ENV,
@@ -149,8 +149,14 @@ def test_show_prints_the_plan_and_predicted_final_losses(open_url: str, jobs: di
     fresh = lrtune("jobs", "show", fresh_plan, "--url", open_url).stdout
     assert "\nplan         none yet" in fresh and "\npredicted " not in fresh
 
+    assert httpx.get(f"{open_url}/dashboard/api/jobs/{fresh_plan}/schedule").json()["planner"] is True
+    # Whether a job plans is the schedule's word, not its config's: a job stored under ``default`` before the
+    # default changed runs greedy, and shows no plan.
+    assert plan_pairs({"config": {"preset": "default"}}, {"planner": False, "plan": None}) == []
+
     out = lrtune("jobs", "show", jobs["finished"], "--url", open_url)  # a greedy job: no plan
     assert out.returncode == 0, out.stderr
+    assert httpx.get(f"{open_url}/dashboard/api/jobs/{jobs['finished']}/schedule").json()["planner"] is False
     assert not any(line.startswith(("plan ", "predicted ")) for line in out.stdout.splitlines())
     assert "FORECAST" in out.stdout and "PREDICTED FINAL LOSS" not in out.stdout
     assert "loss forecast at step" in out.stdout
