@@ -648,12 +648,18 @@ def curve(p: Params, history: History, steps: NDArray[np.float64], lrs: NDArray[
     return out
 
 
-def final_loss_std(f: Fit, history: History, steps: NDArray[np.float64], lrs: NDArray[np.float64]) -> float:
+def final_loss_std(
+    f: Fit,
+    history: History,
+    steps: NDArray[np.float64],
+    lrs: NDArray[np.float64],
+    rate: float = EXTRAPOLATION,
+) -> float:
     """Standard deviation of the predicted final loss of one plan, from the parameters' covariance.
 
     Two terms are added to it: the lack of fit (``rel_noise`` of the fit times the prediction: a model that
     misses its data by some percent is not trusted to better than that), and the risk of extrapolating
-    (``EXTRAPOLATION`` times the prediction, per decade between the LR the history ends at and the plan's final
+    (``rate`` times the prediction, per decade between the LR the history ends at and the plan's final
     LR, and per e-fold of new area): the parameters' covariance knows only the model's own family, not how far
     the truth may leave it.
     """
@@ -672,12 +678,18 @@ def final_loss_std(f: Fit, history: History, steps: NDArray[np.float64], lrs: ND
     var = (
         float(grad @ f.cov @ grad)
         + (f.rel_noise * mean) ** 2
-        + (extrapolation(history.last_lr, history.area, steps, lrs) * mean) ** 2
+        + (extrapolation(history.last_lr, history.area, steps, lrs, rate) * mean) ** 2
     )
     return math.sqrt(max(var, 0.0))
 
 
-def extrapolation(last_lr: float, area: float, steps: NDArray[np.float64], lrs: NDArray[np.float64]) -> float:
+def extrapolation(
+    last_lr: float,
+    area: float,
+    steps: NDArray[np.float64],
+    lrs: NDArray[np.float64],
+    rate: float = EXTRAPOLATION,
+) -> float:
     """Relative model risk of a prediction: per decade of LR change and per e-fold of area beyond the data.
 
     Args:
@@ -685,13 +697,14 @@ def extrapolation(last_lr: float, area: float, steps: NDArray[np.float64], lrs: 
         area: The history's LR area, in LR x steps.
         steps: Shape (P,). Steps of each piece of the continuation.
         lrs: Shape (P,). LR of each piece.
+        rate: Relative uncertainty per unit of extrapolation (the model's own; this model's by default).
     """
     if not len(lrs):
         return 0.0
     now = last_lr if last_lr > 0 else float(lrs[0])
     decades = abs(math.log10(max(float(lrs[-1]), 1e-300) / max(now, 1e-300)))
     new_area = float(np.sum(steps * lrs))
-    return EXTRAPOLATION * (decades + math.log1p(new_area / max(area, 1e-12)))
+    return rate * (decades + math.log1p(new_area / max(area, 1e-12)))
 
 
 def band90(mean: float, std: float, floor: float | None) -> tuple[float, float]:

@@ -42,6 +42,11 @@ from lrtune.tuner.lossmodel import Run, constant_pieces, extrapolation
 
 #: Fewer binned observations than this: the model cannot tell yet.
 MIN_POINTS = 8
+#: Relative uncertainty a prediction gains per decade of LR change and per e-fold of area beyond the data. Lower
+#: than the multi-power law's (:data:`lrtune.tuner.lossmodel.EXTRAPOLATION`): this model is exact on a quadratic
+#: and knows the stability edge, and its forecasts from half a run are off by a few percent, not tens
+#: (``benchmarks/results/model_forecast_spectral.md``).
+EXTRAPOLATION = 0.02
 #: Ratio between neighbouring curvatures of the grid.
 GRID_RATIO = 1.5
 #: A varying LR is cut into at most this many constant pieces per run (exact where it is piecewise constant).
@@ -398,18 +403,30 @@ class SpectralFit:
             out[p] = float(self.loss_of(d, n))
         return out
 
-    def final_loss_std(self, history: ModeHistory, steps: NDArray[np.float64], lrs: NDArray[np.float64]) -> float:
+    def final_loss_std(
+        self,
+        history: ModeHistory,
+        steps: NDArray[np.float64],
+        lrs: NDArray[np.float64],
+        rate: float = EXTRAPOLATION,
+    ) -> float:
         """Standard deviation of the predicted final loss of one plan (``lrs`` shape (P,)).
 
         The weights' covariance (the data's noise) plus the lack of fit (``rel_noise`` of the prediction) and the
-        risk of extrapolating (``EXTRAPOLATION`` of the prediction per decade between the history's last LR and
-        the plan's final LR, and per e-fold of new area), as :func:`lrtune.tuner.lossmodel.final_loss_std` does.
+        risk of extrapolating (``rate`` of the prediction per decade between the history's last LR and the plan's
+        final LR, and per e-fold of new area).
+
+        Args:
+            history: What has run so far.
+            steps: Shape (P,). Steps of each piece of the continuation.
+            lrs: Shape (P,). LR of each piece.
+            rate: Relative uncertainty per unit of extrapolation.
         """
         end = history.extend(steps, lrs)
         mean = float(self.loss_of(end.d, end.n))
         if not math.isfinite(mean):
             return math.inf
-        std = abs(mean) * math.hypot(self.rel_noise, extrapolation(history.last_lr, history.area, steps, lrs))
+        std = abs(mean) * math.hypot(self.rel_noise, extrapolation(history.last_lr, history.area, steps, lrs, rate))
         if self.cov is not None:
             grad = np.concatenate([[1.0], (end.d + self.params.kappa * end.n)[self.active]])
             with np.errstate(over="ignore", invalid="ignore"):

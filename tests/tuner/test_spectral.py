@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from benchmarks.nqm import Landscape, optimum
-from lrtune.tuner import spectral, spectralplan
+from benchmarks.nqm import LANDSCAPES, Landscape, optimum, run_tuner
+from lrtune.tuner import replan, spectral, spectralplan
 from lrtune.tuner.lossmodel import Run
 from lrtune.tuner.spectral import ModeHistory, SpectralFit, SpectralParams, curvature_grid
 from lrtune.tuner.state import ModelFit
@@ -65,6 +65,49 @@ def test_a_fit_predicts_a_continuation_it_never_saw() -> None:
     observed = [mean for run in runs for _, _, mean in sorted(run.geometry.bins)]
     assert len(fitted) == len(observed)
     assert max(abs(v / y - 1) for v, y in zip(fitted, observed, strict=True)) < 0.1
+
+
+def test_the_band_it_states_does_not_change_what_the_job_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The stated band is for the user (schedule, dashboard, CLI); the proposals explore with their own, wider
+    # spread. A band ten times as wide leaves every segment of a default job, and every proposal, as it was.
+    def run() -> dict:
+        return run_tuner(LANDSCAPES["steep"], 2000, 1, "default", keep_state=True)
+
+    runs, _, main = job_runs()
+    h = curvature_grid(1.0, TOTAL)
+    f = spectral.fit(runs, h, loss_floor=0.0)
+    assert f is not None
+    history = ModeHistory.start(h).then(main)
+    knobs = replan.Knobs(None, 12, True, True, True)
+    plan = replan.best_plan(f, history, len(main), 2000, 1e-3, 0.5, knobs)
+
+    def propose() -> float:
+        return replan.propose(f, history, plan, 0.05, [0.05], 100, 1e-3, 0.5)
+
+    plain, proposed = run(), propose()
+    stated = SpectralFit.final_loss_std
+    rates: list[float] = []
+
+    def wide(
+        self: SpectralFit,
+        history: ModeHistory,
+        steps: np.ndarray,
+        lrs: np.ndarray,
+        rate: float = spectral.EXTRAPOLATION,
+    ) -> float:
+        rates.append(rate)
+        return stated(self, history, steps, lrs, rate) * (10.0 if rate == spectral.EXTRAPOLATION else 1.0)
+
+    monkeypatch.setattr(SpectralFit, "final_loss_std", wide)
+    widened = run()
+    assert widened["state"]["online"]["plan"]["final_std"] == pytest.approx(
+        10 * plain["state"]["online"]["plan"]["final_std"]
+    )
+    assert widened["state"]["segments"] == plain["state"]["segments"]
+    assert widened["final"] == plain["final"]
+    rates.clear()
+    assert propose() == proposed
+    assert rates and set(rates) == {replan.EXPLORATION}
 
 
 def test_it_says_it_cannot_tell_with_too_few_losses_or_a_flat_curve() -> None:
