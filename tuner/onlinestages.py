@@ -190,6 +190,10 @@ class OnlineStages(TunerParts):
                 fit, history, step, st.total_steps - step, st.min_lr, self._cap(history), self._knobs(), self._rival()
             )
             o.plan_from = line
+            if keep is not None:
+                # Its predicted final loss is the plan's from its end, as for a search's candidates (not the curve
+                # forecaster's extrapolation at a constant LR that its report left there).
+                keep.forecast, keep.std, keep.plan = o.plan.final_loss, o.plan.final_std, o.plan
         seg = self._online_segment(step)
         return dataclasses.replace(seg, restore=restore, drop=drop)
 

@@ -197,6 +197,10 @@ def test_every_rise_of_the_spectral_plan_is_checked_by_a_probe_before_it_is_trus
         probe = by_id[cand["probe"]["segment_id"]]
         assert probe["rolled_back"] and probe["curve_to"] == 0.0  # a cooldown probe, and only it is rolled back
         assert not by_id[cand["segment_id"]]["rolled_back"]
+        # What the dashboard and CLI show as its predicted final loss is the plan's from its end, as for a search's
+        # candidates, not a curve forecast at a constant LR.
+        assert cand["plan"] is not None and cand["forecast"] == cand["plan"]["final_loss"]
+        assert cand["std"] == cand["plan"]["final_std"]
     # On the quadratic every rise pays: trust grew past the sweep's suggestion.
     assert state["online"]["trusted"] > state["sweep"]["lr"] * (1 + 1e-9)
 
