@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.methods import Method, all_methods
-from benchmarks.report import grid_spread, markdown, plots, summarize
+from benchmarks.report import code_version, grid_spread, markdown, plots, summarize
 from benchmarks.run import run
 from benchmarks.workloads import LONG_WORKLOADS, SHORT_WORKLOADS, WORKLOADS
 
@@ -102,8 +102,16 @@ def main(argv: list[str] | None = None) -> int:
         "command": command.strip(),
         "date": dt.date.today().isoformat(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-        f"{args.threads} torch threads; load average {load_at_start:.1f} when the command started "
-        "(wall-clock figures are only comparable on an otherwise idle machine)",
+        f"{args.threads} torch threads; "
+        + (
+            f"load average {load_at_start:.1f} when the command started "
+            "(wall-clock figures are only comparable on an otherwise idle machine)"
+            if plan
+            else "wall-clock figures are those of the invocations that ran each run"
+        ),
+        "code": code_version(),
+        "runs_now": len(plan),
+        "runs_total": len(rows),
         "seeds": len(seeds),
         "ablation_seeds": len(ablation_seeds),
         "grid_trials": sum(1 for m in methods if m.family == "grid"),

@@ -57,7 +57,7 @@ from torch import Tensor, nn
 
 from benchmarks import run as harness
 from benchmarks.methods import GRID_PEAKS, GRID_SHAPES, Method, all_methods
-from benchmarks.report import grid_spread, plots, with_oracle
+from benchmarks.report import code_version, grid_spread, plots, with_oracle
 from benchmarks.workloads import (
     STDLIB_DIR,
     Split,
@@ -419,21 +419,6 @@ def markdown_long(
     return "\n".join(lines)
 
 
-def _code_version() -> str:
-    """The commit the code runs from, flagged where the lrtune or benchmark sources differ from it."""
-    import subprocess
-
-    def git(*args: str) -> str:
-        proc = subprocess.run(["git", *args], capture_output=True, text=True, check=False)
-        return proc.stdout.strip() if proc.returncode == 0 else ""
-
-    commit = git("rev-parse", "--short", "HEAD")
-    if not commit:
-        return "unknown (not a git checkout)"
-    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "tuner", "client", "server", "benchmarks")
-    return commit + (" with uncommitted changes to the sources" if dirty else "")
-
-
 def _load() -> str:
     return ", ".join(f"{v:.2f}" for v in os.getloadavg())
 
@@ -496,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": dt.datetime.now().astimezone().isoformat(timespec="minutes"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
         f"{args.threads} torch thread(s); the cores are shared with other jobs",
-        "code": _code_version(),
+        "code": code_version(),
         "load_start": load_start,
         "load_end": _load(),
         "wall_s": time.perf_counter() - started,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import subprocess
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,20 @@ MAIN_METHODS = (
     "lrtune-greedy",
 )
 LR_FREE = ("schedulefree-adamw", "prodigy-cosine")
+
+
+def code_version() -> str:
+    """The commit the code runs from, flagged where the lrtune or benchmark sources differ from it."""
+
+    def git(*args: str) -> str:
+        proc = subprocess.run(["git", *args], capture_output=True, text=True, check=False)
+        return proc.stdout.strip() if proc.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return "unknown (not a git checkout)"
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "tuner", "client", "server", "benchmarks")
+    return commit + (" with uncommitted changes to the sources" if dirty else "")
 
 
 def _num(v: Any) -> float:
@@ -141,6 +156,12 @@ def markdown(
     ``grid``, the spread of the grid's schedules: see ``grid_spread``), then the ablations."""
     lines = ["# lrtune benchmark", ""]
     lines += [f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}  ", f"Date: {meta['date']}  "]
+    if "code" in meta:
+        lines += [
+            f"Code: commit {meta['code']}; this invocation ran {meta['runs_now']} of the report's "
+            f"{meta['runs_total']} runs, the rest were read back from `raw.jsonl`, as earlier invocations ran them "
+            "(every run is deterministic; `--fresh` runs them all again)  "
+        ]
     lines += [f"Seeds: {meta['seeds']} (paired: same initialization and data order for every method)", ""]
     lines += [
         "Every method has the same budget of gradient steps per workload, and every step counts: lrtune's "
