@@ -156,12 +156,11 @@ def markdown(
     ``grid``, the spread of the grid's schedules: see ``grid_spread``), then the ablations."""
     lines = ["# lrtune benchmark", ""]
     lines += [f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}  ", f"Date: {meta['date']}  "]
-    if "code" in meta:
-        lines += [
-            f"Code: commit {meta['code']}; this invocation ran {meta['runs_now']} of the report's "
-            f"{meta['runs_total']} runs, the rest were read back from `raw.jsonl`, as earlier invocations ran them "
-            "(every run is deterministic; `--fresh` runs them all again)  "
-        ]
+    lines += [
+        f"Code: commit {meta['code']}; this invocation ran {meta['runs_now']} of the report's "
+        f"{meta['runs_total']} runs, the rest were read back from `raw.jsonl`, as earlier invocations ran them "
+        "(every run is deterministic; `--fresh` runs them all again)  "
+    ]
     lines += [f"Seeds: {meta['seeds']} (paired: same initialization and data order for every method)", ""]
     lines += [
         "Every method has the same budget of gradient steps per workload, and every step counts: lrtune's "

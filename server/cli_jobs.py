@@ -323,7 +323,7 @@ def plan_points(lr: Sequence[Sequence[float]], most: int = 5) -> list[tuple[int,
     return [(int(lr[i][0]), float(lr[i][1])) for i in sorted(picks)]
 
 
-def plan_pairs(info: dict[str, Any], sched: dict[str, Any]) -> list[tuple[str, str]]:
+def plan_pairs(sched: dict[str, Any]) -> list[tuple[str, str]]:
     """The summary lines of a job's current plan (the ``plan`` preset's, which ``default`` stands for), or none.
 
     Returns:
@@ -371,7 +371,7 @@ def job_report(info: dict[str, Any], sched: dict[str, Any], segments: bool = Fal
             f"{fmt_pct(sched['explore_share'])} of the budget ({sched['explore_steps']} steps, "
             f"{sched['wasted_steps']} rolled back)",
         ),
-        *plan_pairs(info, sched),
+        *plan_pairs(sched),
         ("created", f"{created} ({fmt_age(info['created_at'], now)} ago)"),
         ("config", " ".join(f"{k}={v}" for k, v in cfg.items())),
     ]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from lrtune.tuner import lossmodel, planner, spectralplan
+from lrtune.tuner import lossmodel, planner, spectral, spectralplan
 from lrtune.tuner.lossmodel import Fit, History
 from lrtune.tuner.planner import Plan
 from lrtune.tuner.spectral import ModeHistory, SpectralFit
@@ -80,26 +80,28 @@ def predict(
     return lossmodel.final_losses(fit.params, history, steps, lrs)
 
 
-def predict_std(fit: AnyFit, history: AnyHistory, steps: NDArray[np.float64], lrs: NDArray[np.float64]) -> float:
-    """Standard deviation of the predicted final loss of one continuation (``lrs`` shape (P,)): the stated band's."""
-    if isinstance(fit, SpectralFit):
-        assert isinstance(history, ModeHistory)
-        return fit.final_loss_std(history, steps, lrs)
-    assert isinstance(history, History)
-    return lossmodel.final_loss_std(fit, history, steps, lrs)
+def predict_std(
+    fit: AnyFit,
+    history: AnyHistory,
+    steps: NDArray[np.float64],
+    lrs: NDArray[np.float64],
+    rate: float | None = None,
+) -> float:
+    """Standard deviation of the predicted final loss of one continuation (``lrs`` shape (P,)).
 
-
-def exploration_std(fit: AnyFit, history: AnyHistory, steps: NDArray[np.float64], lrs: NDArray[np.float64]) -> float:
-    """The spread a proposal's lower confidence bound subtracts for one continuation (``lrs`` shape (P,)).
-
-    Wider than the spectral model's stated band on purpose: :data:`EXPLORATION` per unit of extrapolation,
-    whichever model is fitted.
+    Args:
+        fit: The fitted model.
+        history: What has run so far, as that model reads it.
+        steps: Shape (P,). Steps of each piece of the continuation.
+        lrs: Shape (P,). LR of each piece.
+        rate: Relative risk per unit of extrapolation; None: the model's own (its stated band). Proposals pass
+            :data:`EXPLORATION`.
     """
     if isinstance(fit, SpectralFit):
         assert isinstance(history, ModeHistory)
-        return fit.final_loss_std(history, steps, lrs, EXPLORATION)
+        return fit.final_loss_std(history, steps, lrs, spectral.EXTRAPOLATION if rate is None else rate)
     assert isinstance(history, History)
-    return lossmodel.final_loss_std(fit, history, steps, lrs, EXPLORATION)
+    return lossmodel.final_loss_std(fit, history, steps, lrs, lossmodel.EXTRAPOLATION if rate is None else rate)
 
 
 def best_plan(
@@ -242,7 +244,7 @@ def propose(
 ) -> float:
     """The next candidate LR: where the lower confidence bound of its predicted final loss is lowest.
 
-    The bound's spread is :func:`exploration_std`, not the stated band.
+    The bound's spread counts :data:`EXPLORATION` per unit of extrapolation, not the stated band's rate.
 
     A candidate is scored as ``cand_steps`` steps at its LR followed by the incumbent's plan. Without a model
     (or a plan), the incumbent's neighbours a factor of three up, then down. LRs within a fifth of a decade of
@@ -266,5 +268,5 @@ def propose(
     steps = np.concatenate([[float(cand_steps)], rest_steps])
     rows = np.concatenate([grid[:, None], np.repeat(rest_lrs[None, :], grid.size, axis=0)], axis=1)
     means = predict(fit, history, steps, rows)
-    stds = np.array([exploration_std(fit, history, steps, row) for row in rows])
+    stds = np.array([predict_std(fit, history, steps, row, EXPLORATION) for row in rows])
     return float(grid[int(np.argmin(means - _LCB * stds))])

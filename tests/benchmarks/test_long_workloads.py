@@ -85,4 +85,13 @@ def test_a_few_steps_train_and_score(workload: Workload) -> None:
 
 
 def _meta() -> dict[str, object]:
-    return {"command": "test", "machine": "test", "date": "today", "seeds": 1, "grid_trials": 1}
+    return {
+        "command": "test",
+        "machine": "test",
+        "date": "today",
+        "code": "test",
+        "runs_now": 1,
+        "runs_total": 1,
+        "seeds": 1,
+        "grid_trials": 1,
+    }

@@ -152,7 +152,7 @@ def test_show_prints_the_plan_and_predicted_final_losses(open_url: str, jobs: di
     assert httpx.get(f"{open_url}/dashboard/api/jobs/{fresh_plan}/schedule").json()["planner"] is True
     # Whether a job plans is the schedule's word, not its config's: a job stored under ``default`` before the
     # default changed runs greedy, and shows no plan.
-    assert plan_pairs({"config": {"preset": "default"}}, {"planner": False, "plan": None}) == []
+    assert plan_pairs({"planner": False, "plan": None}) == []
 
     out = lrtune("jobs", "show", jobs["finished"], "--url", open_url)  # a greedy job: no plan
     assert out.returncode == 0, out.stderr
