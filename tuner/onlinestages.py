@@ -7,6 +7,12 @@ a ``plan`` stage (:class:`lrtune.tuner.stagestate.Stage` with ``kind="plan"``) w
 candidates are proposed by the model (:func:`lrtune.tuner.replan.propose`). The search is judged by each candidate's
 predicted final loss under its own best plan (``forecast`` and ``std`` of the candidate record; with
 ``probe_judge`` by the loss after its probe); the job continues from the winner and the others are rolled back.
+
+With the spectral model a search respects the trust region as the plans do: a candidate's plan goes at most
+``TRUST_GROWTH`` times above the trusted LR, and a candidate above that gets a cooldown probe right after it and may
+win only where the probe ended below the incumbent's (same snapshot, same batches): a checked rise, whose LR becomes
+trusted. A quadratic model reads a high LR's excess loss as noise that a decay removes; on a network it can be damage
+that stays (a charlm run kept a candidate at 10 times the trusted LR and ended at 1.7 times the oracle's loss).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import numpy as np
 from lrtune.tuner import spectral
 from lrtune.tuner.fields import UNSET, Unset
 from lrtune.tuner.modelruns import runs_of
-from lrtune.tuner.online import SPECTRAL_CAP, peak_lr
+from lrtune.tuner.online import SPECTRAL_CAP, TRUST_GROWTH, peak_lr
 from lrtune.tuner.parts import TunerParts
 from lrtune.tuner.replan import best_plan, disagreement_pays, exploration_pays, propose
 from lrtune.tuner.search import to_unit
@@ -256,8 +262,13 @@ class OnlineStages(TunerParts):
         """The stage's next candidate or cooldown probe, or None when its search is over."""
         st = self.settings
         cands = stage.candidates
-        # The incumbent's cooldown probe, and with ``probe_all`` every other candidate's (right after it ran).
-        last = cands[-1] if cands and (len(cands) == 1 or st.probe_all) else None
+        # The incumbent's cooldown probe, and every other candidate's above the trust region (with ``probe_all``
+        # every candidate's), right after it ran.
+        last = None
+        if cands and (
+            len(cands) == 1 or st.probe_all or (self._beyond_trust(cands[-1].lr) and self._probe_fits(stage))
+        ):
+            last = cands[-1]
         if (
             last is not None
             and st.probe_fraction > 0
@@ -283,12 +294,40 @@ class OnlineStages(TunerParts):
             if fit is not None:
                 rest = st.total_steps - step - n
                 after = base.extend(np.array([float(n)]), np.array([incumbent]))
-                cap = o.cap if self._spectral else min(o.edge, after.last_lr)
+                cap = self._cap(after) if self._spectral else min(o.edge, after.last_lr)
                 plan = best_plan(fit, after, step + n, rest, st.min_lr, cap, self._knobs(), self._rival())
             lr = propose(fit, base, plan, incumbent, [c.lr for c in cands], n, st.min_lr, o.edge)
             self.last_suggest_s = time.perf_counter() - started
         keep = f"cand-{stage.index}-{i}"
         return self._candidate(stage, step, lr, to_unit(lr, st.min_lr, st.max_lr), keep, self._eval_every(n))
+
+    def _beyond_trust(self, lr: float) -> bool:
+        """Whether a candidate at ``lr`` lies above the spectral model's trust region (it informs the model only)."""
+        o = self._online()
+        return self._spectral and not isinstance(o.trusted, Unset) and lr > TRUST_GROWTH * float(o.trusted) * (1 + 1e-9)
+
+    def _probe_fits(self, stage: Stage) -> bool:
+        """Whether one more cooldown probe in this search keeps the exploration under its cap.
+
+        The search was started with room for its candidates and the incumbent's probe; every other probe is extra,
+        and counts against both the rolled-back steps and the steps spent exploring (the kept winner's included).
+        """
+        st = self.settings
+        s = self._s
+        n, p = stage.cand_steps, self._probe_steps(stage.cand_steps)
+        probes = sum(1 for c in stage.candidates if c.probe is not None)
+        planned = (stage.k - 1) * n + p
+        rest = (stage.k - len(stage.candidates)) * n
+        cap = st.explore_cap * st.total_steps + 1e-9
+        return s.wasted_steps + planned + probes * p <= cap and s.explore_steps + rest + p <= cap
+
+    def _paid_off(self, stage: Stage, cand: Candidate) -> bool:
+        """Whether a candidate's cooldown probe ended below the incumbent's (the same batches, the same decay)."""
+        inc = stage.candidates[0] if stage.candidates else None
+        if inc is None or inc is cand or inc.probe_loss is None or cand.probe_loss is None:
+            return False
+        a, b = float(cand.probe_loss), float(inc.probe_loss)
+        return math.isfinite(a) and math.isfinite(b) and a < b
 
     def _online_finish(self, stage: Stage, step: int) -> Segment:
         """Judge the candidates by their predicted final loss, continue from the best, re-plan."""
@@ -301,9 +340,13 @@ class OnlineStages(TunerParts):
         for c in stage.candidates:
             if c.steps_run == 0 or c.diverged:
                 continue
+            beyond = self._beyond_trust(c.lr)
             if fit is not None:
                 history = self._history(c.segment_id)
-                cap = o.cap if self._spectral else min(o.edge, history.last_lr)
+                if not self._spectral:
+                    cap = min(o.edge, history.last_lr)
+                else:
+                    cap = min(float(o.cap), TRUST_GROWTH * c.lr) if beyond else self._cap(history)
                 rest = st.total_steps - step
                 plan = best_plan(fit, history, step, rest, st.min_lr, cap, self._knobs(), self._rival())
                 c.forecast, c.std = plan.final_loss, plan.final_std
@@ -311,13 +354,21 @@ class OnlineStages(TunerParts):
                 value = plan.final_loss if plan.final_loss is not None else math.inf
             else:
                 value = c.last_loss if c.last_loss is not None else math.inf
+            if beyond and not self._paid_off(stage, c):
+                continue  # above the trust region, and its probe did not show the rise paying: it informs the model
             if value < best_loss:
                 best, best_loss = c, value
-        usable = [c for c in stage.candidates if c.steps_run > 0 and not c.diverged]
+        usable = [
+            c
+            for c in stage.candidates
+            if c.steps_run > 0 and not c.diverged and (not self._beyond_trust(c.lr) or self._paid_off(stage, c))
+        ]
         probed = [c for c in usable if c.probe_loss is not None]
         if st.probe_judge and len(usable) > 1 and len(probed) == len(usable):
             # Judged by what was seen: the loss each candidate reached after its own short decay.
             best = min(probed, key=lambda c: float(c.probe_loss))  # type: ignore[arg-type]
+        if best is not None and self._beyond_trust(best.lr):
+            o.trusted = best.lr  # its probe paid off against the incumbent's: a checked rise
         restore, drop = self._end_search(stage, best)
         if best is None:
             lowest = min(c.lr for c in stage.candidates)

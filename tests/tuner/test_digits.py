@@ -8,6 +8,7 @@ import torch
 from sklearn.datasets import load_digits
 
 from lrtune.tuner import Tuner, TunerConfig
+from lrtune.tuner.online import TRUST_GROWTH
 
 MIN_LR, MAX_LR, STEPS = 1e-3, 3.0, 1500
 
@@ -106,3 +107,65 @@ def test_tuned_run_beats_a_constant_lr_at_either_bound(data: Digits) -> None:
     print("winners:", [f"{s['winner_lr']:.3g}" for s in tuner.schedule()["stages"]])
     assert tuned < low and tuned < high
     assert tuner.steps_used == STEPS
+
+
+def run_seeded(data: Digits, seed: int) -> tuple[Tuner, dict[str, object], dict[int, float]]:
+    """:func:`run_tuned` from the network and batch stream of ``seed``.
+
+    Returns:
+        The tuner, its final state and the planner's trusted LR when each segment was handed out (by segment id).
+    """
+    tuner = Tuner(TunerConfig(min_lr=MIN_LR, max_lr=MAX_LR, total_steps=STEPS, seed=0))
+    state = new_state(seed)
+    snaps: dict[str, dict[str, object]] = {}
+    trusted: dict[int, float] = {}
+    seg = tuner.next_segment()
+    while not seg.done:
+        online = tuner.dump().get("online")
+        if online is not None and "trusted" in online:
+            trusted[seg.segment_id] = online["trusted"]
+        if seg.restore:
+            restore(state, snaps[seg.restore])
+        for name in seg.drop:
+            snaps.pop(name, None)
+        if seg.snapshot:
+            snaps[seg.snapshot] = snapshot(state)
+        losses: list[float] = []
+        for j in range(seg.steps):
+            losses.append(train_step(state, data, seg.lr_at(j)))
+            if not math.isfinite(losses[-1]):
+                break
+        if seg.keep:
+            snaps[seg.keep] = snapshot(state)
+        seg = tuner.report(seg.segment_id, losses)
+    return tuner, tuner.dump(), trusted
+
+
+@pytest.mark.parametrize("seed", [2, 6])
+def test_a_search_goes_past_the_trust_region_only_where_a_cooldown_probe_says_it_pays(data: Digits, seed: int) -> None:
+    # Plans go at most TRUST_GROWTH times above the trusted LR (the highest the kept line ran at as the model
+    # predicted). A search's candidate above that is probed (a short decay right after it), and the job continues
+    # from it only if its probe ended below the incumbent's (same snapshot, same batches). A search's winner once
+    # handed its plan the stability cap, up to 7.5 times the trusted LR: one segment there can wreck a network.
+    tuner, state, trusted = run_seeded(data, seed)
+    assert tuner.steps_used == STEPS
+    assert state["wasted_steps"] <= 0.15 * STEPS  # type: ignore[operator]
+    stages = {s["index"]: s for s in state["stages"]}  # type: ignore[attr-defined]
+    above = 0
+    for rec in state["segments"]:  # type: ignore[attr-defined]
+        if rec["segment_id"] not in trusted or rec["phase"] not in ("train", "explore"):
+            continue
+        bound = TRUST_GROWTH * trusted[rec["segment_id"]] * (1 + 1e-9)
+        if max(rec["curve_from"], rec["curve_to"]) <= bound or rec["curve_to"] == 0.0:  # within it, or a probe
+            continue
+        stage = stages.get(rec["stage"])
+        where = f"segment {rec['segment_id']} above {bound:.3g}"
+        assert stage is not None and stage["k"] > 1 and rec["candidate"], where
+        cand, incumbent = stage["candidates"][rec["candidate"]], stage["candidates"][0]
+        if rec["diverged"]:
+            continue
+        above += 1
+        assert cand["probe"] is not None, f"candidate at {cand['lr']:.3g} above the trust region not probed"
+        if stage["winner"] == cand["index"]:
+            assert cand["probe"]["loss"] < incumbent["probe"]["loss"]
+    assert above, "no candidate above the trust region was tried"
