@@ -35,7 +35,8 @@ def code_version() -> str:
     commit = git("rev-parse", "--short", "HEAD")
     if not commit:
         return "unknown (not a git checkout)"
-    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "tuner", "client", "server", "benchmarks")
+    sources = ("tuner", "client", "server", "benchmarks", ":(exclude)benchmarks/results")
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", *sources)
     return commit + (" with uncommitted changes to the sources" if dirty else "")
 
 
