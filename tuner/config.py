@@ -77,7 +77,8 @@ class TunerConfig:
         prior_lr: An LR a previous job found to work (its winner: ``lrtune.client.prior_config`` reads it from that
             job's schedule). It takes the place of the LR range sweep's suggestion: the first search is centred on it,
             the plan's stability cap is set from it, and the sweep is skipped unless ``sweep_fraction`` is set.
-        explore_cap: Largest share of ``total_steps`` spent exploring: the LR range sweep, candidates and their probes.
+        explore_cap: Largest share of ``total_steps`` spent exploring: the LR range sweep, candidates and their probes
+            (the ``plan`` preset counts the steps it rolls back: the sweep, losing candidates and probes).
         anneal_fraction: Share of ``total_steps`` at the end that decays the LR linearly towards zero.
         noise_from_forecast: Pass each forecast's uncertainty to the GP as observation noise.
         carry_observations: Warm-start a stage's search from the previous stage's observations.
