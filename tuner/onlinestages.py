@@ -12,7 +12,8 @@ With the spectral model a search respects the trust region as the plans do: a ca
 ``TRUST_GROWTH`` times above the trusted LR, and a candidate above that gets a cooldown probe right after it and may
 win only where the probe ended below the incumbent's (same snapshot, same batches): a checked rise, whose LR becomes
 trusted. A quadratic model reads a high LR's excess loss as noise that a decay removes; on a network it can be damage
-that stays (a charlm run kept a candidate at 10 times the trusted LR and ended at 1.7 times the oracle's loss).
+that stays (a charlm run kept a candidate at 10 times the trusted LR and ended at test loss 2.18, where other seeds
+end at 1.25-1.30).
 """
 
 from __future__ import annotations
