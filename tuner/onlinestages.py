@@ -265,17 +265,11 @@ class OnlineStages(TunerParts):
         cands = stage.candidates
         # The incumbent's cooldown probe, and every other candidate's above the trust region (with ``probe_all``
         # every candidate's), right after it ran.
-        last = None
-        if cands and (
-            len(cands) == 1 or st.probe_all or (self._beyond_trust(cands[-1].lr) and self._probe_fits(stage))
-        ):
-            last = cands[-1]
+        last = cands[-1] if cands else None
         if (
             last is not None
-            and st.probe_fraction > 0
-            and last.steps_run > 0
-            and not last.diverged
-            and last.probe is None
+            and (len(cands) == 1 or st.probe_all or (self._beyond_trust(last.lr) and self._probe_fits(stage)))
+            and self._wants_probe(last)
         ):
             return self._probe(stage, last, step)
         i = len(cands)
@@ -324,8 +318,8 @@ class OnlineStages(TunerParts):
 
     def _paid_off(self, stage: Stage, cand: Candidate) -> bool:
         """Whether a candidate's cooldown probe ended below the incumbent's (the same batches, the same decay)."""
-        inc = stage.candidates[0] if stage.candidates else None
-        if inc is None or inc is cand or inc.probe_loss is None or cand.probe_loss is None:
+        inc = stage.candidates[0]
+        if inc is cand or inc.probe_loss is None or cand.probe_loss is None:
             return False
         a, b = float(cand.probe_loss), float(inc.probe_loss)
         return math.isfinite(a) and math.isfinite(b) and a < b
@@ -336,18 +330,21 @@ class OnlineStages(TunerParts):
         s = self._s
         o = self._online()
         fit = self._model()
+        ran = [c for c in stage.candidates if c.steps_run > 0 and not c.diverged]
+        beyond = {c.index for c in ran if self._beyond_trust(c.lr)}
+        # Above the trust region only a candidate whose probe showed the rise paying may win; the others inform the
+        # model.
+        usable = [c for c in ran if c.index not in beyond or self._paid_off(stage, c)]
+        eligible = {c.index for c in usable}
         best: Candidate | None = None
         best_loss = math.inf
-        for c in stage.candidates:
-            if c.steps_run == 0 or c.diverged:
-                continue
-            beyond = self._beyond_trust(c.lr)
+        for c in ran:
             if fit is not None:
                 history = self._history(c.segment_id)
                 if not self._spectral:
                     cap = min(o.edge, history.last_lr)
                 else:
-                    cap = min(float(o.cap), TRUST_GROWTH * c.lr) if beyond else self._cap(history)
+                    cap = min(float(o.cap), TRUST_GROWTH * c.lr) if c.index in beyond else self._cap(history)
                 rest = st.total_steps - step
                 plan = best_plan(fit, history, step, rest, st.min_lr, cap, self._knobs(), self._rival())
                 c.forecast, c.std = plan.final_loss, plan.final_std
@@ -355,20 +352,13 @@ class OnlineStages(TunerParts):
                 value = plan.final_loss if plan.final_loss is not None else math.inf
             else:
                 value = c.last_loss if c.last_loss is not None else math.inf
-            if beyond and not self._paid_off(stage, c):
-                continue  # above the trust region, and its probe did not show the rise paying: it informs the model
-            if value < best_loss:
+            if c.index in eligible and value < best_loss:
                 best, best_loss = c, value
-        usable = [
-            c
-            for c in stage.candidates
-            if c.steps_run > 0 and not c.diverged and (not self._beyond_trust(c.lr) or self._paid_off(stage, c))
-        ]
         probed = [c for c in usable if c.probe_loss is not None]
         if st.probe_judge and len(usable) > 1 and len(probed) == len(usable):
             # Judged by what was seen: the loss each candidate reached after its own short decay.
             best = min(probed, key=lambda c: float(c.probe_loss))  # type: ignore[arg-type]
-        if best is not None and self._beyond_trust(best.lr):
+        if best is not None and best.index in beyond:
             o.trusted = best.lr  # its probe paid off against the incumbent's: a checked rise
         restore, drop = self._end_search(stage, best)
         if best is None:

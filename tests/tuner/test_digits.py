@@ -2,12 +2,13 @@
 
 import copy
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from lrtune.tuner import Tuner, TunerConfig
+from lrtune.tuner import Segment, Tuner, TunerConfig
 from lrtune.tuner.online import TRUST_GROWTH
 
 MIN_LR, MAX_LR, STEPS = 1e-3, 3.0, 1500
@@ -72,12 +73,24 @@ def run_constant(data: Digits, lr: float) -> float:
     return val_loss(state, data)
 
 
-def run_tuned(data: Digits) -> tuple[float, Tuner]:
-    tuner = Tuner(TunerConfig(min_lr=MIN_LR, max_lr=MAX_LR, total_steps=STEPS, seed=0))
-    state = new_state()
+def drive(tuner: Tuner, data: Digits, seed: int = 0, before: Callable[[Segment], None] | None = None) -> float:
+    """Train through ``tuner`` as a worker does (snapshots, restores, a candidate cut at a non-finite loss).
+
+    Args:
+        tuner: The job.
+        data: The splits.
+        seed: Seed of the network's initialization and batch stream.
+        before: Called with each segment before it runs.
+
+    Returns:
+        The final validation loss.
+    """
+    state = new_state(seed)
     snaps: dict[str, dict[str, object]] = {}
     seg = tuner.next_segment()
     while not seg.done:
+        if before is not None:
+            before(seg)
         if seg.restore:
             restore(state, snaps[seg.restore])
         for name in seg.drop:
@@ -92,7 +105,12 @@ def run_tuned(data: Digits) -> tuple[float, Tuner]:
         if seg.keep:
             snaps[seg.keep] = snapshot(state)
         seg = tuner.report(seg.segment_id, losses)
-    return val_loss(state, data), tuner
+    return val_loss(state, data)
+
+
+def run_tuned(data: Digits) -> tuple[float, Tuner]:
+    tuner = Tuner(TunerConfig(min_lr=MIN_LR, max_lr=MAX_LR, total_steps=STEPS, seed=0))
+    return drive(tuner, data), tuner
 
 
 @pytest.fixture(scope="module")
@@ -116,28 +134,14 @@ def run_seeded(data: Digits, seed: int) -> tuple[Tuner, dict[str, object], dict[
         The tuner, its final state and the planner's trusted LR when each segment was handed out (by segment id).
     """
     tuner = Tuner(TunerConfig(min_lr=MIN_LR, max_lr=MAX_LR, total_steps=STEPS, seed=0))
-    state = new_state(seed)
-    snaps: dict[str, dict[str, object]] = {}
     trusted: dict[int, float] = {}
-    seg = tuner.next_segment()
-    while not seg.done:
+
+    def note_trust(seg: Segment) -> None:
         online = tuner.dump().get("online")
         if online is not None and "trusted" in online:
             trusted[seg.segment_id] = online["trusted"]
-        if seg.restore:
-            restore(state, snaps[seg.restore])
-        for name in seg.drop:
-            snaps.pop(name, None)
-        if seg.snapshot:
-            snaps[seg.snapshot] = snapshot(state)
-        losses: list[float] = []
-        for j in range(seg.steps):
-            losses.append(train_step(state, data, seg.lr_at(j)))
-            if not math.isfinite(losses[-1]):
-                break
-        if seg.keep:
-            snaps[seg.keep] = snapshot(state)
-        seg = tuner.report(seg.segment_id, losses)
+
+    drive(tuner, data, seed, note_trust)
     return tuner, tuner.dump(), trusted
 
 
