@@ -22,6 +22,7 @@ GRID_SHAPES = ("cosine", "linear", "wsd")
 ABLATIONS: dict[str, dict[str, Any]] = {
     "power": {"loss_model": "power"},
     "no-verify": {"verify_rise": False},
+    "no-tail": {"decay_tail": 0.0},
     "no-replan": {"replan": False},
     "train-objective": {"objective": "train"},
     "later-searches": {"later_searches": True},

@@ -33,6 +33,8 @@ PRESETS: tuple[str, ...] = get_args(Preset)
 DEFAULT_PRESET = "plan"
 #: The ``plan`` preset's loss model when the config leaves ``loss_model`` unset.
 DEFAULT_LOSS_MODEL = "spectral"
+#: The spectral plan's final linear decay to zero, as a share of the budget (``decay_tail``).
+DECAY_TAIL = 0.2
 PLAN_SHAPES: tuple[str, ...] = get_args(PlanShape)
 LOSS_MODELS: tuple[str, ...] = get_args(LossModel)
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
@@ -190,6 +192,7 @@ class TunerConfig:
     probe_judge: bool | None = None
     loss_model: LossModel | None = None
     verify_rise: bool | None = None
+    decay_tail: Share | None = None
 
     def __post_init__(self) -> None:
         """Validate every field and raise :class:`InvalidConfigError` with what to fix."""
@@ -410,6 +413,7 @@ class Settings:
     probe_judge: bool = False
     loss_model: str = "power"
     verify_rise: bool = False
+    decay_tail: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -422,14 +426,19 @@ class Defaults:
     Attributes:
         preset: The preset ``"default"`` stands for.
         loss_model: The ``plan`` preset's loss model when ``loss_model`` is unset.
+        decay_tail: The spectral plan's ``decay_tail`` when it is unset (0 for jobs stored before it existed).
     """
 
     preset: str = DEFAULT_PRESET
     loss_model: str = DEFAULT_LOSS_MODEL
+    decay_tail: float = DECAY_TAIL
 
-    def to_dict(self) -> dict[str, str]:
-        """The stored form."""
-        return {"preset": self.preset, "loss_model": self.loss_model}
+    def to_dict(self) -> dict[str, Any]:
+        """The stored form (``decay_tail`` only where a job has one, so older dumps are written back as read)."""
+        out: dict[str, Any] = {"preset": self.preset, "loss_model": self.loss_model}
+        if self.decay_tail:
+            out["decay_tail"] = self.decay_tail
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Defaults:
@@ -442,11 +451,15 @@ class Defaults:
         preset, loss_model = data["preset"], data["loss_model"]
         if preset not in PRESETS or preset == "default" or loss_model not in LOSS_MODELS:
             raise ValueError(f"defaults must name a preset and a loss model, got {dict(data)!r}")
-        return cls(preset=preset, loss_model=loss_model)
+        tail = data.get("decay_tail", 0.0)
+        if isinstance(tail, bool) or not isinstance(tail, int | float) or not 0.0 <= tail <= 1.0:
+            raise ValueError(f"defaults' decay_tail must be a share between 0 and 1, got {tail!r}")
+        return cls(preset=preset, loss_model=loss_model, decay_tail=float(tail))
 
 
-#: What unset choices stood for before the state recorded them: ``default`` was ``greedy``, the loss model ``power``.
-LEGACY_DEFAULTS = Defaults(preset="greedy", loss_model="power")
+#: What unset choices stood for before the state recorded them: ``default`` was ``greedy``, the loss model ``power``
+#: (and no plan had a decay tail).
+LEGACY_DEFAULTS = Defaults(preset="greedy", loss_model="power", decay_tail=0.0)
 
 
 def plans(preset: str, strategy: str, defaults: Defaults = Defaults()) -> bool:
@@ -554,13 +567,14 @@ def resolve(config: TunerConfig, defaults: Defaults = Defaults()) -> Settings:
         probe_judge=_flag(c.probe_judge, False),
         loss_model=loss_model,
         verify_rise=_flag(c.verify_rise, spectral),
+        decay_tail=float(c.decay_tail if c.decay_tail is not None else (defaults.decay_tail if spectral else 0.0)),
     )
 
 
 #: The plan preset's switches that only one loss model reads, by that model.
 _MODEL_SWITCHES: dict[str, tuple[str, ...]] = {
     "power": ("robust_plan", "tied_kernel", "model_window"),
-    "spectral": ("verify_rise",),
+    "spectral": ("verify_rise", "decay_tail"),
 }
 
 

@@ -114,6 +114,7 @@ class OnlinePlanning(TunerParts):
             st.plan_shape == "free",
             st.tied_kernel,
             RIVAL_BETA if st.robust_plan and not st.tied_kernel else None,
+            round(st.decay_tail * st.total_steps),
         )
 
     @property

@@ -108,8 +108,18 @@ def test_default_is_the_spectral_plan_with_its_rise_check_and_a_job_keeps_what_d
     c = TunerConfig(min_lr=1e-4, max_lr=1.0, total_steps=5000, preset="plan", loss_model="power")
     assert resolve(c) == resolve(c, LEGACY_DEFAULTS) and resolve(c).loss_model == "power"
     state = Tuner(config).dump()
-    assert state["defaults"] == {"preset": "plan", "loss_model": "spectral"}
-    for bad in ({"preset": "default", "loss_model": "spectral"}, {"preset": "plan", "loss_model": "cubic"}, {}):
+    assert state["defaults"] == {"preset": "plan", "loss_model": "spectral", "decay_tail": 0.2}
+    assert now.decay_tail == 0.2  # every plan decays linearly to zero over the last 20% of the budget
+    # A job stored before plans had a tail keeps planning without one.
+    before = Tuner.recover({**state, "defaults": {"preset": "plan", "loss_model": "spectral"}})
+    assert before.settings.decay_tail == 0.0
+    assert before.dump()["defaults"] == {"preset": "plan", "loss_model": "spectral"}
+    for bad in (
+        {"preset": "default", "loss_model": "spectral"},
+        {"preset": "plan", "loss_model": "cubic"},
+        {"preset": "plan", "loss_model": "spectral", "decay_tail": 1.5},
+        {},
+    ):
         with pytest.raises(InvalidStateError):
             Tuner.recover({**state, "defaults": bad})
 
@@ -120,6 +130,7 @@ def test_default_is_the_spectral_plan_with_its_rise_check_and_a_job_keeps_what_d
         ({"robust_plan": True}, "robust_plan only applies with loss_model='power'"),
         ({"tied_kernel": True, "model_window": 5.0}, "tied_kernel, model_window only applies"),
         ({"loss_model": "power", "verify_rise": True}, "verify_rise only applies with loss_model='spectral'"),
+        ({"loss_model": "power", "decay_tail": 0.1}, "decay_tail only applies with loss_model='spectral'"),
     ],
 )
 def test_a_switch_the_plans_loss_model_would_ignore_is_refused(switches: dict[str, object], named: str) -> None:
@@ -130,7 +141,7 @@ def test_a_switch_the_plans_loss_model_would_ignore_is_refused(switches: dict[st
         Tuner(config)
     # On with the model that reads it is fine; so is any of them on another preset.
     alone = {k: v for k, v in switches.items() if k != "loss_model"}
-    model = "spectral" if "verify_rise" in switches else "power"
+    model = "spectral" if "verify_rise" in switches or "decay_tail" in switches else "power"
     base = {"min_lr": 1e-4, "max_lr": 1e-1, "total_steps": 2000}
     assert Tuner(TunerConfig(**base, loss_model=model, **alone)).settings.loss_model == model  # type: ignore[arg-type]
     assert not Tuner(TunerConfig(**base, preset="greedy", **switches)).settings.planner  # type: ignore[arg-type]

@@ -145,7 +145,7 @@ def run_seeded(data: Digits, seed: int) -> tuple[Tuner, dict[str, object], dict[
     return tuner, tuner.dump(), trusted
 
 
-@pytest.mark.parametrize("seed", [2, 6])
+@pytest.mark.parametrize("seed", [2, 5])
 def test_a_search_goes_past_the_trust_region_only_where_a_cooldown_probe_says_it_pays(data: Digits, seed: int) -> None:
     # Plans go at most TRUST_GROWTH times above the trusted LR (the highest the kept line ran at as the model
     # predicted). A search's candidate above that is probed (a short decay right after it), and the job continues

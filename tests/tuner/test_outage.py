@@ -231,3 +231,16 @@ def test_offline_reports_are_checked_and_idempotent() -> None:
     nxt = tuner.report(seg.segment_id, [1.0] * 10, offline=[piece])
     again = tuner.report(seg.segment_id, [1.0] * 10, offline=[piece.to_dict()])
     assert again == nxt and tuner.steps_used == start + 10
+
+
+def test_the_default_plan_ends_in_a_linear_decay_to_zero_over_the_last_fifth_of_the_budget() -> None:
+    # The model chooses the LR before it (and may decay earlier); the tail keeps its final decay from being a short
+    # drop at the very end, online and offline alike.
+    last = CONFIGS["plan"]["total_steps"] // 5
+    for outages in ({}, {i: 37 for i in range(20, 60, 4)}):
+        _, w = play(CONFIGS["plan"], outages)
+        seen = w.state["seen"][-last:]
+        assert seen == pytest.approx([seen[0] * (last - j) / last for j in range(last)], rel=1e-6)
+    _, w = play({**CONFIGS["plan"], "decay_tail": 0.0}, {})  # switched off: the model's own ending
+    seen = w.state["seen"][-last:]
+    assert seen != pytest.approx([seen[0] * (last - j) / last for j in range(last)], rel=1e-3)

@@ -56,6 +56,8 @@ class Case:
         poison: Segments (by index) whose third loss is reported as None.
         dump_at: Index of the segment open when the store's dump is taken.
         legacy: Also check a dump of this job stripped of the keys later versions added.
+        defaults: What ``default`` and unset choices stood for when the job was created, where that is not today's
+            (the stored ``defaults`` of a job an earlier version created).
         rtol: How far (relative) a float may be from the stored one. Machines differ in the last bits of their
             linear algebra; the ``plan`` preset's loss-model fit is ill-conditioned and turns those bits into
             parameters and planned LRs that differ by up to 2x, so its cases check their decisions (every
@@ -69,6 +71,7 @@ class Case:
     poison: frozenset[int] = frozenset()
     dump_at: int = 10
     legacy: bool = False
+    defaults: dict[str, Any] | None = None
     rtol: float = 1e-6
 
 
@@ -124,6 +127,16 @@ CASES: dict[str, Case] = {
         poison=frozenset({12}),
         dump_at=11,
         legacy=True,
+        rtol=_PLAN_RTOL,
+    ),
+    # The default job as the version before plans had a decay tail created it: it goes on without one.
+    "default-before-tail": Case(
+        {**_BASE, "total_steps": 2400, "seed": 1},
+        outages={6: 50, 14: 35},
+        lost_probes=1,
+        poison=frozenset({12}),
+        dump_at=11,
+        defaults={"preset": "plan", "loss_model": "spectral"},
         rtol=_PLAN_RTOL,
     ),
     "plan-switches": Case(
@@ -279,6 +292,8 @@ def play(case: Case, recover_every: int | None = None) -> dict[str, Any]:
     """Run a new job to its end; with ``recover_every`` swap the tuner for one recovered from its dump that often."""
     job = Job(case)
     tuner = Tuner(TunerConfig(**case.config))
+    if case.defaults is not None:
+        tuner = Tuner.recover({**tuner.dump(), "defaults": case.defaults})
     out: dict[str, Any] = {"segments": []}
     seg = tuner.next_segment()
     i = 0
@@ -549,7 +564,7 @@ def test_a_job_stored_before_the_default_preset_changed_continues_as_it_ran(name
     assert_matches(got["final"]["dump"], final, case.rtol, "final dump")
     # The same config in a new job is today's default (the spectral plan), which runs otherwise.
     fresh = play(Case({**case.config, **UNPINNED[name]}, dump_at=0))
-    assert fresh["final"]["dump"]["defaults"] == {"preset": "plan", "loss_model": "spectral"}
+    assert fresh["final"]["dump"]["defaults"] == {"preset": "plan", "loss_model": "spectral", "decay_tail": 0.2}
     assert fresh["segments"] != stored["before"] + stored["after"]
 
 
