@@ -115,7 +115,16 @@ class OnlinePlanning(TunerParts):
             st.tied_kernel,
             RIVAL_BETA if st.robust_plan and not st.tied_kernel else None,
             round(st.decay_tail * st.total_steps),
+            self._tail_anchor(),
         )
+
+    def _tail_anchor(self) -> tuple[int, float] | None:
+        """Where the line the plan's end stays under starts, once the job has passed it (the plan in force's)."""
+        o = self._s.online
+        plan = None if o is None else o.plan
+        if plan is None or plan.anchor is None or plan.anchor[0] > self._s.step:
+            return None
+        return plan.anchor
 
     @property
     def _spectral(self) -> bool:

@@ -74,13 +74,9 @@ class OnlineStages(TunerParts):
         end = st.total_steps
         if o.next_search > step and self._searches_left():
             end = min(end, int(o.next_search))
-        plan = self._current_plan()
-        tail = plan is not None and plan.tail > 0 and step >= plan.tail_start
-        if plan is not None and step < plan.tail_start < end:
-            end = plan.tail_start  # the final linear decay starts a segment of its own
         n = self._chunk(step, max(end, step + 1))
         lr0, lr1 = self._planned_lr(step), self._planned_lr(step + n)
-        shape: Shape = "linear" if tail else "constant" if lr0 == lr1 else "exp"
+        shape: Shape = "constant" if lr0 == lr1 else "exp"
         return Segment(
             self._new_id(),
             "train",

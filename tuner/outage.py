@@ -75,26 +75,20 @@ def _piece_problem(p: OfflinePiece) -> str | None:
 def plan_pieces(plan: Plan, step: int) -> list[Piece]:
     """The plan from global step ``step`` on as pieces, LR for LR what :meth:`Plan.lr_at` gives."""
     n = len(plan.knots)
-    tail_start = plan.tail_start
-    tail = plan.end - tail_start
-    out: list[Piece] = []
-    free = plan.steps - tail
-    if free > 0 and n == 1:
-        out.append(Piece(plan.start, free, "constant", plan.knots[0], plan.knots[0]))
-    elif free > 0:
-        span = free / (n - 1)
-        for i in range(n - 1):
-            a = plan.start + i * span
-            lo = math.ceil(a)
-            hi = tail_start if i == n - 2 else math.ceil(plan.start + (i + 1) * span)
-            if hi <= lo:
-                continue
-            out.append(Piece(lo, hi - lo, "exp", plan.knots[i], plan.knots[i + 1], (lo - a) / span, (hi - a) / span))
-    if tail > 0:
-        out.append(Piece(tail_start, tail, "linear", plan.knots[-1], 0.0))
-    if not out:
+    if n == 1 or plan.steps <= 0:
         return [Piece(step, max(plan.end - step, 0), "constant", plan.knots[0], plan.knots[0])]
-    return [p.tail(step) for p in out if p.end_step > step]
+    span = plan.steps / (n - 1)
+    out: list[Piece] = []
+    for i in range(n - 1):
+        a = plan.start + i * span
+        lo = math.ceil(a)
+        hi = plan.end if i == n - 2 else math.ceil(plan.start + (i + 1) * span)
+        if hi <= lo:
+            continue
+        piece = Piece(lo, hi - lo, "exp", plan.knots[i], plan.knots[i + 1], (lo - a) / span, (hi - a) / span)
+        if piece.end_step > step:
+            out.append(piece.tail(step))
+    return out
 
 
 class Outages(TunerParts):

@@ -27,8 +27,6 @@ _SWEEPS = 4  # coordinate-descent passes
 #: lose sight of what a decay buys (the noise level is then unidentifiable), and no schedule a user would run ends
 #: without one.
 MIN_DECAY = 10.0
-#: Constant pieces a plan's final linear decay (its ``tail``) is cut into for the loss model.
-TAIL_PIECES = 8
 
 
 @dataclass(frozen=True)
@@ -42,8 +40,8 @@ class Plan:
             and the last piece ends at the last knot.
         final_loss: The model's predicted final loss under it (None where no model was fitted).
         final_std: Standard deviation of that prediction, or None.
-        tail: Steps at the end of the plan (at most ``steps``) over which the LR falls linearly from the last knot
-            to zero; the knots span the steps before it.
+        anchor: With a decay tail (``decay_tail``): ``(global step, LR)`` where the line the plan's end stays under
+            starts (it falls linearly to zero at the plan's end); None without one.
     """
 
     start: int
@@ -51,28 +49,19 @@ class Plan:
     knots: tuple[float, ...]
     final_loss: float | None = None
     final_std: float | None = None
-    tail: int = 0
+    anchor: tuple[int, float] | None = None
 
     @property
     def end(self) -> int:
         """Global step after the plan's last step."""
         return self.start + self.steps
 
-    @property
-    def tail_start(self) -> int:
-        """Global step where the plan's final linear decay begins (its end when it has none)."""
-        return self.end - min(max(self.tail, 0), max(self.steps, 0))
-
     def lr_at(self, step: int) -> float:
-        """The planned LR at global step ``step`` (clamped to the plan; zero from its end on, after a tail)."""
-        tail = self.end - self.tail_start
-        if tail > 0 and step >= self.tail_start:
-            return float(self.knots[-1] * max(self.end - step, 0) / tail)
+        """The planned LR at global step ``step`` (clamped to the plan)."""
         n = len(self.knots)
-        free = self.steps - tail
-        if n == 1 or free <= 0:
+        if n == 1 or self.steps <= 0:
             return self.knots[0]
-        pos = min(max((step - self.start) / free, 0.0), 1.0) * (n - 1)
+        pos = min(max((step - self.start) / self.steps, 0.0), 1.0) * (n - 1)
         i = min(int(pos), n - 2)
         frac = pos - i
         a, b = self.knots[i], self.knots[i + 1]
@@ -80,16 +69,14 @@ class Plan:
 
     def to_dict(self) -> dict[str, object]:
         """JSON-safe form."""
-        out: dict[str, object] = {
+        return {
             "start": self.start,
             "steps": self.steps,
             "knots": list(self.knots),
             "final_loss": self.final_loss,
             "final_std": self.final_std,
+            **({} if self.anchor is None else {"anchor": list(self.anchor)}),  # plans stored before: written as read
         }
-        if self.tail:  # only where there is one: a plan stored before tails existed is written back as it was read
-            out["tail"] = self.tail
-        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> Plan:
@@ -100,26 +87,21 @@ class Plan:
             knots=tuple(float(v) for v in data["knots"]),  # type: ignore[attr-defined]
             final_loss=None if data.get("final_loss") is None else float(data["final_loss"]),  # type: ignore[arg-type]
             final_std=None if data.get("final_std") is None else float(data["final_std"]),  # type: ignore[arg-type]
-            tail=int(data.get("tail") or 0),  # type: ignore[call-overload]
+            anchor=_anchor(data.get("anchor")),
         )
 
     def pieces(self, resolution: int = 4) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """The plan as constant pieces for the loss model: ``(steps, lrs)``, each shape (P,)."""
-        tail = self.end - self.tail_start
-        free = self.steps - tail
-        if tail <= 0:
-            return _discretize(np.array(self.knots), self.steps, resolution)
-        t_steps, t_lrs = tail_pieces(self.knots[-1], tail)
-        if free <= 0:
-            return t_steps, t_lrs
-        steps, lrs = _discretize(np.array(self.knots), free, resolution)
-        return np.concatenate([steps, t_steps]), np.concatenate([lrs, t_lrs])
+        return _discretize(np.array(self.knots), self.steps, resolution)
 
 
-def tail_pieces(lr: float, steps: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """A linear decay from ``lr`` to zero over ``steps`` steps as ``TAIL_PIECES`` constant pieces at their mid LRs."""
-    fractions = 1.0 - (np.arange(TAIL_PIECES) + 0.5) / TAIL_PIECES
-    return np.full(TAIL_PIECES, steps / TAIL_PIECES), lr * fractions
+def _anchor(value: object) -> tuple[int, float] | None:
+    """A stored plan's ``anchor`` (``[step, lr]`` or absent)."""
+    if value is None:
+        return None
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise ValueError(f"a plan's anchor must be [step, lr], got {value!r}")
+    return int(value[0]), float(value[1])
 
 
 def _discretize(

@@ -58,7 +58,10 @@ class Knobs:
         tied: The loss model's noise response shares its progress kernel (see :func:`lrtune.tuner.lossmodel.fit`).
         rival_beta: Also fit the model with its noise-response exponent held at this value and plan against the
             worse of the two readings (see :func:`best_plan`); None: plan on the best fit alone.
-        tail: Steps at the end of the budget over which a spectral plan falls linearly to zero (0: none).
+        tail: Steps at the end of the budget that a spectral plan keeps under a line falling linearly to zero
+            (0: none; see :func:`lrtune.tuner.spectralplan.optimize`).
+        anchor: Where that line starts, once the plan in force has started down it: ``(global step, LR)``; None: each
+            plan draws its own.
     """
 
     window: float
@@ -69,6 +72,7 @@ class Knobs:
     tied: bool = False
     rival_beta: float | None = None
     tail: int = 0
+    anchor: tuple[int, float] | None = None
 
 
 def predict(
@@ -132,13 +136,15 @@ def best_plan(
     if isinstance(fit, SpectralFit):
         assert isinstance(history, ModeHistory)
         if knobs.free_shape:
-            plan = spectralplan.optimize(fit, history, start, steps, lr_min, lr_max, knobs.pieces, init, knobs.tail)
+            plan = spectralplan.optimize(
+                fit, history, start, steps, lr_min, lr_max, knobs.pieces, init, knobs.tail, knobs.anchor
+            )
         else:
             plan = _best_cosine(fit, history, start, steps, lr_min, lr_max, knobs.pieces)
         seg_steps, lrs = plan.pieces()
         mean = float(fit.final_losses(history, seg_steps, lrs[None, :])[0])
         std = fit.final_loss_std(history, seg_steps, lrs)
-        return Plan(plan.start, plan.steps, plan.knots, mean, std, plan.tail)
+        return Plan(plan.start, plan.steps, plan.knots, mean, std, plan.anchor)
     assert isinstance(history, History)
     if not knobs.free_shape:
         plan = _best_cosine(fit, history, start, steps, lr_min, lr_max, knobs.pieces)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 from numpy.typing import NDArray
 
-from lrtune.tuner.planner import Plan, tail_pieces
+from lrtune.tuner.planner import Plan
 from lrtune.tuner.spectral import ModeHistory, SpectralFit, advance
 
 #: Sub-pieces per interval between knots (the log-linear LR is held at their geometric midpoints).
@@ -62,7 +62,6 @@ def _knot_losses(
     tail: Transfer | None,
     values: NDArray[np.float64],
     piece: float,
-    last: Transfer | None = None,
 ) -> NDArray[np.float64]:
     """Final losses of a plan with one knot set to each of ``values`` (log-LRs, shape (M,)), shape (M,).
 
@@ -74,8 +73,6 @@ def _knot_losses(
         tail: The transfer of the intervals after the one that starts at the knot (None for the last knot).
         values: The log-LRs tried.
         piece: Steps of each sub-piece.
-        last: For the last knot of a plan that ends in a linear decay from it: the decay as ``(fractions of the
-            knot's LR, steps)`` of its constant pieces, each shape (T,).
     """
     h = fit.h
     m = len(values)
@@ -89,11 +86,72 @@ def _knot_losses(
         g, r = tail
         with np.errstate(over="ignore", invalid="ignore"):
             d, n = d * g, n * g + r
-    if after is None and last is not None:
-        fractions, lengths = last
-        for f, length in zip(fractions, lengths, strict=True):
-            d, n = advance(h, d, n, np.exp(values)[:, None] * f, float(length))
     return fit.loss_of(d, n)
+
+
+class _Tail:
+    """The line a plan's last stretch stays under: linear from an anchor knot (or a fixed anchor) to zero at the end.
+
+    Every knot after the anchor is at most the anchor's LR times ``ratio`` (its remaining steps over the anchor's);
+    log-linear interpolation between two knots under the line stays under it (the line is concave in log-LR), so the
+    whole plan does. A knot whose bound falls below the range's floor sits at the floor.
+
+    Attributes:
+        index: The anchor knot (None: the anchor is fixed, ``fixed`` gives its log-LR).
+        fixed: Log-LR of a fixed anchor (unused with an anchor knot).
+        ratio: Shape (K,). Each knot's share of the anchor's LR on the line (0 at the end; 1 before the line).
+        at: Global step of the anchor (a knot's, not always a whole step).
+        end: Global step where the line reaches zero.
+    """
+
+    def __init__(self, index: int | None, fixed: float, ratio: NDArray[np.float64], at: float, end: int) -> None:
+        self.index, self.fixed, self.ratio, self.at, self.end = index, fixed, ratio, at, end
+
+    def anchor(self, x: NDArray[np.float64]) -> tuple[int, float]:
+        """The line as a plan keeps it: its LR at the first whole step from its anchor on."""
+        step = math.ceil(self.at - 1e-9)
+        return step, math.exp(self.base(x)) * (self.end - step) / max(self.end - self.at, 1e-9)
+
+    def base(self, x: NDArray[np.float64]) -> float:
+        """Log-LR of the anchor."""
+        return self.fixed if self.index is None else float(x[self.index])
+
+    def bounds(self, k: int, x: NDArray[np.float64], lo: float, hi: float) -> tuple[float, float]:
+        """Lower and upper log-LR of knot ``k`` given the other knots ``x``."""
+        base = self.base(x)
+        bounded = k > self.index if self.index is not None else True
+        if bounded:
+            r = float(self.ratio[k])
+            return lo, min(hi, max(base + math.log(r), lo)) if r > 0 else lo
+        if k != self.index:
+            return lo, hi
+        # The anchor keeps every knot after it under its line (a knot at the floor is under any line).
+        lower = lo
+        for m in range(k + 1, len(x)):
+            r = float(self.ratio[m])
+            if r > 0 and x[m] > lo + 1e-12:
+                lower = max(lower, float(x[m]) - math.log(r))
+        return min(lower, hi), hi
+
+
+def _tail(
+    start: int, steps: int, knots: int, tail: int, anchor: tuple[int, float] | None, last_lr: float
+) -> _Tail | None:
+    """The line a plan over ``steps`` steps from ``start`` stays under (None without a tail)."""
+    if tail <= 0:
+        return None
+    end = start + steps
+    positions = start + np.linspace(0.0, float(steps), knots)
+    if anchor is None and end - tail < start:
+        anchor = (start, last_lr)  # already within the last ``tail`` steps, and no line yet: from here
+    if anchor is not None and anchor[0] <= start and anchor[1] > 0:
+        ratio = np.clip((end - positions) / max(end - anchor[0], 1), 0.0, 1.0)
+        return _Tail(None, math.log(anchor[1]), ratio, float(anchor[0]), end)
+    spacing = steps / (knots - 1)
+    index = min(int((end - tail - start) // spacing), knots - 2)
+    at = float(positions[index])
+    ratio = np.where(np.arange(knots) > index, np.clip((end - positions) / max(end - at, 1e-9), 0.0, 1.0), 1.0)
+    return _Tail(index, 0.0, ratio, at, end)
 
 
 def optimize(
@@ -106,12 +164,14 @@ def optimize(
     knots: int = 24,
     init: Callable[[NDArray[np.float64]], NDArray[np.float64]] | None = None,
     tail: int = 0,
+    anchor: tuple[int, float] | None = None,
 ) -> Plan:
     """The plan over ``steps`` steps from ``history`` with the lowest predicted final loss.
 
-    With a ``tail``, the plan's last ``tail`` steps fall linearly from its last knot to zero, and the knots span
-    the steps before them; within the tail (``steps <= tail``) nothing is left to choose: the LR falls linearly
-    from the history's last LR.
+    With a ``tail``, the plan's last ``tail`` steps (at least) stay under a line that falls linearly to zero at its
+    end: from the last knot at or before their start (the anchor), or from ``anchor`` where the line was drawn by an
+    earlier plan. Under the line the model chooses freely: a steeper or earlier decay, down to ``lr_min``, which is
+    the plan's last knot.
 
     Args:
         fit: The fitted spectral model.
@@ -124,55 +184,45 @@ def optimize(
         init: Where the descent starts: the LRs at given fractions of the plan (shape (K,) in [0, 1]), e.g. the
             previous plan's; default a log-linear decay from the history's last LR (within the bounds) to
             ``lr_min``.
-        tail: Steps of the final linear decay to zero (0: none).
+        tail: Steps at the end of the budget that stay under the falling line (0: none).
+        anchor: ``(global step, LR)`` where the line starts, when an earlier plan drew it at or before ``start``
+            (None: this plan draws it).
 
     Returns:
-        The best plan found, with its predicted final loss (``final_std`` is left to the caller).
+        The best plan found, with its predicted final loss (``final_std`` is left to the caller) and, with a tail,
+        its line's anchor.
     """
     if steps <= 0:
         return Plan(start, 0, (lr_min,), None, None)
-    tail = min(max(int(tail), 0), steps)
-    free = steps - tail
-    if free == 0:
-        # Within the tail: the line it is on, one step further down (exact where the history ends on that line).
-        first = history.last_lr * steps / (steps + 1) if history.last_lr > 0 else lr_min
-        t_steps, t_lrs = tail_pieces(first, tail)
-        end = history.extend(t_steps, t_lrs)
-        return Plan(start, steps, (first,), float(fit.loss_of(end.d, end.n)), None, tail)
     knots = max(int(knots), 2)
     lo, hi = math.log(lr_min), math.log(lr_max)
     h = fit.h
-    piece = free / ((knots - 1) * RESOLUTION)
+    piece = steps / ((knots - 1) * RESOLUTION)
     fractions = np.linspace(0.0, 1.0, knots)
-    t_steps, t_fractions = tail_pieces(1.0, tail) if tail else (np.zeros(0), np.zeros(0))
-    last = (t_fractions, t_steps) if tail else None
     if init is not None:
-        x = np.log(np.clip(init(fractions * free / steps), lr_min, lr_max))
+        x = np.log(np.clip(init(fractions), lr_min, lr_max))
     else:
         first = history.last_lr if history.last_lr > 0 else math.sqrt(lr_min * lr_max)
         x = np.linspace(min(max(math.log(first), lo), hi), lo, knots)
+    line = _tail(start, steps, knots, tail, anchor, history.last_lr if history.last_lr > 0 else lr_min)
+    if line is not None:
+        for k in range(knots):
+            lower, upper = line.bounds(k, x, lo, hi)
+            x[k] = min(max(x[k], lo), upper)
     coarse = np.linspace(lo, hi, _COARSE)
     step = (hi - lo) / (_COARSE - 1) if _COARSE > 1 else 0.0
 
     def finals(x: NDArray[np.float64]) -> float:
         lrs = _interval_lrs(x[:-1], x[1:]).reshape(1, -1)
         d, n = _run(h, history.d[None, :], history.n[None, :], lrs, piece)
-        for f, length in zip(t_fractions, t_steps, strict=True):
-            d, n = advance(h, d, n, math.exp(x[-1]) * f, float(length))
         return float(fit.loss_of(d, n)[0])
-
-    def decay(x_last: float) -> Transfer:
-        g, r = np.ones_like(h), np.zeros_like(h)
-        for f, length in zip(t_fractions, t_steps, strict=True):
-            g, r = advance(h, g, r, math.exp(x_last) * f, float(length))
-        return g, r
 
     best = finals(x)
     for _ in range(_SWEEPS):
         before = best
         # Transfers of every interval, then of each interval's suffix (the intervals after it).
         trans = [_transfer(h, _interval_lrs(x[i : i + 1], x[i + 1 : i + 2])[0], piece) for i in range(knots - 1)]
-        suffix: list[Transfer] = [decay(float(x[-1]))] * (knots - 1)
+        suffix: list[Transfer] = [(np.ones_like(h), np.zeros_like(h))] * (knots - 1)
         for i in range(knots - 3, -1, -1):
             g2, r2 = suffix[i + 1]
             g1, r1 = trans[i + 1]
@@ -181,11 +231,15 @@ def optimize(
         d0, n0 = history.d, history.n  # state before interval k - 1
         for k in range(knots):
             around = (x[k - 1] if k >= 1 else None, x[k + 1] if k <= knots - 2 else None)
-            rest = suffix[k] if k <= knots - 2 else None
-            losses = _knot_losses(fit, d0, n0, around, rest, coarse, piece, last)
+            tail_transfer = suffix[k] if k <= knots - 2 else None
+            lower, upper = line.bounds(k, x, lo, hi) if line is not None else (lo, hi)
+            values = coarse[(coarse >= lower - 1e-12) & (coarse <= upper + 1e-12)]
+            if values.size == 0:
+                values = np.array([upper])
+            losses = _knot_losses(fit, d0, n0, around, tail_transfer, values, piece)
             j = int(np.argmin(losses))
-            fine = np.clip(np.linspace(coarse[j] - step, coarse[j] + step, _FINE), lo, hi)
-            fine_losses = _knot_losses(fit, d0, n0, around, rest, fine, piece, last)
+            fine = np.clip(np.linspace(values[j] - step, values[j] + step, _FINE), lower, upper)
+            fine_losses = _knot_losses(fit, d0, n0, around, tail_transfer, fine, piece)
             i = int(np.argmin(fine_losses))
             if fine_losses[i] < best:
                 best = float(fine_losses[i])
@@ -197,7 +251,10 @@ def optimize(
                 d0, n0 = d1[0], n1[0]
         if before - best <= 1e-5 * abs(best):
             break
-    return Plan(start, steps, tuple(float(v) for v in np.exp(x)), finals(x), None, tail)
+    held: tuple[int, float] | None = None
+    if line is not None:
+        held = line.anchor(x)
+    return Plan(start, steps, tuple(float(v) for v in np.exp(x)), finals(x), None, held)
 
 
 def plan_pieces(plan: Plan) -> tuple[NDArray[np.float64], NDArray[np.float64]]:

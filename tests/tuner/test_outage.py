@@ -175,8 +175,9 @@ def test_every_segment_carries_the_rest_of_the_budget_as_its_continuation(name: 
         last = seg.then[-1]
         if name == "greedy":  # the continuation ends in its anneal
             assert last.lr_at(last.steps - 1) < 0.5 * seg.then[0].lr_at(0) or seg.then[0].lr_at(0) == 0
-        elif name == "plan":  # the planned continuation ends below where it starts: it is never a held LR
-            assert last.lr_at(last.steps - 1) < seg.then[0].lr_at(0) or seg.then[0].lr_at(0) == 0
+        elif name == "plan":  # the planned continuation ends below where it starts (or at the range's floor)
+            first = seg.then[0].lr_at(0)
+            assert last.lr_at(last.steps - 1) < first or first <= CONFIGS[name]["min_lr"] * (1 + 1e-9)
         losses, vals = w.run(seg)
         seg = tuner.report(seg.segment_id, losses, vals)
     assert seg.then == ()
@@ -233,14 +234,19 @@ def test_offline_reports_are_checked_and_idempotent() -> None:
     assert again == nxt and tuner.steps_used == start + 10
 
 
-def test_the_default_plan_ends_in_a_linear_decay_to_zero_over_the_last_fifth_of_the_budget() -> None:
-    # The model chooses the LR before it (and may decay earlier); the tail keeps its final decay from being a short
-    # drop at the very end, online and offline alike.
-    last = CONFIGS["plan"]["total_steps"] // 5
+def test_the_default_plan_decays_at_least_linearly_to_the_floor_over_the_last_fifth_of_the_budget() -> None:
+    # The model chooses the LR (a steeper or earlier decay too); the tail keeps its final decay from being a short
+    # drop at the very end, online and offline alike: the LR stays under a line from where the last fifth starts
+    # down to zero (at the range's floor), give or take the segments' exponential steps between planned points.
+    config = CONFIGS["plan"]
+    last, floor = config["total_steps"] // 5, config["min_lr"]
+
+    def under_the_line(seen: list[float]) -> bool:
+        top = seen[-last - 1]
+        return all(lr <= 1.1 * max(top * (last - j) / last, floor) for j, lr in enumerate(seen[-last:]))
+
     for outages in ({}, {i: 37 for i in range(20, 60, 4)}):
-        _, w = play(CONFIGS["plan"], outages)
-        seen = w.state["seen"][-last:]
-        assert seen == pytest.approx([seen[0] * (last - j) / last for j in range(last)], rel=1e-6)
-    _, w = play({**CONFIGS["plan"], "decay_tail": 0.0}, {})  # switched off: the model's own ending
-    seen = w.state["seen"][-last:]
-    assert seen != pytest.approx([seen[0] * (last - j) / last for j in range(last)], rel=1e-3)
+        _, w = play(config, outages)
+        assert under_the_line(w.state["seen"]) and w.state["seen"][-1] == pytest.approx(floor)
+    _, w = play({**config, "decay_tail": 0.0}, {})  # switched off: the model's own ending, a late drop
+    assert not under_the_line(w.state["seen"])
