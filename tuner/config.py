@@ -33,7 +33,7 @@ PRESETS: tuple[str, ...] = get_args(Preset)
 DEFAULT_PRESET = "plan"
 #: The ``plan`` preset's loss model when the config leaves ``loss_model`` unset.
 DEFAULT_LOSS_MODEL = "spectral"
-#: The spectral plan's final linear decay to zero, as a share of the budget (``decay_tail``).
+#: The share of the budget at its end that a spectral plan keeps under a line falling to zero (``decay_tail``).
 DECAY_TAIL = 0.2
 PLAN_SHAPES: tuple[str, ...] = get_args(PlanShape)
 LOSS_MODELS: tuple[str, ...] = get_args(LossModel)
@@ -139,6 +139,10 @@ class TunerConfig:
             model's case for a higher LR is that its excess loss is noise a decay removes; the probe checks that
             claim. A rise that did not pay brings the cap down to the trusted LR (a smaller rise would only be checked
             again, for a gain too small to measure).
+        decay_tail: ``plan`` preset with the spectral model: share of the budget at its end over which every plan
+            stays under a line falling linearly to zero from where the plan stands at its start (0.2 by default
+            there; 0 turns it off). The model chooses the LR up to there and any LR under the line, a steeper or
+            earlier decay included; the tail only keeps the final decay from being a short drop at the very end.
     """
 
     #: How pydantic reads this class where it is the wire's job config (``lrtune.client.protocol``): unknown
