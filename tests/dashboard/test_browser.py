@@ -16,7 +16,15 @@ from typing import Any
 import httpx
 import pytest
 
-from lrtune.server.launch import ADMIN_KEY_ENV, REDIS_URL_ENV, free_port, start_local, stop_local, wait_ready
+from lrtune.server.launch import (
+    ADMIN_KEY_ENV,
+    REDIS_URL_ENV,
+    free_port,
+    local_program,
+    start_local,
+    stop_local,
+    wait_ready,
+)
 from tests.dashboard.helpers import (
     JOB_CONFIG,
     PLAN_CONFIG,
@@ -610,7 +618,8 @@ def test_with_an_admin_key_the_dashboard_shows_nothing_until_given_the_key(keyed
 @pytest.mark.skipif(os.environ.get("LRTUNE_DOCS_SCREENSHOTS") != "1", reason="set LRTUNE_DOCS_SCREENSHOTS=1")
 def test_docs_screenshots(service: str, browser: Any) -> None:
     """Refresh ``docs/images/dashboard-job.png`` (a plan-preset job halfway, on its plan, the pointer on its loss
-    chart) and ``-list.png``."""
+    chart) and ``-list.png``, and write what ``lrtune jobs show`` says of that job to
+    ``test-artifacts/dashboard/jobs-show.txt`` (the sample in ``docs/dashboard.md``)."""
     Worker(service, name="digits-mlp-greedy", config=GREEDY_DOCS_CONFIG, label_noise=0.3).run()
     Worker(service, name="digits-mlp", config=DOCS_CONFIG, label_noise=0.3).run()
     running = Worker(service, name="digits-mlp-seed1", config={**DOCS_CONFIG, "seed": 1}, label_noise=0.3)
@@ -629,6 +638,13 @@ def test_docs_screenshots(service: str, browser: Any) -> None:
     wait(browser, lambda d: readout(d, "loss")[0] is not None, "job page readout")
     browser.save_screenshot(str(images / "dashboard-job.png"))
     browser.set_window_size(1400, 1000)
+    shown = subprocess.run(
+        [local_program(), "jobs", "show", running.job_id, "--url", service], capture_output=True, text=True, timeout=60
+    )
+    assert shown.returncode == 0, shown.stderr
+    artifacts = ROOT / "test-artifacts" / "dashboard"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    (artifacts / "jobs-show.txt").write_text(shown.stdout)
 
 
 #: The docs' jobs: the plan preset (it plans the budget) on 1500 steps of digits.
