@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
@@ -89,6 +90,7 @@ def _knot_losses(
     return fit.loss_of(d, n)
 
 
+@dataclass(frozen=True)
 class _Tail:
     """The line a plan's last stretch stays under: linear from an anchor knot (or a fixed anchor) to zero at the end.
 
@@ -104,8 +106,11 @@ class _Tail:
         end: Global step where the line reaches zero.
     """
 
-    def __init__(self, index: int | None, fixed: float, ratio: NDArray[np.float64], at: float, end: int) -> None:
-        self.index, self.fixed, self.ratio, self.at, self.end = index, fixed, ratio, at, end
+    index: int | None
+    fixed: float
+    ratio: NDArray[np.float64]
+    at: float
+    end: int
 
     def anchor(self, x: NDArray[np.float64]) -> tuple[int, float]:
         """The line as a plan keeps it: its LR at the first whole step from its anchor on."""
@@ -206,9 +211,8 @@ def optimize(
         x = np.linspace(min(max(math.log(first), lo), hi), lo, knots)
     line = _tail(start, steps, knots, tail, anchor, history.last_lr if history.last_lr > 0 else lr_min)
     if line is not None:
-        for k in range(knots):
-            lower, upper = line.bounds(k, x, lo, hi)
-            x[k] = min(max(x[k], lo), upper)
+        for k in range(knots):  # start under the line
+            x[k] = min(max(x[k], lo), line.bounds(k, x, lo, hi)[1])
     coarse = np.linspace(lo, hi, _COARSE)
     step = (hi - lo) / (_COARSE - 1) if _COARSE > 1 else 0.0
 
