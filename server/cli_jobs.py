@@ -353,6 +353,15 @@ def plan_pairs(sched: dict[str, Any]) -> list[tuple[str, str]]:
     return pairs
 
 
+def candidate_outcome(cand: dict[str, Any]) -> str:
+    """A candidate's last column in ``show``: ``winner``, ``diverged``, ``barred`` (it could not win) or empty."""
+    if cand["winner"]:
+        return "winner"
+    if cand["diverged"]:
+        return "diverged"
+    return "barred" if cand.get("barred") else ""
+
+
 def job_report(info: dict[str, Any], sched: dict[str, Any], segments: bool = False, now: float | None = None) -> str:
     """One job: its summary and current plan, its stages with their candidates, and optionally every segment."""
     used, total = info["steps_used"], info["total_steps"]
@@ -428,12 +437,13 @@ def job_report(info: dict[str, Any], sched: dict[str, Any], segments: bool = Fal
                         fmt_num(c.get("std"), 2),
                         fmt_band(c.get("band90"), floor),
                         fmt_num(c.get("probe_loss")),
-                        "winner" if c["winner"] else ("diverged" if c["diverged"] else ""),
+                        candidate_outcome(c),
                     ]
                 )
             value = "PREDICTED FINAL LOSS" if plan_kind else "FORECAST"
             heads = ["CAND", "LR", "STEPS", "LAST LOSS", value, "STD", "90% BAND", "AFTER COOLDOWN", ""]
             out.append(table(heads, rows, right=frozenset({0, 1, 2, 3, 4, 5, 7})))
+            out += [f"  #{c['index']} barred: {c['barred']}" for c in st["candidates"] if c.get("barred")]
     if segments:
         out += ["", "segments"]
         rows = [

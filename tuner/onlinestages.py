@@ -324,6 +324,18 @@ class OnlineStages(TunerParts):
         a, b = float(cand.probe_loss), float(inc.probe_loss)
         return math.isfinite(a) and math.isfinite(b) and a < b
 
+    def _barred(self, stage: Stage, cand: Candidate) -> str:
+        """Why a candidate above the trust region could not win (for the views)."""
+        o = self._online()
+        bound = TRUST_GROWTH * float(o.trusted) if not isinstance(o.trusted, Unset) else math.nan
+        above = f"above the trust region (LRs up to {bound:.3g}, {TRUST_GROWTH:g}x the trusted LR)"
+        inc = stage.candidates[0].probe_loss
+        if cand.probe_loss is None:
+            return f"{above} and not probed: no room left under the exploration cap"
+        if inc is None:
+            return f"{above}; the incumbent's cooldown probe did not run, so nothing to beat was measured"
+        return f"{above}; its cooldown probe ended at {cand.probe_loss:.4g}, not below the incumbent's {inc:.4g}"
+
     def _online_finish(self, stage: Stage, step: int) -> Segment:
         """Judge the candidates by their predicted final loss, continue from the best, re-plan."""
         st = self.settings
@@ -358,6 +370,9 @@ class OnlineStages(TunerParts):
         if st.probe_judge and len(usable) > 1 and len(probed) == len(usable):
             # Judged by what was seen: the loss each candidate reached after its own short decay.
             best = min(probed, key=lambda c: float(c.probe_loss))  # type: ignore[arg-type]
+        for c in ran:
+            if c.index in beyond and c.index not in eligible:
+                c.barred = self._barred(stage, c)
         if best is not None and best.index in beyond:
             o.trusted = best.lr  # its probe paid off against the incumbent's: a checked rise
         restore, drop = self._end_search(stage, best)

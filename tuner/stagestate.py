@@ -155,6 +155,8 @@ class Candidate:
         probe: Its cooldown probe, once handed out.
         fit: The curve its forecast fitted (written only once there is one).
         plan: For a ``plan`` stage: its best plan for the rest of the budget (written only once there is one).
+        barred: For a ``plan`` stage: why it could not win whatever its predicted final loss (it ran above the trust
+            region and its cooldown probe did not end below the incumbent's), or None (written only once set).
     """
 
     index: int
@@ -173,6 +175,7 @@ class Candidate:
     probe: Probe | None = None
     fit: CurveFit | None = None
     plan: Plan | None = None
+    barred: str | None = None
 
     @property
     def probe_loss(self) -> float | None:
@@ -201,6 +204,8 @@ class Candidate:
             out["fit"] = self.fit.to_dict()
         if self.plan is not None:
             out["plan"] = self.plan.to_dict()
+        if self.barred is not None:
+            out["barred"] = self.barred
         return out
 
     @classmethod
@@ -224,6 +229,7 @@ class Candidate:
             probe=None if probe is None else Probe.from_dict(probe),
             fit=None if fit is None else CurveFit.from_dict(fit),
             plan=None if plan is None else Plan.from_dict(dict(plan)),
+            barred=f.opt_text(data, "barred") if "barred" in data else None,
         )
 
 

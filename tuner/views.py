@@ -209,6 +209,7 @@ def _stage_summary(stage: Stage) -> dict[str, Any]:
                 "last_loss": c.last_loss,
                 "observed": [list(p) for p in c.curve],
                 "probe_loss": c.probe_loss,
+                "barred": c.barred,
             }
         )
     return {

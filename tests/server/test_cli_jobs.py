@@ -308,3 +308,24 @@ def test_watch_follows_a_job_to_its_end(open_url: str, jobs: dict[str, str]) -> 
     assert len(lines) >= 2 and " done " in lines[-1] and "stopped watching" not in stderr
     used = [int(line.split()[2].split("/")[0]) for line in lines]
     assert used == sorted(used)  # progress only moves on
+
+
+def test_show_says_why_a_candidate_could_not_win() -> None:
+    # A plan search's candidate above the trust region whose cooldown probe did not beat the incumbent's keeps its
+    # predicted final loss (it may be the lowest) but could not win: the table marks it and a line says why.
+    from lrtune.server.cli_jobs import job_report
+    from tests.tuner.test_digits import Digits, run_seeded
+
+    tuner, state, _ = run_seeded(Digits(), 5)
+    barred = [c for s in state["stages"] for c in s["candidates"] if "barred" in c]  # type: ignore[index]
+    assert barred, "the seed no longer has a barred candidate"
+    info = {
+        **{"job_id": "j1", "name": "digits", "status": "done", "phase": "done", "stage": None, "lr": None},
+        **{"last_loss": None, "steps_used": tuner.steps_used, "total_steps": tuner.settings.total_steps},
+        **{"config": state["config"], "created_at": time.time()},
+    }
+    text = job_report(info, tuner.schedule())
+    for cand in barred:
+        row = next(line for line in text.splitlines() if line.split()[:2] == [str(cand["index"]), f"{cand['lr']:.3g}"])
+        assert row.rstrip().endswith("barred")
+        assert f"  #{cand['index']} barred: {cand['barred']}" in text.splitlines()

@@ -171,5 +171,10 @@ def test_a_search_goes_past_the_trust_region_only_where_a_cooldown_probe_says_it
         above += 1
         assert cand["probe"] is not None, f"candidate at {cand['lr']:.3g} above the trust region not probed"
         if stage["winner"] == cand["index"]:
-            assert cand["probe"]["loss"] < incumbent["probe"]["loss"]
+            assert cand["probe"]["loss"] < incumbent["probe"]["loss"] and "barred" not in cand
+        elif cand["probe"]["loss"] >= incumbent["probe"]["loss"]:
+            # It could not win whatever its forecast, and the job says why (the schedule, the CLI, the dashboard).
+            assert "trust region" in cand["barred"] and f"{cand['probe']['loss']:.4g}" in cand["barred"]
+            shown = tuner.schedule()["stages"][stage["index"]]["candidates"][cand["index"]]
+            assert shown["barred"] == cand["barred"]
     assert above, "no candidate above the trust region was tried"

@@ -531,7 +531,8 @@ export class JobView {
       el("td", { class: "num" }, bandText(bandOf(c))),
       el("td", { class: "num", title: "loss at the end of the cooldown probe (LR decayed to 0); it ranks the candidates when present" },
         c.probe_loss === null || c.probe_loss === undefined ? "–" : fmtNum(c.probe_loss, 4)),
-      el("td", {}, c.winner ? "★ winner" : c.diverged ? "✕ diverged" : "")));
+      c.barred ? el("td", { class: "barred", title: c.barred }, "⊘ barred")
+        : el("td", {}, c.winner ? "★ winner" : c.diverged ? "✕ diverged" : "")));
     const table = el("table", { class: "candidates" },
       el("thead", {}, el("tr", {}, ...["Candidate", "LR", "Steps", "First loss", "Last loss", planKind ? "Predicted final loss" : "Forecast", "± std", "90% band", "After cooldown", ""]
         .map((h) => el("th", h === "Predicted final loss" ? { title: `the loss at step ${int(sched.total_steps)} (end of the budget) that the loss model predicts if the job continued from this candidate under its own best plan` } : {}, h)))),
