@@ -316,25 +316,23 @@ class OnlineStages(TunerParts):
         cap = st.explore_cap * st.total_steps + 1e-9
         return s.wasted_steps + planned + probes * p <= cap and s.explore_steps + rest + p <= cap
 
-    def _paid_off(self, stage: Stage, cand: Candidate) -> bool:
-        """Whether a candidate's cooldown probe ended below the incumbent's (the same batches, the same decay)."""
-        inc = stage.candidates[0]
-        if inc is cand or inc.probe_loss is None or cand.probe_loss is None:
-            return False
-        a, b = float(cand.probe_loss), float(inc.probe_loss)
-        return math.isfinite(a) and math.isfinite(b) and a < b
+    def _barred(self, stage: Stage, cand: Candidate) -> str | None:
+        """Why a candidate above the trust region may not win, or None where it may.
 
-    def _barred(self, stage: Stage, cand: Candidate) -> str:
-        """Why a candidate above the trust region could not win (for the views)."""
+        It may where its cooldown probe ended below the incumbent's (the same batches, the same decay).
+        """
         o = self._online()
-        bound = TRUST_GROWTH * float(o.trusted) if not isinstance(o.trusted, Unset) else math.nan
+        assert not isinstance(o.trusted, Unset)  # a candidate is above the trust region only once there is one
+        bound = TRUST_GROWTH * float(o.trusted)
         above = f"above the trust region (LRs up to {bound:.3g}, {TRUST_GROWTH:g}x the trusted LR)"
-        inc = stage.candidates[0].probe_loss
-        if cand.probe_loss is None:
+        mine, inc = cand.probe_loss, stage.candidates[0].probe_loss
+        if mine is None:
             return f"{above} and not probed: no room left under the exploration cap"
         if inc is None:
             return f"{above}; the incumbent's cooldown probe did not run, so nothing to beat was measured"
-        return f"{above}; its cooldown probe ended at {cand.probe_loss:.4g}, not below the incumbent's {inc:.4g}"
+        if math.isfinite(mine) and math.isfinite(inc) and mine < inc:
+            return None
+        return f"{above}; its cooldown probe ended at {mine:.4g}, not below the incumbent's {inc:.4g}"
 
     def _online_finish(self, stage: Stage, step: int) -> Segment:
         """Judge the candidates by their predicted final loss, continue from the best, re-plan."""
@@ -345,8 +343,11 @@ class OnlineStages(TunerParts):
         ran = [c for c in stage.candidates if c.steps_run > 0 and not c.diverged]
         beyond = {c.index for c in ran if self._beyond_trust(c.lr)}
         # Above the trust region only a candidate whose probe showed the rise paying may win; the others inform the
-        # model.
-        usable = [c for c in ran if c.index not in beyond or self._paid_off(stage, c)]
+        # model, and say why they could not win.
+        for c in ran:
+            if c.index in beyond:
+                c.barred = self._barred(stage, c)
+        usable = [c for c in ran if c.barred is None]
         eligible = {c.index for c in usable}
         best: Candidate | None = None
         best_loss = math.inf
@@ -370,9 +371,6 @@ class OnlineStages(TunerParts):
         if st.probe_judge and len(usable) > 1 and len(probed) == len(usable):
             # Judged by what was seen: the loss each candidate reached after its own short decay.
             best = min(probed, key=lambda c: float(c.probe_loss))  # type: ignore[arg-type]
-        for c in ran:
-            if c.index in beyond and c.index not in eligible:
-                c.barred = self._barred(stage, c)
         if best is not None and best.index in beyond:
             o.trusted = best.lr  # its probe paid off against the incumbent's: a checked rise
         restore, drop = self._end_search(stage, best)

@@ -27,6 +27,7 @@ compare within each case's ``rtol``, since machines differ in the last bits of t
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import gzip
 import json
@@ -77,6 +78,15 @@ class Case:
 
 _PLAN_RTOL = 1.0
 _BASE = {"min_lr": 1e-3, "max_lr": 1.0}
+_DEFAULT = Case(
+    {**_BASE, "total_steps": 2400, "seed": 1},
+    outages={6: 50, 14: 35},
+    lost_probes=1,
+    poison=frozenset({12}),
+    dump_at=11,
+    legacy=True,
+    rtol=_PLAN_RTOL,
+)
 CASES: dict[str, Case] = {
     "greedy": Case(
         {**_BASE, "total_steps": 1500, "seed": 4, "preset": "greedy"},
@@ -120,24 +130,10 @@ CASES: dict[str, Case] = {
         legacy=True,
         rtol=_PLAN_RTOL,
     ),
-    "default": Case(
-        {**_BASE, "total_steps": 2400, "seed": 1},
-        outages={6: 50, 14: 35},
-        lost_probes=1,
-        poison=frozenset({12}),
-        dump_at=11,
-        legacy=True,
-        rtol=_PLAN_RTOL,
-    ),
+    "default": _DEFAULT,
     # The default job as the version before plans had a decay tail created it: it goes on without one.
-    "default-before-tail": Case(
-        {**_BASE, "total_steps": 2400, "seed": 1},
-        outages={6: 50, 14: 35},
-        lost_probes=1,
-        poison=frozenset({12}),
-        dump_at=11,
-        defaults={"preset": "plan", "loss_model": "spectral"},
-        rtol=_PLAN_RTOL,
+    "default-before-tail": dataclasses.replace(
+        _DEFAULT, legacy=False, defaults={"preset": "plan", "loss_model": "spectral"}
     ),
     "plan-switches": Case(
         {
