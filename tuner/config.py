@@ -35,6 +35,8 @@ DEFAULT_PRESET = "plan"
 DEFAULT_LOSS_MODEL = "spectral"
 #: The share of the budget at its end that a spectral plan keeps under a line falling to zero (``decay_tail``).
 DECAY_TAIL = 0.2
+#: Whether a spectral plan's falls are checked (``verify_fall``) when the config leaves it unset.
+VERIFY_FALL = True
 PLAN_SHAPES: tuple[str, ...] = get_args(PlanShape)
 LOSS_MODELS: tuple[str, ...] = get_args(LossModel)
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
@@ -143,6 +145,13 @@ class TunerConfig:
             stays under a line falling linearly to zero from where the plan stands at its start (0.2 by default
             there; 0 turns it off). The model chooses the LR up to there and any LR under the line, a steeper or
             earlier decay included; the tail only keeps the final decay from being a short drop at the very end.
+        verify_fall: ``plan`` preset with the spectral model (on by default there; refused with the power model): before
+            the tail, plans go at most four times below the lowest LR the kept line has fallen to as the model
+            predicted (at first the sweep's). A training segment that falls below it is checked against the fit that
+            has not seen it: where the loss dropped by at least half the drop the model predicted, its LR is trusted
+            and plans may fall further; where it did not, the model read progress as noise, and plans keep at least
+            that LR until the tail (without a ``decay_tail`` there is no tail to hold until, and the switch does
+            nothing).
     """
 
     #: How pydantic reads this class where it is the wire's job config (``lrtune.client.protocol``): unknown
@@ -197,6 +206,7 @@ class TunerConfig:
     loss_model: LossModel | None = None
     verify_rise: bool | None = None
     decay_tail: Share | None = None
+    verify_fall: bool | None = None
 
     def __post_init__(self) -> None:
         """Validate every field and raise :class:`InvalidConfigError` with what to fix."""
@@ -418,6 +428,7 @@ class Settings:
     loss_model: str = "power"
     verify_rise: bool = False
     decay_tail: float = 0.0
+    verify_fall: bool = False
 
 
 @dataclass(frozen=True)
@@ -431,17 +442,21 @@ class Defaults:
         preset: The preset ``"default"`` stands for.
         loss_model: The ``plan`` preset's loss model when ``loss_model`` is unset.
         decay_tail: The spectral plan's ``decay_tail`` when it is unset (0 for jobs stored before it existed).
+        verify_fall: The spectral plan's ``verify_fall`` when it is unset (off for jobs stored before it existed).
     """
 
     preset: str = DEFAULT_PRESET
     loss_model: str = DEFAULT_LOSS_MODEL
     decay_tail: float = DECAY_TAIL
+    verify_fall: bool = VERIFY_FALL
 
     def to_dict(self) -> dict[str, Any]:
-        """The stored form (``decay_tail`` only where a job has one, so older dumps are written back as read)."""
+        """The stored form (``decay_tail`` and ``verify_fall`` only where set: older dumps are written back as read)."""
         out: dict[str, Any] = {"preset": self.preset, "loss_model": self.loss_model}
         if self.decay_tail:
             out["decay_tail"] = self.decay_tail
+        if self.verify_fall:
+            out["verify_fall"] = True
         return out
 
     @classmethod
@@ -458,12 +473,15 @@ class Defaults:
         tail = data.get("decay_tail", 0.0)
         if isinstance(tail, bool) or not isinstance(tail, int | float) or not 0.0 <= tail <= 1.0:
             raise ValueError(f"defaults' decay_tail must be a share between 0 and 1, got {tail!r}")
-        return cls(preset=preset, loss_model=loss_model, decay_tail=float(tail))
+        fall = data.get("verify_fall", False)
+        if not isinstance(fall, bool):
+            raise ValueError(f"defaults' verify_fall must be true or false, got {fall!r}")
+        return cls(preset=preset, loss_model=loss_model, decay_tail=float(tail), verify_fall=fall)
 
 
 #: What unset choices stood for before the state recorded them: ``default`` was ``greedy``, the loss model ``power``
-#: (and no plan had a decay tail).
-LEGACY_DEFAULTS = Defaults(preset="greedy", loss_model="power", decay_tail=0.0)
+#: (and no plan had a decay tail or a fall check).
+LEGACY_DEFAULTS = Defaults(preset="greedy", loss_model="power", decay_tail=0.0, verify_fall=False)
 
 
 def plans(preset: str, strategy: str, defaults: Defaults = Defaults()) -> bool:
@@ -572,13 +590,14 @@ def resolve(config: TunerConfig, defaults: Defaults = Defaults()) -> Settings:
         loss_model=loss_model,
         verify_rise=_flag(c.verify_rise, spectral),
         decay_tail=float(c.decay_tail if c.decay_tail is not None else (defaults.decay_tail if spectral else 0.0)),
+        verify_fall=_flag(c.verify_fall, defaults.verify_fall and spectral),
     )
 
 
 #: The plan preset's switches that only one loss model reads, by that model.
 _MODEL_SWITCHES: dict[str, tuple[str, ...]] = {
     "power": ("robust_plan", "tied_kernel", "model_window"),
-    "spectral": ("verify_rise", "decay_tail"),
+    "spectral": ("verify_rise", "decay_tail", "verify_fall"),
 }
 
 

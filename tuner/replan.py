@@ -62,6 +62,7 @@ class Knobs:
             (0: none; see :func:`lrtune.tuner.spectralplan.optimize`).
         anchor: Where that line starts, once the plan in force has started down it: ``(global step, LR)``; None: each
             plan draws its own.
+        floor: The lowest LR a spectral plan takes before that line (``verify_fall``); None: the range's floor.
     """
 
     window: float
@@ -73,6 +74,7 @@ class Knobs:
     rival_beta: float | None = None
     tail: int = 0
     anchor: tuple[int, float] | None = None
+    floor: float | None = None
 
 
 def predict(
@@ -137,7 +139,7 @@ def best_plan(
         assert isinstance(history, ModeHistory)
         if knobs.free_shape:
             plan = spectralplan.optimize(
-                fit, history, start, steps, lr_min, lr_max, knobs.pieces, init, knobs.tail, knobs.anchor
+                fit, history, start, steps, lr_min, lr_max, knobs.pieces, init, knobs.tail, knobs.anchor, knobs.floor
             )
         else:
             plan = _best_cosine(fit, history, start, steps, lr_min, lr_max, knobs.pieces)

@@ -466,6 +466,34 @@ def surprise(h: NDArray[np.float64], params: SpectralParams, run: Run, start: Mo
     return float(np.mean(rows.y[-k:])) / predicted
 
 
+def drops(
+    h: NDArray[np.float64], params: SpectralParams, run: Run, start: ModeHistory, before: float | None
+) -> tuple[float, float] | None:
+    """How far a run's loss dropped, seen and as a fit that has not seen it predicted.
+
+    Seen: from ``before`` (the loss where the run started) to the mean of its last two bins; predicted: from the
+    fit's loss at ``start`` to its loss at those bins. None when the run has no finite bin, ``before`` is None or
+    the prediction is not finite.
+
+    Args:
+        h: Shape (J,). The fit's curvatures.
+        params: The fit's parameters.
+        run: The run (its own losses; its parent is not read).
+        start: The model's state where the run started.
+        before: The loss observed where the run started.
+    """
+    rows = _run_rows(run, start, whole=True)
+    if not len(rows.y) or before is None:
+        return None
+    k = min(2, len(rows.y))
+    fit = SpectralFit(h, params, None, np.flatnonzero(np.asarray(params.weights) > 0), 0.0, 0)
+    end = float(np.mean(fit.loss_of(rows.d[-k:], rows.n[-k:])))
+    at = float(fit.loss_of(start.d[None, :], start.n[None, :])[0])
+    if not (math.isfinite(end) and math.isfinite(at)):
+        return None
+    return before - float(np.mean(rows.y[-k:])), at - end
+
+
 def _solve(
     des: _Design, kappa: float, base: float
 ) -> tuple[float, NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:

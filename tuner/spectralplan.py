@@ -170,6 +170,7 @@ def optimize(
     init: Callable[[NDArray[np.float64]], NDArray[np.float64]] | None = None,
     tail: int = 0,
     anchor: tuple[int, float] | None = None,
+    floor: float | None = None,
 ) -> Plan:
     """The plan over ``steps`` steps from ``history`` with the lowest predicted final loss.
 
@@ -192,6 +193,8 @@ def optimize(
         tail: Steps at the end of the budget that stay under the falling line (0: none).
         anchor: ``(global step, LR)`` where the line starts, when an earlier plan drew it at or before ``start``
             (None: this plan draws it).
+        floor: With a tail, the lowest LR of the knots up to the line's anchor (None: ``lr_min``); under the line
+            the plan goes down to ``lr_min`` as before.
 
     Returns:
         The best plan found, with its predicted final loss (``final_std`` is left to the caller) and, with a tail,
@@ -213,6 +216,8 @@ def optimize(
     if line is not None:
         for k in range(knots):  # start under the line
             x[k] = min(max(x[k], lo), line.bounds(k, x, lo, hi)[1])
+            if floor is not None and line.index is not None and k <= line.index:
+                x[k] = max(x[k], min(math.log(floor), line.bounds(k, x, lo, hi)[1]))
     coarse = np.linspace(lo, hi, _COARSE)
     step = (hi - lo) / (_COARSE - 1) if _COARSE > 1 else 0.0
 
@@ -237,6 +242,8 @@ def optimize(
             around = (x[k - 1] if k >= 1 else None, x[k + 1] if k <= knots - 2 else None)
             tail_transfer = suffix[k] if k <= knots - 2 else None
             lower, upper = line.bounds(k, x, lo, hi) if line is not None else (lo, hi)
+            if floor is not None and line is not None and line.index is not None and k <= line.index:
+                lower = min(max(lower, math.log(floor)), upper)
             values = coarse[(coarse >= lower - 1e-12) & (coarse <= upper + 1e-12)]
             if values.size == 0:
                 values = np.array([upper])

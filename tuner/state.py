@@ -147,6 +147,10 @@ class OnlineState:
         rise: With ``verify_rise``: the training segment whose LR rose above the trusted LR as predicted, waiting
             for the check of its rise (a cooldown probe from the risen line); :data:`UNSET` (not written) while none
             waits.
+        low: With ``verify_fall``: the lowest LR the kept line has fallen to as the model predicted (at first the
+            sweep's); :data:`UNSET` (not written) without the switch or before the first training segment.
+        floor: With ``verify_fall``: the lowest LR a plan may take before its tail (``low`` divided by
+            ``FALL_GROWTH``, or ``low`` itself once a fall missed the model's prediction); :data:`UNSET` as ``low``.
     """
 
     plan: Plan | None
@@ -159,6 +163,8 @@ class OnlineState:
     plan_from: int | Unset | None = UNSET
     trusted: float | Unset = UNSET
     rise: int | Unset = UNSET
+    low: float | Unset = UNSET
+    floor: float | Unset = UNSET
 
     @property
     def rival_fit(self) -> ModelFit | None:
@@ -188,6 +194,10 @@ class OnlineState:
             out["trusted"] = self.trusted
         if not isinstance(self.rise, Unset):
             out["rise"] = self.rise
+        if not isinstance(self.low, Unset):
+            out["low"] = self.low
+        if not isinstance(self.floor, Unset):
+            out["floor"] = self.floor
         return out
 
     @classmethod
@@ -205,6 +215,8 @@ class OnlineState:
             plan_from=UNSET if "plan_from" not in data else f.opt_integer(data, "plan_from"),
             trusted=UNSET if "trusted" not in data else f.number(data, "trusted"),
             rise=UNSET if "rise" not in data else f.integer(data, "rise"),
+            low=UNSET if "low" not in data else f.number(data, "low"),
+            floor=UNSET if "floor" not in data else f.number(data, "floor"),
         )
 
 

@@ -210,6 +210,42 @@ def test_a_plan_with_a_tail_stays_under_a_line_to_zero_over_its_last_steps() -> 
     assert all(later.lr_at(s) <= max(0.2 * (TOTAL - s) / 900, 1e-3) * (1 + 1e-9) for s in range(3500, TOTAL, 10))
 
 
+def test_a_floor_keeps_the_plan_up_to_its_tail_and_leaves_the_tail_free() -> None:
+    model = truth()
+    start = ModeHistory.start(LAND.h)
+    free = spectralplan.optimize(model, start, 0, TOTAL, 1e-3, 1.5, knots=24, tail=800)
+    assert min(free.knots[:-5]) < 0.1  # the quadratic's best plan falls early
+    held = spectralplan.optimize(model, start, 0, TOTAL, 1e-3, 1.5, knots=24, tail=800, floor=0.1)
+    assert held.anchor is not None
+    at, top = held.anchor
+    assert all(held.lr_at(step) >= 0.1 * (1 - 1e-9) for step in range(0, math.floor(at) - 200, 25))
+    for step in range(at, TOTAL, 25):  # under the line, down to the range's floor
+        assert held.lr_at(step) <= max(top * (TOTAL - step) / (TOTAL - at), 1e-3) * (1 + 1e-9)
+    assert held.knots[-1] == pytest.approx(1e-3)
+    assert held.final_loss is not None and free.final_loss is not None and held.final_loss > free.final_loss
+
+
+def test_drops_compare_a_runs_loss_drop_with_the_drop_a_fit_predicted() -> None:
+    model = truth()
+    lrs = np.full(400, 0.3)
+    curve, m = LAND.curve(LAND.start(), lrs)
+    start = ModeHistory.start(LAND.h).then(lrs)
+    fall = np.full(200, 0.05)
+    losses, _ = LAND.curve(m, fall)
+    before = float(curve[-1])
+    drops = spectral.drops(LAND.h, model.params, Run(None, tuple(fall), binned(losses)), start, before)
+    assert drops is not None
+    seen, predicted = drops
+    assert predicted > 0 and seen == pytest.approx(predicted, rel=0.1)
+    # The same fall where the loss dropped a third as far as the model said.
+    less = before - (before - losses) / 3
+    less_drops = spectral.drops(LAND.h, model.params, Run(None, tuple(fall), binned(less)), start, before)
+    assert less_drops is not None
+    seen, predicted = less_drops
+    assert seen == pytest.approx(predicted / 3, rel=0.1)
+    assert spectral.drops(LAND.h, model.params, Run(None, tuple(fall), binned(losses)), start, None) is None
+
+
 def test_the_planner_continues_a_history_and_stays_in_its_bounds() -> None:
     model = truth()
     history = ModeHistory.start(LAND.h).then(np.full(1000, 0.4))

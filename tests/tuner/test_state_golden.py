@@ -40,6 +40,7 @@ from typing import Any
 import pytest
 
 from lrtune.tuner import Segment, Tuner, TunerConfig
+from lrtune.tuner.config import Defaults
 from lrtune.tuner.segment import OfflinePiece, Piece
 
 FIXTURE = Path(__file__).parent / "data" / "state_golden.json.gz"
@@ -134,6 +135,10 @@ CASES: dict[str, Case] = {
     # The default job as the version before plans had a decay tail created it: it goes on without one.
     "default-before-tail": dataclasses.replace(
         _DEFAULT, legacy=False, defaults={"preset": "plan", "loss_model": "spectral"}
+    ),
+    # The default job as the version before the fall check created it: it goes on without the check.
+    "default-before-fall-check": dataclasses.replace(
+        _DEFAULT, legacy=False, defaults={"preset": "plan", "loss_model": "spectral", "decay_tail": 0.2}
     ),
     "plan-switches": Case(
         {
@@ -560,7 +565,8 @@ def test_a_job_stored_before_the_default_preset_changed_continues_as_it_ran(name
     assert_matches(got["final"]["dump"], final, case.rtol, "final dump")
     # The same config in a new job is today's default (the spectral plan), which runs otherwise.
     fresh = play(Case({**case.config, **UNPINNED[name]}, dump_at=0))
-    assert fresh["final"]["dump"]["defaults"] == {"preset": "plan", "loss_model": "spectral", "decay_tail": 0.2}
+    assert fresh["final"]["dump"]["defaults"] == Defaults().to_dict()
+    assert fresh["final"]["dump"]["defaults"]["preset"] == "plan"
     assert fresh["segments"] != stored["before"] + stored["after"]
 
 
