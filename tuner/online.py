@@ -314,7 +314,8 @@ class OnlinePlanning(TunerParts):
         The first training segment's LR (the sweep's suggestion) is trusted. A segment at or below the trusted LR
         changes nothing; one that went higher is compared with what the last fit (which has not seen it) predicted
         for it: as predicted, its LR becomes trusted; ``SURPRISE`` times worse, the cap falls to the geometric mean
-        of the trusted LR and the LR it reached.
+        of the trusted LR and the LR it reached. With ``verify_fall``, a segment that fell is checked too
+        (:meth:`_check_fall`).
         """
         if not self._spectral or not self._s.segments:
             return
