@@ -455,15 +455,13 @@ def surprise(h: NDArray[np.float64], params: SpectralParams, run: Run, start: Mo
         run: The run (its own losses; its parent is not read).
         start: The model's state where the run started.
     """
-    rows = _run_rows(run, start, whole=True)
-    if not len(rows.y):
+    last = _last_bins(h, params, run, start)
+    if last is None:
         return None
-    k = min(2, len(rows.y))
-    fit = SpectralFit(h, params, None, np.flatnonzero(np.asarray(params.weights) > 0), 0.0, 0)
-    predicted = float(np.mean(fit.loss_of(rows.d[-k:], rows.n[-k:])))
+    _, seen, predicted = last
     if not math.isfinite(predicted) or predicted <= 0:
         return None
-    return float(np.mean(rows.y[-k:])) / predicted
+    return seen / predicted
 
 
 def drops(
@@ -482,16 +480,26 @@ def drops(
         start: The model's state where the run started.
         before: The loss observed where the run started.
     """
-    rows = _run_rows(run, start, whole=True)
-    if not len(rows.y) or before is None:
+    last = _last_bins(h, params, run, start)
+    if last is None or before is None:
         return None
-    k = min(2, len(rows.y))
-    fit = SpectralFit(h, params, None, np.flatnonzero(np.asarray(params.weights) > 0), 0.0, 0)
-    end = float(np.mean(fit.loss_of(rows.d[-k:], rows.n[-k:])))
+    fit, seen, end = last
     at = float(fit.loss_of(start.d[None, :], start.n[None, :])[0])
     if not (math.isfinite(end) and math.isfinite(at)):
         return None
-    return before - float(np.mean(rows.y[-k:])), at - end
+    return before - seen, at - end
+
+
+def _last_bins(
+    h: NDArray[np.float64], params: SpectralParams, run: Run, start: ModeHistory
+) -> tuple[SpectralFit, float, float] | None:
+    """A fit of ``params`` and a run's mean loss over its last two bins, seen and predicted (None without a bin)."""
+    rows = _run_rows(run, start, whole=True)
+    if not len(rows.y):
+        return None
+    k = min(2, len(rows.y))
+    fit = SpectralFit(h, params, None, np.flatnonzero(np.asarray(params.weights) > 0), 0.0, 0)
+    return fit, float(np.mean(rows.y[-k:])), float(np.mean(fit.loss_of(rows.d[-k:], rows.n[-k:])))
 
 
 def _solve(

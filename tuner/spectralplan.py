@@ -104,6 +104,7 @@ class _Tail:
         ratio: Shape (K,). Each knot's share of the anchor's LR on the line (0 at the end; 1 before the line).
         at: Global step of the anchor (a knot's, not always a whole step).
         end: Global step where the line reaches zero.
+        floor: Log-LR every knot up to an anchor knot keeps at least (``verify_fall``; -inf: none).
     """
 
     index: int | None
@@ -111,6 +112,7 @@ class _Tail:
     ratio: NDArray[np.float64]
     at: float
     end: int
+    floor: float = -math.inf
 
     def anchor(self, x: NDArray[np.float64]) -> tuple[int, float]:
         """The line as a plan keeps it: its LR at the first whole step from its anchor on."""
@@ -121,8 +123,17 @@ class _Tail:
         """Log-LR of the anchor."""
         return self.fixed if self.index is None else float(x[self.index])
 
+    def floor_of(self, k: int) -> float:
+        """Log-LR knot ``k`` keeps at least: the floor up to an anchor knot, -inf after it (or with a fixed anchor)."""
+        return self.floor if self.index is not None and k <= self.index else -math.inf
+
     def bounds(self, k: int, x: NDArray[np.float64], lo: float, hi: float) -> tuple[float, float]:
-        """Lower and upper log-LR of knot ``k`` given the other knots ``x``."""
+        """Lower and upper log-LR of knot ``k`` given the other knots ``x`` (the floor, where it holds, included)."""
+        lower, upper = self._under_line(k, x, lo, hi)
+        return min(max(lower, self.floor_of(k)), upper), upper
+
+    def _under_line(self, k: int, x: NDArray[np.float64], lo: float, hi: float) -> tuple[float, float]:
+        """:meth:`bounds` from the line alone."""
         base = self.base(x)
         bounded = k > self.index if self.index is not None else True
         if bounded:
@@ -140,9 +151,18 @@ class _Tail:
 
 
 def _tail(
-    start: int, steps: int, knots: int, tail: int, anchor: tuple[int, float] | None, last_lr: float
+    start: int,
+    steps: int,
+    knots: int,
+    tail: int,
+    anchor: tuple[int, float] | None,
+    last_lr: float,
+    floor: float | None = None,
 ) -> _Tail | None:
-    """The line a plan over ``steps`` steps from ``start`` stays under (None without a tail)."""
+    """The line a plan over ``steps`` steps from ``start`` stays under (None without a tail).
+
+    ``floor`` (an LR, None: none) is what the knots up to the line's anchor knot keep at least.
+    """
     if tail <= 0:
         return None
     end = start + steps
@@ -156,7 +176,7 @@ def _tail(
     index = min(int((end - tail - start) // spacing), knots - 2)
     at = float(positions[index])
     ratio = np.where(np.arange(knots) > index, np.clip((end - positions) / max(end - at, 1e-9), 0.0, 1.0), 1.0)
-    return _Tail(index, 0.0, ratio, at, end)
+    return _Tail(index, 0.0, ratio, at, end, -math.inf if floor is None else math.log(floor))
 
 
 def optimize(
@@ -212,12 +232,11 @@ def optimize(
     else:
         first = history.last_lr if history.last_lr > 0 else math.sqrt(lr_min * lr_max)
         x = np.linspace(min(max(math.log(first), lo), hi), lo, knots)
-    line = _tail(start, steps, knots, tail, anchor, history.last_lr if history.last_lr > 0 else lr_min)
+    line = _tail(start, steps, knots, tail, anchor, history.last_lr if history.last_lr > 0 else lr_min, floor)
     if line is not None:
-        for k in range(knots):  # start under the line
-            x[k] = min(max(x[k], lo), line.bounds(k, x, lo, hi)[1])
-            if floor is not None and line.index is not None and k <= line.index:
-                x[k] = max(x[k], min(math.log(floor), line.bounds(k, x, lo, hi)[1]))
+        for k in range(knots):  # start under the line, and up to its anchor knot at or above the floor
+            upper = line.bounds(k, x, lo, hi)[1]
+            x[k] = max(min(max(x[k], lo), upper), min(line.floor_of(k), upper))
     coarse = np.linspace(lo, hi, _COARSE)
     step = (hi - lo) / (_COARSE - 1) if _COARSE > 1 else 0.0
 
@@ -242,8 +261,6 @@ def optimize(
             around = (x[k - 1] if k >= 1 else None, x[k + 1] if k <= knots - 2 else None)
             tail_transfer = suffix[k] if k <= knots - 2 else None
             lower, upper = line.bounds(k, x, lo, hi) if line is not None else (lo, hi)
-            if floor is not None and line is not None and line.index is not None and k <= line.index:
-                lower = min(max(lower, math.log(floor)), upper)
             values = coarse[(coarse >= lower - 1e-12) & (coarse <= upper + 1e-12)]
             if values.size == 0:
                 values = np.array([upper])

@@ -3,55 +3,33 @@
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
-import numpy as np
-from numpy.typing import NDArray
-
-from benchmarks.nqm import Landscape
-from lrtune.tuner import Tuner, TunerConfig
+from benchmarks.nqm import Landscape, run_tuner
+from lrtune.tuner import Tuner
 from lrtune.tuner.online import FALL_GROWTH
 
-LAND = Landscape("test", dims=50)
 TOTAL = 4000
 TAIL = 0.2
 
 
-def play(stuck: float, **switches: Any) -> tuple[Tuner, list[tuple[int, float]], float]:
-    """Drive a ``plan`` job on the quadratic; below ``stuck`` a lower LR still slows progress but no longer lowers the
-    gradient noise's equilibrium (as on a network where the model reads progress as noise).
+def play(noise_lr: float, **switches: Any) -> tuple[Tuner, list[tuple[int, float]], float]:
+    """Run a ``plan`` job on the quadratic; below ``noise_lr`` a lower LR still slows progress but no longer lowers
+    the gradient noise's equilibrium (as on a network where the model reads progress as noise).
 
     Returns:
-        The tuner, the kept line's training segments as ``(start step, lowest LR)`` and the final expected loss.
+        The job recovered from its final state, the kept line's training segments as ``(start step, lowest LR)`` and
+        the final expected loss.
     """
-    rng = np.random.default_rng(0)
-    tuner = Tuner(TunerConfig(min_lr=1e-3, max_lr=10.0, total_steps=TOTAL, seed=0, preset="plan", **switches))
-    h = LAND.h
-    m = LAND.start()
-    snaps: dict[str, NDArray[np.float64]] = {}
-    trained: list[tuple[int, float]] = []
-    seg = tuner.next_segment()
-    while not seg.done:
-        if seg.restore is not None:
-            m = snaps[seg.restore].copy()
-        for name in seg.drop:
-            snaps.pop(name, None)
-        if seg.snapshot is not None:
-            snaps[seg.snapshot] = m.copy()
-        losses = []
-        for j in range(seg.steps):
-            lr = seg.lr_at(j)
-            noise_lr = max(lr, stuck)
-            m = (1.0 - lr * h) ** 2 * m + noise_lr * noise_lr * LAND.sigma2 * h
-            value = float(0.5 * (h * m).sum())
-            losses.append(value * (1.0 + LAND.noise * float(rng.standard_normal())) if value < 1e30 else math.inf)
-        if seg.keep is not None:
-            snaps[seg.keep] = m.copy()
-        if seg.phase == "train":
-            trained.append((seg.start_step, min(seg.lr_at(0), seg.lr_at(seg.steps - 1))))
-        seg = tuner.report(seg.segment_id, losses)
-    return tuner, trained, float(0.5 * (h * m).sum())
+    land = Landscape("test", dims=50, noise_lr=noise_lr)
+    run = run_tuner(land, TOTAL, 0, "plan", keep_state=True, **switches)
+    state = run["state"]
+    trained = [
+        (rec["start_step"], min(rec["curve_from"], rec["curve_to"]))
+        for rec in state["segments"]
+        if rec["phase"] == "train" and not rec["rolled_back"]
+    ]
+    return Tuner.recover(state), trained, run["final"]
 
 
 def test_on_the_quadratic_every_fall_pays_and_the_plan_falls_as_far_as_without_the_check() -> None:

@@ -122,15 +122,8 @@ CASES: dict[str, Case] = {
         dump_at=14,
         legacy=True,
     ),
-    "plan-power": Case(
-        {**_BASE, "total_steps": 2400, "seed": 1, "preset": "plan", "loss_model": "power"},
-        outages={6: 50, 14: 35},
-        lost_probes=1,
-        poison=frozenset({12}),
-        dump_at=11,
-        legacy=True,
-        rtol=_PLAN_RTOL,
-    ),
+    # The default job's outages, lost probe and poisoned loss, planned with the multi-power-law model.
+    "plan-power": dataclasses.replace(_DEFAULT, config={**_DEFAULT.config, "preset": "plan", "loss_model": "power"}),
     "default": _DEFAULT,
     # The default job as the version before plans had a decay tail created it: it goes on without one.
     "default-before-tail": dataclasses.replace(
