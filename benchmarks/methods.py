@@ -24,6 +24,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "no-verify": {"verify_rise": False},
     "no-tail": {"decay_tail": 0.0},
     "no-fall-check": {"verify_fall": False},
+    "no-lift": {"lift_floor": False},
     "no-replan": {"replan": False},
     "train-objective": {"objective": "train"},
     "later-searches": {"later_searches": True},

@@ -37,6 +37,8 @@ DEFAULT_LOSS_MODEL = "spectral"
 DECAY_TAIL = 0.2
 #: Whether a spectral plan's falls are checked (``verify_fall``) when the config leaves it unset.
 VERIFY_FALL = True
+#: Whether a checked rise lifts the fall check's floor (``lift_floor``) when the config leaves it unset.
+LIFT_FLOOR = True
 PLAN_SHAPES: tuple[str, ...] = get_args(PlanShape)
 LOSS_MODELS: tuple[str, ...] = get_args(LossModel)
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
@@ -152,6 +154,11 @@ class TunerConfig:
             and plans may fall further; where it did not, the model read progress as noise, and plans keep at least
             that LR until the tail (without a ``decay_tail`` there is no tail to hold until, and the switch does
             nothing).
+        lift_floor: ``plan`` preset with the spectral model and ``verify_fall`` (on by default there; refused with the
+            power model): a rise that became trusted (checked, or as predicted) lifts the fall check's floor with it:
+            from there on, plans go at most four times below the risen LR before the tail, and a fall below it is
+            checked as any other. A floor already held where a fall missed the model's prediction stays. Without
+            ``verify_fall`` there is no floor to lift, and the switch does nothing.
     """
 
     #: How pydantic reads this class where it is the wire's job config (``lrtune.client.protocol``): unknown
@@ -207,6 +214,7 @@ class TunerConfig:
     verify_rise: bool | None = None
     decay_tail: Share | None = None
     verify_fall: bool | None = None
+    lift_floor: bool | None = None
 
     def __post_init__(self) -> None:
         """Validate every field and raise :class:`InvalidConfigError` with what to fix."""
@@ -429,6 +437,7 @@ class Settings:
     verify_rise: bool = False
     decay_tail: float = 0.0
     verify_fall: bool = False
+    lift_floor: bool = False
 
 
 @dataclass(frozen=True)
@@ -443,20 +452,24 @@ class Defaults:
         loss_model: The ``plan`` preset's loss model when ``loss_model`` is unset.
         decay_tail: The spectral plan's ``decay_tail`` when it is unset (0 for jobs stored before it existed).
         verify_fall: The spectral plan's ``verify_fall`` when it is unset (off for jobs stored before it existed).
+        lift_floor: The spectral plan's ``lift_floor`` when it is unset (off for jobs stored before it existed).
     """
 
     preset: str = DEFAULT_PRESET
     loss_model: str = DEFAULT_LOSS_MODEL
     decay_tail: float = DECAY_TAIL
     verify_fall: bool = VERIFY_FALL
+    lift_floor: bool = LIFT_FLOOR
 
     def to_dict(self) -> dict[str, Any]:
-        """The stored form (``decay_tail`` and ``verify_fall`` only where set: older dumps are written back as read)."""
+        """The stored form (``decay_tail`` and the flags only where set: older dumps are written back as read)."""
         out: dict[str, Any] = {"preset": self.preset, "loss_model": self.loss_model}
         if self.decay_tail:
             out["decay_tail"] = self.decay_tail
         if self.verify_fall:
             out["verify_fall"] = True
+        if self.lift_floor:
+            out["lift_floor"] = True
         return out
 
     @classmethod
@@ -473,15 +486,16 @@ class Defaults:
         tail = data.get("decay_tail", 0.0)
         if isinstance(tail, bool) or not isinstance(tail, int | float) or not 0.0 <= tail <= 1.0:
             raise ValueError(f"defaults' decay_tail must be a share between 0 and 1, got {tail!r}")
-        fall = data.get("verify_fall", False)
-        if not isinstance(fall, bool):
-            raise ValueError(f"defaults' verify_fall must be true or false, got {fall!r}")
-        return cls(preset=preset, loss_model=loss_model, decay_tail=float(tail), verify_fall=fall)
+        flags = {name: data.get(name, False) for name in ("verify_fall", "lift_floor")}
+        for name, value in flags.items():
+            if not isinstance(value, bool):
+                raise ValueError(f"defaults' {name} must be true or false, got {value!r}")
+        return cls(preset=preset, loss_model=loss_model, decay_tail=float(tail), **flags)
 
 
 #: What unset choices stood for before the state recorded them: ``default`` was ``greedy``, the loss model ``power``
 #: (and no plan had a decay tail or a fall check).
-LEGACY_DEFAULTS = Defaults(preset="greedy", loss_model="power", decay_tail=0.0, verify_fall=False)
+LEGACY_DEFAULTS = Defaults(preset="greedy", loss_model="power", decay_tail=0.0, verify_fall=False, lift_floor=False)
 
 
 def plans(preset: str, strategy: str, defaults: Defaults = Defaults()) -> bool:
@@ -591,13 +605,14 @@ def resolve(config: TunerConfig, defaults: Defaults = Defaults()) -> Settings:
         verify_rise=_flag(c.verify_rise, spectral),
         decay_tail=float(c.decay_tail if c.decay_tail is not None else (defaults.decay_tail if spectral else 0.0)),
         verify_fall=_flag(c.verify_fall, defaults.verify_fall and spectral),
+        lift_floor=_flag(c.lift_floor, defaults.lift_floor and spectral),
     )
 
 
 #: The plan preset's switches that only one loss model reads, by that model.
 _MODEL_SWITCHES: dict[str, tuple[str, ...]] = {
     "power": ("robust_plan", "tied_kernel", "model_window"),
-    "spectral": ("verify_rise", "decay_tail", "verify_fall"),
+    "spectral": ("verify_rise", "decay_tail", "verify_fall", "lift_floor"),
 }
 
 

@@ -345,7 +345,21 @@ class OnlinePlanning(TunerParts):
             if isinstance(o.rise, Unset):
                 o.rise = rec.segment_id
         else:
-            o.trusted = top
+            self._trust(top)
+
+    def _trust(self, lr: float) -> None:
+        """Trust a rise to ``lr``; with ``lift_floor``, lift the fall check's floor with it.
+
+        Plans may then go ``TRUST_GROWTH`` times above ``lr`` and, before the tail, ``FALL_GROWTH`` times below it
+        (a fall below ``lr`` is checked as any other). A floor held where a fall missed its prediction stays.
+        """
+        o = self._online()
+        o.trusted = lr if isinstance(o.trusted, Unset) else max(float(o.trusted), lr)
+        if not self.settings.lift_floor or isinstance(o.low, Unset) or isinstance(o.floor, Unset):
+            return
+        low = float(o.low)
+        if float(o.floor) < low * (1 - 1e-9) and lr > low * (1 + 1e-9):
+            o.low, o.floor = lr, max(float(self.settings.min_lr), lr / FALL_GROWTH)
 
     def _rise(self) -> tuple[SegmentRecord, float | None]:
         """The rise waiting for its check: the training segment that rose, and the loss the line had before it.

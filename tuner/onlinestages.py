@@ -180,7 +180,7 @@ class OnlineStages(TunerParts):
                 bar = stayed if stayed is not None else before
             after = None if keep is None else keep.probe_loss
             if keep is not None and (bar is None or (after is not None and math.isfinite(after) and after < bar)):
-                o.trusted = max(trusted, peak_lr(rise))
+                self._trust(peak_lr(rise))
             else:
                 # No rise above the trusted LR pays here; a smaller one would only be checked again (each check costs
                 # a probe) for a gain too small to measure.
@@ -372,7 +372,7 @@ class OnlineStages(TunerParts):
             # Judged by what was seen: the loss each candidate reached after its own short decay.
             best = min(probed, key=lambda c: float(c.probe_loss))  # type: ignore[arg-type]
         if best is not None and best.index in beyond:
-            o.trusted = best.lr  # its probe paid off against the incumbent's: a checked rise
+            self._trust(best.lr)  # its probe paid off against the incumbent's: a checked rise
         restore, drop = self._end_search(stage, best)
         if best is None:
             lowest = min(c.lr for c in stage.candidates)

@@ -148,7 +148,8 @@ class OnlineState:
             for the check of its rise (a cooldown probe from the risen line); :data:`UNSET` (not written) while none
             waits.
         low: With ``verify_fall``: the lowest LR the kept line has fallen to as the model predicted (at first the
-            sweep's); :data:`UNSET` (not written) without the switch or before the first training segment.
+            sweep's; with ``lift_floor``, a trusted rise above it while the floor is not held lifts it to the risen
+            LR); :data:`UNSET` (not written) without the switch or before the first training segment.
         floor: With ``verify_fall``: the lowest LR a plan may take before its tail (``low`` divided by
             ``FALL_GROWTH``, or ``low`` itself once a fall missed the model's prediction); :data:`UNSET` as ``low``.
     """

@@ -103,15 +103,21 @@ def test_default_is_the_spectral_plan_with_its_checks_and_a_job_keeps_what_defau
     config = TunerConfig(min_lr=1e-4, max_lr=1.0, total_steps=5000)
     now = resolve(config)
     assert now.planner and now.loss_model == "spectral" and now.verify_rise and now.explore_cap == 0.15
-    assert now.verify_fall
+    assert now.verify_fall and now.lift_floor
     then = resolve(config, LEGACY_DEFAULTS)
     assert not then.planner and then.anneal_steps == 1000  # greedy: the last 20% decays
-    assert not then.verify_fall
+    assert not then.verify_fall and not then.lift_floor
     # An explicit preset and loss model mean the same whatever the defaults.
     c = TunerConfig(min_lr=1e-4, max_lr=1.0, total_steps=5000, preset="plan", loss_model="power")
     assert resolve(c) == resolve(c, LEGACY_DEFAULTS) and resolve(c).loss_model == "power"
     state = Tuner(config).dump()
-    assert state["defaults"] == {"preset": "plan", "loss_model": "spectral", "decay_tail": 0.2, "verify_fall": True}
+    assert state["defaults"] == {
+        "preset": "plan",
+        "loss_model": "spectral",
+        "decay_tail": 0.2,
+        "verify_fall": True,
+        "lift_floor": True,
+    }
     assert now.decay_tail == 0.2  # every plan decays linearly to zero over the last 20% of the budget
     # A job stored before plans had a tail keeps planning without one (and without the fall check).
     before = Tuner.recover({**state, "defaults": {"preset": "plan", "loss_model": "spectral"}})
@@ -122,13 +128,20 @@ def test_default_is_the_spectral_plan_with_its_checks_and_a_job_keeps_what_defau
     later = Tuner.recover({**state, "defaults": tail_only})
     assert later.settings.decay_tail == 0.2 and not later.settings.verify_fall
     assert later.dump()["defaults"] == tail_only
+    # One stored after the fall check but before rises lifted its floor keeps the check, and its floor only falls.
+    fall_only = {**tail_only, "verify_fall": True}
+    checked = Tuner.recover({**state, "defaults": fall_only})
+    assert checked.settings.verify_fall and not checked.settings.lift_floor
+    assert checked.dump()["defaults"] == fall_only
     # An explicit switch means the same whatever the defaults.
     assert not resolve(dataclasses.replace(config, verify_fall=False)).verify_fall
+    assert not resolve(dataclasses.replace(config, lift_floor=False)).lift_floor
     for bad in (
         {"preset": "default", "loss_model": "spectral"},
         {"preset": "plan", "loss_model": "cubic"},
         {"preset": "plan", "loss_model": "spectral", "decay_tail": 1.5},
         {"preset": "plan", "loss_model": "spectral", "verify_fall": "yes"},
+        {"preset": "plan", "loss_model": "spectral", "verify_fall": True, "lift_floor": 1},
         {},
     ):
         with pytest.raises(InvalidStateError):
@@ -143,6 +156,7 @@ def test_default_is_the_spectral_plan_with_its_checks_and_a_job_keeps_what_defau
         ({"loss_model": "power", "verify_rise": True}, "verify_rise only applies with loss_model='spectral'"),
         ({"loss_model": "power", "decay_tail": 0.1}, "decay_tail only applies with loss_model='spectral'"),
         ({"loss_model": "power", "verify_fall": True}, "verify_fall only applies with loss_model='spectral'"),
+        ({"loss_model": "power", "lift_floor": True}, "lift_floor only applies with loss_model='spectral'"),
     ],
 )
 def test_a_switch_the_plans_loss_model_would_ignore_is_refused(switches: dict[str, object], named: str) -> None:
@@ -153,7 +167,7 @@ def test_a_switch_the_plans_loss_model_would_ignore_is_refused(switches: dict[st
         Tuner(config)
     # On with the model that reads it is fine; so is any of them on another preset.
     alone = {k: v for k, v in switches.items() if k != "loss_model"}
-    model = "spectral" if {"verify_rise", "decay_tail", "verify_fall"} & set(switches) else "power"
+    model = "spectral" if {"verify_rise", "decay_tail", "verify_fall", "lift_floor"} & set(switches) else "power"
     base = {"min_lr": 1e-4, "max_lr": 1e-1, "total_steps": 2000}
     assert Tuner(TunerConfig(**base, loss_model=model, **alone)).settings.loss_model == model  # type: ignore[arg-type]
     assert not Tuner(TunerConfig(**base, preset="greedy", **switches)).settings.planner  # type: ignore[arg-type]

@@ -53,10 +53,21 @@ def test_a_fall_that_does_not_drop_the_loss_as_predicted_holds_the_plan_until_it
     assert final < 0.6 * free  # and paid for it at the end
 
 
+def test_a_trusted_rise_lifts_the_floor_so_the_fall_from_it_is_checked_too() -> None:
+    _, lifted, final = play(0.0)
+    _, fixed, unlifted = play(0.0, lift_floor=False)
+    peak = max(range(len(lifted)), key=lambda i: lifted[i][1])  # the line rose, checked, before it fell
+    assert lifted[:peak] == fixed[:peak] and lifted[peak][1] > 2 * lifted[0][1]
+    top = lifted[peak][1]
+    assert lifted[peak + 1][1] >= top / FALL_GROWTH * (1 - 1e-9)  # at most the floor's factor below the risen LR
+    assert fixed[peak + 1][1] < top / FALL_GROWTH * 0.9  # without the lift, the floor stayed under the sweep's LR
+    assert final <= 1.01 * unlifted  # where every fall pays, checking them costs nothing
+
+
 def test_the_check_is_on_by_default_and_its_state_round_trips() -> None:
     tuner, _, _ = play(0.1)
     state = json.loads(json.dumps(tuner.dump()))
-    assert {"low", "floor"} <= set(state["online"])
+    assert {"low", "floor"} <= set(state["online"]) and tuner.settings.lift_floor
     assert Tuner.recover(state).dump() == tuner.dump()
     off, _, _ = play(0.1, verify_fall=False)
     assert not {"low", "floor"} & set(off.dump()["online"])

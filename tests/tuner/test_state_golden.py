@@ -133,6 +133,12 @@ CASES: dict[str, Case] = {
     "default-before-fall-check": dataclasses.replace(
         _DEFAULT, legacy=False, defaults={"preset": "plan", "loss_model": "spectral", "decay_tail": 0.2}
     ),
+    # The default job as the version before a checked rise lifted the fall check's floor created it.
+    "default-before-lift": dataclasses.replace(
+        _DEFAULT,
+        legacy=False,
+        defaults={"preset": "plan", "loss_model": "spectral", "decay_tail": 0.2, "verify_fall": True},
+    ),
     "plan-switches": Case(
         {
             **{**_BASE, "total_steps": 2400, "seed": 3, "preset": "plan", "loss_model": "power", "objective": "val"},
