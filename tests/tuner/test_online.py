@@ -209,4 +209,7 @@ def test_a_rise_that_does_not_pay_is_not_trusted() -> None:
     # The plan starts at the sweep's suggestion (0.28 here); every LR above 1.5x it does lasting damage.
     checked, unchecked = _run_damaged(0.42, verify=True), _run_damaged(0.42, verify=False)
     assert checked["state"]["online"]["trusted"] < unchecked["state"]["online"]["trusted"]
-    assert checked["final"] < 0.1 * unchecked["final"]
+    # Unchecked, the job trusts a damaging LR; the fall check then holds it near that LR (a lower one does not pay
+    # as predicted, the damage being lasting), which stops the worst (without the lifted floor it ends above 1000)
+    # but not the damage.
+    assert checked["final"] < 0.3 * unchecked["final"]
