@@ -85,9 +85,10 @@ TRUST_GROWTH = 2.0
 #: instabilities short of divergence). A young model misses by tens of percent, so only a large miss counts.
 SURPRISE = 1.5
 #: With ``verify_fall``: before the tail, plans go at most this factor below the lowest LR the kept line has fallen
-#: to as the model predicted. Wider than ``TRUST_GROWTH``: a noisy quadratic's best schedule falls tenfold and more
-#: early in its budget, one checked segment per step down (with 2 the steep landscape's 20k-step job ended at 1.265x
-#: its optimum, with 4 at 1.240x as without the check).
+#: to as the model predicted (with ``lift_floor``, the LR of a trusted rise above it, once there is one). Wider than
+#: ``TRUST_GROWTH``: a noisy quadratic's best schedule falls tenfold and more early in its budget, one checked
+#: segment per step down (with 2 the steep landscape's 20k-step job ended at 1.265x its optimum, with 4 at 1.240x as
+#: without the check).
 FALL_GROWTH = 4.0
 #: A fall is as the model predicted where the loss dropped by at least this share of the drop the model predicted.
 FALL_SHARE = 0.5
