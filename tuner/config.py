@@ -461,15 +461,15 @@ class Defaults:
     verify_fall: bool = VERIFY_FALL
     lift_floor: bool = LIFT_FLOOR
 
+    #: The switches stored as flags, each written only where on.
+    FLAGS: ClassVar[tuple[str, ...]] = ("verify_fall", "lift_floor")
+
     def to_dict(self) -> dict[str, Any]:
         """The stored form (``decay_tail`` and the flags only where set: older dumps are written back as read)."""
         out: dict[str, Any] = {"preset": self.preset, "loss_model": self.loss_model}
         if self.decay_tail:
             out["decay_tail"] = self.decay_tail
-        if self.verify_fall:
-            out["verify_fall"] = True
-        if self.lift_floor:
-            out["lift_floor"] = True
+        out.update({name: True for name in self.FLAGS if getattr(self, name)})
         return out
 
     @classmethod
@@ -486,7 +486,7 @@ class Defaults:
         tail = data.get("decay_tail", 0.0)
         if isinstance(tail, bool) or not isinstance(tail, int | float) or not 0.0 <= tail <= 1.0:
             raise ValueError(f"defaults' decay_tail must be a share between 0 and 1, got {tail!r}")
-        flags = {name: data.get(name, False) for name in ("verify_fall", "lift_floor")}
+        flags = {name: data.get(name, False) for name in cls.FLAGS}
         for name, value in flags.items():
             if not isinstance(value, bool):
                 raise ValueError(f"defaults' {name} must be true or false, got {value!r}")

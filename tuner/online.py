@@ -326,7 +326,7 @@ class OnlinePlanning(TunerParts):
         if isinstance(o.trusted, Unset):
             o.trusted = top  # the first training segment, at the LR the sweep suggested: where trust starts
             if self.settings.verify_fall:
-                o.low, o.floor = top, max(float(self.settings.min_lr), top / FALL_GROWTH)
+                self._floor_from(top)
             return
         self._check_fall(rec)
         trusted = float(o.trusted)
@@ -355,12 +355,24 @@ class OnlinePlanning(TunerParts):
         (a fall below ``lr`` is checked as any other). A floor held where a fall missed its prediction stays.
         """
         o = self._online()
-        o.trusted = lr if isinstance(o.trusted, Unset) else max(float(o.trusted), lr)
-        if not self.settings.lift_floor or isinstance(o.low, Unset) or isinstance(o.floor, Unset):
-            return
+        assert not isinstance(o.trusted, Unset)  # set by the first training segment, before any rise
+        o.trusted = max(float(o.trusted), lr)
+        low = self._free_low()
+        if self.settings.lift_floor and low is not None and lr > low * (1 + 1e-9):
+            self._floor_from(lr)
+
+    def _free_low(self) -> float | None:
+        """With ``verify_fall``: the LR the floor is measured from (``low``), while the floor is not held there."""
+        o = self._online()
+        if isinstance(o.low, Unset) or isinstance(o.floor, Unset):
+            return None
         low = float(o.low)
-        if float(o.floor) < low * (1 - 1e-9) and lr > low * (1 + 1e-9):
-            o.low, o.floor = lr, max(float(self.settings.min_lr), lr / FALL_GROWTH)
+        return None if float(o.floor) >= low * (1 - 1e-9) else low
+
+    def _floor_from(self, lr: float) -> None:
+        """With ``verify_fall``: measure the floor from ``lr``: plans may go ``FALL_GROWTH`` times below it."""
+        o = self._online()
+        o.low, o.floor = lr, max(float(self.settings.min_lr), lr / FALL_GROWTH)
 
     def _rise(self) -> tuple[SegmentRecord, float | None]:
         """The rise waiting for its check: the training segment that rose, and the loss the line had before it.
@@ -409,12 +421,12 @@ class OnlinePlanning(TunerParts):
         """
         o = self._online()
         st = self.settings
-        if isinstance(o.low, Unset) or isinstance(o.floor, Unset) or o.fit is None:
-            return
-        low = float(o.low)
+        low = self._free_low()
+        if low is None or o.fit is None:
+            return  # no fall check, or the floor already held
         bottom = min(float(rec.curve_from), float(rec.curve_to))
-        if bottom >= low * (1 - 1e-9) or float(o.floor) >= low * (1 - 1e-9):
-            return  # not below the trusted LRs, or the floor already held
+        if bottom >= low * (1 - 1e-9):
+            return  # not below the trusted LRs
         if rec.start_step + rec.steps > st.total_steps - round(st.decay_tail * st.total_steps):
             return  # the tail decays freely
         if not isinstance(o.fit.params, SpectralParams) or rec.parent is None:
@@ -431,7 +443,7 @@ class OnlinePlanning(TunerParts):
             return
         seen, predicted = drops
         if predicted <= 0 or seen >= FALL_SHARE * predicted:
-            o.low, o.floor = bottom, max(float(st.min_lr), bottom / FALL_GROWTH)
+            self._floor_from(bottom)
         else:
             o.floor = low
 
