@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from lrtune.server.cli_jobs import app as jobs_app
 from lrtune.server.launch import ADMIN_KEY_ENV, REDIS_URL_ENV, prepare_metrics_dir
 from lrtune.server.settings import ENV_PREFIX, Settings
-from lrtune.server.transport import PROTOCOL
+from lrtune.server.transport import KEEP_ALIVE_S, PROTOCOL
 
 app = typer.Typer(help="lrtune: online learning-rate tuning as a service.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
@@ -78,6 +78,7 @@ def serve(
         workers=settings.workers,
         log_level=level,
         http=PROTOCOL,
+        timeout_keep_alive=KEEP_ALIVE_S,
     )
 
 

@@ -11,7 +11,7 @@ import uvicorn
 
 from lrtune.server.app import create_app
 from lrtune.server.settings import Settings
-from lrtune.server.transport import NoDelayH11Protocol
+from lrtune.server.transport import KEEP_ALIVE_S, NoDelayH11Protocol
 
 
 class BackgroundServer:
@@ -33,7 +33,13 @@ class BackgroundServer:
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", port))
         self.port: int = self._sock.getsockname()[1]
-        config = uvicorn.Config(create_app(self.settings), log_level=log_level, lifespan="on", http=NoDelayH11Protocol)
+        config = uvicorn.Config(
+            create_app(self.settings),
+            log_level=log_level,
+            lifespan="on",
+            http=NoDelayH11Protocol,
+            timeout_keep_alive=KEEP_ALIVE_S,
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
 

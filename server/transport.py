@@ -16,6 +16,10 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 #: Import path of :class:`NoDelayH11Protocol`, for ``uvicorn.run(http=...)`` in worker processes.
 PROTOCOL = "lrtune.server.transport:NoDelayH11Protocol"
+#: Seconds the server keeps an idle kept-alive connection open (uvicorn's ``timeout_keep_alive``). Longer than
+#: httpx's 5 s pool expiry, so the worker closes an idle connection first: at uvicorn's default of 5 s the two
+#: timers race and a request sent as the server closes gets "Server disconnected without sending a response".
+KEEP_ALIVE_S = 30
 
 
 class NoDelayH11Protocol(H11Protocol):
