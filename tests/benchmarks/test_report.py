@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.report import markdown, summarize
+from benchmarks.report import grid_spread, markdown, summarize
 from benchmarks.run import RunResult
 
 
@@ -40,3 +40,23 @@ def test_with_grid_runs_the_headline_is_relative_to_the_oracle() -> None:
     assert "relative to the grid-tuned oracle" in report and "best of 1 full trainings" in report
     assert "| lrtune-default | 1.1 |" in report
     assert "reaches the oracle's median test loss (ratio <= 1.00) on 0 of 1" in report
+
+
+def test_the_report_says_what_the_best_grid_trial_in_hindsight_reaches_and_who_ends_below_it() -> None:
+    # The oracle picks by the tuning split (cosine here); the linear trial's test loss is lower, which no run knows.
+    def grid(method: str, seed: int, test: float, tune: float) -> dict[str, object]:
+        return RunResult("digits-mlp", method, "grid", seed, 100, test, 0.9, tune, 1.0).to_dict()
+
+    rows = [grid("grid-cosine-1e-02", s, 0.10, 0.10) for s in (0, 1)]
+    rows += [grid("grid-linear-1e-02", s, 0.09, 0.12) for s in (0, 1)]
+    rows += [_row("lrtune-default", "lrtune", s, 0.095) for s in (0, 1)]
+    report = markdown(summarize(rows), _meta(2), grid_spread(rows))
+    assert "picked in hindsight by its median test loss" in report
+    assert "digits-mlp 0.9 (grid-linear-1e-02): geometric mean 0.9 of the oracle" in report
+    assert "No method ends below every grid trial" in report
+    rows += [_row("schedulefree-adamw", "lr-free", s, 0.085) for s in (0, 1)]
+    report = markdown(summarize(rows), _meta(2), grid_spread(rows))
+    assert (
+        "Below every grid trial (a schedule the grid does not hold, or another optimizer): schedulefree-adamw on "
+        "digits-mlp (0.85)." in report
+    )
