@@ -25,6 +25,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "no-tail": {"decay_tail": 0.0},
     "no-fall-check": {"verify_fall": False},
     "no-lift": {"lift_floor": False},
+    "measure-rise": {"measure_rise": True},
     "no-replan": {"replan": False},
     "train-objective": {"objective": "train"},
     "later-searches": {"later_searches": True},

@@ -159,6 +159,15 @@ class TunerConfig:
             from there on, plans go at most four times below the risen LR before the tail, and a fall below it is
             checked as any other. A floor already held where a fall missed the model's prediction stays. Without
             ``verify_fall`` there is no floor to lift, and the switch does nothing.
+        measure_rise: ``plan`` preset with the spectral model and ``verify_rise`` (off by default; refused with the
+            power model): a rise's check measures the line it is judged against instead of asking the model. From
+            the same snapshot and on the same batches, the risen LR and the trusted LR each run on, each followed by
+            a cooldown probe (both rolled back but the kept one); the rise is trusted where its probe ended below
+            the trusted LR's, and the job goes on from the better of the two. Costs one more candidate and probe of
+            rolled-back steps per check; where there is no room for them under the exploration cap, or the plan is
+            back at the trusted LR, the check asks the model as without the switch. It catches lasting damage that
+            the model's yardstick misses, but on the benchmark networks it refuses rises that the model's check
+            trusted, and those runs end worse (the README's figures).
     """
 
     #: How pydantic reads this class where it is the wire's job config (``lrtune.client.protocol``): unknown
@@ -215,6 +224,7 @@ class TunerConfig:
     decay_tail: Share | None = None
     verify_fall: bool | None = None
     lift_floor: bool | None = None
+    measure_rise: bool | None = None
 
     def __post_init__(self) -> None:
         """Validate every field and raise :class:`InvalidConfigError` with what to fix."""
@@ -438,6 +448,7 @@ class Settings:
     decay_tail: float = 0.0
     verify_fall: bool = False
     lift_floor: bool = False
+    measure_rise: bool = False
 
 
 @dataclass(frozen=True)
@@ -606,13 +617,14 @@ def resolve(config: TunerConfig, defaults: Defaults = Defaults()) -> Settings:
         decay_tail=float(c.decay_tail if c.decay_tail is not None else (defaults.decay_tail if spectral else 0.0)),
         verify_fall=_flag(c.verify_fall, defaults.verify_fall and spectral),
         lift_floor=_flag(c.lift_floor, defaults.lift_floor and spectral),
+        measure_rise=_flag(c.measure_rise, False),
     )
 
 
 #: The plan preset's switches that only one loss model reads, by that model.
 _MODEL_SWITCHES: dict[str, tuple[str, ...]] = {
     "power": ("robust_plan", "tied_kernel", "model_window"),
-    "spectral": ("verify_rise", "decay_tail", "verify_fall", "lift_floor"),
+    "spectral": ("verify_rise", "decay_tail", "verify_fall", "lift_floor", "measure_rise"),
 }
 
 

@@ -58,7 +58,7 @@ class OnlineStages(TunerParts):
         if trained and st.replan:
             self._replan(step)
         if trained and self._verify_due(step):
-            stage = self._online_stage(step, k=1)
+            stage = self._online_stage(step, k=2 if self._control_fits(step) else 1)
             seg = self._online_candidate(stage, step)
             if seg is not None:
                 return seg
@@ -155,25 +155,50 @@ class OnlineStages(TunerParts):
             return False
         return True
 
+    def _control_fits(self, step: int) -> bool:
+        """With ``measure_rise``: room for a rise check's control (the trusted LR and its probe) beside its own."""
+        st = self.settings
+        trusted = self._online().trusted
+        if not st.measure_rise or isinstance(trusted, Unset) or self._planned_lr(step) <= float(trusted) * (1 + 1e-9):
+            return False  # no control, or a plan already back at the trusted LR: nothing to measure it against
+        n, _ = self._stage_cost()
+        probe = self._probe_steps(n)
+        wasted = self._s.wasted_steps + n + 2 * probe
+        return wasted <= st.explore_cap * st.total_steps + 1e-9 and st.total_steps - step >= 4 * n + 2 * probe
+
     def _verify_finish(self, stage: Stage, step: int) -> Segment:
         """Trust the risen LR if the rise paid for itself, else bring the cap down; go on from the risen line.
 
         The rise paid when its cooldown probe (which removes the noise a higher LR adds) ended below what the line
         would have reached had it stayed at the trusted LR and decayed alike (:meth:`_stayed`; the loss where the rise
         began when the model cannot tell): what is left above that is damage a quadratic model does not know of.
+        With ``measure_rise`` the check ran a control from the same snapshot (the trusted LR and its probe, on the
+        same batches): the rise paid when its probe ended below the control's, and where it did not, the job goes on
+        from the control.
         """
         st = self.settings
         o = self._online()
         assert not isinstance(o.trusted, Unset)  # set by the first training segment, before any rise
         trusted = float(o.trusted)
         rise, before = self._rise()
-        cand = stage.candidates[0] if stage.candidates else None
-        keep = cand if cand is not None and cand.steps_run > 0 and not cand.diverged else None
+        ran = [c if c.steps_run > 0 and not c.diverged else None for c in stage.candidates]
+        keep = ran[0] if ran else None
+        control = ran[1] if len(ran) > 1 else None
         probe = None
         if keep is not None and keep.probe is not None:
             probe = next((r for r in reversed(self._s.segments) if r.segment_id == keep.probe.segment_id), None)
+        risen = None if keep is None else keep.probe_loss
+        stay = None if control is None else control.probe_loss
+        if control is not None and _finite(stay) and (keep is None or _finite(risen)):
+            # Measured (``measure_rise``): the risen LR's probe against the trusted LR's, from one snapshot on the
+            # same batches; a risen LR that diverged loses.
+            if keep is not None and float(risen) < float(stay):  # type: ignore[arg-type]
+                self._trust(peak_lr(rise))
+            else:
+                o.cap = float(max(st.min_lr, min(o.cap, trusted)))
+                keep = control
         # A probe that never ran (an outage took its place) leaves the rise unchecked: neither trusted nor cut.
-        if keep is None or probe is not None:
+        elif keep is None or probe is not None:
             bar = before
             if keep is not None and probe is not None and before is not None and rise.parent is not None:
                 stayed = self._stayed(rise.parent, before, rise.steps + keep.steps_run, probe.steps)
@@ -265,10 +290,14 @@ class OnlineStages(TunerParts):
         cands = stage.candidates
         # The incumbent's cooldown probe, and every other candidate's above the trust region (with ``probe_all``
         # every candidate's), right after it ran.
+        o = self._online()
+        checking = not isinstance(o.rise, Unset)  # a rise's check: its control, if any, is probed too
         last = cands[-1] if cands else None
         if (
             last is not None
-            and (len(cands) == 1 or st.probe_all or (self._beyond_trust(last.lr) and self._probe_fits(stage)))
+            and (
+                len(cands) == 1 or st.probe_all or checking or (self._beyond_trust(last.lr) and self._probe_fits(stage))
+            )
             and self._wants_probe(last)
         ):
             return self._probe(stage, last, step)
@@ -276,11 +305,13 @@ class OnlineStages(TunerParts):
         n = stage.cand_steps
         if i >= stage.k:
             return None
-        o = self._online()
         incumbent = stage.incumbent_lr
         assert incumbent is not None  # a plan stage is centred on the plan's LR
         if i == 0:
             lr = incumbent
+        elif checking:
+            assert not isinstance(o.trusted, Unset)  # set by the first training segment, before any rise
+            lr = float(o.trusted)  # the control: the line had it not risen
         else:
             started = time.perf_counter()
             base = self._history(stage.base)
@@ -389,3 +420,7 @@ class OnlineStages(TunerParts):
         o.next_search = step + o.spacing
         seg = self._online_segment(step)
         return dataclasses.replace(seg, restore=restore, drop=drop)
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)

@@ -4,6 +4,7 @@ import math
 import pytest
 
 from lrtune.tuner import InvalidConfigError, TunerConfig, TunerError, resolve
+from lrtune.tuner.config import _MODEL_SWITCHES
 
 
 def cfg(**kw: object) -> dict[str, object]:
@@ -157,6 +158,7 @@ def test_default_is_the_spectral_plan_with_its_checks_and_a_job_keeps_what_defau
         ({"loss_model": "power", "decay_tail": 0.1}, "decay_tail only applies with loss_model='spectral'"),
         ({"loss_model": "power", "verify_fall": True}, "verify_fall only applies with loss_model='spectral'"),
         ({"loss_model": "power", "lift_floor": True}, "lift_floor only applies with loss_model='spectral'"),
+        ({"loss_model": "power", "measure_rise": True}, "measure_rise only applies with loss_model='spectral'"),
     ],
 )
 def test_a_switch_the_plans_loss_model_would_ignore_is_refused(switches: dict[str, object], named: str) -> None:
@@ -167,7 +169,7 @@ def test_a_switch_the_plans_loss_model_would_ignore_is_refused(switches: dict[st
         Tuner(config)
     # On with the model that reads it is fine; so is any of them on another preset.
     alone = {k: v for k, v in switches.items() if k != "loss_model"}
-    model = "spectral" if {"verify_rise", "decay_tail", "verify_fall", "lift_floor"} & set(switches) else "power"
+    model = "spectral" if set(_MODEL_SWITCHES["spectral"]) & set(switches) else "power"
     base = {"min_lr": 1e-4, "max_lr": 1e-1, "total_steps": 2000}
     assert Tuner(TunerConfig(**base, loss_model=model, **alone)).settings.loss_model == model  # type: ignore[arg-type]
     assert not Tuner(TunerConfig(**base, preset="greedy", **switches)).settings.planner  # type: ignore[arg-type]

@@ -28,10 +28,12 @@ def _observed(value: float, rng: np.random.Generator) -> float:
 Report = Callable[[Segment, list[float]], Segment]
 
 
-def _drive(tuner: Tuner, seed: int, damage_above: float = math.inf, report: Report | None = None) -> dict[str, Any]:
+def _drive(
+    tuner: Tuner, seed: int, damage_above: float = math.inf, report: Report | None = None, harm: float = 0.003
+) -> dict[str, Any]:
     """Train the test landscape through ``tuner`` as a worker does (snapshots, restores, candidates cut at a blow-up).
 
-    Every step at an LR above ``damage_above`` adds lasting damage, 0.3% of the loss then: a noisy quadratic knows
+    Every step at an LR above ``damage_above`` adds lasting damage, ``harm`` of the loss then: a noisy quadratic knows
     no such damage (a network trained at too high an LR can take it), so the loss at a high LR looks like noise a
     decay would remove, but a decay leaves the damage behind.
 
@@ -40,6 +42,7 @@ def _drive(tuner: Tuner, seed: int, damage_above: float = math.inf, report: Repo
         seed: Seed of the observation noise.
         damage_above: The LR above which steps do lasting damage.
         report: Takes each segment's losses in place of ``tuner.report`` and returns the next segment.
+        harm: The damage a step above ``damage_above`` adds, as a share of the loss then (0.3% by default).
 
     Returns:
         ``final`` (the final loss, damage included) and ``steps`` (steps run, rolled back ones included).
@@ -63,7 +66,7 @@ def _drive(tuner: Tuner, seed: int, damage_above: float = math.inf, report: Repo
             steps += 1
             m = (1 - lr * LAND.h) ** 2 * m + lr * lr * LAND.sigma2 * LAND.h
             quadratic = float(LAND.loss(m))
-            damage += 0.003 * quadratic if lr > damage_above else 0.0
+            damage += harm * quadratic if lr > damage_above else 0.0
             losses.append(_observed(quadratic + damage, rng))
             if seg.phase == "explore" and not math.isfinite(losses[-1]):
                 break
@@ -175,14 +178,21 @@ def test_switches_keep_the_budget_and_the_exploration_cap(switches: dict[str, bo
         assert result["state"]["online"]["rival"]["params"]["beta"] == 0.5
 
 
-def _run_damaged(threshold: float, verify: bool) -> dict[str, Any]:
+def _run_damaged(threshold: float, verify: bool, measure_rise: bool = False, harm: float = 0.003) -> dict[str, Any]:
     """A spectral-plan job on the test landscape where every step above ``threshold`` does lasting damage
     (:func:`_drive`); returns the final state and the final loss, damage included."""
     config = TunerConfig(
-        min_lr=1e-3, max_lr=10.0, total_steps=TOTAL, seed=0, preset="plan", loss_model="spectral", verify_rise=verify
+        min_lr=1e-3,
+        max_lr=10.0,
+        total_steps=TOTAL,
+        seed=0,
+        preset="plan",
+        loss_model="spectral",
+        verify_rise=verify,
+        measure_rise=measure_rise,
     )
     tuner = Tuner(config)
-    run = _drive(tuner, seed=0, damage_above=threshold)
+    run = _drive(tuner, seed=0, damage_above=threshold, harm=harm)
     assert run["steps"] == TOTAL
     return {"state": tuner.dump(), "final": run["final"]}
 
@@ -213,3 +223,43 @@ def test_a_rise_that_does_not_pay_is_not_trusted() -> None:
     # as predicted, the damage being lasting), which stops the worst (without the lifted floor it ends above 1000)
     # but not the damage.
     assert checked["final"] < 0.3 * unchecked["final"]
+
+
+def test_with_measure_rise_a_rise_is_judged_against_the_trusted_lr_run_from_the_same_snapshot() -> None:
+    result = run_tuner(LAND, TOTAL, seed=0, preset="plan", keep_state=True, loss_model="spectral", measure_rise=True)
+    assert result["steps"] == TOTAL
+    assert float(result["wasted"]) <= 0.15 + 1e-9
+    state = result["state"]
+    first_train = next(r for r in state["segments"] if r["phase"] == "train")
+    controlled = [s for s in state["stages"] if s["k"] == 2]
+    assert controlled, "no rise was checked against a control"
+    by_id = {r["segment_id"]: r for r in state["segments"]}
+    for stage in controlled:
+        risen, control = stage["candidates"]
+        # The control runs at the trusted LR (at the first check, the sweep's suggestion the job first trained at),
+        # below the risen LR, from the same snapshot; both are probed and the lower probe wins.
+        assert control["lr"] < risen["lr"]
+        assert by_id[risen["segment_id"]]["parent"] == by_id[control["segment_id"]]["parent"] == stage["base"]
+        probes = [c["probe"]["loss"] for c in (risen, control)]
+        assert stage["winner"] == (0 if probes[0] < probes[1] else 1)
+        for c in (risen, control):
+            assert by_id[c["probe"]["segment_id"]]["rolled_back"]
+            assert by_id[c["segment_id"]]["rolled_back"] is (c["index"] != stage["winner"])
+    assert controlled[0]["candidates"][1]["lr"] == first_train["curve_from"]
+    # On the quadratic the first rise pays against its control, and trust grows.
+    assert controlled[0]["winner"] == 0 and state["online"]["trusted"] > first_train["curve_from"]
+
+
+def test_a_measured_rise_check_refuses_damage_that_the_models_yardstick_misses() -> None:
+    # Every step above 1.5x the sweep's suggestion does 1% lasting damage: within the check's window the rise ends
+    # above its control, on the same batches, though not above what the model says the line would have reached.
+    model, measured = (
+        _run_damaged(0.42, verify=True, harm=0.01),
+        _run_damaged(0.42, verify=True, measure_rise=True, harm=0.01),
+    )
+    (check,) = [s for s in measured["state"]["stages"] if s["k"] == 2]
+    assert check["winner"] == 1  # the control, at the trusted LR, goes on
+    control = check["candidates"][1]
+    assert measured["state"]["online"]["trusted"] == control["lr"] == measured["state"]["online"]["cap"]
+    assert model["state"]["online"]["trusted"] > 0.42  # the model's yardstick trusted a damaging LR
+    assert measured["final"] < 0.5 * model["final"]
