@@ -57,8 +57,9 @@ class OnlineStages(TunerParts):
             self._check_trust()
         if trained and st.replan:
             self._replan(step)
-        if trained and self._verify_due(step):
-            stage = self._online_stage(step, k=2 if self._control_fits(step) else 1)
+        checked = self._verify_due(step) if trained else 0
+        if checked:
+            stage = self._online_stage(step, k=checked)
             seg = self._online_candidate(stage, step)
             if seg is not None:
                 return seg
@@ -113,7 +114,7 @@ class OnlineStages(TunerParts):
         k = self._stage_k()
         if not self._searches_left() or wasted == 0 or (k < 2 and not self._s.stages):
             return False
-        if self._s.wasted_steps + wasted > st.explore_cap * st.total_steps + 1e-9:
+        if not self._within_cap(wasted):
             return False
         if st.total_steps - step < k * n + wasted + 2 * n:
             return False
@@ -134,37 +135,38 @@ class OnlineStages(TunerParts):
             return disagreement_pays(fit, others, history, plan, wasted, st.min_lr, cap, self._knobs())
         return exploration_pays(fit, history, plan, wasted, st.min_lr, cap, self._knobs(), self._rival())
 
-    def _verify_due(self, step: int) -> bool:
+    def _verify_due(self, step: int) -> int:
         """With ``verify_rise``: check a rise now (the LR that rose runs on, then a cooldown probe)?
 
         A rise that cannot be checked (no room under the exploration cap, or too little budget left) stays
         untrusted.
+
+        Returns:
+            The check's candidates: 0 (no check), 1 (the risen LR, judged against the model's word) or 2 (with
+            ``measure_rise``, and room for it: the trusted LR's control too, unless the plan is already back there).
         """
         st = self.settings
         o = self._online()
         if isinstance(o.rise, Unset):  # set only with ``verify_rise`` and the spectral model
-            return False
+            return 0
         n, _ = self._stage_cost()
         probe = self._probe_steps(n)
-        if (
-            probe == 0
-            or self._s.wasted_steps + probe > st.explore_cap * st.total_steps + 1e-9
-            or st.total_steps - step < 3 * n + probe
-        ):
+        if probe == 0 or not self._within_cap(probe) or st.total_steps - step < 3 * n + probe:
             o.rise = UNSET
-            return False
-        return True
+            return 0
+        assert not isinstance(o.trusted, Unset)  # set by the first training segment, before any rise
+        control = (
+            st.measure_rise
+            and self._planned_lr(step) > float(o.trusted) * (1 + 1e-9)
+            and self._within_cap(n + 2 * probe)
+            and st.total_steps - step >= 4 * n + 2 * probe
+        )
+        return 2 if control else 1
 
-    def _control_fits(self, step: int) -> bool:
-        """With ``measure_rise``: room for a rise check's control (the trusted LR and its probe) beside its own."""
+    def _within_cap(self, steps: int) -> bool:
+        """Whether rolling back ``steps`` more steps keeps the rolled-back share under the exploration cap."""
         st = self.settings
-        trusted = self._online().trusted
-        if not st.measure_rise or isinstance(trusted, Unset) or self._planned_lr(step) <= float(trusted) * (1 + 1e-9):
-            return False  # no control, or a plan already back at the trusted LR: nothing to measure it against
-        n, _ = self._stage_cost()
-        probe = self._probe_steps(n)
-        wasted = self._s.wasted_steps + n + 2 * probe
-        return wasted <= st.explore_cap * st.total_steps + 1e-9 and st.total_steps - step >= 4 * n + 2 * probe
+        return self._s.wasted_steps + steps <= st.explore_cap * st.total_steps + 1e-9
 
     def _verify_finish(self, stage: Stage, step: int) -> Segment:
         """Trust the risen LR if the rise paid for itself, else bring the cap down; go on from the risen line.
@@ -189,27 +191,25 @@ class OnlineStages(TunerParts):
             probe = next((r for r in reversed(self._s.segments) if r.segment_id == keep.probe.segment_id), None)
         risen = None if keep is None else keep.probe_loss
         stay = None if control is None else control.probe_loss
+        paid: bool | None = None  # None: unchecked
         if control is not None and _finite(stay) and (keep is None or _finite(risen)):
             # Measured (``measure_rise``): the risen LR's probe against the trusted LR's, from one snapshot on the
-            # same batches; a risen LR that diverged loses.
-            if keep is not None and float(risen) < float(stay):  # type: ignore[arg-type]
-                self._trust(peak_lr(rise))
-            else:
-                o.cap = float(max(st.min_lr, min(o.cap, trusted)))
-                keep = control
+            # same batches; a risen LR that diverged loses, and the job goes on from the control.
+            paid = keep is not None and float(risen) < float(stay)  # type: ignore[arg-type]
+            keep = keep if paid else control
         # A probe that never ran (an outage took its place) leaves the rise unchecked: neither trusted nor cut.
         elif keep is None or probe is not None:
             bar = before
             if keep is not None and probe is not None and before is not None and rise.parent is not None:
                 stayed = self._stayed(rise.parent, before, rise.steps + keep.steps_run, probe.steps)
                 bar = stayed if stayed is not None else before
-            after = None if keep is None else keep.probe_loss
-            if keep is not None and (bar is None or (after is not None and math.isfinite(after) and after < bar)):
-                self._trust(peak_lr(rise))
-            else:
-                # No rise above the trusted LR pays here; a smaller one would only be checked again (each check costs
-                # a probe) for a gain too small to measure.
-                o.cap = float(max(st.min_lr, min(o.cap, trusted)))
+            paid = keep is not None and (bar is None or (_finite(risen) and float(risen) < bar))  # type: ignore[arg-type]
+        if paid:
+            self._trust(peak_lr(rise))
+        elif paid is not None:
+            # No rise above the trusted LR pays here; a smaller one would only be checked again (each check costs a
+            # probe) for a gain too small to measure.
+            o.cap = float(max(st.min_lr, min(o.cap, trusted)))
         o.rise = UNSET
         restore, drop = self._end_search(stage, keep)
         if keep is not None:
