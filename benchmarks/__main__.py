@@ -26,7 +26,7 @@ import torch
 from benchmarks.methods import Method, all_methods
 from benchmarks.report import code_version, grid_spread, markdown, plots, summarize
 from benchmarks.run import run
-from benchmarks.workloads import LONG_WORKLOADS, SHORT_WORKLOADS, WORKLOADS
+from benchmarks.workloads import LONG_WORKLOADS, SHORT_WORKLOADS, WORKLOADS, Workload
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from tqdm import tqdm
 
-    cache = {}
+    cache: dict[str, Workload] = {}
     with raw_path.open("a") as raw, tqdm(plan, unit="run", file=sys.stderr, dynamic_ncols=True) as bar:
         for workload_name, method, seed in bar:
             bar.set_description(f"{workload_name} {method.name} seed {seed}")

@@ -83,7 +83,7 @@ def _interleaved(
                 x, y = batches[i % len(batches)]
                 loss = torch.nn.functional.cross_entropy(model(x), y)
                 opt.zero_grad()
-                loss.backward()
+                loss.backward()  # type: ignore[no-untyped-call]
                 opt.step()
                 if cb is not None:
                     t1 = time.perf_counter()
@@ -148,7 +148,7 @@ def snapshots(widths: list[int], repeats: int) -> list[dict[str, Any]]:
         model = _model(width, 3)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         x, y = _batches(1)[0]
-        torch.nn.functional.cross_entropy(model(x), y).backward()
+        torch.nn.functional.cross_entropy(model(x), y).backward()  # type: ignore[no-untyped-call]
         opt.step()  # Adam's moments exist
         store = SnapshotStore(model, opt)
         store.save("warm")

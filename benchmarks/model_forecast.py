@@ -145,7 +145,7 @@ def workload_rows(
     rows = []
     for name in names:
         workload = WORKLOADS[name]()
-        cases = []
+        cases: list[dict[str, float]] = []
         for seed in seeds:
             states: list[dict[str, Any]] = []
             runner.STATE_HOOK.append(states.append)
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         rows += workload_rows(args.workloads or list(SHORT_WORKLOADS), seeds, args.threads, args.loss_model)
     for name in args.landscapes:
         for total in args.budgets:
-            cases = []
+            cases: list[dict[str, float]] = []
             for seed in seeds:
                 result = run_tuner(LANDSCAPES[name], total, seed, "plan", keep_state=True, loss_model=args.loss_model)
                 case = forecast_case(result["state"], result["final"])

@@ -97,7 +97,7 @@ def train_step(workload: Workload, model: torch.nn.Module, opt: torch.optim.Opti
     x, y = batch
     loss = workload.loss(model, x, y)
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    loss.backward()  # type: ignore[no-untyped-call]
     opt.step()
     return loss.detach()
 

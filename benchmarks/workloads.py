@@ -204,6 +204,8 @@ class CharTransformer(nn.Module):
         heads: Attention heads.
     """
 
+    mask: Tensor  # the causal mask, a non-persistent buffer of shape (context, context)
+
     def __init__(self, vocab: int, context: int, width: int = 64, layers: int = 2, heads: int = 4) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab, width)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-import psutil  # type: ignore[import-untyped]
+import psutil
 from prometheus_client import (
     CollectorRegistry,
     Counter,
