@@ -57,7 +57,7 @@ from torch import Tensor, nn
 
 from benchmarks import run as harness
 from benchmarks.methods import GRID_PEAKS, GRID_SHAPES, Method, all_methods
-from benchmarks.report import code_version, grid_spread, plots, with_oracle
+from benchmarks.report import code_version, geomean, grid_spread, plots, with_oracle
 from benchmarks.workloads import (
     STDLIB_DIR,
     Split,
@@ -243,14 +243,6 @@ def _num(v: Any) -> float:
     return math.inf if v is None else float(v)
 
 
-def _geomean(values: list[float]) -> float | None:
-    if not values:
-        return None
-    if not all(math.isfinite(v) and v > 0 for v in values):
-        return math.inf
-    return math.exp(sum(math.log(v) for v in values) / len(values))
-
-
 def summarize_long(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
     """Per workload and method: median losses and each objective as a multiple of the grid oracle's.
 
@@ -274,7 +266,7 @@ def summarize_long(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, 
             for key in ("train_loss", "tune_loss", "test_loss"):
                 stats[key] = statistics.median(_num(r[key]) for r in runs)
                 paired = [_num(r[key]) / _num(oracle[r["seed"]][key]) for r in runs if r["seed"] in oracle]
-                stats[f"{key}_vs_oracle"] = _geomean(paired)
+                stats[f"{key}_vs_oracle"] = geomean(paired)
             stats["rolled_back_share"] = statistics.median(r["rolled_back_share"] for r in runs)
             stats["explore_share"] = statistics.median(r["explore_share"] for r in runs)
             stats["steps"] = sorted({r["steps"] for r in runs})

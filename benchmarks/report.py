@@ -127,6 +127,15 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]
     return out
 
 
+def geomean(values: list[float]) -> float | None:
+    """Geometric mean of ratios: None for none, inf where any is not a finite positive number."""
+    if not values:
+        return None
+    if not all(math.isfinite(v) and v > 0 for v in values):
+        return math.inf
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
 def geomean_ratios(summary: dict[str, dict[str, dict[str, Any]]]) -> dict[str, float]:
     """Geometric mean over workloads of each method's test-loss ratio to the oracle."""
     ratios: dict[str, list[float]] = defaultdict(list)
@@ -135,7 +144,7 @@ def geomean_ratios(summary: dict[str, dict[str, dict[str, Any]]]) -> dict[str, f
             if stats["vs_oracle"] is not None and math.isfinite(stats["vs_oracle"]):
                 ratios[name].append(stats["vs_oracle"])
     n = len(summary)
-    return {m: math.exp(sum(math.log(v) for v in vs) / len(vs)) for m, vs in ratios.items() if len(vs) == n}
+    return {m: g for m, vs in ratios.items() if len(vs) == n and (g := geomean(vs)) is not None}
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
@@ -366,7 +375,7 @@ def _ceiling(
     if not have:
         return []
     ratios = [grid[w]["best"]["test_loss"] / summary[w]["grid-oracle"]["test_loss"] for w in have]
-    geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+    geo = geomean(ratios)
     cells = ", ".join(f"{w} {_fmt(r, 3)} ({grid[w]['best']['method']})" for w, r in zip(have, ratios, strict=True))
     below = []
     for w in have:
