@@ -39,6 +39,10 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "robust-plan": {"loss_model": "power", "robust_plan": True},
     "probe-judge": {"probe_all": True, "probe_judge": True},
     "probe-judge-robust": {"loss_model": "power", "probe_all": True, "probe_judge": True, "robust_plan": True},
+    # Where the first training LR sits below the sweep's bottom (10 by default), chosen on the selection workloads.
+    "sweep-divisor-3": {"sweep_divisor": 3.0},
+    "sweep-divisor-5": {"sweep_divisor": 5.0},
+    "sweep-divisor-20": {"sweep_divisor": 20.0},
 }
 
 

@@ -20,6 +20,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origi
 from annotated_types import Ge, Gt, Le, Lt
 
 from lrtune.tuner.errors import InvalidConfigError
+from lrtune.tuner.sweep import SWEEP_DIVISOR
 
 Preset = Literal["default", "plan", "greedy", "paper"]
 PlanShape = Literal["free", "cosine"]
@@ -102,6 +103,11 @@ class TunerConfig:
             log-linearly from ``min_lr`` to ``max_lr``; the weights are rolled back afterwards). Its result
             centres the first stage's search and is the warmup's target LR unless ``warmup_lr`` is set.
             0 turns it off.
+        sweep_divisor: The LR range sweep suggests the LR where its smoothed loss bottomed out divided by this
+            (``SWEEP_DIVISOR``, 10, by default): the warmup's target, the ``plan`` preset's first training LR and the
+            other presets' first search centre. The stability cap and the candidates' edge are set from the bottom
+            itself, so they do not move with it. A ``prior_lr`` stands in for the suggestion: the bottom is then
+            ``prior_lr`` times this.
         probe_fraction: Length of a cooldown probe after each candidate, as a fraction of the candidate's steps:
             the LR decays linearly to 0 and the drop in loss it buys is added to the candidate's forecast, so a
             small LR gets no free "annealing bonus" over a larger one. 0 turns it off.
@@ -209,6 +215,7 @@ class TunerConfig:
     max_segment_steps: Steps | None = None
     wsd_decay_fraction: Share = 0.2
     sweep_fraction: Annotated[float, Ge(0), Le(0.5)] | None = None
+    sweep_divisor: Annotated[float, Ge(1), Le(1000)] = SWEEP_DIVISOR
     probe_fraction: Annotated[float, Ge(0), Le(2)] | None = None
     replan: bool | None = None
     later_searches: bool | None = None
@@ -433,6 +440,7 @@ class Settings:
     acquisition: str
     sweep_steps: int
     probe_fraction: float
+    sweep_divisor: float = SWEEP_DIVISOR
     planner: bool = False
     replan: bool = False
     later_searches: bool = False
@@ -601,6 +609,7 @@ def resolve(config: TunerConfig, defaults: Defaults = Defaults()) -> Settings:
         wsd_decay_fraction=float(c.wsd_decay_fraction),
         acquisition="explore" if paper else "lcb",
         sweep_steps=sweep_steps,
+        sweep_divisor=float(c.sweep_divisor),
         probe_fraction=float(c.probe_fraction if c.probe_fraction is not None else (0.0 if paper else 0.5)),
         planner=plan,
         replan=_flag(c.replan, plan),

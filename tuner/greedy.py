@@ -20,7 +20,6 @@ from lrtune.tuner.parts import TunerParts
 from lrtune.tuner.search import from_unit, to_unit
 from lrtune.tuner.segment import Segment
 from lrtune.tuner.stagestate import Objective, Point, Stage
-from lrtune.tuner.sweep import SWEEP_DIVISOR
 
 _SWEEP_HEADROOM = 3.0  # the first stage searches at least this factor below the sweep's lowest-loss LR
 
@@ -117,10 +116,11 @@ class GreedyStages(TunerParts):
             center = to_unit(incumbent, st.min_lr, st.max_lr)
             lo, hi = max(0.0, center - st.trust_region), min(1.0, center + st.trust_region)
             if not warm:
-                # Centred on the sweep: stay a safe factor below the LR where the sweep's loss bottomed out (ten
-                # times its suggestion), past which training turns unstable. Short candidates cannot see that
-                # instability early in training: a larger LR makes faster early progress there, even after a cooldown.
-                edge = to_unit(SWEEP_DIVISOR * incumbent / _SWEEP_HEADROOM, st.min_lr, st.max_lr)
+                # Centred on the sweep: stay a safe factor below the LR where the sweep's loss bottomed out
+                # (``sweep_divisor`` times its suggestion), past which training turns unstable. Short candidates
+                # cannot see that instability early in training: a larger LR makes faster early progress there,
+                # even after a cooldown.
+                edge = to_unit(st.sweep_divisor * incumbent / _SWEEP_HEADROOM, st.min_lr, st.max_lr)
                 hi = max(center, min(hi, edge))
         if warm and prev is not None:
             carried = tuple(carried_point(o) for o in self._observations(prev))

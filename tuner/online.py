@@ -152,13 +152,13 @@ class OnlinePlanning(TunerParts):
         cap = edge = st.max_lr
         if suggested is not None and self._spectral:
             # The model knows the stability edge from the sweep's blow-up; the cap keeps a margin below it.
-            edge = min(st.max_lr, max(st.min_lr, suggested * 10.0))
+            edge = min(st.max_lr, max(st.min_lr, suggested * st.sweep_divisor))
             cap = max(st.min_lr, SPECTRAL_CAP * edge)
         elif suggested is not None:
-            # Plan a safe factor below the LR where the sweep's loss bottomed out (ten times its suggestion);
-            # candidates may go up to that LR itself, where the divergence guard watches them. A prior LR stands
-            # in for the suggestion.
-            bottom = min(st.max_lr, max(st.min_lr, suggested * 10.0))
+            # Plan a safe factor below the LR where the sweep's loss bottomed out (``sweep_divisor`` times its
+            # suggestion); candidates may go up to that LR itself, where the divergence guard watches them. A prior
+            # LR stands in for the suggestion.
+            bottom = min(st.max_lr, max(st.min_lr, suggested * st.sweep_divisor))
             edge = min(bottom, max(st.min_lr, bottom / _EDGE))
             cap = min(edge, max(st.min_lr, bottom / 3.0))
         return cap, edge

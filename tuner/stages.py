@@ -255,7 +255,7 @@ class Tuner(Views, GreedyStages, Candidates, OnlinePlanning, OnlineStages, Outag
         st = self.settings
         lrs = [seg.lr_at(j) for j in range(len(train))]
         sweep.steps_run = len(train)
-        sweep.lr = min(max(sweep_suggestion(train, lrs), st.min_lr), st.max_lr)
+        sweep.lr = min(max(sweep_suggestion(train, lrs, st.sweep_divisor), st.min_lr), st.max_lr)
         rec.rolled_back = True
         self._s.wasted_steps += len(train)
 

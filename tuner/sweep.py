@@ -12,8 +12,8 @@ from collections.abc import Sequence
 SWEEP_DIVISOR = 10.0
 
 
-def sweep_suggestion(losses: Sequence[float], lrs: Sequence[float]) -> float:
-    """Suggest a working LR from an LR range sweep: a tenth of the LR at the lowest smoothed loss.
+def sweep_suggestion(losses: Sequence[float], lrs: Sequence[float], divisor: float = SWEEP_DIVISOR) -> float:
+    """Suggest a working LR from an LR range sweep: the LR at the lowest smoothed loss divided by ``divisor``.
 
     The losses are smoothed with a bias-corrected exponential moving average (weight 0.1 per step); the sweep is
     read only up to its first non-finite loss or its first smoothed loss above four times the lowest so far.
@@ -21,6 +21,7 @@ def sweep_suggestion(losses: Sequence[float], lrs: Sequence[float]) -> float:
     Args:
         losses: Shape (n,). Loss after each sweep step.
         lrs: Shape (n,). LR of each sweep step, rising.
+        divisor: How far below the bottom the suggestion sits (a tenth by default).
 
     Returns:
         The suggested LR (the first LR when no loss is finite).
@@ -35,4 +36,4 @@ def sweep_suggestion(losses: Sequence[float], lrs: Sequence[float]) -> float:
             best, best_lr = value, lr
         elif value > 4.0 * best:
             break
-    return best_lr / SWEEP_DIVISOR
+    return best_lr / divisor

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from lrtune.tuner import Tuner, TunerConfig
+from lrtune.tuner.errors import InvalidConfigError
 from lrtune.tuner.stages import sweep_suggestion
 from tests.tuner.driver import drive
 
@@ -52,6 +53,25 @@ def test_the_sweep_runs_first_is_rolled_back_and_centres_the_first_stage() -> No
     record = schedule["segments"][0]
     assert record["rolled_back"] and schedule["wasted_steps"] >= 80 and schedule["explore_steps"] >= 80
     assert tuner.export()["steps"] == 2000 - schedule["wasted_steps"]
+
+
+def test_sweep_divisor_moves_where_the_plan_starts_but_not_its_stability_cap() -> None:
+    runs = {}
+    for divisor in (10.0, 4.0):
+        config = TunerConfig(min_lr=1e-4, max_lr=10.0, total_steps=2000, warmup_steps=100, sweep_divisor=divisor)
+        tuner = Tuner(config)
+        _, log = drive(tuner, {}, drifting)
+        train = next(s for s in log.segments if s.phase == "train")  # type: ignore[attr-defined]
+        runs[divisor] = (tuner.schedule()["sweep"]["lr"], train.lr, tuner._bounds())
+    (lr10, first10, bounds10), (lr4, first4, bounds4) = runs[10.0], runs[4.0]
+    assert lr4 == pytest.approx(lr10 * 10 / 4)  # the same sweep, read 2.5 times higher
+    assert first10 == pytest.approx(lr10) and first4 == pytest.approx(lr4)  # the first training LR follows
+    assert bounds4 == pytest.approx(bounds10)  # the cap and the edge come from the bottom itself
+
+
+def test_a_sweep_divisor_below_one_is_refused_with_its_range() -> None:
+    with pytest.raises(InvalidConfigError, match=r"sweep_divisor must be a finite number in \[1, 1000\], got 0.5"):
+        TunerConfig(min_lr=1e-4, max_lr=1.0, total_steps=2000, sweep_divisor=0.5)
 
 
 def test_a_sweep_that_diverges_may_stop_early_and_its_steps_go_to_training() -> None:
