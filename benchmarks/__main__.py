@@ -4,6 +4,7 @@
     python -m benchmarks --quick              # digits only, 1 seed (a few minutes at most)
     python -m benchmarks --workloads charlm --seeds 5
     python -m benchmarks --long               # the long-horizon set (20k-50k steps), 3 seeds
+    python -m benchmarks --selection          # the set the tuner's constants are chosen on (not evaluation)
 
 Raw results are appended to ``<out>/raw.jsonl`` as each run finishes, so an interrupted run resumes where it
 stopped (``--fresh`` starts over). The report (``report.md``), plots (PNG) and ``summary.json`` are
@@ -26,7 +27,7 @@ import torch
 from benchmarks.methods import Method, all_methods
 from benchmarks.report import code_version, grid_spread, markdown, plots, summarize
 from benchmarks.run import run
-from benchmarks.workloads import LONG_WORKLOADS, SHORT_WORKLOADS, WORKLOADS, Workload
+from benchmarks.workloads import LONG_WORKLOADS, SELECTION_WORKLOADS, SHORT_WORKLOADS, WORKLOADS, Workload
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="digits only, one seed")
     parser.add_argument(
         "--long", action="store_true", help=f"the long-horizon workloads ({', '.join(LONG_WORKLOADS)}) instead"
+    )
+    parser.add_argument(
+        "--selection",
+        action="store_true",
+        help=f"the workloads the tuner's constants are chosen on ({', '.join(SELECTION_WORKLOADS)}) instead",
     )
     parser.add_argument("--workloads", nargs="+", choices=sorted(WORKLOADS), help="workloads to run")
     parser.add_argument("--seeds", type=int, default=None, help="number of paired seeds (default 3, quick 1)")
@@ -51,12 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args(argv)
 
-    if args.quick and args.long:
-        parser.error("--quick and --long exclude each other")
-    default_workloads = ["digits-mlp"] if args.quick else list(LONG_WORKLOADS if args.long else SHORT_WORKLOADS)
+    if args.quick + args.long + args.selection > 1:
+        parser.error("--quick, --long and --selection exclude each other")
+    sets = {"quick": ("digits-mlp",), "long": LONG_WORKLOADS, "selection": SELECTION_WORKLOADS}
+    chosen = next((name for name in sets if getattr(args, name)), None)
+    default_workloads = list(sets[chosen] if chosen else SHORT_WORKLOADS)
     workloads = args.workloads or default_workloads
     seeds = list(range(args.seed_from, args.seeds if args.seeds is not None else (1 if args.quick else 3)))
-    out = args.out or Path("benchmarks/results") / ("quick" if args.quick else "long" if args.long else "training")
+    out = args.out or Path("benchmarks/results") / (chosen or "training")
     out.mkdir(parents=True, exist_ok=True)
     raw_path = out / "raw.jsonl"
     if args.fresh and raw_path.exists():

@@ -9,7 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from benchmarks.workloads import LONG_WORKLOADS
+from benchmarks.workloads import LONG_WORKLOADS, SELECTION_WORKLOADS
 
 MAIN_METHODS = (
     "adamw-1e-3-constant",
@@ -186,6 +186,13 @@ def markdown(
     ]
     short = {w: t for w, t in summary.items() if w not in LONG_WORKLOADS}
     long = {w: t for w, t in summary.items() if w in LONG_WORKLOADS}
+    if short and set(short) <= set(SELECTION_WORKLOADS):
+        lines += [
+            "**The selection set, not the evaluation:** the tuner's own constants are chosen on these workloads, "
+            "so that they are not chosen on the ones the benchmark reports. These figures show how lrtune does on "
+            "workloads it was not developed on.",
+            "",
+        ]
     if short:
         if meta.get("grid_trials"):
             lines += ["## Headline: median final test loss relative to the grid-tuned oracle (lower is better)", ""]

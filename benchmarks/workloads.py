@@ -16,6 +16,17 @@ schedule matters rather than overfitting):
   learns it. ``tune`` and ``test`` are fixed samples from the same teacher.
 * ``stdlib-lm``: a byte-level transformer on the Python sources of Debian's ``libpython3.11-stdlib`` and
   ``libpython3.11-minimal`` (``/usr/lib/python3.11``, about 11 MB), seen about once.
+
+The selection set (``SELECTION_WORKLOADS``) is where the tuner's own constants are chosen, so that they are not
+chosen on the workloads the benchmark reports. Its results are published as they are, never as evaluation:
+
+* ``perl-gru``: a byte-level GRU language model on Perl's core modules (Debian's ``perl-modules``, about 10 MB
+  under ``/usr/share/perl/5.*``), seen less than once: another corpus and another architecture than the
+  evaluation's language models.
+* ``digits-cnn``: a small CNN on scikit-learn's digits (the data of ``digits-mlp``, another model and split).
+* ``fmnist-linear``: softmax regression on Fashion-MNIST (the data of ``fmnist-mlp``): a convex problem.
+* ``teacher-student-deep``: a deeper student learns a deeper teacher with five classes, fresh samples every step,
+  5k steps.
 """
 
 from __future__ import annotations
@@ -411,8 +422,111 @@ def stdlib_lm(
     )
 
 
+def digits_cnn() -> Workload:
+    """A small CNN on scikit-learn's digits (another split of the data than ``digits-mlp``'s)."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = torch.tensor(data.data, dtype=torch.float32).view(-1, 1, 8, 8) / 16.0
+    y = torch.tensor(data.target, dtype=torch.long)
+    train, tune, test = _split_three(x, y, 300, 497, seed=1)
+
+    def model() -> nn.Module:
+        return nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(32 * 4 * 4, 10),
+        )
+
+    return Workload("digits-cnn", train, tune, test, batch_size=32, steps=1200, make_model=model, eval_examples=300)
+
+
+def fmnist_linear() -> Workload:
+    """Softmax regression on Fashion-MNIST: a convex problem."""
+    train, tune, test = _fmnist()
+
+    def model() -> nn.Module:
+        return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+
+    return Workload("fmnist-linear", train, tune, test, batch_size=128, steps=2000, make_model=model)
+
+
+class ByteGRU(nn.Module):
+    """A one-layer GRU over bytes.
+
+    Args:
+        width: Embedding and hidden width.
+    """
+
+    def __init__(self, width: int = 64) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(256, width)
+        self.rnn = nn.GRU(width, width, batch_first=True)
+        self.head = nn.Linear(width, 256)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """Logits, shape (batch, context, 256), for bytes of shape (batch, context)."""
+        h, _ = self.rnn(self.embed(tokens))
+        return self.head(h)  # type: ignore[no-any-return]
+
+
+def perl_corpus() -> tuple[bytes, bytes, bytes]:
+    """Perl's core modules (``*.pm`` under ``/usr/share/perl/5.*``) as (train, tune, test) bytes, split by file."""
+    roots = [p for p in sorted(Path("/usr/share/perl").glob("5.*")) if p.is_dir() and not p.is_symlink()]
+    if not roots:
+        raise FileNotFoundError("Perl's core modules not found under /usr/share/perl: install perl-modules")
+    parts: tuple[list[bytes], list[bytes], list[bytes]] = ([], [], [])
+    for path in sorted(roots[-1].rglob("*.pm")):
+        bucket = zlib.crc32(str(path.relative_to(roots[-1])).encode()) % 20
+        parts[1 if bucket == 0 else 2 if bucket == 1 else 0].append(path.read_bytes())
+    train, tune, test = (b"\n".join(p) for p in parts)
+    return train, tune, test
+
+
+def perl_gru(steps: int = 1500, batch_size: int = 32, context: int = 48) -> Workload:
+    """A byte-level GRU language model on Perl's core modules (:func:`perl_corpus`), seen less than once."""
+    train_text, tune_text, test_text = perl_corpus()
+    return Workload(
+        "perl-gru",
+        _byte_windows(train_text, context),
+        _byte_windows(tune_text, context, 1024),
+        _byte_windows(test_text, context, 2048),
+        batch_size=batch_size,
+        steps=steps,
+        make_model=ByteGRU,
+        classification=False,
+        eval_examples=256,
+    )
+
+
+def teacher_student_deep() -> Workload:
+    """A three-hidden-layer student (width 48) learns a three-hidden-layer teacher (width 96), 5 classes, 5k steps."""
+    widths = [16, 96, 96, 96, 5]
+    teacher = Teacher(widths, seed=4321, logit_std=3.0)
+    tune = Split(*teacher.sample(4096, torch.Generator().manual_seed(TUNE_SEED)))
+    test = Split(*teacher.sample(16384, torch.Generator().manual_seed(TEST_SEED)))
+    empty = Split(torch.empty(0, teacher.in_dim), torch.empty(0, dtype=torch.long))
+
+    def stream(seed: int) -> Iterator[tuple[Tensor, Tensor]]:
+        gen = torch.Generator().manual_seed(seed)
+        while True:
+            yield teacher.sample(32, gen)
+
+    def model() -> nn.Module:
+        return _mlp([16, 48, 48, 48, 5])
+
+    return Workload(
+        "teacher-student-deep", empty, tune, test, batch_size=32, steps=5000, make_model=model, stream=stream
+    )
+
+
 SHORT_WORKLOADS = ("digits-mlp", "fmnist-mlp", "fmnist-cnn", "charlm")
 LONG_WORKLOADS = ("teacher-student", "stdlib-lm")
+SELECTION_WORKLOADS = ("perl-gru", "digits-cnn", "fmnist-linear", "teacher-student-deep")
 WORKLOADS: dict[str, Callable[[], Workload]] = {
     "digits-mlp": digits_mlp,
     "fmnist-mlp": fmnist_mlp,
@@ -420,4 +534,8 @@ WORKLOADS: dict[str, Callable[[], Workload]] = {
     "charlm": charlm,
     "teacher-student": teacher_student,
     "stdlib-lm": stdlib_lm,
+    "perl-gru": perl_gru,
+    "digits-cnn": digits_cnn,
+    "fmnist-linear": fmnist_linear,
+    "teacher-student-deep": teacher_student_deep,
 }

@@ -11,7 +11,15 @@ import torch
 from benchmarks.methods import Method, schedule_config
 from benchmarks.report import grid_spread, markdown, summarize
 from benchmarks.run import run
-from benchmarks.workloads import LONG_WORKLOADS, SHORT_WORKLOADS, WORKLOADS, Split, Workload, stdlib_corpus
+from benchmarks.workloads import (
+    LONG_WORKLOADS,
+    SELECTION_WORKLOADS,
+    SHORT_WORKLOADS,
+    WORKLOADS,
+    Split,
+    Workload,
+    stdlib_corpus,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -32,9 +40,10 @@ def _take(w: Workload, seed: int, n: int) -> list[tuple[torch.Tensor, torch.Tens
     return list(itertools.islice(w.batches(seed), n))
 
 
-def test_the_long_set_is_registered_apart_from_the_short_one() -> None:
-    assert set(LONG_WORKLOADS) | set(SHORT_WORKLOADS) == set(WORKLOADS)
-    assert not set(LONG_WORKLOADS) & set(SHORT_WORKLOADS)
+def test_the_long_and_selection_sets_are_registered_apart_from_the_short_one() -> None:
+    sets = [set(LONG_WORKLOADS), set(SHORT_WORKLOADS), set(SELECTION_WORKLOADS)]
+    assert set.union(*sets) == set(WORKLOADS)
+    assert sum(map(len, sets)) == len(WORKLOADS)  # no workload in two sets
 
 
 def test_long_workloads_have_a_long_budget_and_fixed_held_out_splits(workload: Workload) -> None:
