@@ -20,7 +20,6 @@ from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origi
 from annotated_types import Ge, Gt, Le, Lt
 
 from lrtune.tuner.errors import InvalidConfigError
-from lrtune.tuner.sweep import SWEEP_DIVISOR
 
 Preset = Literal["default", "plan", "greedy", "paper"]
 PlanShape = Literal["free", "cosine"]
@@ -55,6 +54,10 @@ Steps = Annotated[int, Ge(1), Le(MAX_TOTAL_STEPS)]
 Share = Annotated[float, Ge(0), Le(1)]
 #: Candidates of a search: each adds a point to a GP refitted on every report, hence the cap.
 Candidates = Annotated[int, Ge(1), Le(64)]
+
+
+#: The LR range sweep suggests the LR where its smoothed loss bottomed out divided by this (``sweep_divisor``).
+SWEEP_DIVISOR = 10.0
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-#: The sweep suggests its lowest-loss LR divided by this.
-SWEEP_DIVISOR = 10.0
+from lrtune.tuner.config import SWEEP_DIVISOR
 
 
 def sweep_suggestion(losses: Sequence[float], lrs: Sequence[float], divisor: float = SWEEP_DIVISOR) -> float:
