@@ -43,6 +43,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "sweep-divisor-3": {"sweep_divisor": 3.0},
     "sweep-divisor-5": {"sweep_divisor": 5.0},
     "sweep-divisor-20": {"sweep_divisor": 20.0},
+    "decay-tail-0.35": {"decay_tail": 0.35},
 }
 
 
