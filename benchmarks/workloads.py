@@ -329,6 +329,17 @@ def teacher_student(steps: int = 30_000, batch_size: int = 64, student_width: in
     (an AdamW cosine schedule at a peak of 1e-3 ends near 0.93). About 40 s per run on one CPU thread.
     """
     teacher = Teacher(TEACHER_WIDTHS, TEACHER_SEED, TEACHER_LOGIT_STD)
+    student = [TEACHER_WIDTHS[0], student_width, student_width, TEACHER_WIDTHS[-1]]
+    return _teacher_student("teacher-student", teacher, student, steps, batch_size, eval_examples=2048)
+
+
+def _teacher_student(
+    name: str, teacher: Teacher, student: list[int], steps: int, batch_size: int, eval_examples: int = 1000
+) -> Workload:
+    """A student MLP of layer widths ``student`` learns ``teacher`` from fresh samples every step.
+
+    ``tune`` (4096) and ``test`` (16384) are fixed samples of the teacher; ``train`` is empty.
+    """
     tune = Split(*teacher.sample(4096, torch.Generator().manual_seed(TUNE_SEED)))
     test = Split(*teacher.sample(16384, torch.Generator().manual_seed(TEST_SEED)))
     empty = Split(torch.empty(0, teacher.in_dim), torch.empty(0, dtype=torch.long))
@@ -339,17 +350,17 @@ def teacher_student(steps: int = 30_000, batch_size: int = 64, student_width: in
             yield teacher.sample(batch_size, gen)
 
     def model() -> nn.Module:
-        return _mlp([TEACHER_WIDTHS[0], student_width, student_width, TEACHER_WIDTHS[-1]])
+        return _mlp(student)
 
     return Workload(
-        "teacher-student",
+        name,
         empty,
         tune,
         test,
         batch_size=batch_size,
         steps=steps,
         make_model=model,
-        eval_examples=2048,
+        eval_examples=eval_examples,
         stream=stream,
     )
 
@@ -365,13 +376,24 @@ def stdlib_corpus(root: Path = STDLIB_DIR) -> tuple[bytes, bytes, bytes]:
             f"Python sources not found under {root}: install the Debian packages libpython3.11-stdlib and "
             "libpython3.11-minimal"
         )
-    skip = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
+    skip = frozenset({"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"})
+    return _split_by_file(root, "*.py", 40, skip)
+
+
+def _split_by_file(
+    root: Path, pattern: str, one_in: int, skip: frozenset[str] = frozenset()
+) -> tuple[bytes, bytes, bytes]:
+    """The files matching ``pattern`` under ``root`` as (train, tune, test) bytes, each file whole in one split.
+
+    Files are read in sorted order and joined by newlines; a hash of its relative path sends one file in ``one_in``
+    to ``tune`` and one to ``test``. Files under a directory named in ``skip`` are left out.
+    """
     parts: tuple[list[bytes], list[bytes], list[bytes]] = ([], [], [])
-    for path in sorted(root.rglob("*.py")):
+    for path in sorted(root.rglob(pattern)):
         rel = path.relative_to(root)
         if skip & set(rel.parts):
             continue
-        bucket = zlib.crc32(str(rel).encode()) % 40
+        bucket = zlib.crc32(str(rel).encode()) % one_in
         parts[1 if bucket == 0 else 2 if bucket == 1 else 0].append(path.read_bytes())
     train, tune, test = (b"\n".join(p) for p in parts)
     return train, tune, test
@@ -479,12 +501,7 @@ def perl_corpus() -> tuple[bytes, bytes, bytes]:
     roots = [p for p in sorted(Path("/usr/share/perl").glob("5.*")) if p.is_dir() and not p.is_symlink()]
     if not roots:
         raise FileNotFoundError("Perl's core modules not found under /usr/share/perl: install perl-modules")
-    parts: tuple[list[bytes], list[bytes], list[bytes]] = ([], [], [])
-    for path in sorted(roots[-1].rglob("*.pm")):
-        bucket = zlib.crc32(str(path.relative_to(roots[-1])).encode()) % 20
-        parts[1 if bucket == 0 else 2 if bucket == 1 else 0].append(path.read_bytes())
-    train, tune, test = (b"\n".join(p) for p in parts)
-    return train, tune, test
+    return _split_by_file(roots[-1], "*.pm", 20)
 
 
 def perl_gru(steps: int = 1500, batch_size: int = 32, context: int = 48) -> Workload:
@@ -505,23 +522,8 @@ def perl_gru(steps: int = 1500, batch_size: int = 32, context: int = 48) -> Work
 
 def teacher_student_deep() -> Workload:
     """A three-hidden-layer student (width 48) learns a three-hidden-layer teacher (width 96), 5 classes, 5k steps."""
-    widths = [16, 96, 96, 96, 5]
-    teacher = Teacher(widths, seed=4321, logit_std=3.0)
-    tune = Split(*teacher.sample(4096, torch.Generator().manual_seed(TUNE_SEED)))
-    test = Split(*teacher.sample(16384, torch.Generator().manual_seed(TEST_SEED)))
-    empty = Split(torch.empty(0, teacher.in_dim), torch.empty(0, dtype=torch.long))
-
-    def stream(seed: int) -> Iterator[tuple[Tensor, Tensor]]:
-        gen = torch.Generator().manual_seed(seed)
-        while True:
-            yield teacher.sample(32, gen)
-
-    def model() -> nn.Module:
-        return _mlp([16, 48, 48, 48, 5])
-
-    return Workload(
-        "teacher-student-deep", empty, tune, test, batch_size=32, steps=5000, make_model=model, stream=stream
-    )
+    teacher = Teacher([16, 96, 96, 96, 5], seed=4321, logit_std=3.0)
+    return _teacher_student("teacher-student-deep", teacher, [16, 48, 48, 48, 5], steps=5000, batch_size=32)
 
 
 SHORT_WORKLOADS = ("digits-mlp", "fmnist-mlp", "fmnist-cnn", "charlm")

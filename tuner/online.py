@@ -149,19 +149,18 @@ class OnlinePlanning(TunerParts):
         """The stability cap and the candidates' edge from the LR range sweep, or the prior LR (else ``max_lr``)."""
         st = self.settings
         suggested = self._suggested_lr()
-        cap = edge = st.max_lr
-        if suggested is not None and self._spectral:
+        if suggested is None:
+            return st.max_lr, st.max_lr
+        # The LR where the sweep's loss bottomed out (``sweep_divisor`` times its suggestion; a prior LR stands in
+        # for the suggestion).
+        bottom = min(st.max_lr, max(st.min_lr, suggested * st.sweep_divisor))
+        if self._spectral:
             # The model knows the stability edge from the sweep's blow-up; the cap keeps a margin below it.
-            edge = min(st.max_lr, max(st.min_lr, suggested * st.sweep_divisor))
-            cap = max(st.min_lr, SPECTRAL_CAP * edge)
-        elif suggested is not None:
-            # Plan a safe factor below the LR where the sweep's loss bottomed out (``sweep_divisor`` times its
-            # suggestion); candidates may go up to that LR itself, where the divergence guard watches them. A prior
-            # LR stands in for the suggestion.
-            bottom = min(st.max_lr, max(st.min_lr, suggested * st.sweep_divisor))
-            edge = min(bottom, max(st.min_lr, bottom / _EDGE))
-            cap = min(edge, max(st.min_lr, bottom / 3.0))
-        return cap, edge
+            return max(st.min_lr, SPECTRAL_CAP * bottom), bottom
+        # Plan a safe factor below the bottom; candidates may go up to that LR itself, where the divergence guard
+        # watches them.
+        edge = min(bottom, max(st.min_lr, bottom / _EDGE))
+        return min(edge, max(st.min_lr, bottom / 3.0)), edge
 
     def _online(self) -> OnlineState:
         """The planner's state, created on first use (after the sweep and the warmup)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -13,13 +12,7 @@ from benchmarks.report import grid_spread, markdown, summarize
 from benchmarks.run import run
 from benchmarks.workloads import WORKLOADS, Split, Workload, perl_corpus
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # fmnist-linear needs the Fashion-MNIST package, which only the benchmark's set-up installs.
