@@ -46,9 +46,17 @@ def test_quick_benchmark_writes_a_report_plots_and_raw_results(tmp_path: Path) -
     )
     assert cost.returncode == 0, cost.stderr[-3000:]
     table = (out / "search_cost.md").read_text()
-    assert "| digits-mlp | " in table
+    assert "| digits-mlp | " in table and "| geometric mean |" in table
     (row,) = json.loads((out / "search_cost.json").read_text())
-    assert 0 < row["kept_steps"] < 1500 and row["oracle_on_kept_steps"] > 0
+    assert 0 < row["kept_steps"] < 1500 and row["oracle_on_kept_steps"] > 0 and row["hindsight_on_kept_steps"] > 0
+    assert row["hindsight_trial"].startswith("grid-")
+    # Called again, it reads its runs back instead of training them again, to the same figures.
+    cost = subprocess.run(
+        [sys.executable, "-m", "benchmarks.search_cost", "--results", str(out)], capture_output=True, text=True
+    )
+    assert cost.returncode == 0, cost.stderr[-3000:]
+    assert "of which this invocation trained 0" in (out / "search_cost.md").read_text()
+    assert json.loads((out / "search_cost.json").read_text()) == [row]
     # A second call finds every run done and only rewrites the report.
     again = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)], capture_output=True, text=True, check=False
