@@ -44,6 +44,9 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "sweep-divisor-5": {"sweep_divisor": 5.0},
     "sweep-divisor-20": {"sweep_divisor": 20.0},
     "decay-tail-0.35": {"decay_tail": 0.35},
+    # A rise check that lets misses within the fit's scatter pass, chosen on the selection workloads (not taken).
+    "rise-tolerance-1": {"rise_tolerance": 1.0},
+    "rise-tolerance-2": {"rise_tolerance": 2.0},
 }
 
 

@@ -177,6 +177,12 @@ class TunerConfig:
             back at the trusted LR, the check asks the model as without the switch. It catches lasting damage that
             the model's yardstick misses, but on the benchmark networks it refuses rises that the model's check
             trusted, and those runs end worse (the README's figures).
+        rise_tolerance: ``plan`` preset with the spectral model and ``verify_rise`` (0 by default; refused with the
+            power model): the model's check of a rise (not ``measure_rise``'s control) refuses the rise only where
+            its probe ended above the yardstick by more than this many times the fit's relative residual noise (the
+            scatter of one observation about the fit). The check's margins are often within one or two of those:
+            on the 20k-step byte-level LM a tolerance of 2 trusts the rises that pay over the long run, but on the
+            selection workloads 1 and 2 are worse than 0 (the README's figures), so the default keeps every miss.
     """
 
     #: How pydantic reads this class where it is the wire's job config (``lrtune.client.protocol``): unknown
@@ -235,6 +241,7 @@ class TunerConfig:
     verify_fall: bool | None = None
     lift_floor: bool | None = None
     measure_rise: bool | None = None
+    rise_tolerance: Annotated[float, Ge(0), Le(10)] | None = None
 
     def __post_init__(self) -> None:
         """Validate every field and raise :class:`InvalidConfigError` with what to fix."""
@@ -460,6 +467,7 @@ class Settings:
     verify_fall: bool = False
     lift_floor: bool = False
     measure_rise: bool = False
+    rise_tolerance: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -630,13 +638,14 @@ def resolve(config: TunerConfig, defaults: Defaults = Defaults()) -> Settings:
         verify_fall=_flag(c.verify_fall, defaults.verify_fall and spectral),
         lift_floor=_flag(c.lift_floor, defaults.lift_floor and spectral),
         measure_rise=_flag(c.measure_rise, False),
+        rise_tolerance=float(c.rise_tolerance or 0.0),
     )
 
 
 #: The plan preset's switches that only one loss model reads, by that model.
 _MODEL_SWITCHES: dict[str, tuple[str, ...]] = {
     "power": ("robust_plan", "tied_kernel", "model_window"),
-    "spectral": ("verify_rise", "decay_tail", "verify_fall", "lift_floor", "measure_rise"),
+    "spectral": ("verify_rise", "decay_tail", "verify_fall", "lift_floor", "measure_rise", "rise_tolerance"),
 }
 
 

@@ -203,6 +203,8 @@ class OnlineStages(TunerParts):
             if keep is not None and probe is not None and before is not None and rise.parent is not None:
                 stayed = self._stayed(rise.parent, before, rise.steps + keep.steps_run, probe.steps)
                 bar = stayed if stayed is not None else before
+            if bar is not None and o.fit is not None:
+                bar *= 1 + st.rise_tolerance * o.fit.rel_noise  # a miss within the fit's scatter (rise_tolerance)
             paid = keep is not None and (bar is None or (_finite(risen) and float(risen) < bar))  # type: ignore[arg-type]
         if paid:
             self._trust(peak_lr(rise))

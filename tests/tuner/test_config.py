@@ -159,6 +159,7 @@ def test_default_is_the_spectral_plan_with_its_checks_and_a_job_keeps_what_defau
         ({"loss_model": "power", "verify_fall": True}, "verify_fall only applies with loss_model='spectral'"),
         ({"loss_model": "power", "lift_floor": True}, "lift_floor only applies with loss_model='spectral'"),
         ({"loss_model": "power", "measure_rise": True}, "measure_rise only applies with loss_model='spectral'"),
+        ({"loss_model": "power", "rise_tolerance": 2.0}, "rise_tolerance only applies with loss_model='spectral'"),
     ],
 )
 def test_a_switch_the_plans_loss_model_would_ignore_is_refused(switches: dict[str, object], named: str) -> None:
@@ -183,3 +184,9 @@ def test_a_stored_job_with_a_switch_its_model_ignored_still_recovers() -> None:
     state["config"] = {**state["config"], "robust_plan": True}
     recovered = Tuner.recover(state)
     assert recovered.settings.loss_model == "spectral" and recovered.next_segment().to_dict() == state["open"]
+
+
+def test_a_rise_tolerance_outside_its_range_is_refused_with_the_range() -> None:
+    for bad in (-1.0, 11.0):
+        with pytest.raises(InvalidConfigError, match=r"rise_tolerance must be a finite number in \[0, 10\]"):
+            TunerConfig(min_lr=1e-4, max_lr=1.0, total_steps=2000, rise_tolerance=bad)

@@ -178,7 +178,9 @@ def test_switches_keep_the_budget_and_the_exploration_cap(switches: dict[str, bo
         assert result["state"]["online"]["rival"]["params"]["beta"] == 0.5
 
 
-def _run_damaged(threshold: float, verify: bool, measure_rise: bool = False, harm: float = 0.003) -> dict[str, Any]:
+def _run_damaged(
+    threshold: float, verify: bool, measure_rise: bool = False, harm: float = 0.003, rise_tolerance: float = 0.0
+) -> dict[str, Any]:
     """A spectral-plan job on the test landscape where every step above ``threshold`` does lasting damage
     (:func:`_drive`); returns the final state and the final loss, damage included."""
     config = TunerConfig(
@@ -190,6 +192,7 @@ def _run_damaged(threshold: float, verify: bool, measure_rise: bool = False, har
         loss_model="spectral",
         verify_rise=verify,
         measure_rise=measure_rise,
+        rise_tolerance=rise_tolerance,
     )
     tuner = Tuner(config)
     run = _drive(tuner, seed=0, damage_above=threshold, harm=harm)
@@ -223,6 +226,14 @@ def test_a_rise_that_does_not_pay_is_not_trusted() -> None:
     # as predicted, the damage being lasting), which stops the worst (without the lifted floor it ends above 1000)
     # but not the damage.
     assert checked["final"] < 0.3 * unchecked["final"]
+
+
+def test_rise_tolerance_lets_a_miss_within_the_fits_scatter_pass() -> None:
+    # The damaging rise misses the model's yardstick by less than the fit's residual noise: the default check refuses
+    # it, a tolerance of one residual trusts it, and the run pays for the damage (why the default tolerance is 0).
+    strict, tolerant = _run_damaged(0.42, verify=True), _run_damaged(0.42, verify=True, rise_tolerance=1.0)
+    assert strict["state"]["online"]["trusted"] < tolerant["state"]["online"]["trusted"]
+    assert strict["final"] < 0.5 * tolerant["final"]
 
 
 def test_with_measure_rise_a_rise_is_judged_against_the_trusted_lr_run_from_the_same_snapshot() -> None:
