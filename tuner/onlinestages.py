@@ -173,7 +173,8 @@ class OnlineStages(TunerParts):
 
         The rise paid when its cooldown probe (which removes the noise a higher LR adds) ended below what the line
         would have reached had it stayed at the trusted LR and decayed alike (:meth:`_stayed`; the loss where the rise
-        began when the model cannot tell): what is left above that is damage a quadratic model does not know of.
+        began when the model cannot tell), or above it by at most ``rise_tolerance`` times the fit's relative residual
+        noise: what is left above that is damage a quadratic model does not know of.
         With ``measure_rise`` the check ran a control from the same snapshot (the trusted LR and its probe, on the
         same batches): the rise paid when its probe ended below the control's, and where it did not, the job goes on
         from the control.
