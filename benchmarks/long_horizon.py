@@ -64,6 +64,7 @@ from benchmarks.workloads import (
     Teacher,
     Workload,
     _byte_windows,
+    byte_lm,
     stdlib_corpus,
     teacher_student,
 )
@@ -153,30 +154,18 @@ def stdlib_byte_mlp(
     ``tune`` keeps 2048 windows and ``test`` 4096, spread over the held-out modules; the training objective is
     measured on 4096 windows spread over the training text (windows the run may or may not have read).
     """
-    train_text, tune_text, test_text = stdlib_corpus()
-    train = _byte_windows(train_text, context)
-    tune = _byte_windows(tune_text, context, 2048)
-    test = _byte_windows(test_text, context, 4096)
-    probe = _byte_windows(train_text, context, 4096)
+    texts = stdlib_corpus()
+    train_text, tune_text, test_text = texts
 
     def model() -> nn.Module:
         return WindowByteMLP(order, emb, hidden)
 
-    w = Workload(
-        "stdlib-byte-mlp",
-        train,
-        tune,
-        test,
-        batch_size=batch_size,
-        steps=steps,
-        make_model=model,
-        classification=False,
-        eval_examples=512,
-    )
-    passes = steps * batch_size / len(train)
+    w = byte_lm("stdlib-byte-mlp", texts, context, (2048, 4096), batch_size, steps, model, eval_examples=512)
+    probe = _byte_windows(train_text, context, 4096)
+    passes = steps * batch_size / len(w.train)
     data = (
         f"Python sources under {STDLIB_DIR} (`*.py`, sorted, tests excluded): {len(train_text) / 1e6:.2f} MB of "
-        f"training text ({len(train):,} windows of {context} bytes), {len(tune_text) / 1e6:.2f} MB held out for "
+        f"training text ({len(w.train):,} windows of {context} bytes), {len(tune_text) / 1e6:.2f} MB held out for "
         f"tune and {len(test_text) / 1e6:.2f} MB for test (whole modules); the budget reads {passes:.0%} of the "
         "training windows, each at most once"
     )

@@ -413,6 +413,34 @@ def _byte_windows(text: bytes, context: int, limit: int | None = None) -> Split:
     return Split(x, y)
 
 
+def byte_lm(
+    name: str,
+    texts: tuple[bytes, bytes, bytes],
+    context: int,
+    held_out: tuple[int, int],
+    batch_size: int,
+    steps: int,
+    make_model: Callable[[], nn.Module],
+    eval_examples: int,
+) -> Workload:
+    """A byte-level language model on (train, tune, test) texts, in non-overlapping windows of ``context`` bytes.
+
+    ``held_out`` is how many windows ``tune`` and ``test`` keep, spread over their texts; ``train`` keeps them all.
+    """
+    train_text, tune_text, test_text = texts
+    return Workload(
+        name,
+        _byte_windows(train_text, context),
+        _byte_windows(tune_text, context, held_out[0]),
+        _byte_windows(test_text, context, held_out[1]),
+        batch_size=batch_size,
+        steps=steps,
+        make_model=make_model,
+        classification=False,
+        eval_examples=eval_examples,
+    )
+
+
 def stdlib_lm(
     steps: int = 20_000, batch_size: int = 16, context: int = 32, width: int = 32, layers: int = 1
 ) -> Workload:
@@ -423,25 +451,11 @@ def stdlib_lm(
     held-out modules (about 340 KB each). The model is ``CharTransformer`` over 256 byte values, one layer of
     width 32: about 85 s per run on one CPU thread.
     """
-    train_text, tune_text, test_text = stdlib_corpus()
-    train = _byte_windows(train_text, context)
-    tune = _byte_windows(tune_text, context, 2048)
-    test = _byte_windows(test_text, context, 4096)
 
     def model() -> nn.Module:
         return CharTransformer(256, context, width=width, layers=layers, heads=2)
 
-    return Workload(
-        "stdlib-lm",
-        train,
-        tune,
-        test,
-        batch_size=batch_size,
-        steps=steps,
-        make_model=model,
-        classification=False,
-        eval_examples=512,
-    )
+    return byte_lm("stdlib-lm", stdlib_corpus(), context, (2048, 4096), batch_size, steps, model, eval_examples=512)
 
 
 def digits_cnn() -> Workload:
@@ -506,18 +520,7 @@ def perl_corpus() -> tuple[bytes, bytes, bytes]:
 
 def perl_gru(steps: int = 1500, batch_size: int = 32, context: int = 48) -> Workload:
     """A byte-level GRU language model on Perl's core modules (:func:`perl_corpus`), seen less than once."""
-    train_text, tune_text, test_text = perl_corpus()
-    return Workload(
-        "perl-gru",
-        _byte_windows(train_text, context),
-        _byte_windows(tune_text, context, 1024),
-        _byte_windows(test_text, context, 2048),
-        batch_size=batch_size,
-        steps=steps,
-        make_model=ByteGRU,
-        classification=False,
-        eval_examples=256,
-    )
+    return byte_lm("perl-gru", perl_corpus(), context, (1024, 2048), batch_size, steps, ByteGRU, eval_examples=256)
 
 
 def teacher_student_deep() -> Workload:
